@@ -1,0 +1,3 @@
+"""framepipe: camera streams → detections and annotated video over NATS JetStream."""
+
+__version__ = "0.1.0"

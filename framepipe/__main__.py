@@ -1,0 +1,3 @@
+from framepipe.pipeline.cli import entrypoint
+
+entrypoint()

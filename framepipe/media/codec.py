@@ -1,0 +1,116 @@
+"""Decode one GOP message, encode annotated frames into one MPEG-TS segment.
+
+Both directions use PyAV's ``CodecContext`` directly (no container on the
+decode side): a GOP message carries exactly what FFmpeg needs — codec name,
+extradata, packets with pts/dts and the time base.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from fractions import Fraction
+from statistics import median
+
+import av
+import av.error
+
+from framepipe.pipeline.errors import CorruptMediaError
+from framepipe.pipeline.messages import GopMessage
+
+
+def _decoder_context(gop: GopMessage, threads: int) -> av.CodecContext:
+    try:
+        ctx = av.CodecContext.create(gop.codec, "r")
+    except (ValueError, av.error.FFmpegError) as exc:
+        raise CorruptMediaError(f"unknown codec {gop.codec!r}: {exc}") from None
+    if gop.extradata:
+        ctx.extradata = gop.extradata
+    ctx.thread_count = threads
+    ctx.thread_type = "FRAME" if threads > 1 else "SLICE"
+    return ctx
+
+
+def decode_gop(gop: GopMessage, threads: int = 1) -> Iterator[av.VideoFrame]:
+    """Yield the GOP's frames in presentation order.
+
+    Raises :class:`CorruptMediaError` when the packets do not decode, or decode
+    to no frame at all (garbage, truncation, wrong codec parameters).
+    """
+    ctx = _decoder_context(gop, threads)
+    time_base = Fraction(*gop.time_base)
+    frames: list[av.VideoFrame] = []
+    errors = 0
+    for pkt in gop.iter_packets():
+        packet = av.Packet(pkt.data)
+        packet.pts, packet.dts, packet.time_base = pkt.pts, pkt.dts, time_base
+        try:
+            frames.extend(ctx.decode(packet))
+        except av.error.FFmpegError:
+            errors += 1
+    try:
+        frames.extend(ctx.decode(None))
+    except av.error.FFmpegError:
+        errors += 1
+    if not frames:
+        raise CorruptMediaError(
+            f"GOP {gop.gop} of {gop.camera}: {len(gop.packets)} {gop.codec} packets decoded to no frame"
+            f" ({errors} decode errors)"
+        )
+    if errors and len(frames) < len(gop.packets):
+        raise CorruptMediaError(
+            f"GOP {gop.gop} of {gop.camera}: {errors} decode errors, {len(frames)} of "
+            f"{len(gop.packets)} frames decoded"
+        )
+    frames.sort(key=lambda f: f.pts if f.pts is not None else 0)
+    yield from frames
+
+
+def frame_duration(pts: list[int]) -> int:
+    """Typical pts step of a GOP (1 for a single frame)."""
+    steps = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    return int(median(steps)) if steps else 1
+
+
+def encode_segment(
+    frames: list[av.VideoFrame],
+    time_base: Fraction,
+    *,
+    codec: str = "libx264",
+    preset: str = "veryfast",
+    crf: int = 23,
+    threads: int = 1,
+) -> tuple[bytes, float]:
+    """Encode RGB/YUV frames (with source pts) into one MPEG-TS segment.
+
+    The segment keeps the source timestamps, so consecutive segments form one
+    continuous timeline and an HLS player needs no discontinuity between them.
+    Returns (segment bytes, duration in seconds).
+    """
+    if not frames:
+        raise ValueError("no frames to encode")
+    pts = [f.pts for f in frames]
+    step = frame_duration(pts)
+    rate = Fraction(1, 1) / (step * time_base) if step * time_base > 0 else Fraction(30)
+    width = frames[0].width - frames[0].width % 2
+    height = frames[0].height - frames[0].height % 2
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as container:
+        stream = container.add_stream(codec, rate=rate.limit_denominator(100000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = time_base
+        stream.codec_context.thread_count = threads
+        if codec == "libx264":
+            stream.options = {"preset": preset, "crf": str(crf), "x264-params": "scenecut=0"}
+        for frame in frames:
+            if frame.width != width or frame.height != height or frame.format.name != "yuv420p":
+                converted = frame.reformat(width=width, height=height, format="yuv420p")
+                converted.pts = frame.pts
+                frame = converted
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    duration = float((max(pts) - min(pts) + step) * time_base)
+    return buffer.getvalue(), duration

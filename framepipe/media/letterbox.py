@@ -1,0 +1,57 @@
+"""Fit a frame into the model's square input without distorting it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source frame maps into a ``size``×``size`` model input."""
+
+    size: int
+    source_width: int
+    source_height: int
+
+    @property
+    def scale(self) -> float:
+        return min(self.size / self.source_width, self.size / self.source_height)
+
+    @property
+    def inner(self) -> tuple[int, int]:
+        return (
+            max(1, round(self.source_width * self.scale)),
+            max(1, round(self.source_height * self.scale)),
+        )
+
+    @property
+    def pad(self) -> tuple[int, int]:
+        width, height = self.inner
+        return (self.size - width) // 2, (self.size - height) // 2
+
+    def apply(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
+        """Resize with swscale (area filter) and pad with black to size×size RGB."""
+        width, height = self.inner
+        resized = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+        canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        pad_x, pad_y = self.pad
+        canvas[pad_y : pad_y + height, pad_x : pad_x + width] = resized.to_ndarray()
+        return canvas
+
+    def apply_array(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """Same as :meth:`apply` for an RGB array (tests, still images)."""
+        return self.apply(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))
+
+    def to_source(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Model-input pixels → source pixels, clipped to the frame."""
+        pad_x, pad_y = self.pad
+        s = self.scale
+        x1 = min(max((box[0] - pad_x) / s, 0.0), float(self.source_width))
+        y1 = min(max((box[1] - pad_y) / s, 0.0), float(self.source_height))
+        x2 = min(max((box[2] - pad_x) / s, 0.0), float(self.source_width))
+        y2 = min(max((box[3] - pad_y) / s, 0.0), float(self.source_height))
+        return x1, y1, x2, y2

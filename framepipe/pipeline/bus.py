@@ -1,0 +1,196 @@
+"""NATS JetStream access: connection, topology (streams/consumers/KV), publish.
+
+``ensure_topology`` is the single code path that creates every stream,
+consumer and bucket, used by the local supervisor, the tests and the
+Kubernetes setup Job alike. It is idempotent: existing objects are updated to
+the configured settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.errors import NoServersError, TimeoutError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from framepipe.pipeline.config import Headers, Names, Settings
+from framepipe.pipeline.errors import BusError
+
+log = structlog.get_logger("framepipe.bus")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: js_api.RetentionPolicy
+    max_age_s: float | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    filter_subject: str
+    stage: str
+
+
+def stream_specs(settings: Settings) -> tuple[StreamSpec, ...]:
+    s = settings.streams
+    limits, work = js_api.RetentionPolicy.LIMITS, js_api.RetentionPolicy.WORK_QUEUE
+    return (
+        StreamSpec(Names.VIDEO, (Names.wildcard(Names.VIDEO),), limits, s.video_max_age_s, s.video_max_bytes),
+        StreamSpec(Names.FRAMES, (Names.wildcard(Names.FRAMES),), work),
+        StreamSpec(Names.DETECTIONS, (Names.wildcard(Names.DETECTIONS),), limits, s.detections_max_age_s),
+        StreamSpec(Names.ENCODE, (Names.wildcard(Names.ENCODE),), work),
+        StreamSpec(Names.OUTPUT, (Names.wildcard(Names.OUTPUT),), limits, s.output_max_age_s),
+        StreamSpec(Names.DLQ, (Names.wildcard(Names.DLQ),), limits, s.dlq_max_age_s),
+    )
+
+
+def consumer_specs() -> tuple[ConsumerSpec, ...]:
+    """The durable pull consumer of each stage (KEDA scales on these)."""
+    return (
+        ConsumerSpec(Names.VIDEO, Names.DECODER, Names.wildcard(Names.VIDEO), Names.DECODER),
+        ConsumerSpec(Names.FRAMES, Names.INFERENCE, Names.wildcard(Names.FRAMES), Names.INFERENCE),
+        ConsumerSpec(Names.ENCODE, Names.ENCODER, Names.wildcard(Names.ENCODE), Names.ENCODER),
+        ConsumerSpec(Names.OUTPUT, Names.SINK, Names.wildcard(Names.OUTPUT), Names.SINK),
+        ConsumerSpec(Names.DLQ, Names.SINK_GAPS, Names.wildcard(Names.DLQ), Names.SINK),
+    )
+
+
+def consumer_spec(stage: str) -> ConsumerSpec:
+    for spec in consumer_specs():
+        if spec.durable == stage:
+            return spec
+    raise KeyError(stage)
+
+
+async def connect(settings: Settings, name: str, *, retry_initial: bool = True) -> Client:
+    """Connect with unlimited reconnects; the first connect is retried briefly."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats.disconnected", client=name)
+
+    async def on_reconnect() -> None:
+        log.info("nats.reconnected", client=name)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
+
+    deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
+    while True:
+        try:
+            return await nats.connect(
+                settings.nats.url,
+                name=name,
+                connect_timeout=settings.nats.connect_timeout_s,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                pending_size=2 * settings.nats.max_payload,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
+        except (NoServersError, OSError, TimeoutError) as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise BusError(
+                    f"cannot reach NATS at {settings.nats.url}: {exc or type(exc).__name__}; "
+                    "is nats-server running? (`framepipe run` starts one for you)"
+                ) from None
+            await asyncio.sleep(0.5)
+
+
+def _stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
+    storage = js_api.StorageType.FILE if settings.streams.storage == "file" else js_api.StorageType.MEMORY
+    return js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=spec.retention,
+        storage=storage,
+        max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes if spec.max_bytes else -1,
+        max_msg_size=settings.nats.max_payload,
+        duplicate_window=settings.streams.duplicate_window_s,
+        num_replicas=settings.streams.replicas,
+        allow_direct=True,
+        discard=js_api.DiscardPolicy.OLD,
+    )
+
+
+def consumer_config(spec: ConsumerSpec, settings: Settings) -> js_api.ConsumerConfig:
+    stage = settings.consumer(spec.stage)
+    return js_api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=stage.ack_wait_s,
+        max_ack_pending=stage.max_ack_pending,
+        # Unlimited at the server: the runner dead-letters after max_deliver
+        # itself, so a message is never silently dropped by the server.
+        max_deliver=-1,
+        filter_subject=spec.filter_subject,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update every stream, consumer and KV bucket."""
+    for spec in stream_specs(settings):
+        config = _stream_config(spec, settings)
+        try:
+            await js.stream_info(spec.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+    for consumer in consumer_specs():
+        await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
+    storage = js_api.StorageType.FILE if settings.streams.storage == "file" else js_api.StorageType.MEMORY
+    for bucket, ttl in (
+        (Names.LEDGER_BUCKET, settings.streams.ledger_ttl_s),
+        (Names.SOURCES_BUCKET, settings.streams.output_max_age_s),
+    ):
+        try:
+            await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(
+                js_api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=storage)
+            )
+
+
+async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
+    return await js.key_value(bucket)
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    msg_id: str,
+    *,
+    timeout: float = 10.0,
+    attempts: int = 5,
+) -> js_api.PubAck:
+    """Publish with server-side de-duplication, retrying timeouts (same msg id)."""
+    all_headers = dict(headers)
+    all_headers[Headers.MSG_ID] = msg_id
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return await js.publish(subject, body, timeout=timeout, headers=all_headers)
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")

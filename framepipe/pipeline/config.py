@@ -1,0 +1,393 @@
+"""Every name and every setting of framepipe, in one place.
+
+Stage code, the local supervisor, the CLI and the Kubernetes rendering all read
+stream/subject/consumer/KV names from :class:`Names` and tunables from
+:class:`Settings`, so a name cannot differ between a laptop and a cluster.
+
+Settings are frozen dataclasses loaded from (later wins): defaults, a TOML file
+(``--config`` or ``FRAMEPIPE_CONFIG``), and environment variables named
+``FRAMEPIPE_<SECTION>__<FIELD>`` (e.g. ``FRAMEPIPE_NATS__URL``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from framepipe.pipeline.errors import ConfigError
+
+ENVELOPE_VERSION = 1
+ENV_PREFIX = "FRAMEPIPE_"
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Names:
+    """Streams, subjects, consumers and buckets (see DESIGN.md, 'Streams')."""
+
+    VIDEO = "VIDEO"
+    FRAMES = "FRAMES"
+    DETECTIONS = "DETECTIONS"
+    ENCODE = "ENCODE"
+    OUTPUT = "OUTPUT"
+    DLQ = "DLQ"
+
+    DECODER = "decoder"
+    INFERENCE = "inference"
+    ENCODER = "encoder"
+    SINK = "sink"
+    SINK_GAPS = "sink-gaps"
+
+    LEDGER_BUCKET = "FP_GOP_LEDGER"
+    SOURCES_BUCKET = "FP_SOURCES"
+
+    SUBJECT_PREFIX = {
+        VIDEO: "video",
+        FRAMES: "frames",
+        DETECTIONS: "dets",
+        ENCODE: "encode",
+        OUTPUT: "out",
+        DLQ: "dlq",
+    }
+
+    @classmethod
+    def subject(cls, stream: str, camera: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[stream]}.{camera}"
+
+    @classmethod
+    def wildcard(cls, stream: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[stream]}.>"
+
+    @classmethod
+    def dlq_subject(cls, stage: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[cls.DLQ]}.{stage}"
+
+    @staticmethod
+    def msg_id(camera: str, gop: int, stage: str, part: int | None = None) -> str:
+        base = f"{camera}:{gop}:{stage}"
+        return base if part is None else f"{base}:{part}"
+
+    @staticmethod
+    def ledger_key(camera: str, gop: int) -> str:
+        return f"{camera}.{gop}"
+
+
+class Headers:
+    """Header names carried by every framepipe message."""
+
+    VERSION = "Framepipe-Version"
+    KIND = "Framepipe-Kind"
+    CAMERA = "Framepipe-Camera"
+    GOP = "Framepipe-Gop"
+    STAGE = "Framepipe-Stage"
+    ERROR = "Framepipe-Error"
+    ERROR_KIND = "Framepipe-Error-Kind"
+    ORIGINAL_SUBJECT = "Framepipe-Original-Subject"
+    ORIGINAL_STREAM_SEQ = "Framepipe-Original-Seq"
+    DELIVERIES = "Framepipe-Deliveries"
+    MSG_ID = "Nats-Msg-Id"
+
+
+def validate_camera_name(name: str) -> str:
+    if not CAMERA_NAME.match(name):
+        raise ConfigError(
+            f"camera name {name!r} is invalid: use 1-64 letters, digits, '_' or '-' "
+            "(it becomes part of NATS subjects)"
+        )
+    return name
+
+
+def _positive(section: str, **values: float) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    url: str = "nats://127.0.0.1:4222"
+    max_payload: int = 8 * 1024 * 1024
+    monitor_port: int = 8222
+    connect_timeout_s: float = 5.0
+    sync_interval: str = "default"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"nats.url must start with nats:// or tls://, got {self.url!r}")
+        if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
+            raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
+        _positive("nats", connect_timeout_s=self.connect_timeout_s)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        rest = self.url.split("://", 1)[1].rsplit("@", 1)[-1]
+        host, _, port = rest.partition(":")
+        return host or "127.0.0.1", int(port or 4222)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    storage: Literal["file", "memory"] = "file"
+    video_max_age_s: float = 3600.0
+    video_max_bytes: int = 8 * 1024**3
+    output_max_age_s: float = 24 * 3600.0
+    detections_max_age_s: float = 7 * 24 * 3600.0
+    dlq_max_age_s: float = 14 * 24 * 3600.0
+    ledger_ttl_s: float = 3600.0
+    duplicate_window_s: float = 300.0
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("file", "memory"):
+            raise ConfigError(f"streams.storage must be 'file' or 'memory', got {self.storage!r}")
+        _positive(
+            "streams",
+            video_max_age_s=self.video_max_age_s,
+            video_max_bytes=self.video_max_bytes,
+            output_max_age_s=self.output_max_age_s,
+            duplicate_window_s=self.duplicate_window_s,
+            ledger_ttl_s=self.ledger_ttl_s,
+            replicas=self.replicas,
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """Delivery settings shared by every stage's pull consumer."""
+
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 64
+    fetch_batch: int = 4
+    max_deliver: int = 5
+    retry_backoff_s: float = 1.0
+    replicas: int = 1
+    metrics_port: int = 0
+
+    def _check(self, section: str) -> None:
+        _positive(
+            section,
+            ack_wait_s=self.ack_wait_s,
+            max_ack_pending=self.max_ack_pending,
+            fetch_batch=self.fetch_batch,
+            max_deliver=self.max_deliver,
+            retry_backoff_s=self.retry_backoff_s,
+            replicas=self.replicas,
+        )
+        if self.fetch_batch > self.max_ack_pending:
+            raise ConfigError(
+                f"{section}.fetch_batch ({self.fetch_batch}) must not exceed "
+                f"{section}.max_ack_pending ({self.max_ack_pending})"
+            )
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    pacing: Literal["realtime", "fast"] = "realtime"
+    gop_max_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.pacing not in ("realtime", "fast"):
+            raise ConfigError(f"gateway.pacing must be 'realtime' or 'fast', got {self.pacing!r}")
+        _positive("gateway", gop_max_seconds=self.gop_max_seconds)
+
+
+@dataclass(frozen=True)
+class DecoderSettings(ConsumerSettings):
+    threads: int = 1
+    frames_per_part: int = 32
+
+    def __post_init__(self) -> None:
+        self._check("decoder")
+        _positive("decoder", threads=self.threads, frames_per_part=self.frames_per_part)
+
+
+@dataclass(frozen=True)
+class InferenceSettings(ConsumerSettings):
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    model: Literal["full_range", "short_range"] = "full_range"
+    models_dir: str = ".cache/models"
+    score_threshold: float = 0.5
+    nms_iou: float = 0.3
+    intra_op_threads: int = 1
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        self._check("inference")
+        if self.backend not in ("onnxruntime", "tensorrt"):
+            raise ConfigError(
+                f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}"
+            )
+        if self.model not in ("full_range", "short_range"):
+            raise ConfigError(
+                f"inference.model must be 'full_range' or 'short_range', got {self.model!r}"
+            )
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ConfigError(f"inference.score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 < self.nms_iou < 1.0:
+            raise ConfigError(f"inference.nms_iou must be in (0, 1), got {self.nms_iou}")
+        _positive("inference", intra_op_threads=self.intra_op_threads, max_batch=self.max_batch)
+
+    @property
+    def input_size(self) -> int:
+        return 192 if self.model == "full_range" else 128
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.models_dir) / f"face_detection_{self.model}.onnx"
+
+
+@dataclass(frozen=True)
+class EncoderSettings(ConsumerSettings):
+    codec: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = 23
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("encoder")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"encoder.crf must be 0..51, got {self.crf}")
+        _positive("encoder", threads=self.threads)
+
+
+@dataclass(frozen=True)
+class SinkSettings(ConsumerSettings):
+    output_dir: str = "output"
+    playlist_window: int = 0
+
+    def __post_init__(self) -> None:
+        self._check("sink")
+        if self.playlist_window < 0:
+            raise ConfigError(f"sink.playlist_window must be >= 0, got {self.playlist_window}")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The embedded runtime; ports 0 pick free loopback ports at start."""
+
+    state_dir: str = ".framepipe"
+    shutdown_grace_s: float = 20.0
+    nats_port: int = 0
+    monitor_port: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("local", shutdown_grace_s=self.shutdown_grace_s)
+        for key, port in (("nats_port", self.nats_port), ("monitor_port", self.monitor_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"local.{key} must be 0..65535, got {port}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    decoder: DecoderSettings = field(default_factory=DecoderSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+
+    def consumer(self, stage: str) -> ConsumerSettings:
+        section = getattr(self, stage, None)
+        if not isinstance(section, ConsumerSettings):
+            raise ConfigError(f"no stage named {stage!r}")
+        return section
+
+    def replace(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some fields changed, e.g. ``replace(nats={"url": ...})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that reproduces these settings in a child process."""
+        env: dict[str, str] = {}
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            for item in dataclasses.fields(value):
+                key = f"{ENV_PREFIX}{section.name.upper()}__{item.name.upper()}"
+                env[key] = str(getattr(value, item.name))
+        return env
+
+
+def _coerce(section: str, name: str, kind: Any, raw: Any) -> Any:
+    where = f"{section}.{name}"
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return str(raw)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {kind.__name__}, got {raw!r}") from None
+    raise ConfigError(f"{where} has an unsupported type {kind!r}")
+
+
+def _build_section(name: str, cls: type[Any], values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})"
+        )
+    coerced = {key: _coerce(name, key, hints[key], raw) for key, raw in values.items()}
+    return cls(**coerced)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: typing.Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults ← TOML file ← environment. Raises :class:`ConfigError`."""
+    env = os.environ if env is None else env
+    raw: dict[str, dict[str, Any]] = {}
+    config_path = path or env.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        file = Path(config_path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist")
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"config file {file}: [{section}] must be a table")
+            raw[section] = dict(values)
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+        raw.setdefault(section, {})[name] = value
+
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    hints = typing.get_type_hints(Settings)
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown config section [{unknown[0]}] (known: {', '.join(sections)})")
+    built = {name: _build_section(name, hints[name], values) for name, values in raw.items()}
+    return Settings(**built)

@@ -1,0 +1,63 @@
+"""One exception hierarchy for framepipe.
+
+The runner decides what to do with a failed message from the class alone:
+``RetryableError`` → ``nak`` with backoff, ``PoisonError`` → dead-letter stream
+and ``term``. Anything else is treated as retryable until the delivery limit,
+then as poison, so a bug can never loop a message forever.
+"""
+
+from __future__ import annotations
+
+
+class FramepipeError(Exception):
+    """Base class of every error framepipe raises on purpose."""
+
+
+class ConfigError(FramepipeError):
+    """A setting is missing or invalid; the message names the field."""
+
+
+class SetupError(FramepipeError):
+    """The local environment is not ready (model not built, binary missing...)."""
+
+
+class BusError(FramepipeError):
+    """Talking to NATS failed."""
+
+
+class RetryableError(FramepipeError):
+    """Transient failure: the same input may succeed later."""
+
+
+class PoisonError(FramepipeError):
+    """The input itself is bad; retrying cannot help. Goes to the DLQ."""
+
+    reason = "poison"
+
+
+class SchemaError(PoisonError):
+    """A message does not match its declared kind/version."""
+
+    reason = "schema"
+
+
+class UnknownVersionError(SchemaError):
+    """A message carries an envelope version this build does not understand."""
+
+    reason = "unknown-version"
+
+
+class CorruptMediaError(PoisonError):
+    """Encoded video that cannot be decoded (truncated, garbage, wrong codec)."""
+
+    reason = "corrupt-media"
+
+
+class MissingInputError(PoisonError):
+    """An input references data that no longer exists (e.g. GOP aged out of VIDEO)."""
+
+    reason = "missing-input"
+
+
+class SourceError(FramepipeError):
+    """A camera/file source cannot be opened or read."""

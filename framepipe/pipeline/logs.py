@@ -1,0 +1,37 @@
+"""structlog setup: JSON lines when not a TTY, readable console otherwise.
+
+Stages log one canonical event per unit of work (``gop.done``) with the
+camera, gop, stage and duration bound, plus warnings for retries and dead
+letters. Everything goes to stderr so stdout stays free for CLI output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(level: str | None = None, *, json: bool | None = None) -> None:
+    level_name = (level or os.environ.get("FRAMEPIPE_LOG_LEVEL", "info")).upper()
+    numeric = getattr(logging, level_name, logging.INFO)
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    if os.environ.get("FRAMEPIPE_LOG_FORMAT") in ("json", "console"):
+        use_json = os.environ["FRAMEPIPE_LOG_FORMAT"] == "json"
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,244 @@
+"""Local runtime: embedded nats-server, topology, stage and gateway processes.
+
+The supervisor is what a cluster would be on one machine: it starts NATS,
+creates the streams (same code as the Kubernetes setup Job), runs each stage as
+its own OS process, restarts a process that crashed, and shuts down in order:
+sources first, then stages drain (SIGTERM), then NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from framepipe.pipeline import bus
+from framepipe.pipeline.config import Names, Settings, validate_camera_name
+from framepipe.pipeline.errors import SetupError
+from framepipe.pipeline.natsserver import NatsServer, die_with_parent
+
+log = structlog.get_logger("framepipe.supervisor")
+STAGES = (Names.DECODER, Names.INFERENCE, Names.ENCODER, Names.SINK)
+RUNTIME_FILE = "runtime.json"
+
+
+@dataclass
+class Managed:
+    name: str
+    argv: list[str]
+    log_file: Path
+    restart: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def spawn(self, env: dict[str, str]) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class CameraResult:
+    camera: str
+    complete: bool
+    segments: int
+    gaps: list[dict[str, object]] = field(default_factory=list)
+    playlist: Path | None = None
+    reason: str = ""
+
+
+async def setup_topology(settings: Settings) -> None:
+    nc = await bus.connect(settings, "framepipe-setup")
+    try:
+        await bus.ensure_topology(nc.jetstream(timeout=10.0), settings)
+    finally:
+        await nc.close()
+
+
+class LocalSystem:
+    def __init__(self, settings: Settings, state_dir: Path, *, embedded_nats: bool = True) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.embedded = embedded_nats
+        self.server: NatsServer | None = None
+        self.processes: list[Managed] = []
+        self.stopping = False
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
+        if fresh and self.embedded:
+            shutil.rmtree(self.state_dir / "jetstream", ignore_errors=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.embedded:
+            self.server = NatsServer(
+                store_dir=self.state_dir / "jetstream",
+                port=self.settings.local.nats_port,
+                monitor_port=self.settings.local.monitor_port,
+                max_payload=self.settings.nats.max_payload,
+                sync_interval=self.settings.nats.sync_interval,
+            ).start(log_file=self.state_dir / "logs" / "nats-server.log")
+            self.settings = self.settings.replace(nats={"url": self.server.url})
+        asyncio.run(setup_topology(self.settings))
+        counts = {stage: self.settings.consumer(stage).replicas for stage in STAGES}
+        counts.update(replicas or {})
+        for stage in STAGES:
+            for index in range(counts[stage]):
+                self._add(f"{stage}-{index}", [sys.executable, "-m", "framepipe", "stage", stage])
+        self._write_runtime()
+        log.info("system.started", nats=self.settings.nats.url, processes=len(self.processes))
+
+    def add_camera(self, camera: str, source: str, pacing: str | None = None) -> Managed:
+        validate_camera_name(camera)
+        argv = [sys.executable, "-m", "framepipe", "gateway", "--camera", camera, "--source", source]
+        if pacing:
+            argv += ["--pacing", pacing]
+        managed = self._add(f"gateway-{camera}", argv, restart=False)
+        self._write_runtime()
+        return managed
+
+    def _add(self, name: str, argv: list[str], restart: bool = True) -> Managed:
+        managed = Managed(name, argv, self.state_dir / "logs" / f"{name}.log", restart)
+        managed.spawn(self.child_env())
+        self.processes.append(managed)
+        return managed
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        env.setdefault("FRAMEPIPE_LOG_FORMAT", "json")
+        return env
+
+    def supervise(self) -> None:
+        """Restart stage processes that died (a crash must not stall the pipeline)."""
+        for managed in self.processes:
+            if self.stopping or managed.alive or not managed.restart or managed.process is None:
+                continue
+            code = managed.process.returncode
+            managed.restarts += 1
+            log.warning("process.restarted", process=managed.name, exit_code=code, restarts=managed.restarts)
+            managed.spawn(self.child_env())
+
+    def stop(self) -> None:
+        """Sources first, then drain the stages, then NATS. Kill what overstays."""
+        self.stopping = True
+        grace = self.settings.local.shutdown_grace_s
+        gateways = [m for m in self.processes if m.name.startswith("gateway-")]
+        stages = [m for m in self.processes if not m.name.startswith("gateway-")]
+        for group in (gateways, stages):
+            for managed in group:
+                if managed.alive and managed.process:
+                    managed.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for managed in group:
+                if managed.process is None:
+                    continue
+                try:
+                    managed.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("process.killed", process=managed.name, why="did not drain in time")
+                    managed.process.kill()
+                    managed.process.wait()
+        if self.server:
+            self.server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / RUNTIME_FILE).unlink()
+
+    def __enter__(self) -> LocalSystem:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _write_runtime(self) -> None:
+        info = {
+            "nats_url": self.settings.nats.url,
+            "monitor_url": self.server.monitor_url if self.server else None,
+            "output_dir": str(Path(self.settings.sink.output_dir).resolve()),
+            "supervisor_pid": os.getpid(),
+            "processes": [
+                {"name": m.name, "pid": m.process.pid if m.process else None, "log": str(m.log_file)}
+                for m in self.processes
+            ],
+        }
+        (self.state_dir / RUNTIME_FILE).write_text(json.dumps(info, indent=2))
+
+    # -- waiting -----------------------------------------------------------
+    def camera_progress(self, camera: str) -> dict[str, object] | None:
+        path = Path(self.settings.sink.output_dir) / camera / ".state" / "progress.json"
+        try:
+            data: dict[str, object] = json.loads(path.read_text())
+            return data
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def wait_for_camera(
+        self,
+        camera: str,
+        gateway: Managed,
+        *,
+        stall_timeout: float = 180.0,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> CameraResult:
+        """Block until the sink has closed the camera's playlist (file sources)."""
+        last_count, last_change = -1, time.monotonic()
+        playlist = Path(self.settings.sink.output_dir) / camera / "index.m3u8"
+        while True:
+            self.supervise()
+            progress = self.camera_progress(camera) or {}
+            entries = progress.get("entries", [])
+            gaps = progress.get("gaps", [])
+            count = (len(entries) if isinstance(entries, list) else 0) + (len(gaps) if isinstance(gaps, list) else 0)
+            if on_progress:
+                on_progress(count)
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            gaps_list = gaps if isinstance(gaps, list) else []
+            if progress.get("ended"):
+                segments = len(entries) if isinstance(entries, list) else 0
+                reason = ""
+                if gaps_list:
+                    reason = (
+                        f"GOPs {[g['gop'] for g in gaps_list]} were dead-lettered "
+                        f"({', '.join(sorted({str(g['reason']) for g in gaps_list}))}); "
+                        "inspect them with `framepipe status` and the DLQ stream"
+                    )
+                return CameraResult(camera, not gaps_list, segments, gaps_list, playlist, reason)
+            if gateway.process is not None and gateway.process.poll() not in (None, 0):
+                return CameraResult(
+                    camera, False, max(count, 0), gaps_list, playlist,
+                    f"the gateway for {camera} failed (exit {gateway.process.returncode}); see {gateway.log_file}",
+                )
+            if time.monotonic() - last_change > stall_timeout:
+                return CameraResult(
+                    camera, False, max(count, 0), gaps_list, playlist,
+                    f"no progress for {stall_timeout:.0f}s; see the logs in {self.state_dir / 'logs'}",
+                )
+            time.sleep(0.2)
+
+
+def require_model(settings: Settings) -> None:
+    if not settings.inference.model_path.is_file():
+        raise SetupError(
+            f"face model {settings.inference.model_path} is missing: run `make models` "
+            "(or `framepipe models build`)"
+        )

@@ -1,0 +1,82 @@
+"""Decoder stage: GOP → model-sized frames, split into parts under max_payload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import numpy as np
+
+from framepipe.media.codec import decode_gop
+from framepipe.media.letterbox import Letterbox
+from framepipe.pipeline.config import Names
+from framepipe.pipeline.messages import FrameBatch, GopMessage
+from framepipe.pipeline.runner import Stage, WorkContext
+
+# Envelope overhead (pts lists, headers) stays well below this share of a message.
+PAYLOAD_SHARE = 0.85
+
+
+def frames_per_part(size: int, max_payload: int, cap: int) -> int:
+    per_frame = size * size * 3
+    return max(1, min(cap, int(max_payload * PAYLOAD_SHARE) // per_frame))
+
+
+def split(count: int, per_part: int) -> list[range]:
+    """Even parts: 60 frames at ≤32 per part → 30 + 30, not 32 + 28."""
+    parts = max(1, -(-count // per_part))
+    base, extra = divmod(count, parts)
+    ranges, start = [], 0
+    for index in range(parts):
+        length = base + (1 if index < extra else 0)
+        ranges.append(range(start, start + length))
+        start += length
+    return ranges
+
+
+class Decoder(Stage[GopMessage]):
+    name: ClassVar[str] = Names.DECODER
+    input_kind = GopMessage
+
+    def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], Letterbox]:
+        size = self.settings.inference.input_size
+        letterbox = Letterbox(size, gop.width, gop.height)
+        tensors, pts = [], []
+        for frame in decode_gop(gop, self.settings.decoder.threads):
+            if (frame.width, frame.height) != (gop.width, gop.height):
+                letterbox = Letterbox(size, frame.width, frame.height)
+            tensors.append(letterbox.apply(frame))
+            pts.append(int(frame.pts if frame.pts is not None else 0))
+        return np.stack(tensors), pts, letterbox
+
+    async def process(self, message: GopMessage, ctx: WorkContext) -> None:
+        frames, pts, letterbox = await asyncio.to_thread(self._decode, message)
+        per_part = frames_per_part(
+            letterbox.size, self.settings.nats.max_payload, self.settings.decoder.frames_per_part
+        )
+        parts = split(len(frames), per_part)
+        for index, part in enumerate(parts):
+            chunk = np.ascontiguousarray(frames[part.start : part.stop])
+            batch = FrameBatch(
+                camera=message.camera,
+                gop=message.gop,
+                part=index,
+                parts=len(parts),
+                video_seq=ctx.stream_seq,
+                frame_indices=tuple(message.frame_offset + i for i in part),
+                pts=tuple(pts[i] for i in part),
+                source_size=(letterbox.source_width, letterbox.source_height),
+                scale=letterbox.scale,
+                pad=letterbox.pad,
+                shape=chunk.shape,  # type: ignore[arg-type]
+                pixels=chunk.tobytes(),
+                frame_offset=message.frame_offset,
+                gop_frames=len(frames),
+            )
+            await ctx.publish(
+                Names.subject(Names.FRAMES, message.camera),
+                batch,
+                Names.msg_id(message.camera, message.gop, self.name, index),
+            )
+        ctx.frames = len(frames)
+        ctx.extra["parts"] = len(parts)

@@ -1,0 +1,78 @@
+"""Encoder stage: re-read the GOP from VIDEO, draw detections, encode a segment."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from typing import ClassVar
+
+import av
+from nats.js.errors import NotFoundError
+
+from framepipe.media.annotate import draw_detections
+from framepipe.media.codec import decode_gop, encode_segment
+from framepipe.pipeline import messages
+from framepipe.pipeline.config import Names
+from framepipe.pipeline.errors import MissingInputError
+from framepipe.pipeline.messages import EncodeItem, GopMessage, SegmentMessage
+from framepipe.pipeline.runner import Stage, WorkContext
+
+
+class Encoder(Stage[EncodeItem]):
+    name: ClassVar[str] = Names.ENCODER
+    input_kind = EncodeItem
+
+    def _annotate_and_encode(self, gop: GopMessage, item: EncodeItem) -> tuple[bytes, float, int]:
+        cfg = self.settings.encoder
+        by_frame = {f.frame: f.detections for f in item.frames}
+        annotated: list[av.VideoFrame] = []
+        for offset, frame in enumerate(decode_gop(gop, cfg.threads)):
+            detections = by_frame.get(gop.frame_offset + offset, ())
+            if detections:
+                image = frame.to_ndarray(format="rgb24")
+                draw_detections(image, detections)
+                drawn = av.VideoFrame.from_ndarray(image, format="rgb24")
+                drawn.pts = frame.pts
+                frame = drawn
+            annotated.append(frame)
+        data, duration = encode_segment(
+            annotated,
+            Fraction(*gop.time_base),
+            codec=cfg.codec,
+            preset=cfg.preset,
+            crf=cfg.crf,
+            threads=cfg.threads,
+        )
+        return data, duration, len(annotated)
+
+    async def process(self, message: EncodeItem, ctx: WorkContext) -> None:
+        try:
+            raw = await ctx.js.get_msg(Names.VIDEO, message.video_seq)
+        except NotFoundError:
+            raise MissingInputError(
+                f"GOP {message.gop} of {message.camera} (VIDEO seq {message.video_seq}) is no longer "
+                "in the VIDEO stream; raise streams.video_max_age_s"
+            ) from None
+        gop = messages.decode(raw.headers, raw.data or b"", GopMessage)
+        if (gop.camera, gop.gop) != (message.camera, message.gop):
+            raise MissingInputError(
+                f"VIDEO seq {message.video_seq} holds {gop.camera}/{gop.gop}, "
+                f"expected {message.camera}/{message.gop}"
+            )
+        data, duration, count = await asyncio.to_thread(self._annotate_and_encode, gop, message)
+        segment = SegmentMessage(
+            camera=message.camera,
+            gop=message.gop,
+            container="mpegts",
+            duration_s=duration,
+            frames=message.frames,
+            data=data,
+            discontinuity=gop.discontinuity,
+        )
+        await ctx.publish(
+            Names.subject(Names.OUTPUT, message.camera),
+            segment,
+            Names.msg_id(message.camera, message.gop, self.name),
+        )
+        ctx.frames = count
+        ctx.extra["segment_bytes"] = len(data)

@@ -1,0 +1,266 @@
+"""Sink: OUTPUT segments → ``<output>/<camera>/index.m3u8``, segments, detections.jsonl.
+
+Segments arrive in any order (several encoders). Each one is written to disk
+under its GOP number and acked at once; the playlist and ``detections.jsonl``
+then advance over the contiguous prefix, so per-camera order is restored here
+and nowhere else. A GOP that was dead-lettered upstream (seen on the DLQ) is a
+gap: the playlist continues after it with ``#EXT-X-DISCONTINUITY``. All state
+is in files, so a restarted sink resumes where it left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+from nats.js import JetStreamContext
+
+from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings, validate_camera_name
+from framepipe.pipeline.messages import Message, SegmentMessage
+from framepipe.pipeline.runner import Stage, WorkContext
+from framepipe.stages.gateway import read_source_state
+
+log = structlog.get_logger("framepipe.sink")
+PLAYLIST = "index.m3u8"
+DETECTIONS = "detections.jsonl"
+STATE_DIR = ".state"
+
+
+def segment_name(gop: int) -> str:
+    return f"seg_{gop:06d}.ts"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class CameraProgress:
+    """What has been appended to the playlist so far (persisted as JSON)."""
+
+    next_gop: int
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    detections_bytes: int = 0
+    ended: bool = False
+    discontinuity_pending: bool = False
+
+
+class CameraOutput:
+    def __init__(self, root: Path, camera: str, first_gop: int, window: int) -> None:
+        self.dir = root / camera
+        self.state_dir = self.dir / STATE_DIR
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.camera = camera
+        self.window = window
+        progress_file = self.state_dir / "progress.json"
+        if progress_file.is_file():
+            self.progress = CameraProgress(**json.loads(progress_file.read_text()))
+        else:
+            self.progress = CameraProgress(next_gop=first_gop)
+        detections = self.dir / DETECTIONS
+        # Lines appended after the last saved progress are re-appended on replay.
+        with open(detections, "ab") as handle:
+            handle.truncate(self.progress.detections_bytes)
+
+    def add_segment(self, segment: SegmentMessage) -> None:
+        _write_atomic(self.dir / segment_name(segment.gop), segment.data)
+        meta = {
+            "duration": segment.duration_s,
+            "discontinuity": segment.discontinuity,
+            "frames": [f.to_wire() for f in segment.frames],
+        }
+        _write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
+
+    def add_gap(self, gop: int, stage: str, reason: str) -> None:
+        if gop < self.progress.next_gop or (self.state_dir / f"{gop:06d}.json").exists():
+            return
+        info = {"gop": gop, "stage": stage, "reason": reason}
+        _write_atomic(self.state_dir / f"{gop:06d}.gap", json.dumps(info).encode())
+
+    def advance(self) -> int:
+        """Append every contiguous GOP; return how many were appended."""
+        p = self.progress
+        appended = 0
+        lines: list[str] = []
+        while True:
+            meta_file = self.state_dir / f"{p.next_gop:06d}.json"
+            gap_file = self.state_dir / f"{p.next_gop:06d}.gap"
+            if meta_file.is_file():
+                meta = json.loads(meta_file.read_text())
+                p.entries.append(
+                    {
+                        "gop": p.next_gop,
+                        "uri": segment_name(p.next_gop),
+                        "duration": meta["duration"],
+                        "discontinuity": bool(meta["discontinuity"] or p.discontinuity_pending),
+                    }
+                )
+                p.discontinuity_pending = False
+                for frame in meta["frames"]:
+                    lines.append(json.dumps({"camera": self.camera, "gop": p.next_gop, **frame}))
+            elif gap_file.is_file():
+                p.gaps.append(json.loads(gap_file.read_text()))
+                p.discontinuity_pending = True
+            else:
+                break
+            p.next_gop += 1
+            appended += 1
+        if appended:
+            with open(self.dir / DETECTIONS, "a", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in lines))
+            p.detections_bytes = (self.dir / DETECTIONS).stat().st_size
+            self._save()
+        return appended
+
+    def finish_if_complete(self, source_state: str, source_next_gop: int) -> bool:
+        p = self.progress
+        if not p.ended and source_state == "ended" and p.next_gop >= source_next_gop:
+            p.ended = True
+            self._save()
+        return p.ended
+
+    def _save(self) -> None:
+        self._write_playlist()
+        _write_atomic(self.state_dir / "progress.json", json.dumps(self.progress.__dict__).encode())
+
+    def _write_playlist(self) -> None:
+        p = self.progress
+        entries = p.entries[-self.window :] if self.window else p.entries
+        target = max((math.ceil(e["duration"]) for e in entries), default=1)
+        first = entries[0]["gop"] if entries else p.next_gop
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:3",
+            f"#EXT-X-TARGETDURATION:{max(1, target)}",
+            f"#EXT-X-MEDIA-SEQUENCE:{first}",
+        ]
+        if not self.window:
+            lines.append("#EXT-X-PLAYLIST-TYPE:EVENT")
+        for entry in entries:
+            if entry["discontinuity"]:
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines.append(f"#EXTINF:{entry['duration']:.6f},")
+            lines.append(entry["uri"])
+        if p.ended:
+            lines.append("#EXT-X-ENDLIST")
+        _write_atomic(self.dir / PLAYLIST, ("\n".join(lines) + "\n").encode())
+
+
+class OutputWriter:
+    """Shared by the segment and gap consumers of one sink process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = Path(settings.sink.output_dir)
+        self.window = settings.sink.playlist_window
+        self.cameras: dict[str, CameraOutput] = {}
+        self.js: JetStreamContext | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self, js: JetStreamContext) -> None:
+        if self.js is None:
+            self.js = js
+            self._watch = asyncio.create_task(self._watch_sources())
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def camera(self, name: str) -> CameraOutput:
+        if name not in self.cameras:
+            validate_camera_name(name)
+            state = await read_source_state(self.js, name) if self.js else None
+            first = state.first_gop if state else 0
+            self.cameras[name] = CameraOutput(self.root, name, first, self.window)
+        return self.cameras[name]
+
+    async def check_complete(self, output: CameraOutput) -> None:
+        if output.progress.ended or self.js is None:
+            return
+        state = await read_source_state(self.js, output.camera)
+        if state is not None and output.finish_if_complete(state.state, state.next_gop):
+            p = output.progress
+            log.info("camera.complete", camera=output.camera, segments=len(p.entries),
+                     gaps=[g["gop"] for g in p.gaps], playlist=str(output.dir / PLAYLIST))
+
+    async def _watch_sources(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for output in list(self.cameras.values()):
+                with contextlib.suppress(Exception):
+                    await self.check_complete(output)
+
+
+class Sink(Stage[SegmentMessage]):
+    name: ClassVar[str] = Names.SINK
+    input_kind = SegmentMessage
+
+    def __init__(self, settings: Settings, writer: OutputWriter) -> None:
+        super().__init__(settings)
+        self.writer = writer
+
+    async def setup(self, js: JetStreamContext) -> None:
+        await self.writer.start(js)
+
+    async def close(self) -> None:
+        await self.writer.stop()
+
+    async def process(self, message: SegmentMessage, ctx: WorkContext) -> None:
+        output = await self.writer.camera(message.camera)
+        if message.gop >= output.progress.next_gop:
+            await asyncio.to_thread(output.add_segment, message)
+        ctx.extra["appended"] = await asyncio.to_thread(output.advance)
+        ctx.frames = len(message.frames)
+        await self.writer.check_complete(output)
+
+
+@dataclass(frozen=True)
+class GapNotice(Message):
+    """A dead letter seen by the sink: that GOP will not reach OUTPUT."""
+
+    KIND: ClassVar[str] = "gap"
+
+    stage: str = ""
+    reason: str = ""
+
+
+class SinkGaps(Stage[GapNotice]):
+    name: ClassVar[str] = Names.SINK_GAPS
+    input_kind = GapNotice
+    section: ClassVar[str | None] = Names.SINK
+
+    def __init__(self, settings: Settings, writer: OutputWriter) -> None:
+        super().__init__(settings)
+        self.writer = writer
+
+    async def setup(self, js: JetStreamContext) -> None:
+        await self.writer.start(js)
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> GapNotice:
+        camera, gop = headers.get(Headers.CAMERA), headers.get(Headers.GOP, "")
+        if camera is None or not CAMERA_NAME.match(camera) or not gop.isdigit():
+            # Not tied to a GOP (e.g. garbage without headers): nothing to mark.
+            # Never raise here: a dead letter of a dead letter would loop.
+            return GapNotice("", -1)
+        return GapNotice(camera, int(gop), headers.get(Headers.STAGE, "?"), headers.get(Headers.ERROR_KIND, "?"))
+
+    async def process(self, message: GapNotice, ctx: WorkContext) -> None:
+        if message.gop < 0:
+            return
+        output = await self.writer.camera(message.camera)
+        output.add_gap(message.gop, message.stage, message.reason)
+        ctx.extra["appended"] = output.advance()
+        log.warning("gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason)
+        await self.writer.check_complete(output)
