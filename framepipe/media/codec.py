@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from fractions import Fraction
+from itertools import pairwise
 from statistics import median
 
 import av
@@ -19,11 +20,13 @@ from framepipe.pipeline.errors import CorruptMediaError
 from framepipe.pipeline.messages import GopMessage
 
 
-def _decoder_context(gop: GopMessage, threads: int) -> av.CodecContext:
+def _decoder_context(gop: GopMessage, threads: int) -> av.VideoCodecContext:
     try:
         ctx = av.CodecContext.create(gop.codec, "r")
     except (ValueError, av.error.FFmpegError) as exc:
         raise CorruptMediaError(f"unknown codec {gop.codec!r}: {exc}") from None
+    if not isinstance(ctx, av.VideoCodecContext):
+        raise CorruptMediaError(f"codec {gop.codec!r} is not a video codec")
     if gop.extradata:
         ctx.extradata = gop.extradata
     ctx.thread_count = threads
@@ -68,7 +71,7 @@ def decode_gop(gop: GopMessage, threads: int = 1) -> Iterator[av.VideoFrame]:
 
 def frame_duration(pts: list[int]) -> int:
     """Typical pts step of a GOP (1 for a single frame)."""
-    steps = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    steps = [b - a for a, b in pairwise(pts) if b > a]
     return int(median(steps)) if steps else 1
 
 
@@ -89,7 +92,7 @@ def encode_segment(
     """
     if not frames:
         raise ValueError("no frames to encode")
-    pts = [f.pts for f in frames]
+    pts = [f.pts if f.pts is not None else i for i, f in enumerate(frames)]
     step = frame_duration(pts)
     rate = Fraction(1, 1) / (step * time_base) if step * time_base > 0 else Fraction(30)
     width = frames[0].width - frames[0].width % 2
@@ -97,6 +100,8 @@ def encode_segment(
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mpegts") as container:
         stream = container.add_stream(codec, rate=rate.limit_denominator(100000))
+        if not isinstance(stream, av.VideoStream):
+            raise TypeError(f"{codec} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = time_base
         stream.codec_context.thread_count = threads

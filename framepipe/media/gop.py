@@ -115,9 +115,7 @@ class GopCutter:
         clean = is_clean_random_access(self.codec, packet.data, self.length_size, packet.keyframe)
         current = self._current
         too_long = (
-            current is not None
-            and packet.keyframe
-            and current.duration_s(self.time_base) >= self.max_seconds
+            current is not None and packet.keyframe and current.duration_s(self.time_base) >= self.max_seconds
         )
         if clean or too_long:
             if current is not None and current.packets:

@@ -32,6 +32,7 @@ class ClipSpec:
     codec: str = "libx264"
     open_gop: bool = False
     crf: int = 26
+    pix_fmt: str = "yuv420p"  # 4:2:0 needs even sizes; use yuv444p for odd ones
 
     @property
     def frames(self) -> int:
@@ -91,7 +92,8 @@ def render_frame(
 def astronaut() -> npt.NDArray[np.uint8]:
     from skimage import data
 
-    return np.ascontiguousarray(data.astronaut())
+    photo: npt.NDArray[np.uint8] = np.ascontiguousarray(data.astronaut())  # type: ignore[no-untyped-call]
+    return photo
 
 
 def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
@@ -102,10 +104,12 @@ def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
     tmp = path.with_name(path.name + ".partial" + path.suffix)
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream(spec.codec, rate=spec.fps)
+        if not isinstance(stream, av.VideoStream):
+            raise TypeError(f"{spec.codec} is not a video codec")
         stream.width = spec.width
         stream.height = spec.height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, spec.fps * 512)
+        stream.pix_fmt = spec.pix_fmt
+        stream.codec_context.time_base = Fraction(1, spec.fps)
         if spec.codec == "libx264":
             params = f"keyint={spec.gop}:min-keyint={spec.gop}:scenecut=0:bframes={spec.bframes}"
             if spec.open_gop:
@@ -119,8 +123,8 @@ def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
             stream.options = {"preset": "ultrafast", "crf": str(spec.crf), "x265-params": params}
         for index in range(spec.frames):
             frame = av.VideoFrame.from_ndarray(render_frame(spec, index, photo, background), format="rgb24")
-            frame.pts = index * 512
-            frame.time_base = stream.time_base
+            frame.pts = index
+            frame.time_base = Fraction(1, spec.fps)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):

@@ -18,6 +18,7 @@ from rich.table import Table
 from framepipe.pipeline import logs
 from framepipe.pipeline.config import Names, Settings, load_settings, validate_camera_name
 from framepipe.pipeline.errors import FramepipeError
+from framepipe.pipeline.k8s_cli import app as k8s_app
 
 app = typer.Typer(
     help="framepipe: camera streams → face detections and annotated HLS video over NATS JetStream.",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Prepare detector models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(k8s_app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
 console = Console(stderr=True)
 out = Console()
 
@@ -170,6 +172,7 @@ def _run_local(
     with LocalSystem(settings, state_dir) as system:
         with console.status("starting nats-server and stages..."):
             system.start(replicas)
+            system.wait_ready()
         console.print(f"NATS at {system.settings.nats.url}; logs in {state_dir / 'logs'}")
         gateway_process = system.add_camera(camera, source, pacing)
         if not once:

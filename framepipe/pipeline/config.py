@@ -18,7 +18,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from framepipe.pipeline.errors import ConfigError
 
@@ -46,7 +46,7 @@ class Names:
     LEDGER_BUCKET = "FP_GOP_LEDGER"
     SOURCES_BUCKET = "FP_SOURCES"
 
-    SUBJECT_PREFIX = {
+    SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
         FRAMES: "frames",
         DETECTIONS: "dets",
@@ -219,13 +219,9 @@ class InferenceSettings(ConsumerSettings):
     def __post_init__(self) -> None:
         self._check("inference")
         if self.backend not in ("onnxruntime", "tensorrt"):
-            raise ConfigError(
-                f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}"
-            )
+            raise ConfigError(f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}")
         if self.model not in ("full_range", "short_range"):
-            raise ConfigError(
-                f"inference.model must be 'full_range' or 'short_range', got {self.model!r}"
-            )
+            raise ConfigError(f"inference.model must be 'full_range' or 'short_range', got {self.model!r}")
         if not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"inference.score_threshold must be in (0, 1), got {self.score_threshold}")
         if not 0.0 < self.nms_iou < 1.0:
@@ -302,8 +298,7 @@ class Settings:
     def replace(self, **sections: dict[str, Any]) -> Settings:
         """A copy with some fields changed, e.g. ``replace(nats={"url": ...})``."""
         changed = {
-            name: dataclasses.replace(getattr(self, name), **values)
-            for name, values in sections.items()
+            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
         }
         return dataclasses.replace(self, **changed)
 
@@ -351,9 +346,7 @@ def _build_section(name: str, cls: type[Any], values: dict[str, Any]) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})"
-        )
+        raise ConfigError(f"unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})")
     coerced = {key: _coerce(name, key, hints[key], raw) for key, raw in values.items()}
     return cls(**coerced)
 

@@ -7,18 +7,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-MESSAGES = Counter(
-    "framepipe_messages_total", "Input messages handled, by outcome", ["stage", "outcome"]
-)
+MESSAGES = Counter("framepipe_messages_total", "Input messages handled, by outcome", ["stage", "outcome"])
 PROCESS_SECONDS = Histogram(
     "framepipe_process_seconds",
     "Time to process one input message",
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
-DEAD_LETTERS = Counter(
-    "framepipe_dead_letters_total", "Messages routed to the DLQ", ["stage", "reason"]
-)
+DEAD_LETTERS = Counter("framepipe_dead_letters_total", "Messages routed to the DLQ", ["stage", "reason"])
 IN_FLIGHT = Gauge("framepipe_in_flight", "Messages held (fetched, not yet acked)", ["stage"])
 FRAMES = Counter("framepipe_frames_total", "Frames handled", ["stage"])
 
@@ -39,7 +35,7 @@ class Health:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     body, status, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
                 elif self.path == "/healthz":

@@ -9,6 +9,8 @@ ENCODE item — with a de-duplicating msg id, so a crash between "set" and
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -39,7 +41,7 @@ class GopLedger:
                 revision, state = None, {"parts": parts, "done": {}}
             if state.get("parts") != parts:
                 raise SchemaError(f"ledger {key}: part count {parts} disagrees with {state.get('parts')}")
-            done: dict[int, list[object]] = state["done"]
+            done: dict[int, list[dict[str, Any]]] = state["done"]
             if part not in done:
                 done[part] = wire
                 value = msgpack.packb(state, use_bin_type=True)

@@ -284,7 +284,7 @@ def decode(headers: typing.Mapping[str, str] | None, body: bytes, expect: type[M
         raise SchemaError(f"expected a {expect.KIND!r} message, got {kind!r}")
     try:
         raw = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
         raise SchemaError(f"{kind} body is not valid msgpack: {type(exc).__name__}") from None
     try:
         return expect.from_wire(raw)

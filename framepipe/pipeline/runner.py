@@ -72,14 +72,14 @@ class Stage(abc.ABC, Generic[M]):
         """Decode an input message; raise a SchemaError for anything unexpected."""
         return messages.decode(headers, body, self.input_kind)  # type: ignore[return-value]
 
-    async def setup(self, js: JetStreamContext) -> None:  # noqa: B027 - optional hook
+    async def setup(self, js: JetStreamContext) -> None:
         """Load models, open KV buckets... Called once, before the first fetch."""
 
     @abc.abstractmethod
     async def process(self, message: M, ctx: WorkContext) -> None:
         """Handle one input; publish through ``ctx.publish``; raise to fail it."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release resources after the drain."""
 
 
@@ -115,7 +115,7 @@ class Runner:
             while not self.stopping.is_set():
                 try:
                     batch = await sub.fetch(self.consumer.fetch_batch, timeout=FETCH_WAIT_S)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
                     await asyncio.sleep(0.5)
@@ -230,12 +230,17 @@ class Runner:
             await msg.term()
 
 
+def _stop_all(runners: list[Runner]) -> None:
+    for runner in runners:
+        runner.request_stop()
+
+
 async def run_runners(runners: list[Runner]) -> None:
     """Run one or more consumers in this process; SIGTERM/SIGINT drain them all."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lambda: [r.request_stop() for r in runners])
+            loop.add_signal_handler(sig, _stop_all, runners)
     tasks = [asyncio.create_task(r.run(serve_health=i == 0)) for i, r in enumerate(runners)]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     for runner in runners:

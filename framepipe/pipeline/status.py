@@ -39,7 +39,9 @@ async def collect_status(settings: Settings, runtime: dict[str, Any] | None) -> 
             try:
                 cinfo = await js.consumer_info(consumer.stream, consumer.durable)
             except Exception as exc:  # noqa: BLE001
-                report["consumers"].append({"name": consumer.durable, "error": str(exc) or type(exc).__name__})
+                report["consumers"].append(
+                    {"name": consumer.durable, "error": str(exc) or type(exc).__name__}
+                )
                 continue
             pending, ack_pending = cinfo.num_pending or 0, cinfo.num_ack_pending or 0
             report["consumers"].append(
@@ -74,7 +76,12 @@ def render_status(report: dict[str, Any]) -> list[Table]:
             consumers.add_row(c["name"], "", c["error"], "", "", "")
         else:
             consumers.add_row(
-                c["name"], c["stream"], str(c["pending"]), str(c["ack_pending"]), str(c["lag"]), str(c["redelivered"])
+                c["name"],
+                c["stream"],
+                str(c["pending"]),
+                str(c["ack_pending"]),
+                str(c["lag"]),
+                str(c["redelivered"]),
             )
     tables = [streams, consumers]
     if report["processes"]:

@@ -73,6 +73,20 @@ async def setup_topology(settings: Settings) -> None:
         await nc.close()
 
 
+async def _waiting_pulls(settings: Settings) -> dict[str, int]:
+    nc = await bus.connect(settings, "framepipe-supervisor", retry_initial=False)
+    try:
+        js = nc.jetstream(timeout=5.0)
+        waiting: dict[str, int] = {}
+        for stage in STAGES:
+            spec = bus.consumer_spec(stage)
+            info = await js.consumer_info(spec.stream, spec.durable)
+            waiting[stage] = info.num_waiting or 0
+        return waiting
+    finally:
+        await nc.close()
+
+
 class LocalSystem:
     def __init__(self, settings: Settings, state_dir: Path, *, embedded_nats: bool = True) -> None:
         self.settings = settings
@@ -104,6 +118,26 @@ class LocalSystem:
                 self._add(f"{stage}-{index}", [sys.executable, "-m", "framepipe", "stage", stage])
         self._write_runtime()
         log.info("system.started", nats=self.settings.nats.url, processes=len(self.processes))
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until every stage replica is pulling (the consumer's ``num_waiting``)."""
+        wanted: dict[str, int] = {}
+        for managed in self.processes:
+            stage = managed.name.rsplit("-", 1)[0]
+            if stage in STAGES:
+                wanted[stage] = wanted.get(stage, 0) + 1
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = asyncio.run(_waiting_pulls(self.settings))
+            if all(waiting.get(stage, 0) >= count for stage, count in wanted.items()):
+                return
+            if time.monotonic() > deadline:
+                raise SetupError(
+                    f"stages not ready after {timeout:.0f}s (pulling: {waiting}, wanted: {wanted}); "
+                    f"see the logs in {self.state_dir / 'logs'}"
+                )
+            self.supervise()
+            time.sleep(0.2)
 
     def add_camera(self, camera: str, source: str, pacing: str | None = None) -> Managed:
         validate_camera_name(camera)
@@ -207,7 +241,9 @@ class LocalSystem:
             progress = self.camera_progress(camera) or {}
             entries = progress.get("entries", [])
             gaps = progress.get("gaps", [])
-            count = (len(entries) if isinstance(entries, list) else 0) + (len(gaps) if isinstance(gaps, list) else 0)
+            count = (len(entries) if isinstance(entries, list) else 0) + (
+                len(gaps) if isinstance(gaps, list) else 0
+            )
             if on_progress:
                 on_progress(count)
             if count != last_count:
@@ -225,12 +261,21 @@ class LocalSystem:
                 return CameraResult(camera, not gaps_list, segments, gaps_list, playlist, reason)
             if gateway.process is not None and gateway.process.poll() not in (None, 0):
                 return CameraResult(
-                    camera, False, max(count, 0), gaps_list, playlist,
-                    f"the gateway for {camera} failed (exit {gateway.process.returncode}); see {gateway.log_file}",
+                    camera,
+                    False,
+                    max(count, 0),
+                    gaps_list,
+                    playlist,
+                    f"the gateway for {camera} failed (exit {gateway.process.returncode}); "
+                    f"see {gateway.log_file}",
                 )
             if time.monotonic() - last_change > stall_timeout:
                 return CameraResult(
-                    camera, False, max(count, 0), gaps_list, playlist,
+                    camera,
+                    False,
+                    max(count, 0),
+                    gaps_list,
+                    playlist,
                     f"no progress for {stall_timeout:.0f}s; see the logs in {self.state_dir / 'logs'}",
                 )
             time.sleep(0.2)

@@ -68,7 +68,7 @@ class Decoder(Stage[GopMessage]):
                 source_size=(letterbox.source_width, letterbox.source_height),
                 scale=letterbox.scale,
                 pad=letterbox.pad,
-                shape=chunk.shape,  # type: ignore[arg-type]
+                shape=(chunk.shape[0], chunk.shape[1], chunk.shape[2], chunk.shape[3]),
                 pixels=chunk.tobytes(),
                 frame_offset=message.frame_offset,
                 gop_frames=len(frames),

@@ -7,6 +7,8 @@ from fractions import Fraction
 from typing import ClassVar
 
 import av
+import numpy as np
+import numpy.typing as npt
 from nats.js.errors import NotFoundError
 
 from framepipe.media.annotate import draw_detections
@@ -29,7 +31,7 @@ class Encoder(Stage[EncodeItem]):
         for offset, frame in enumerate(decode_gop(gop, cfg.threads)):
             detections = by_frame.get(gop.frame_offset + offset, ())
             if detections:
-                image = frame.to_ndarray(format="rgb24")
+                image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
                 draw_detections(image, detections)
                 drawn = av.VideoFrame.from_ndarray(image, format="rgb24")
                 drawn.pts = frame.pts

@@ -192,10 +192,17 @@ class Gateway:
                     raise item
                 if isinstance(item, StreamParams):
                     params = item
-                    log.info("gateway.opened", camera=self.camera, codec=params.codec,
-                             width=params.width, height=params.height, pacing=self.pacing)
+                    log.info(
+                        "gateway.opened",
+                        camera=self.camera,
+                        codec=params.codec,
+                        width=params.width,
+                        height=params.height,
+                        pacing=self.pacing,
+                    )
                     continue
-                assert params is not None and isinstance(item, Gop)
+                if params is None or not isinstance(item, Gop):
+                    raise SourceError(f"reader sent {type(item).__name__} before stream parameters")
                 if self.pacing == "realtime":
                     last_pts = max(p.pts for p in item.packets)
                     if clock_start is None or pts_start is None:
@@ -206,16 +213,28 @@ class Gateway:
                 message = gop_message(self.camera, item, params)
                 headers, body = messages.encode(message)
                 headers[Headers.STAGE] = "gateway"
-                await bus.publish(js, Names.subject(Names.VIDEO, self.camera), body, headers,
-                                  Names.msg_id(self.camera, item.index, "gateway"))
+                await bus.publish(
+                    js,
+                    Names.subject(Names.VIDEO, self.camera),
+                    body,
+                    headers,
+                    Names.msg_id(self.camera, item.index, "gateway"),
+                )
                 self.published += 1
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
                 state.updated_at = time.time()
                 await kv.put(self.camera, state.to_json())
-                log.info("gop.done", stage="gateway", camera=self.camera, gop=item.index,
-                         frames=len(item.packets), bytes=len(body), open=item.open,
-                         duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                log.info(
+                    "gop.done",
+                    stage="gateway",
+                    camera=self.camera,
+                    gop=item.index,
+                    frames=len(item.packets),
+                    bytes=len(body),
+                    open=item.open,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
             state.state = "stopped" if self.stopping.is_set() else "ended"
         except BaseException:
             state.state = "failed"

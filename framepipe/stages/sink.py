@@ -192,8 +192,13 @@ class OutputWriter:
         state = await read_source_state(self.js, output.camera)
         if state is not None and output.finish_if_complete(state.state, state.next_gop):
             p = output.progress
-            log.info("camera.complete", camera=output.camera, segments=len(p.entries),
-                     gaps=[g["gop"] for g in p.gaps], playlist=str(output.dir / PLAYLIST))
+            log.info(
+                "camera.complete",
+                camera=output.camera,
+                segments=len(p.entries),
+                gaps=[g["gop"] for g in p.gaps],
+                playlist=str(output.dir / PLAYLIST),
+            )
 
     async def _watch_sources(self) -> None:
         while True:
@@ -254,7 +259,9 @@ class SinkGaps(Stage[GapNotice]):
             # Not tied to a GOP (e.g. garbage without headers): nothing to mark.
             # Never raise here: a dead letter of a dead letter would loop.
             return GapNotice("", -1)
-        return GapNotice(camera, int(gop), headers.get(Headers.STAGE, "?"), headers.get(Headers.ERROR_KIND, "?"))
+        return GapNotice(
+            camera, int(gop), headers.get(Headers.STAGE, "?"), headers.get(Headers.ERROR_KIND, "?")
+        )
 
     async def process(self, message: GapNotice, ctx: WorkContext) -> None:
         if message.gop < 0:
@@ -262,5 +269,7 @@ class SinkGaps(Stage[GapNotice]):
         output = await self.writer.camera(message.camera)
         output.add_gap(message.gop, message.stage, message.reason)
         ctx.extra["appended"] = output.advance()
-        log.warning("gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason)
+        log.warning(
+            "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
+        )
         await self.writer.check_complete(output)

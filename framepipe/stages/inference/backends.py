@@ -33,7 +33,9 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         if not model_path.is_file():
-            raise SetupError(f"model {model_path} is missing: run `make models` (or `framepipe models build`)")
+            raise SetupError(
+                f"model {model_path} is missing: run `make models` (or `framepipe models build`)"
+            )
         options = ort.SessionOptions()
         # A stage shares its node with other stages: one intra-op thread per
         # replica scales by replicas instead of oversubscribing cores.

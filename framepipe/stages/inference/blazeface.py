@@ -85,7 +85,9 @@ class BlazeFaceDecoder:
             cx = raw[:, 0] + anchors[:, 0]
             cy = raw[:, 1] + anchors[:, 1]
             half_w, half_h = raw[:, 2] / 2.0, raw[:, 3] / 2.0
-            boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1) * size
+            boxes = (np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1) * size).astype(
+                np.float32
+            )
             results.append(weighted_nms(boxes, probs[image, keep], self.nms_iou))
         return results
 

