@@ -78,7 +78,12 @@ def consumer_spec(stage: str) -> ConsumerSpec:
 async def connect(settings: Settings, name: str, *, retry_initial: bool = True) -> Client:
     """Connect with unlimited reconnects; the first connect is retried briefly."""
 
+    clients: list[Client] = []
+
     async def on_disconnect() -> None:
+        # close() fires this callback too; only an unplanned loss is worth a warning.
+        if clients and (clients[0].is_closed or clients[0].is_draining):
+            return
         log.warning("nats.disconnected", client=name)
 
     async def on_reconnect() -> None:
@@ -90,7 +95,7 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
     deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
     while True:
         try:
-            return await nats.connect(
+            client = await nats.connect(
                 settings.nats.url,
                 name=name,
                 connect_timeout=settings.nats.connect_timeout_s,
@@ -102,6 +107,8 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
             )
+            clients.append(client)
+            return client
         except (NoServersError, OSError, TimeoutError) as exc:
             if asyncio.get_running_loop().time() >= deadline:
                 raise BusError(
