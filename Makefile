@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detection_short_range.onnx
 
-.PHONY: install models sample demo test lint bench clean
+HLSJS_VERSION := 1.7.4
+HLSJS  := framepipe/web/static/vendor/hls.min.js
+
+.PHONY: install models sample demo test lint bench clean web-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +26,18 @@ models: $(MODELS)
 sample: $(STAMP)
 	@test -f .cache/media/sample.mp4 || $(BIN)/framepipe sample
 
-demo: $(STAMP) models sample
+# hls.js for the web console, from npm at build time (gitignored, never committed).
+$(HLSJS):
+	npm install --prefix .cache/npm --no-audit --no-fund --no-save --silent hls.js@$(HLSJS_VERSION)
+	mkdir -p $(dir $(HLSJS))
+	cp .cache/npm/node_modules/hls.js/dist/hls.min.js $(HLSJS)
+
+web-assets: $(HLSJS)
+
+demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
 
-test: $(STAMP) models
+test: $(STAMP) models web-assets
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

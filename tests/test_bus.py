@@ -26,7 +26,7 @@ def test_topology_is_idempotent(settings: Settings) -> None:
     async def check(js):  # type: ignore[no-untyped-def]
         await bus.ensure_topology(js, settings)
         names = {s.config.name for s in await js.streams_info()}
-        buckets = {f"KV_{Names.LEDGER_BUCKET}", f"KV_{Names.SOURCES_BUCKET}"}
+        buckets = {f"KV_{Names.LEDGER_BUCKET}", f"KV_{Names.SOURCES_BUCKET}", f"KV_{Names.CAMERAS_BUCKET}"}
         assert names == {s.name for s in bus.stream_specs(settings)} | buckets
         for spec in bus.consumer_specs():
             info = await js.consumer_info(spec.stream, spec.durable)

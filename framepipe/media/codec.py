@@ -107,6 +107,8 @@ def encode_segment(
         stream.codec_context.thread_count = threads
         if codec == "libx264":
             stream.options = {"preset": preset, "crf": str(crf), "x264-params": "scenecut=0"}
+        elif codec.endswith("_nvenc"):
+            stream.options = {"preset": "p4", "rc": "vbr", "cq": str(crf)}
         for frame in frames:
             if frame.width != width or frame.height != height or frame.format.name != "yuv420p":
                 converted = frame.reformat(width=width, height=height, format="yuv420p")

@@ -17,6 +17,8 @@ from fractions import Fraction
 
 H264_IDR = {5}
 HEVC_CLEAN_RANDOM_ACCESS = {17, 18, 19, 20}  # BLA_W_RADL, BLA_N_LP, IDR_W_RADL, IDR_N_LP
+H264_PARAMETER_SETS = {7, 8}  # SPS, PPS
+HEVC_PARAMETER_SETS = {32, 33, 34}  # VPS, SPS, PPS
 
 
 def nal_length_size(codec: str, extradata: bytes | None) -> int | None:
@@ -49,6 +51,45 @@ def iter_nal_headers(data: bytes, length_size: int | None) -> Iterator[int]:
             return
         yield data[start + 3]
         pos = start + 3
+
+
+def nal_type(codec: str, header: int) -> int:
+    return header & 0x1F if codec == "h264" else (header >> 1) & 0x3F
+
+
+def parameter_set_types(codec: str) -> set[int]:
+    return H264_PARAMETER_SETS if codec == "h264" else HEVC_PARAMETER_SETS if codec == "hevc" else set()
+
+
+def has_parameter_sets(codec: str, data: bytes | None, length_size: int | None) -> bool:
+    """True when ``data`` (an access unit or extradata) carries every parameter set type."""
+    wanted = parameter_set_types(codec)
+    if not wanted:
+        return True
+    if not data:
+        return False
+    if length_size is not None or (codec in ("h264", "hevc") and data[:1] == b"\x01"):
+        return True  # avcC/hvcC extradata: the record holds the parameter sets
+    return wanted <= {nal_type(codec, b) for b in iter_nal_headers(data, None)}
+
+
+def annexb_parameter_sets(codec: str, data: bytes) -> bytes:
+    """The parameter-set NAL units of an Annex B access unit, each with a start code."""
+    wanted = parameter_set_types(codec)
+    out = bytearray()
+    starts: list[int] = []
+    pos = 0
+    while True:
+        start = data.find(b"\x00\x00\x01", pos)
+        if start < 0 or start + 3 >= len(data):
+            break
+        starts.append(start + 3)
+        pos = start + 3
+    for i, begin in enumerate(starts):
+        end = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
+        if nal_type(codec, data[begin]) in wanted:
+            out += b"\x00\x00\x00\x01" + data[begin:end].rstrip(b"\x00")
+    return bytes(out)
 
 
 def is_clean_random_access(codec: str, data: bytes, length_size: int | None, keyframe: bool) -> bool:
@@ -106,6 +147,10 @@ class GopCutter:
         self.skipped_before_first = 0
         self._current: Gop | None = None
         self._pending_discontinuity = False
+        # Annex B streams (RTSP, MPEG-TS) may carry SPS/PPS in band only: a GOP can
+        # start only once they are known, and an IDR without them gets the last ones.
+        self.extradata_has_params = has_parameter_sets(codec, extradata, self.length_size)
+        self._parameter_sets = b""
 
     def mark_discontinuity(self) -> None:
         """Input was interrupted (reconnect): the next GOP starts after a gap."""
@@ -113,6 +158,16 @@ class GopCutter:
 
     def push(self, packet: DemuxedPacket) -> Iterator[Gop]:
         clean = is_clean_random_access(self.codec, packet.data, self.length_size, packet.keyframe)
+        if clean and not self.extradata_has_params and self.length_size is None:
+            params = annexb_parameter_sets(self.codec, packet.data)
+            if has_parameter_sets(self.codec, params, None):
+                self._parameter_sets = params
+            elif self._parameter_sets:
+                packet = DemuxedPacket(
+                    packet.pts, packet.dts, packet.keyframe, self._parameter_sets + packet.data
+                )
+            else:
+                clean = False  # an IDR we cannot decode yet: no SPS/PPS seen so far
         current = self._current
         too_long = (
             current is not None and packet.keyframe and current.duration_s(self.time_base) >= self.max_seconds
@@ -145,3 +200,64 @@ class GopCutter:
         for packet in packets:
             yield from self.push(packet)
         yield from self.flush()
+
+
+class TimestampNormalizer:
+    """Monotonic decode timestamps across jumps, wraps and reconnects.
+
+    Missing timestamps are synthesised; a decode timestamp that goes back by
+    more than a second or leaps forward by more than ``max_jump_s`` (an RTP/MPEG-TS wrap, a camera
+    clock reset, a new RTSP session) rebases the stream so it continues one
+    frame after the last output timestamp, and reports the jump so the caller
+    can mark a discontinuity.
+    """
+
+    def __init__(self, time_base: Fraction, max_jump_s: float = 10.0) -> None:
+        self.time_base = time_base
+        self.max_jump_s = max_jump_s
+        self.max_jump = max(1, int(max_jump_s / time_base)) if time_base > 0 else 1
+        # Reordering noise (a synthesised dts, a B-frame) is not a jump: up to 1 s back.
+        self.tolerance = min(self.max_jump, max(1, int(1 / time_base)) if time_base > 0 else 1)
+        self.offset = 0
+        self.step = 1
+        self.last_raw: int | None = None
+        self.last_out: int | None = None
+        self.jumps = 0
+
+    def restart(self, time_base: Fraction) -> None:
+        """A new connection: its first timestamp continues the old timeline (same time base)."""
+        if time_base != self.time_base:
+            self.time_base = time_base
+            self.max_jump = max(1, int(self.max_jump_s / time_base)) if time_base > 0 else 1
+            self.tolerance = min(self.max_jump, max(1, int(1 / time_base)) if time_base > 0 else 1)
+            self.offset, self.step, self.last_out = 0, 1, None
+        self.last_raw = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> tuple[int, int, bool]:
+        """(pts, dts, jumped) on the output timeline."""
+        synthetic = dts is None
+        if dts is None:
+            # Just after the previous one: never past the real ones that follow (B-frames).
+            dts = self.last_raw + 1 if self.last_raw is not None else pts
+        if pts is None:
+            pts = dts
+        if pts is None or dts is None:
+            pts = dts = self.last_raw + 1 if self.last_raw is not None else 0
+        jumped = False
+        if self.last_raw is None:
+            if self.last_out is not None:
+                self.offset = self.last_out + self.step - dts
+        else:
+            delta = dts - self.last_raw
+            if delta < -self.tolerance or delta > self.max_jump:
+                self.offset = (self.last_out if self.last_out is not None else 0) + self.step - dts
+                self.jumps += 1
+                jumped = True
+            elif delta > 0 and not synthetic:
+                self.step = delta if self.step == 1 else min(self.step, delta)
+        self.last_raw = dts
+        out_dts = dts + self.offset
+        if self.last_out is not None and out_dts <= self.last_out and not jumped:
+            out_dts = self.last_out + 1
+        self.last_out = out_dts
+        return pts + self.offset, out_dts, jumped

@@ -165,6 +165,7 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     for bucket, ttl in (
         (Names.LEDGER_BUCKET, settings.streams.ledger_ttl_s),
         (Names.SOURCES_BUCKET, settings.streams.output_max_age_s),
+        (Names.CAMERAS_BUCKET, 0.0),
     ):
         try:
             await js.key_value(bucket)

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from framepipe.pipeline import logs
+from framepipe.pipeline.cameras import app as cameras_app
 from framepipe.pipeline.config import Names, Settings, load_settings, validate_camera_name
 from framepipe.pipeline.errors import FramepipeError
 from framepipe.pipeline.k8s_cli import app as k8s_app
@@ -28,6 +29,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Prepare detector models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(k8s_app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
+app.add_typer(cameras_app, name="cameras", help="Add, remove and list cameras while the system runs.")
 console = Console(stderr=True)
 out = Console()
 
@@ -162,6 +164,9 @@ def _run_local(
     once: bool,
     pacing: str | None,
     replicas: dict[str, int],
+    *,
+    web: bool = False,
+    linger: bool = False,
 ) -> int:
     from framepipe.pipeline.supervisor import LocalSystem, require_model
 
@@ -174,12 +179,17 @@ def _run_local(
             system.start(replicas)
             system.wait_ready()
         console.print(f"NATS at {system.settings.nats.url}; logs in {state_dir / 'logs'}")
+        console_url = system.start_web() if web else None
+        if console_url:
+            out.print(f"Console (live annotated video): {console_url}")
         gateway_process = system.add_camera(camera, source, pacing)
         if not once:
             console.print(f"running; HLS output in {output / camera}; Ctrl-C to stop")
+            system.watch_cameras()  # `framepipe cameras add|remove` while this runs
             try:
                 while True:
                     system.supervise()
+                    system.sync_cameras()
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 console.print("stopping: draining stages...")
@@ -205,6 +215,14 @@ def _run_local(
             except KeyboardInterrupt:
                 console.print("interrupted: draining stages...")
                 return 130
+        if console_url and linger and result.complete:
+            out.print(f"done: {result.segments} segments; console still at {console_url} (Ctrl-C to stop)")
+            try:
+                while True:
+                    system.supervise()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.print("stopping...")
     if result.complete:
         out.print(f"{result.segments} segments → {result.playlist}")
         out.print(f"detections → {output / camera / 'detections.jsonl'}")
@@ -245,6 +263,7 @@ def run(
 def demo(
     output: Annotated[Path, typer.Option(help="Output directory.")] = Path("output"),
     pacing: Annotated[str, typer.Option(help="realtime | fast")] = "fast",
+    web: Annotated[bool, typer.Option("--console/--no-console", help="Serve the web console.")] = True,
     config: ConfigOption = None,
 ) -> None:
     """Run the sample clip (a moving face) through the whole pipeline."""
@@ -258,7 +277,9 @@ def demo(
     if not DEFAULT_SAMPLE.is_file():
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)
-    code = _run_local(settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {})
+    code = _run_local(
+        settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {}, web=web, linger=web and sys.stdout.isatty()
+    )
     if code == 0:
         playlist = output / "demo" / "index.m3u8"
         out.print(f"\nAnnotated video: {playlist.resolve()}")
@@ -270,9 +291,11 @@ def demo(
 def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Live view, refreshed until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
 ) -> None:
     """Streams, consumer lag and local stage processes."""
-    from framepipe.pipeline.status import collect_status, render_status
+    from framepipe.pipeline.status import collect_status, render_status, watch_status
 
     settings = _settings(config)
     runtime_file = Path(settings.local.state_dir) / "runtime.json"
@@ -280,12 +303,59 @@ def status(
     if runtime_file.is_file():
         runtime = json.loads(runtime_file.read_text())
         settings = settings.replace(nats={"url": runtime["nats_url"]})
+    if watch:
+        watch_status(settings, runtime_file, out, interval)
+        return
     report = asyncio.run(collect_status(settings, runtime))
     if as_json:
         out.print_json(json.dumps(report))
         return
     for table in render_status(report):
         out.print(table)
+
+
+def _runtime_settings(config: Path | None) -> tuple[Settings, Path]:
+    """Settings pointed at the running local system's NATS, when there is one."""
+    settings = _settings(config)
+    runtime_file = Path(settings.local.state_dir) / "runtime.json"
+    if runtime_file.is_file():
+        settings = settings.replace(nats={"url": json.loads(runtime_file.read_text())["nats_url"]})
+    return settings, runtime_file
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8090,
+    window: Annotated[int, typer.Option(help="Segments in a live playlist.")] = 6,
+    runtime_file: Annotated[Path | None, typer.Option(help="Local runtime.json (replicas).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve HLS (/<camera>/index.m3u8) from the OUTPUT stream and the web console."""
+    from framepipe.web.server import serve
+
+    settings, default_runtime = _runtime_settings(config)
+    serve(settings, host, port, window, runtime_file or default_runtime)
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="The MP4 file to write.")],
+    camera: Annotated[str, typer.Option(help="Camera name.")],
+    since: Annotated[str, typer.Option(help="Start: now, 15m (ago), epoch seconds or ISO 8601.")] = "1d",
+    until: Annotated[str, typer.Option(help="End, same formats.")] = "now",
+    config: ConfigOption = None,
+) -> None:
+    """Cut a recording of one camera from the OUTPUT stream into an MP4 (no re-encode)."""
+    from framepipe.web.export import export as do_export
+    from framepipe.web.export import parse_when
+
+    settings, _ = _runtime_settings(config)
+    result = do_export(settings, camera, parse_when(since), parse_when(until), path)
+    out.print(
+        f"{result.segments} segments (GOPs {result.first_gop}..{result.last_gop}, "
+        f"{result.duration_s:.1f}s) → {result.path}"
+    )
 
 
 def entrypoint() -> None:

@@ -45,6 +45,7 @@ class Names:
 
     LEDGER_BUCKET = "FP_GOP_LEDGER"
     SOURCES_BUCKET = "FP_SOURCES"
+    CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
@@ -187,13 +188,30 @@ class ConsumerSettings:
 
 @dataclass(frozen=True)
 class GatewaySettings:
+    """Camera input. Credentials never live here: put them in the URL (a Secret in a
+    cluster) or in FRAMEPIPE_SOURCE_USERNAME / FRAMEPIPE_SOURCE_PASSWORD."""
+
     pacing: Literal["realtime", "fast"] = "realtime"
     gop_max_seconds: float = 10.0
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.pacing not in ("realtime", "fast"):
             raise ConfigError(f"gateway.pacing must be 'realtime' or 'fast', got {self.pacing!r}")
-        _positive("gateway", gop_max_seconds=self.gop_max_seconds)
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ConfigError(f"gateway.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        _positive(
+            "gateway",
+            gop_max_seconds=self.gop_max_seconds,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            reconnect_initial_s=self.reconnect_initial_s,
+            reconnect_max_s=self.reconnect_max_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -239,7 +257,8 @@ class InferenceSettings(ConsumerSettings):
 
 @dataclass(frozen=True)
 class EncoderSettings(ConsumerSettings):
-    codec: str = "libx264"
+    #: "auto": h264_nvenc when a GPU encoder opens, else libx264; or an FFmpeg encoder name.
+    codec: str = "auto"
     preset: str = "veryfast"
     crf: int = 23
     threads: int = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -17,6 +18,20 @@ PROCESS_SECONDS = Histogram(
 DEAD_LETTERS = Counter("framepipe_dead_letters_total", "Messages routed to the DLQ", ["stage", "reason"])
 IN_FLIGHT = Gauge("framepipe_in_flight", "Messages held (fetched, not yet acked)", ["stage"])
 FRAMES = Counter("framepipe_frames_total", "Frames handled", ["stage"])
+GOPS = Counter("framepipe_gops_total", "GOPs a stage finished (its last part, for split GOPs)", ["stage"])
+BATCH_SIZE = Histogram(
+    "framepipe_batch_size",
+    "Messages per fetch (fetch) or frames per model call (model)",
+    ["stage", "kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+ERRORS = Counter("framepipe_errors_total", "Failed attempts, by error kind", ["stage", "kind"])
+BACKEND = Gauge("framepipe_backend_info", "Backend/codec in use (value 1)", ["stage", "backend"])
+
+
+def set_backend(stage: str, backend: str) -> None:
+    """Mark ``backend`` as the one in use (e.g. onnxruntime-cpu, tensorrt, h264_nvenc)."""
+    BACKEND.labels(stage, backend).set(1)
 
 
 class Health:
@@ -26,6 +41,21 @@ class Health:
         self.live = True
         self.ready = False
         self._server: ThreadingHTTPServer | None = None
+        self._checks: dict[str, Callable[[], bool]] = {}
+
+    def add_check(self, name: str, check: Callable[[], bool]) -> None:
+        """A readiness condition besides ``ready`` (e.g. "nats": connected)."""
+        self._checks[name] = check
+
+    def readiness(self) -> tuple[bool, str]:
+        results = {"started": self.ready}
+        for name, check in self._checks.items():
+            try:
+                results[name] = bool(check())
+            except Exception:  # noqa: BLE001 - a failing check means not ready
+                results[name] = False
+        text = "\n".join(f"{name}: {'ok' if ok else 'no'}" for name, ok in results.items())
+        return all(results.values()), text + "\n"
 
     @property
     def port(self) -> int | None:
@@ -42,8 +72,8 @@ class Health:
                     ok = health.live
                     body, status, ctype = (b"ok" if ok else b"dead"), 200 if ok else 503, "text/plain"
                 elif self.path == "/readyz":
-                    ok = health.ready
-                    body, status, ctype = (b"ready" if ok else b"not ready"), 200 if ok else 503, "text/plain"
+                    ok, text = health.readiness()
+                    body, status, ctype = text.encode(), 200 if ok else 503, "text/plain"
                 else:
                     body, status, ctype = b"not found", 404, "text/plain"
                 self.send_response(status)

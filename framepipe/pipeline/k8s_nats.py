@@ -35,7 +35,12 @@ NATS_PID = "/var/run/nats/nats.pid"
 # Who talks to NATS, and what each one publishes besides its DLQ subject.
 USERS = ("setup", "gateway", Names.DECODER, Names.INFERENCE, Names.ENCODER, Names.SINK)
 PUBLISHES: dict[str, tuple[str, ...]] = {
-    "gateway": (Names.wildcard(Names.VIDEO), f"$KV.{Names.SOURCES_BUCKET}.>"),
+    # dets.<camera>: the gateway's gap events after a reconnect.
+    "gateway": (
+        Names.wildcard(Names.VIDEO),
+        Names.wildcard(Names.DETECTIONS),
+        f"$KV.{Names.SOURCES_BUCKET}.>",
+    ),
     Names.DECODER: (Names.wildcard(Names.FRAMES),),
     Names.INFERENCE: (
         Names.wildcard(Names.DETECTIONS),

@@ -254,8 +254,20 @@ class SegmentMessage(Message):
     discontinuity: bool = False
 
 
+@dataclass(frozen=True)
+class GapMessage(Message):
+    """DETECTIONS: the camera's input was interrupted; ``gop`` is the first GOP after the gap."""
+
+    KIND: ClassVar[str] = "gap"
+
+    since: float
+    down_s: float
+    reason: str = ""
+
+
 KINDS: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (GopMessage, FrameBatch, DetectionsMessage, EncodeItem, SegmentMessage)
+    cls.KIND: cls
+    for cls in (GopMessage, FrameBatch, DetectionsMessage, EncodeItem, SegmentMessage, GapMessage)
 }
 
 
@@ -301,6 +313,7 @@ __all__ = [
     "EncodeItem",
     "FrameBatch",
     "FrameDetections",
+    "GapMessage",
     "GopMessage",
     "Message",
     "Packet",

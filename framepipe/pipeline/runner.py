@@ -108,6 +108,7 @@ class Runner:
         js = self.nc.jetstream(timeout=10.0)
         await self.stage.setup(js)
         sub = await self._bind(js)
+        self.health.add_check("nats", lambda: self.nc is not None and self.nc.is_connected)
         self.health.ready = True
         self.log.info("stage.started", stream=self.spec.stream, consumer=self.spec.durable)
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -127,6 +128,7 @@ class Runner:
                     continue
                 self._held.update((id(m), m) for m in batch)
                 health.IN_FLIGHT.labels(self.stage.name).set(len(self._held))
+                health.BATCH_SIZE.labels(self.stage.name, "fetch").observe(len(batch))
                 for msg in batch:
                     await self._handle(js, msg)
                     self._held.pop(id(msg), None)
@@ -192,6 +194,7 @@ class Runner:
                 await self._dead_letter(js, msg, exc, log)
             else:
                 outcome = "retry"
+                health.ERRORS.labels(self.stage.name, type(exc).__name__).inc()
                 delay = self.consumer.retry_backoff_s * 2 ** (meta.num_delivered - 1)
                 log.warning(
                     "gop.retry",
@@ -206,6 +209,8 @@ class Runner:
         health.PROCESS_SECONDS.labels(self.stage.name).observe(duration)
         if ctx.frames:
             health.FRAMES.labels(self.stage.name).inc(ctx.frames)
+        if outcome == "ok" and ctx.extra.get("gop_complete", True):
+            health.GOPS.labels(self.stage.name).inc()
         if outcome == "ok":
             log.info(
                 "gop.done",
@@ -219,6 +224,7 @@ class Runner:
         reason = exc.reason if isinstance(exc, PoisonError) else "retries-exhausted"
         await dead_letter(js, self.stage.name, msg, reason, f"{type(exc).__name__}: {exc}")
         health.DEAD_LETTERS.labels(self.stage.name, reason).inc()
+        health.ERRORS.labels(self.stage.name, reason).inc()
         log.error(
             "gop.dead_letter",
             reason=reason,

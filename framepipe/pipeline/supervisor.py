@@ -148,6 +148,32 @@ class LocalSystem:
         self._write_runtime()
         return managed
 
+    def start_web(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> str:
+        """Run the HLS server + console (``framepipe web``) as a supervised process; return its URL."""
+        import urllib.request
+
+        from framepipe.pipeline.natsserver import free_port
+
+        port = port or free_port(host)
+        argv = [sys.executable, "-m", "framepipe", "web", "--host", host, "--port", str(port)]
+        argv += ["--runtime-file", str(self.state_dir / RUNTIME_FILE)]
+        managed = self._add("web", argv)
+        self._write_runtime()
+        url = f"http://{host}:{port}/"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return url
+            except OSError:
+                if not managed.alive and managed.process is not None:
+                    code = managed.process.returncode
+                    raise SetupError(f"the web server exited ({code}); see {managed.log_file}") from None
+                if time.monotonic() > deadline:
+                    raise SetupError(f"the web server did not answer on {url} in {timeout:.0f}s") from None
+            time.sleep(0.2)
+
     def _add(self, name: str, argv: list[str], restart: bool = True) -> Managed:
         managed = Managed(name, argv, self.state_dir / "logs" / f"{name}.log", restart)
         managed.spawn(self.child_env())
@@ -215,6 +241,65 @@ class LocalSystem:
             ],
         }
         (self.state_dir / RUNTIME_FILE).write_text(json.dumps(info, indent=2))
+
+    # -- cameras from the FP_CAMERAS bucket (`framepipe cameras add/remove`) ----
+    def watch_cameras(self) -> None:
+        """Follow the desired cameras; call :meth:`sync_cameras` from the supervising loop."""
+        from framepipe.pipeline.cameras import CameraWatch
+
+        self.camera_watch = CameraWatch(self.settings).start()
+        self.kv_cameras: dict[str, tuple[object, Managed]] = {}
+
+    def sync_cameras(self) -> None:
+        """Spawn a gateway for each added camera, stop the removed ones (no restart)."""
+        from framepipe.pipeline.cameras import CameraSpec
+        from framepipe.stages.gateway import _redact, is_live
+
+        watch = getattr(self, "camera_watch", None)
+        if watch is None or self.stopping:
+            return
+        for kind, value in watch.changes():
+            if kind == "snapshot":
+                for name in set(self.kv_cameras) - set(value):
+                    self._stop_camera(name)
+                specs = list(value.values())
+            elif kind == "delete":
+                self._stop_camera(value)
+                specs = []
+            else:
+                specs = [value]
+            for spec in specs:
+                assert isinstance(spec, CameraSpec)
+                current = self.kv_cameras.get(spec.name)
+                if current is not None and current[0] == spec:
+                    continue
+                if current is None and any(m.name == f"gateway-{spec.name}" for m in self.processes):
+                    log.warning("camera.ignored", camera=spec.name, why="a gateway of that name already runs")
+                    continue
+                self._stop_camera(spec.name)
+                managed = self.add_camera(spec.name, spec.source, spec.pacing)
+                managed.restart = is_live(spec.source)  # a live camera is restarted if it crashes
+                self.kv_cameras[spec.name] = (spec, managed)
+                pid = managed.process.pid if managed.process else None
+                log.info("camera.added", camera=spec.name, source=_redact(spec.source), pid=pid)
+
+    def _stop_camera(self, name: str) -> None:
+        entry = getattr(self, "kv_cameras", {}).pop(name, None)
+        if entry is None:
+            return
+        managed = entry[1]
+        managed.restart = False
+        if managed.process is not None and managed.alive:
+            managed.process.send_signal(signal.SIGTERM)
+            try:
+                managed.process.wait(self.settings.local.shutdown_grace_s)
+            except subprocess.TimeoutExpired:
+                managed.process.kill()
+                managed.process.wait()
+        if managed in self.processes:
+            self.processes.remove(managed)
+        self._write_runtime()
+        log.info("camera.removed", camera=name)
 
     # -- waiting -----------------------------------------------------------
     def camera_progress(self, camera: str) -> dict[str, object] | None:

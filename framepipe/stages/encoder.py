@@ -3,26 +3,57 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from fractions import Fraction
 from typing import ClassVar
 
 import av
 import numpy as np
 import numpy.typing as npt
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from framepipe.media.annotate import draw_detections
 from framepipe.media.codec import decode_gop, encode_segment
-from framepipe.pipeline import messages
+from framepipe.pipeline import health, messages
 from framepipe.pipeline.config import Names
 from framepipe.pipeline.errors import MissingInputError
 from framepipe.pipeline.messages import EncodeItem, GopMessage, SegmentMessage
 from framepipe.pipeline.runner import Stage, WorkContext
 
+NVENC = "h264_nvenc"
+SOFTWARE = "libx264"
+
+
+@functools.cache
+def nvenc_available() -> bool:
+    """True when FFmpeg has h264_nvenc *and* it opens (a GPU and driver are present)."""
+    try:
+        ctx = av.CodecContext.create(NVENC, "w")
+        if not isinstance(ctx, av.VideoCodecContext):
+            return False
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+        ctx.time_base = Fraction(1, 30)
+        ctx.open()
+    except Exception:  # noqa: BLE001 - any failure means: not usable here
+        return False
+    return True
+
+
+def pick_codec(setting: str) -> str:
+    """``auto``: NVENC when usable, libx264 otherwise; any other value is used as is."""
+    if setting != "auto":
+        return setting
+    return NVENC if nvenc_available() else SOFTWARE
+
 
 class Encoder(Stage[EncodeItem]):
     name: ClassVar[str] = Names.ENCODER
     input_kind = EncodeItem
+
+    async def setup(self, js: JetStreamContext) -> None:
+        self.codec = await asyncio.to_thread(pick_codec, self.settings.encoder.codec)
+        health.set_backend(self.name, self.codec)
 
     def _annotate_and_encode(self, gop: GopMessage, item: EncodeItem) -> tuple[bytes, float, int]:
         cfg = self.settings.encoder
@@ -40,7 +71,7 @@ class Encoder(Stage[EncodeItem]):
         data, duration = encode_segment(
             annotated,
             Fraction(*gop.time_base),
-            codec=cfg.codec,
+            codec=getattr(self, "codec", None) or pick_codec(cfg.codec),
             preset=cfg.preset,
             crf=cfg.crf,
             threads=cfg.threads,

@@ -74,7 +74,8 @@ class BlazeFaceDecoder:
         """``regressors``: (N, anchors, 16); ``scores``: (N, anchors, 1) logits."""
         size = float(self.spec.input_size)
         results: list[list[RawDetection]] = []
-        probs = 1.0 / (1.0 + np.exp(-np.clip(scores[..., 0], -100.0, 100.0)))
+        # Clip logits to ±80: float32 exp overflows past ~88.
+        probs = 1.0 / (1.0 + np.exp(-np.clip(scores[..., 0], -80.0, 80.0)))
         for image in range(regressors.shape[0]):
             keep = np.nonzero(probs[image] >= self.score_threshold)[0]
             if keep.size == 0:

@@ -1,0 +1,1 @@
+"""HLS server and web console reading annotated segments straight from the OUTPUT stream."""

@@ -1,0 +1,309 @@
+"""HTTP server: HLS from the OUTPUT stream, the web console and its JSON API.
+
+``/<camera>/index.m3u8`` and ``/<camera>/seg_<gop>.ts`` are served from
+JetStream (an ordered consumer keeps the index, a direct get fetches a
+segment's bytes), so any number of encoder replicas on any machines feed one
+server with no shared filesystem. ``/`` is the console (a static page; hls.js
+is vendored at build time by ``make web-assets``), ``/api/cameras`` and
+``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+
+from framepipe.pipeline import bus, messages
+from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings
+from framepipe.pipeline.errors import SchemaError
+from framepipe.stages.gateway import read_source_state
+from framepipe.web.index import OutputIndex, Segment
+
+log = structlog.get_logger("framepipe.web")
+STATIC = Path(__file__).with_name("static")
+HLS_JS = STATIC / "vendor" / "hls.min.js"
+SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
+PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
+T = TypeVar("T")
+
+
+def _stage_of(process_name: str) -> str:
+    return process_name.rsplit("-", 1)[0]
+
+
+def replicas_from_runtime(runtime_file: Path | None) -> dict[str, int]:
+    """Live local processes per stage, from the supervisor's runtime.json."""
+    if runtime_file is None or not runtime_file.is_file():
+        return {}
+    try:
+        runtime = json.loads(runtime_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    counts: dict[str, int] = {}
+    for proc in runtime.get("processes", []):
+        name = str(proc.get("name", ""))
+        if name.startswith(("gateway-", "web")):
+            continue
+        pid = proc.get("pid")
+        try:
+            os.kill(int(pid), 0)
+        except (OSError, TypeError, ValueError):
+            continue
+        counts[_stage_of(name)] = counts.get(_stage_of(name), 0) + 1
+    return counts
+
+
+class WebServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8090,
+        window: int = 6,
+        runtime_file: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.host, self.port = host, port
+        self.index = OutputIndex(window=window)
+        self.runtime_file = runtime_file
+        self._loop = asyncio.new_event_loop()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._http: ThreadingHTTPServer | None = None
+        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._watcher: asyncio.Future[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> WebServer:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def loop_main() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self._connect())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in start()
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        thread = threading.Thread(target=loop_main, daemon=True, name="web-nats")
+        thread.start()
+        ready.wait()
+        if errors:
+            raise errors[0]
+        self._http = ThreadingHTTPServer((self.host, self.port), self._handler())
+        self._http.daemon_threads = True
+        self.port = self._http.server_address[1]
+        http_thread = threading.Thread(target=self._http.serve_forever, daemon=True, name="web-http")
+        http_thread.start()
+        self._threads = [thread, http_thread]
+        log.info("web.started", url=self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._http:
+            self._http.shutdown()
+            self._http.server_close()
+        with contextlib.suppress(Exception):
+            self._call(self._shutdown(), 5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        for thread in self._threads:
+            thread.join(5.0)
+
+    async def _shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._nc is not None:
+            await self._nc.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- NATS side (event loop thread) -------------------------------------
+    async def _connect(self) -> None:
+        self._nc = await bus.connect(self.settings, "framepipe-web")
+        self._js = self._nc.jetstream(timeout=10.0)
+        await self._js.subscribe(
+            Names.wildcard(Names.OUTPUT),
+            cb=self._on_segment,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+        )
+        await self._js.subscribe(
+            Names.wildcard(Names.DLQ),
+            cb=self._on_dead_letter,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+        )
+        self._watcher = asyncio.ensure_future(self._watch_sources())
+
+    async def _on_segment(self, msg: Msg) -> None:
+        try:
+            seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
+        except SchemaError:
+            return
+        meta = msg.metadata
+        self.index.add_segment(
+            seg.camera,
+            Segment(
+                gop=seg.gop,
+                seq=meta.sequence.stream,
+                duration=seg.duration_s,
+                discontinuity=seg.discontinuity,
+                frames=len(seg.frames),
+                faces=sum(1 for f in seg.frames if f.detections),
+                stored_at=meta.timestamp.timestamp(),
+                arrived=time.time(),
+            ),
+        )
+
+    async def _on_dead_letter(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        camera, gop = headers.get(Headers.CAMERA), headers.get(Headers.GOP, "")
+        if camera and CAMERA_NAME.match(camera) and gop.isdigit():
+            self.index.add_gap(camera, int(gop))
+
+    async def _watch_sources(self) -> None:
+        while True:
+            for camera in self.index.cameras():
+                with contextlib.suppress(Exception):
+                    assert self._js is not None
+                    state = await read_source_state(self._js, camera)
+                    if state is not None:
+                        ended = state.next_gop if state.state == "ended" else None
+                        self.index.set_source(camera, state.first_gop, ended)
+            await asyncio.sleep(1.0)
+
+    async def _segment_bytes(self, seq: int) -> bytes:
+        assert self._js is not None
+        raw = await self._js.get_msg(Names.OUTPUT, seq)
+        return messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data
+
+    async def _pipeline(self) -> dict[str, Any]:
+        assert self._js is not None
+        stages: dict[str, dict[str, int]] = {}
+        replicas = replicas_from_runtime(self.runtime_file)
+        for spec in bus.consumer_specs():
+            try:
+                info = await self._js.consumer_info(spec.stream, spec.durable)
+            except Exception:  # noqa: BLE001 - a missing consumer shows as absent
+                continue
+            lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            stages[spec.durable] = {
+                "lag": lag,
+                "pending": info.num_pending or 0,
+                "ack_pending": info.num_ack_pending or 0,
+                "waiting": info.num_waiting or 0,
+                "replicas": replicas.get(spec.stage, 0),
+            }
+        return {"time": time.time(), "stages": stages}
+
+    # -- HTTP side (handler threads) ---------------------------------------
+    def segment(self, camera: str, gop: int) -> bytes | None:
+        seg = self.index.segment(camera, gop)
+        if seg is None:
+            return None
+        key = (camera, gop)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        data = self._call(self._segment_bytes(seg.seq))
+        with self._cache_lock:
+            self._cache[key] = data
+            while len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        return data
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                try:
+                    status, ctype, body = server.route(path)
+                except Exception as exc:  # noqa: BLE001 - a failed request must not kill the server
+                    log.warning("web.error", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
+                    status, ctype, body = 503, "text/plain", b"unavailable"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-cache" if not path.endswith(".ts") else "max-age=3600")
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        return Handler
+
+    def route(self, path: str) -> tuple[int, str, bytes]:
+        if path in ("/", "/index.html"):
+            return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
+        if path == "/console.js":
+            return 200, CONTENT_TYPES[".js"], (STATIC / "console.js").read_bytes()
+        if path == "/vendor/hls.min.js":
+            if not HLS_JS.is_file():
+                return 404, "text/plain", b"hls.js is not vendored: run `make web-assets`"
+            return 200, CONTENT_TYPES[".js"], HLS_JS.read_bytes()
+        if path == "/healthz":
+            return 200, "text/plain", b"ok"
+        if path == "/api/cameras":
+            return 200, "application/json", json.dumps(self.index.summary()).encode()
+        if path == "/api/pipeline":
+            return 200, "application/json", json.dumps(self._call(self._pipeline())).encode()
+        if match := PLAYLIST_PATH.match(path):
+            playlist = self.index.playlist(match.group(1))
+            if playlist is None:
+                return 404, "text/plain", b"no such camera (yet)"
+            return 200, "application/vnd.apple.mpegurl", playlist.encode()
+        if match := SEGMENT_PATH.match(path):
+            data = self.segment(match.group(1), int(match.group(2)))
+            if data is None:
+                return 404, "text/plain", b"no such segment"
+            return 200, "video/mp2t", data
+        return 404, "text/plain", b"not found"
+
+
+def serve(settings: Settings, host: str, port: int, window: int, runtime_file: Path | None) -> None:
+    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
+    import signal
+
+    server = WebServer(settings, host=host, port=port, window=window, runtime_file=runtime_file).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"console: {server.url}", flush=True)
+    stop.wait()
+    server.stop()

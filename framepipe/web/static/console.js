@@ -1,0 +1,99 @@
+// framepipe console: live annotated cameras (hls.js), detections, backlog and replicas per stage.
+"use strict";
+const players = {};
+const history = {};
+const HISTORY = 120;
+
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function addCamera(cam) {
+  const box = el("div", { class: "cam", id: "cam-" + cam });
+  const video = el("video", { muted: "", autoplay: "", playsinline: "", controls: "" });
+  video.muted = true;
+  const meta = el("div", { class: "meta" });
+  meta.append(el("strong", {}, cam), el("span", { class: "dets" }, ""));
+  box.append(video, meta);
+  document.getElementById("grid").append(box);
+  const src = "/" + encodeURIComponent(cam) + "/index.m3u8";
+  if (window.Hls && Hls.isSupported()) {
+    const hls = new Hls({ liveSyncDurationCount: 2 });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+    hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+    hls.on(Hls.Events.ERROR, (_e, data) => {
+      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
+      else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    });
+    players[cam] = { video, hls };
+  } else {
+    video.src = src;  // native HLS (Safari)
+    video.play().catch(() => {});
+    players[cam] = { video };
+  }
+}
+
+async function refreshCameras() {
+  const cams = await (await fetch("/api/cameras")).json();
+  let faces = 0;
+  for (const c of cams) {
+    if (!players[c.camera]) addCamera(c.camera);
+    const box = document.getElementById("cam-" + c.camera);
+    box.querySelector(".dets").textContent =
+      `${c.frames_with_faces}/${c.frames} recent frames with faces · ${c.segments} segments` +
+      (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "");
+    faces += c.detections_total;
+  }
+  document.getElementById("summary").textContent =
+    `${cams.length} camera(s) · ${faces} frames with faces`;
+}
+
+function draw(stage) {
+  const canvas = document.getElementById("chart-" + stage);
+  const rows = history[stage];
+  const ctx = canvas.getContext("2d");
+  const w = (canvas.width = canvas.clientWidth), h = (canvas.height = canvas.clientHeight);
+  ctx.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...rows.map((r) => Math.max(r.lag, r.replicas)));
+  for (const [key, colour] of [["lag", "#f0a030"], ["replicas", "#40c0f0"]]) {
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    rows.forEach((r, i) => {
+      const x = (i / (HISTORY - 1)) * w, y = h - 4 - (r[key] / max) * (h - 8);
+      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+  }
+}
+
+async function refreshPipeline() {
+  const data = await (await fetch("/api/pipeline")).json();
+  for (const [stage, s] of Object.entries(data.stages)) {
+    if (!history[stage]) {
+      history[stage] = [];
+      const box = el("div", { class: "chart" });
+      const legend = el("div", { class: "legend" });
+      legend.append(el("strong", {}, stage + " "), el("span", { class: "lag", id: "lag-" + stage }),
+                    el("span", { class: "rep", id: "rep-" + stage }));
+      box.append(legend, el("canvas", { id: "chart-" + stage }));
+      document.getElementById("charts").append(box);
+    }
+    history[stage].push(s);
+    if (history[stage].length > HISTORY) history[stage].shift();
+    document.getElementById("lag-" + stage).textContent = "backlog " + s.lag;
+    document.getElementById("rep-" + stage).textContent = "replicas " + s.replicas;
+    draw(stage);
+  }
+}
+
+async function tick() {
+  try { await refreshCameras(); } catch (e) { console.warn(e); }
+  try { await refreshPipeline(); } catch (e) { console.warn(e); }
+}
+tick();
+setInterval(tick, 1000);
