@@ -90,6 +90,8 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
         log.info("nats.reconnected", client=name)
 
     async def on_error(exc: Exception) -> None:
+        if not clients:
+            return  # failed first connects end in one BusError below, not a log flood
         log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
 
     deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
@@ -99,7 +101,10 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
                 settings.nats.url,
                 name=name,
                 connect_timeout=settings.nats.connect_timeout_s,
-                max_reconnect_attempts=-1,
+                # Bounded for the first connect (our loop below decides on retries);
+                # switched to unlimited once connected, so a running stage rides
+                # out a NATS restart.
+                max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
                 pending_size=2 * settings.nats.max_payload,
@@ -107,6 +112,7 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
             )
+            client.options["max_reconnect_attempts"] = -1
             clients.append(client)
             return client
         except (NoServersError, OSError, TimeoutError) as exc:
