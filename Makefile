@@ -47,3 +47,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .framepipe output
+
+bench: $(STAMP) models
+	$(BIN)/python -m bench.e2e $(BENCH_ARGS)
