@@ -233,9 +233,28 @@ class InferenceSettings(ConsumerSettings):
     nms_iou: float = 0.3
     intra_op_threads: int = 1
     max_batch: int = 16
+    #: tensorrt only: fall back to onnxruntime (one log line) when TensorRT or a GPU is missing.
+    allow_fallback: bool = False
+    #: tensorrt only: build FP16 engines when the GPU supports fast FP16.
+    fp16: bool = True
+    #: tensorrt only: serialized engines, keyed by model/GPU/TensorRT/precision/batch range.
+    engine_cache_dir: str = ".cache/engines"
+    #: cross-message batching: wait at most this long for max_batch frames.
+    batch_timeout_s: float = 0.005
+    #: run the model on every n-th frame of a GOP (1: every frame).
+    detect_every: int = 1
+    #: frames the model skips: "carry" the last detections, or "none".
+    skipped_frames: Literal["carry", "none"] = "carry"
 
     def __post_init__(self) -> None:
         self._check("inference")
+        if self.skipped_frames not in ("carry", "none"):
+            raise ConfigError(
+                f"inference.skipped_frames must be 'carry' or 'none', got {self.skipped_frames!r}"
+            )
+        _positive("inference", detect_every=self.detect_every)
+        if not 0.0 <= self.batch_timeout_s <= 1.0:
+            raise ConfigError(f"inference.batch_timeout_s must be in [0, 1], got {self.batch_timeout_s}")
         if self.backend not in ("onnxruntime", "tensorrt"):
             raise ConfigError(f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}")
         if self.model not in ("full_range", "short_range"):

@@ -64,6 +64,9 @@ class Stage(abc.ABC, Generic[M]):
     #: Durable consumer and settings section, when they differ from ``name``.
     consumer_name: ClassVar[str | None] = None
     section: ClassVar[str | None] = None
+    #: Opt-in: ``process`` the messages of one fetch concurrently (each still acked,
+    #: retried or dead-lettered alone), e.g. so inference can batch frames across them.
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -129,10 +132,11 @@ class Runner:
                 self._held.update((id(m), m) for m in batch)
                 health.IN_FLIGHT.labels(self.stage.name).set(len(self._held))
                 health.BATCH_SIZE.labels(self.stage.name, "fetch").observe(len(batch))
-                for msg in batch:
-                    await self._handle(js, msg)
-                    self._held.pop(id(msg), None)
-                    health.IN_FLIGHT.labels(self.stage.name).set(len(self._held))
+                if self.stage.concurrent:
+                    await asyncio.gather(*(self._handle_held(js, msg) for msg in batch))
+                else:
+                    for msg in batch:
+                        await self._handle_held(js, msg)
         finally:
             heartbeat.cancel()
             self.health.ready = False
@@ -164,6 +168,11 @@ class Runner:
             for msg in list(self._held.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+
+    async def _handle_held(self, js: JetStreamContext, msg: Msg) -> None:
+        await self._handle(js, msg)
+        self._held.pop(id(msg), None)
+        health.IN_FLIGHT.labels(self.stage.name).set(len(self._held))
 
     async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
         meta = msg.metadata

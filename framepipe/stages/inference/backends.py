@@ -7,11 +7,14 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from framepipe.pipeline.config import InferenceSettings
 from framepipe.pipeline.errors import SetupError
 
 FloatArray = npt.NDArray[np.float32]
+
+log = structlog.get_logger("framepipe.inference")
 
 
 class InferenceBackend(Protocol):
@@ -59,10 +62,51 @@ class OnnxRuntimeBackend:
         del self.session
 
 
-def create_backend(settings: InferenceSettings) -> InferenceBackend:
-    if settings.backend == "onnxruntime":
-        return OnnxRuntimeBackend(settings.model_path, settings.intra_op_threads)
+def describe_backend(backend: InferenceBackend) -> str:
+    """The metrics label: onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-fp32."""
+    providers = getattr(backend, "providers", None)
+    if providers is not None:
+        return "onnxruntime-cuda" if "CUDAExecutionProvider" in providers else "onnxruntime-cpu"
+    precision = getattr(backend, "precision", None)
+    return f"{backend.name}-{precision}" if precision else backend.name
+
+
+def select_backend(requested: str, unavailable_reason: str | None, allow_fallback: bool) -> str:
+    """Which backend to build: pure, so the fallback rule is testable without a GPU.
+
+    ``unavailable_reason`` is None when TensorRT can run. A missing TensorRT is
+    a one-line SetupError unless ``allow_fallback``; then onnxruntime is used.
+    """
+    if requested == "onnxruntime":
+        return "onnxruntime"
+    if requested != "tensorrt":
+        raise SetupError(f"inference.backend must be 'onnxruntime' or 'tensorrt', got {requested!r}")
+    if unavailable_reason is None:
+        return "tensorrt"
+    if allow_fallback:
+        log.warning(
+            "inference.fallback", requested="tensorrt", using="onnxruntime", reason=unavailable_reason
+        )
+        return "onnxruntime"
     raise SetupError(
-        f"inference.backend={settings.backend!r} is not available in this build; "
-        "use inference.backend=onnxruntime"
+        f"inference.backend=tensorrt is unavailable: {unavailable_reason} "
+        "(set inference.allow_fallback=true to use onnxruntime)"
+    )
+
+
+def create_backend(settings: InferenceSettings) -> InferenceBackend:
+    from framepipe.stages.inference.tensorrt import TensorRTBackend, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason() if settings.backend == "tensorrt" else None
+    chosen = select_backend(settings.backend, reason, settings.allow_fallback)
+    if chosen == "tensorrt":
+        return TensorRTBackend(
+            settings.model_path,
+            Path(settings.engine_cache_dir),
+            max_batch=settings.max_batch,
+            fp16=settings.fp16,
+        )
+    # With a fallback from tensorrt, a GPU may still be there: let ORT use CUDA.
+    return OnnxRuntimeBackend(
+        settings.model_path, settings.intra_op_threads, use_cuda=settings.backend == "tensorrt"
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar
 
 import numpy as np
 from nats.js import JetStreamContext
 
 from framepipe.media.letterbox import Letterbox
+from framepipe.pipeline import health
 from framepipe.pipeline.config import Names
 from framepipe.pipeline.ledger import GopLedger
 from framepipe.pipeline.messages import (
@@ -19,8 +19,10 @@ from framepipe.pipeline.messages import (
     FrameDetections,
 )
 from framepipe.pipeline.runner import Stage, WorkContext
-from framepipe.stages.inference.backends import InferenceBackend, create_backend
+from framepipe.stages.inference.backends import InferenceBackend, create_backend, describe_backend
+from framepipe.stages.inference.batching import MicroBatcher
 from framepipe.stages.inference.blazeface import BlazeFaceDecoder, RawDetection, preprocess
+from framepipe.stages.inference.detectors import fill_skipped, select_frames
 
 
 class FaceDetector:
@@ -44,12 +46,19 @@ class FaceDetector:
 class Inference(Stage[FrameBatch]):
     name: ClassVar[str] = Names.INFERENCE
     input_kind = FrameBatch
+    #: messages of one fetch are processed together so their frames share model calls.
+    concurrent: ClassVar[bool] = True
 
     async def setup(self, js: JetStreamContext) -> None:
         cfg = self.settings.inference
         backend = create_backend(cfg)
+        self.backend_name = describe_backend(backend)
+        health.set_backend(self.name, self.backend_name)
         self.detector = FaceDetector(
             backend, BlazeFaceDecoder(cfg.model, cfg.score_threshold, cfg.nms_iou), cfg.max_batch
+        )
+        self.batcher: MicroBatcher[list[RawDetection]] = MicroBatcher(
+            self.detector.detect, cfg.max_batch, cfg.batch_timeout_s
         )
         self.ledger = GopLedger(await js.key_value(Names.LEDGER_BUCKET))
 
@@ -58,8 +67,14 @@ class Inference(Stage[FrameBatch]):
             self.detector.backend.close()
 
     async def process(self, message: FrameBatch, ctx: WorkContext) -> None:
+        cfg = self.settings.inference
         frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.shape)
-        raw = await asyncio.to_thread(self.detector.detect, frames)
+        if cfg.detect_every > 1:
+            selected = select_frames(message.frame_indices, cfg.detect_every)
+            detected = await self.batcher.submit(frames[np.asarray(selected)])
+            raw = fill_skipped(selected, detected, carry=cfg.skipped_frames == "carry")
+        else:
+            raw = await self.batcher.submit(frames)
         letterbox = Letterbox(frames.shape[1], *message.source_size)
         per_frame = tuple(
             FrameDetections(

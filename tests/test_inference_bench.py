@@ -1,0 +1,23 @@
+"""`bench.inference` runs both sides on a tiny input and writes valid JSON (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import inference
+
+pytestmark = pytest.mark.integration
+
+
+def test_inference_bench_writes_results(tmp_path: Path, models_dir: Path) -> None:
+    out = tmp_path / "inference.json"
+    inference.main(["--frames", "64", "--frames-per-message", "16", "--repeats", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["stage"]["complete"] is True
+    assert result["stage"]["frames"] == result["bare"]["frames"] == 64
+    assert result["summary"]["ratio_stage_over_bare"] > 0
+    assert set(result["sweep"]) == {"1", "4", "8", "16", "32"}
+    assert "skipped" in result["gpu"] or "tensorrt_fp16" in result["gpu"]
