@@ -202,7 +202,14 @@ async def publish(
     for attempt in range(attempts):
         try:
             return await js.publish(subject, body, timeout=timeout, headers=all_headers)
-        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError):
+        except (
+            TimeoutError,
+            nats.errors.NoRespondersError,
+            # JetStream not (yet) answering, e.g. right after a server restart; the
+            # msg id makes the retry safe.
+            nats.js.errors.NoStreamResponseError,
+            nats.errors.ConnectionReconnectingError,
+        ):
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(delay)

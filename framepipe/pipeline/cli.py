@@ -18,6 +18,7 @@ from rich.table import Table
 from framepipe.pipeline import logs
 from framepipe.pipeline.cameras import app as cameras_app
 from framepipe.pipeline.config import Names, Settings, load_settings, validate_camera_name
+from framepipe.pipeline.dlq_cli import app as dlq_app
 from framepipe.pipeline.errors import FramepipeError
 from framepipe.pipeline.k8s_cli import app as k8s_app
 
@@ -30,6 +31,7 @@ models_app = typer.Typer(help="Prepare detector models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(k8s_app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
 app.add_typer(cameras_app, name="cameras", help="Add, remove and list cameras while the system runs.")
+app.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters.")
 console = Console(stderr=True)
 out = Console()
 
@@ -99,11 +101,22 @@ def setup(config: ConfigOption = None) -> None:
 def stage(
     name: Annotated[str, typer.Argument(help="decoder | inference | encoder | sink")],
     config: ConfigOption = None,
+    backend: Annotated[
+        str | None, typer.Option(help="inference backend: onnxruntime | tensorrt (overrides config)")
+    ] = None,
 ) -> None:
     """Run one stage process (what a Kubernetes Deployment runs)."""
+    import dataclasses
+
     from framepipe.pipeline.runner import run_stage
 
     settings = _settings(config)
+    if backend is not None:
+        try:
+            inference = dataclasses.replace(settings.inference, backend=backend)  # type: ignore[arg-type]
+        except FramepipeError as exc:
+            raise _fail(str(exc), 2) from exc
+        settings = dataclasses.replace(settings, inference=inference)
     if name == Names.DECODER:
         from framepipe.stages.decoder import Decoder
 

@@ -1,0 +1,123 @@
+"""Dead letters: what a stage writes, and `framepipe dlq list|show|replay|purge` against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from framepipe.pipeline import bus, logs
+from framepipe.pipeline.cli import app
+from framepipe.pipeline.config import Headers, Names, Settings
+from framepipe.pipeline.dlq import dead_letter
+from framepipe.pipeline.natsserver import NatsServer
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures structlog on CliRunner's temporary stderr; point it back."""
+    yield
+    logs.configure()
+
+
+ORIGINAL = {Headers.VERSION: "1", Headers.KIND: "gop", Headers.CAMERA: "cam1", Headers.GOP: "7"}
+
+
+async def _dead_letter_one(settings: Settings, body: bytes) -> None:
+    """Publish one VIDEO message, fetch it as the decoder would, and dead-letter it."""
+    nc = await bus.connect(settings, "test-dlq", retry_initial=False)
+    try:
+        js = nc.jetstream(timeout=10.0)
+        await bus.ensure_topology(js, settings)
+        await bus.publish(js, "video.cam1", body, ORIGINAL, "cam1:7:gateway")
+        spec = bus.consumer_spec("decoder")
+        sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+        (msg,) = await sub.fetch(1, timeout=5.0)
+        await dead_letter(js, "decoder", msg, "corrupt-media", "InvalidDataError:\n  bad  bitstream")
+        await msg.term()
+    finally:
+        await nc.close()
+
+
+async def _video_messages(settings: Settings) -> list[tuple[dict[str, str], bytes]]:
+    nc = await bus.connect(settings, "test-dlq", retry_initial=False)
+    try:
+        js = nc.jetstream(timeout=10.0)
+        info = await js.stream_info(Names.VIDEO)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            raw = await js.get_msg(Names.VIDEO, seq)
+            out.append((dict(raw.headers or {}), raw.data or b""))
+        return out
+    finally:
+        await nc.close()
+
+
+def test_dlq_cli_list_show_replay_purge(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings().replace(nats={"url": nats_server.url})
+    monkeypatch.setenv("FRAMEPIPE_NATS__URL", nats_server.url)
+    body = bytes(range(256)) * 3
+    asyncio.run(_dead_letter_one(settings, body))
+    cli = CliRunner()
+
+    listed = cli.invoke(app, ["dlq", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["stage"] == "decoder"
+    assert row["reason"] == "corrupt-media"
+    assert row["camera"] == "cam1"
+    assert row["gop"] == "7"
+    assert row["original_subject"] == "video.cam1"
+    assert row["bytes"] == len(body)
+    assert row["error"] == "InvalidDataError: bad bitstream"  # one line, whitespace collapsed
+
+    assert cli.invoke(app, ["dlq", "list", "--stage", "encoder", "--json"]).stdout.strip() == ""
+    shown = cli.invoke(app, ["dlq", "show", str(row["seq"])])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["headers"][Headers.DELIVERIES] == "1"
+    assert cli.invoke(app, ["dlq", "show", "9999"]).exit_code == 1
+
+    replayed = cli.invoke(app, ["dlq", "replay", str(row["seq"])])
+    assert replayed.exit_code == 0, replayed.output
+    videos = asyncio.run(_video_messages(settings))
+    assert len(videos) == 2  # the original and the replay
+    headers, data = videos[-1]
+    assert data == body
+    for key, value in ORIGINAL.items():
+        assert headers[key] == value
+    assert Headers.ERROR not in headers
+    assert Headers.ORIGINAL_SUBJECT not in headers
+    # replay removed the dead letter
+    assert cli.invoke(app, ["dlq", "list", "--json"]).stdout.strip() == ""
+
+    asyncio.run(_dead_letter_one(settings, b"garbage"))
+    purged = cli.invoke(app, ["dlq", "purge", "--stage", "decoder", "--yes"])
+    assert purged.exit_code == 0, purged.output
+    assert "purged 1" in purged.output
+    assert cli.invoke(app, ["dlq", "list", "--json"]).stdout.strip() == ""
+
+
+def test_bad_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEPIPE_")}
+    env["FRAMEPIPE_DECODER__MAX_DELIVER"] = "0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "framepipe", "dlq", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "max_deliver" in lines[0]
