@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from fractions import Fraction
@@ -25,6 +23,7 @@ from typing import Any
 import av
 import numpy as np
 
+from bench.common import machine
 from framepipe.media.annotate import draw_detections
 from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.media.gop import GopCutter
@@ -121,18 +120,6 @@ def pipeline(clip: Path, cameras: int, settings: Settings, workdir: Path) -> dic
         }
     finally:
         server.stop()
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "av": av.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

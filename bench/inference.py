@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import machine
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
 from framepipe.pipeline.messages import FrameBatch
@@ -219,18 +219,6 @@ def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: 
             log.close()
     finally:
         server.stop()
-
-
-def machine() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "onnxruntime": onnxruntime.__version__,
-        "providers": onnxruntime.get_available_providers(),
-    }
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
