@@ -103,21 +103,27 @@ def bare(settings: Settings, msgs: list[FrameBatch], repeats: int) -> dict[str, 
     return {"frames": frames, "fps_samples": samples, "fps": float(np.median(samples))}
 
 
+def _images_per_second(backend: Any, frames: np.ndarray, batch: int, repeats: int) -> list[float]:
+    """Warm up once, then time ``repeats`` passes over the frames in ``batch``-sized calls."""
+    usable = (len(frames) // batch) * batch
+    chunks = [preprocess(frames[i : i + batch]) for i in range(0, usable, batch)]
+    backend.run(chunks[0])
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for chunk in chunks:
+            backend.run(chunk)
+        samples.append(usable / (time.perf_counter() - started))
+    return samples
+
+
 def sweep(settings: Settings, frames: np.ndarray, repeats: int) -> dict[str, Any]:
     """Model call only (pre-processing + ORT run) at each batch size, images/s."""
     cfg = settings.inference
     backend = OnnxRuntimeBackend(cfg.model_path, cfg.intra_op_threads)
     out: dict[str, Any] = {}
     for batch in SWEEP:
-        usable = (len(frames) // batch) * batch
-        chunks = [preprocess(frames[i : i + batch]) for i in range(0, usable, batch)]
-        backend.run(chunks[0])
-        samples = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for chunk in chunks:
-                backend.run(chunk)
-            samples.append(usable / (time.perf_counter() - started))
+        samples = _images_per_second(backend, frames, batch, repeats)
         out[str(batch)] = {"fps_samples": samples, "fps": float(np.median(samples))}
     backend.close()
     return out
@@ -139,15 +145,7 @@ def gpu(settings: Settings, frames: np.ndarray, repeats: int, workdir: Path) -> 
     for name, backend in backends.items():
         out[name] = {}
         for batch in SWEEP:
-            usable = (len(frames) // batch) * batch
-            chunks = [preprocess(frames[i : i + batch]) for i in range(0, usable, batch)]
-            backend.run(chunks[0])
-            samples = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                for chunk in chunks:
-                    backend.run(chunk)
-                samples.append(usable / (time.perf_counter() - started))
+            samples = _images_per_second(backend, frames, batch, repeats)
             out[name][str(batch)] = float(np.median(samples))
         backend.close()
     return out
