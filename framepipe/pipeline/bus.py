@@ -9,8 +9,9 @@ the configured settings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats
 import structlog
@@ -25,6 +26,7 @@ from framepipe.pipeline.config import Headers, Names, Settings
 from framepipe.pipeline.errors import BusError
 
 log = structlog.get_logger("framepipe.bus")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,37 @@ async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
     return await js.key_value(bucket)
 
 
+# What a client sees while JetStream is restarting or electing: worth retrying.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], what: str, *, attempts: int = 8, max_delay_s: float = 3.0
+) -> T:
+    """Run ``call`` until it succeeds, retrying only :data:`TRANSIENT_ERRORS`.
+
+    ``call`` must be safe to repeat (msg-id de-duplicated publish, KV put of a
+    full value). The last error propagates once the attempts are spent.
+    """
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except TRANSIENT_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            log.warning("bus.retry", what=what, attempt=attempt, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+    raise AssertionError("unreachable")
+
+
 async def publish(
     js: JetStreamContext,
     subject: str,
@@ -193,25 +226,22 @@ async def publish(
     msg_id: str,
     *,
     timeout: float = 10.0,
-    attempts: int = 5,
+    attempts: int = 8,
 ) -> js_api.PubAck:
-    """Publish with server-side de-duplication, retrying timeouts (same msg id)."""
+    """Publish with server-side de-duplication, retrying transient errors (same msg id)."""
     all_headers = dict(headers)
     all_headers[Headers.MSG_ID] = msg_id
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return await js.publish(subject, body, timeout=timeout, headers=all_headers)
-        except (
-            TimeoutError,
-            nats.errors.NoRespondersError,
-            # JetStream not (yet) answering, e.g. right after a server restart; the
-            # msg id makes the retry safe.
-            nats.js.errors.NoStreamResponseError,
-            nats.errors.ConnectionReconnectingError,
-        ):
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 3.0)
-    raise AssertionError("unreachable")
+
+    async def once() -> js_api.PubAck:
+        return await js.publish(subject, body, timeout=timeout, headers=all_headers)
+
+    return await retry_transient(once, f"publish {subject}", attempts=attempts)
+
+
+async def kv_put(kv: KeyValue, key: str, value: bytes, *, attempts: int = 8) -> int:
+    """Put a whole value (idempotent), retrying transient errors; returns the revision."""
+
+    async def once() -> int:
+        return await kv.put(key, value)
+
+    return await retry_transient(once, f"kv put {key}", attempts=attempts)

@@ -327,7 +327,7 @@ class Gateway:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
         state.first_gop = state.next_gop
         state.updated_at = time.time()
-        await kv.put(self.camera, state.to_json())
+        await bus.kv_put(kv, self.camera, state.to_json())
 
         live = is_live(self.source)
         pacing = "live" if live else self.pacing
@@ -357,7 +357,7 @@ class Gateway:
                     )
                     if state.state != "reconnecting":
                         state.state, state.updated_at = "reconnecting", time.time()
-                        await kv.put(self.camera, state.to_json())
+                        await bus.kv_put(kv, self.camera, state.to_json())
                     continue
                 if isinstance(item, Reconnected):
                     await self._publish_gap(js, item)
@@ -367,7 +367,7 @@ class Gateway:
                     clock_start = pts_start = None
                     if state.state != "running":
                         state.state, state.updated_at = "running", time.time()
-                        await kv.put(self.camera, state.to_json())
+                        await bus.kv_put(kv, self.camera, state.to_json())
                     log.info(
                         "gateway.opened",
                         camera=self.camera,
@@ -406,7 +406,7 @@ class Gateway:
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
                 state.updated_at = time.time()
-                await kv.put(self.camera, state.to_json())
+                await bus.kv_put(kv, self.camera, state.to_json())
                 log.info(
                     "gop.done",
                     stage="gateway",
@@ -426,7 +426,9 @@ class Gateway:
             self.stopping.set()
             state.updated_at = time.time()
             try:
-                await kv.put(self.camera, state.to_json())
+                await bus.kv_put(kv, self.camera, state.to_json())
+            except Exception as exc:  # noqa: BLE001 - never mask the error that ended the run
+                log.warning("gateway.state_not_saved", camera=self.camera, state=state.state, error=str(exc))
             finally:
                 await nc.drain()
         return state
