@@ -4,7 +4,8 @@ NATS runs as a StatefulSet of the official ``nats`` image with a file store on
 a PVC, one account for framepipe and (with ``k8s.nats_auth``) one user per
 process kind whose publish/subscribe permissions cover only its own subjects.
 Passwords come from the ``framepipe-nats-auth`` Secret through environment
-variables that ``nats.conf`` references (``$DECODER_PASSWORD``...).
+variables that ``nats.conf`` references (``$DECODER_PASSWORD``...). The user/permission
+table lives in ``nats_auth`` so the embedded local server enforces the same rules.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from framepipe.pipeline.bus import consumer_specs
-from framepipe.pipeline.config import Names, Settings
+from framepipe.pipeline.config import Settings
 from framepipe.pipeline.errors import ConfigError
 from framepipe.pipeline.k8s_settings import ClusterConfig, Resources
+from framepipe.pipeline.nats_auth import USERS, permissions
 
 Obj = dict[str, Any]
 
@@ -31,34 +32,6 @@ CLUSTER_PORT = 6222
 NATS_UID = 1000
 NATS_STORE = "/data/jetstream"
 NATS_PID = "/var/run/nats/nats.pid"
-
-# Who talks to NATS, and what each one publishes besides its DLQ subject.
-USERS = ("setup", "gateway", Names.DECODER, Names.INFERENCE, Names.ENCODER, Names.SINK)
-PUBLISHES: dict[str, tuple[str, ...]] = {
-    # dets.<camera>: the gateway's gap events after a reconnect.
-    "gateway": (
-        Names.wildcard(Names.VIDEO),
-        Names.wildcard(Names.DETECTIONS),
-        f"$KV.{Names.SOURCES_BUCKET}.>",
-    ),
-    Names.DECODER: (Names.wildcard(Names.FRAMES),),
-    Names.INFERENCE: (
-        Names.wildcard(Names.DETECTIONS),
-        Names.wildcard(Names.ENCODE),
-        f"$KV.{Names.LEDGER_BUCKET}.>",
-    ),
-    Names.ENCODER: (Names.wildcard(Names.OUTPUT),),
-    Names.SINK: (),
-}
-# Read-only JetStream API calls any stage may make (stream/KV info, get by sequence).
-JS_READ = (
-    "$JS.API.INFO",
-    "$JS.API.STREAM.NAMES",
-    "$JS.API.STREAM.INFO.*",
-    "$JS.API.STREAM.MSG.GET.*",
-    "$JS.API.DIRECT.GET.>",
-)
-
 
 def labels(component: str) -> dict[str, str]:
     return {
@@ -139,23 +112,6 @@ def nats_client_env(cluster: ClusterConfig, user: str) -> list[Obj]:
         env.append({"name": "NATS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": NATS_AUTH, "key": user}}})
     env.append({"name": "FRAMEPIPE_NATS__URL", "value": client_url(cluster, user)})
     return env
-
-
-def permissions(user: str) -> dict[str, list[str]]:
-    """Subjects ``user`` may publish to and subscribe on (replies come to ``_INBOX``)."""
-    if user == "setup":
-        return {"publish": ["$JS.API.>", "$KV.>"], "subscribe": ["_INBOX.>"]}
-    publish = list(JS_READ) + list(PUBLISHES[user])
-    for spec in consumer_specs():
-        if spec.stage == user:
-            publish += [
-                f"$JS.API.CONSUMER.INFO.{spec.stream}.{spec.durable}",
-                f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}",
-                f"$JS.ACK.{spec.stream}.{spec.durable}.>",
-            ]
-    if user != "gateway":
-        publish.append(Names.dlq_subject(user))
-    return {"publish": publish, "subscribe": ["_INBOX.>"]}
 
 
 def nats_store_bytes(cluster: ClusterConfig) -> int:
