@@ -308,9 +308,18 @@ class LocalSettings:
     shutdown_grace_s: float = 20.0
     nats_port: int = 0
     monitor_port: int = 0
+    # Scale decoder/inference/encoder from their backlog like KEDA does in a cluster
+    # (the [scaling.*] tables); max_replicas caps every stage on one machine
+    # (0: the number of CPU cores), whatever the cluster maximum is.
+    autoscale: bool = True
+    max_replicas: int = 0
 
     def __post_init__(self) -> None:
         _positive("local", shutdown_grace_s=self.shutdown_grace_s)
+        if self.max_replicas < 0:
+            raise ConfigError(
+                f"local.max_replicas must be >= 0 (0: one per CPU core), got {self.max_replicas}"
+            )
         for key, port in (("nats_port", self.nats_port), ("monitor_port", self.monitor_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"local.{key} must be 0..65535, got {port}")

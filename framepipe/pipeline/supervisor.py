@@ -25,8 +25,10 @@ from types import TracebackType
 import structlog
 
 from framepipe.pipeline import bus
-from framepipe.pipeline.config import Names, Settings, validate_camera_name
+from framepipe.pipeline.autoscale import Autoscaler, cap_scaling, fetch_lags
+from framepipe.pipeline.config import ENV_PREFIX, Names, Settings, validate_camera_name
 from framepipe.pipeline.errors import SetupError
+from framepipe.pipeline.k8s_settings import SCALED_STAGES, StageScaling, load_cluster_config
 from framepipe.pipeline.natsserver import NatsServer, die_with_parent
 
 log = structlog.get_logger("framepipe.supervisor")
@@ -42,6 +44,7 @@ class Managed:
     restart: bool = True
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    draining: bool = False
 
     def spawn(self, env: dict[str, str]) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -88,13 +91,22 @@ async def _waiting_pulls(settings: Settings) -> dict[str, int]:
 
 
 class LocalSystem:
-    def __init__(self, settings: Settings, state_dir: Path, *, embedded_nats: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path,
+        *,
+        embedded_nats: bool = True,
+        monitor_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.state_dir = state_dir
         self.embedded = embedded_nats
         self.server: NatsServer | None = None
         self.processes: list[Managed] = []
         self.stopping = False
+        self.monitor_url = monitor_url
+        self.autoscaler: Autoscaler | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
@@ -110,12 +122,13 @@ class LocalSystem:
                 sync_interval=self.settings.nats.sync_interval,
             ).start(log_file=self.state_dir / "logs" / "nats-server.log")
             self.settings = self.settings.replace(nats={"url": self.server.url})
+            self.monitor_url = self.server.monitor_url
         asyncio.run(setup_topology(self.settings))
         counts = {stage: self.settings.consumer(stage).replicas for stage in STAGES}
         counts.update(replicas or {})
         for stage in STAGES:
-            for index in range(counts[stage]):
-                self._add(f"{stage}-{index}", [sys.executable, "-m", "framepipe", "stage", stage])
+            for _ in range(counts[stage]):
+                self._add_replica(stage)
         self._write_runtime()
         log.info("system.started", nats=self.settings.nats.url, processes=len(self.processes))
 
@@ -187,7 +200,11 @@ class LocalSystem:
         return env
 
     def supervise(self) -> None:
-        """Restart stage processes that died (a crash must not stall the pipeline)."""
+        """Restart stage processes that died (a crash must not stall the pipeline),
+        reap replicas that finished draining, and let the autoscaler act."""
+        self._reap_drained()
+        if self.autoscaler is not None and not self.stopping:
+            self.autoscaler.step()
         for managed in self.processes:
             if self.stopping or managed.alive or not managed.restart or managed.process is None:
                 continue
@@ -195,6 +212,67 @@ class LocalSystem:
             managed.restarts += 1
             log.warning("process.restarted", process=managed.name, exit_code=code, restarts=managed.restarts)
             managed.spawn(self.child_env())
+
+    # -- replicas and autoscaling -----------------------------------------
+    def _add_replica(self, stage: str) -> Managed:
+        used = {m.name for m in self.processes}
+        index = next(i for i in range(len(used) + 1) if f"{stage}-{i}" not in used)
+        return self._add(f"{stage}-{index}", [sys.executable, "-m", "framepipe", "stage", stage])
+
+    def replicas(self, stage: str) -> list[Managed]:
+        """The stage's processes that count as replicas (started, not draining)."""
+        return [m for m in self.processes if m.name.rsplit("-", 1)[0] == stage and not m.draining]
+
+    def scale(self, stage: str, count: int) -> None:
+        """Start replicas, or drain the newest ones (SIGTERM: finish, ack, exit)."""
+        current = self.replicas(stage)
+        for _ in range(count - len(current)):
+            self._add_replica(stage)
+        surplus = sorted(current, key=lambda m: int(m.name.rsplit("-", 1)[1]))[count:] if count >= 0 else []
+        for managed in surplus:
+            managed.restart, managed.draining = False, True
+            if managed.alive and managed.process is not None:
+                managed.process.send_signal(signal.SIGTERM)
+        self._write_runtime()
+
+    def _reap_drained(self) -> None:
+        for managed in [m for m in self.processes if m.draining and not m.alive]:
+            code = managed.process.returncode if managed.process else None
+            self.processes.remove(managed)
+            if code not in (0, None):
+                log.warning("process.drain_failed", process=managed.name, exit_code=code)
+            else:
+                log.info("process.drained", process=managed.name)
+            self._write_runtime()
+
+    def enable_autoscaling(self, scaling: StageScaling | None = None) -> Autoscaler:
+        """Scale decoder/inference/encoder like KEDA would, from the consumers' lag.
+
+        ``scaling`` defaults to the ``[scaling.*]`` tables of ``FRAMEPIPE_CONFIG``
+        (what ``framepipe k8s render`` puts in the ScaledObjects); on one machine
+        ``local.max_replicas`` caps each stage further.
+        """
+        if self.monitor_url is None:
+            raise SetupError("autoscaling needs the NATS monitoring endpoint (start the system first)")
+        if scaling is None:
+            scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
+        cap = self.settings.local.max_replicas or os.cpu_count() or 1
+        scaling = cap_scaling(scaling, cap)
+        monitor_url = self.monitor_url
+
+        def read_lags() -> dict[str, int]:
+            return {stage: lag.lag for stage, lag in fetch_lags(monitor_url).items()}
+
+        self.autoscaler = Autoscaler(scaling, read_lags, lambda stage: len(self.replicas(stage)), self.scale)
+        log.info(
+            "autoscale.enabled",
+            **{
+                stage: f"{getattr(scaling, stage).min_replicas}..{getattr(scaling, stage).max_replicas}"
+                f" lag/replica {getattr(scaling, stage).lag_threshold}"
+                for stage in SCALED_STAGES
+            },
+        )
+        return self.autoscaler
 
     def stop(self) -> None:
         """Sources first, then drain the stages, then NATS. Kill what overstays."""
