@@ -180,6 +180,7 @@ def _run_local(
     *,
     web: bool = False,
     linger: bool = False,
+    autoscale: bool | None = None,
 ) -> int:
     from framepipe.pipeline.supervisor import LocalSystem, require_model
 
@@ -192,6 +193,14 @@ def _run_local(
             system.start(replicas)
             system.wait_ready()
         console.print(f"NATS at {system.settings.nats.url}; logs in {state_dir / 'logs'}")
+        # Fixed replica counts on the command line mean "exactly this many" unless asked otherwise.
+        if settings.local.autoscale and not replicas if autoscale is None else autoscale:
+            scaler = system.enable_autoscaling()
+            limits = ", ".join(
+                f"{stage} {one.scaling.min_replicas}..{one.scaling.max_replicas}"
+                for stage, one in scaler.scalers.items()
+            )
+            console.print(f"autoscaling on backlog ({limits}); `framepipe status --watch` shows replicas")
         console_url = system.start_web() if web else None
         if console_url:
             out.print(f"Console (live annotated video): {console_url}")
@@ -254,6 +263,13 @@ def run(
     decoders: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
     inference: Annotated[int | None, typer.Option(help="Inference processes.")] = None,
     encoders: Annotated[int | None, typer.Option(help="Encoder processes.")] = None,
+    autoscale: Annotated[
+        bool | None,
+        typer.Option(
+            "--autoscale/--no-autoscale",
+            help="Scale stages on backlog like KEDA (default: local.autoscale, off with fixed counts).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Start the whole pipeline locally (embedded NATS) on one source."""
@@ -268,7 +284,9 @@ def run(
         for k, v in ((Names.DECODER, decoders), (Names.INFERENCE, inference), (Names.ENCODER, encoders))
         if v is not None
     }
-    code = _run_local(settings, source, camera, once, pacing or ("fast" if once else None), replicas)
+    code = _run_local(
+        settings, source, camera, once, pacing or ("fast" if once else None), replicas, autoscale=autoscale
+    )
     raise typer.Exit(code)
 
 

@@ -1,0 +1,77 @@
+"""The local supervisor scales real stage processes on real consumer lag."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from framepipe.pipeline.config import Settings
+from framepipe.pipeline.k8s_settings import SCALED_STAGES, ScalingSettings, StageScaling
+from framepipe.pipeline.natsserver import NatsServer
+from framepipe.pipeline.supervisor import LocalSystem
+from tests.test_pipeline import FACES, _faces_clip, _output_gops
+
+GOPS = FACES.frames // FACES.gop
+CAMERAS = ("burst-a", "burst-b", "burst-c", "burst-d")
+
+
+def _fast(lag_threshold: int) -> ScalingSettings:
+    """Second-scale intervals so a burst of a few seconds shows the whole cycle."""
+    return ScalingSettings(
+        min_replicas=1,
+        max_replicas=3,
+        lag_threshold=lag_threshold,
+        polling_interval_s=1,
+        cooldown_period_s=5,
+        scale_up_pods=2,
+        scale_up_period_s=1,
+        scale_down_stabilization_s=3,
+        scale_down_percent=100,
+        scale_down_period_s=1,
+        fallback_replicas=1,
+    )
+
+
+def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
+    settings: Settings, nats_server: NatsServer
+) -> None:
+    """Four file cameras at full speed: decoder, inference and encoder each scale above
+    one replica from their lag, return to one after the burst (drained replicas exit 0),
+    every change is one ``autoscale.scaled`` log line, and every GOP of every camera
+    reaches OUTPUT exactly once."""
+    settings = settings.replace(local={"max_replicas": 3})
+    system = LocalSystem(
+        settings, Path(settings.local.state_dir), embedded_nats=False, monitor_url=nats_server.monitor_url
+    )
+    scaling = StageScaling(decoder=_fast(2), inference=_fast(2), encoder=_fast(1))
+    with system, capture_logs() as logged:
+        system.start()
+        system.wait_ready()
+        autoscaler = system.enable_autoscaling(scaling)
+        gateways = {camera: system.add_camera(camera, str(_faces_clip()), "fast") for camera in CAMERAS}
+        for camera, gateway in gateways.items():
+            result = system.wait_for_camera(camera, gateway, stall_timeout=90)
+            assert result.complete, result.reason
+        deadline = time.monotonic() + 60
+        while any(len(system.replicas(stage)) > 1 for stage in SCALED_STAGES) and time.monotonic() < deadline:
+            system.supervise()
+            time.sleep(0.2)
+        while any(m.draining for m in system.processes) and time.monotonic() < deadline:
+            system.supervise()
+            time.sleep(0.2)
+
+        timeline = autoscaler.timeline
+        peak = {stage: max([1] + [n for _, s, n, _, _ in timeline if s == stage]) for stage in SCALED_STAGES}
+        assert all(peak[stage] >= 2 for stage in SCALED_STAGES), (peak, timeline)
+        assert {stage: len(system.replicas(stage)) for stage in SCALED_STAGES} == dict.fromkeys(
+            SCALED_STAGES, 1
+        )
+        assert system.drained, "no replica was drained on scale-down"
+        assert all(code == 0 for _, code in system.drained), system.drained
+        for camera in CAMERAS:
+            assert _output_gops(system.settings, camera) == Counter({g: 1 for g in range(GOPS)})
+        scaled = [e for e in logged if e["event"] == "autoscale.scaled"]
+        assert [(e["stage"], e["replicas_to"]) for e in scaled] == [(s, n) for _, s, n, _, _ in timeline]
