@@ -9,9 +9,11 @@ the configured settings.
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -96,12 +98,30 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             return  # failed first connects end in one BusError below, not a log flood
         log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
 
+    from framepipe.pipeline.nats_auth import client_credentials
+
+    # Credentials: explicit settings, else the local server's admin (never sent elsewhere).
+    user, password, tls_ca = client_credentials(settings)
+    scheme, _, rest = settings.nats.url.partition("://")
+    where = f"{scheme}://{rest.rsplit('@', 1)[-1]}"  # a URL's password never reaches a message
+    auth: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if tls_ca or settings.nats.tls_cert or scheme == "tls":
+        pem = {"tls_ca": tls_ca, "tls_cert": settings.nats.tls_cert, "tls_key": settings.nats.tls_key}
+        for key, path in pem.items():
+            if path and not os.path.isfile(path):
+                raise BusError(f"nats.{key} {path} does not exist: set FRAMEPIPE_NATS__{key.upper()}")
+        tls = ssl.create_default_context(cafile=tls_ca or None)
+        if settings.nats.tls_cert:
+            tls.load_cert_chain(settings.nats.tls_cert, settings.nats.tls_key)
+        auth["tls"] = tls
+
     deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
     while True:
         try:
             client = await nats.connect(
                 settings.nats.url,
                 name=name,
+                **auth,
                 connect_timeout=settings.nats.connect_timeout_s,
                 # Bounded for the first connect (our loop below decides on retries);
                 # switched to unlimited once connected, so a running stage rides
@@ -117,10 +137,24 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             client.options["max_reconnect_attempts"] = -1
             clients.append(client)
             return client
+        except ssl.SSLError as exc:
+            raise BusError(
+                f"TLS to NATS at {where} failed ({exc.reason or type(exc).__name__}): set "
+                "FRAMEPIPE_NATS__TLS_CA to the CA that signed the server's certificate "
+                f"(local server: {settings.local.state_dir}/tls/ca.pem)"
+            ) from None
+        except nats.errors.Error as exc:
+            if "authorization violation" not in str(exc).lower():
+                raise
+            who = f"user {user!r}" if user else "an anonymous client"
+            raise BusError(
+                f"NATS at {where} refused {who} (authorization violation): set FRAMEPIPE_NATS__USER "
+                f"and FRAMEPIPE_NATS__PASSWORD (local server: {settings.local.state_dir}/nats-auth.json)"
+            ) from None
         except (NoServersError, OSError, TimeoutError) as exc:
             if asyncio.get_running_loop().time() >= deadline:
                 raise BusError(
-                    f"cannot reach NATS at {settings.nats.url}: {exc or type(exc).__name__}; "
+                    f"cannot reach NATS at {where}: {exc or type(exc).__name__}; "
                     "is nats-server running? (`framepipe run` starts one for you)"
                 ) from None
             await asyncio.sleep(0.5)

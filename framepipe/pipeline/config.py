@@ -116,10 +116,23 @@ class NatsSettings:
     monitor_port: int = 8222
     connect_timeout_s: float = 5.0
     sync_interval: str = "default"
+    #: NATS user; empty: none, or the admin of the local server of local.state_dir.
+    user: str = ""
+    password: str = field(default="", repr=False)
+    #: CA that verifies the server's certificate (TLS); tls_cert/tls_key: mutual TLS.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("nats://", "tls://")):
             raise ConfigError(f"nats.url must start with nats:// or tls://, got {self.url!r}")
+        if bool(self.user) != bool(self.password):
+            raise ConfigError("set nats.user and nats.password together (FRAMEPIPE_NATS__USER/__PASSWORD)")
+        if self.user and "@" in self.url:
+            raise ConfigError("nats.url already carries credentials: drop them or nats.user/nats.password")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("set nats.tls_cert and nats.tls_key together (client certificate and key)")
         if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
             raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
         _positive("nats", connect_timeout_s=self.connect_timeout_s)
@@ -308,6 +321,11 @@ class LocalSettings:
     shutdown_grace_s: float = 20.0
     nats_port: int = 0
     monitor_port: int = 0
+    #: the embedded nats-server: one user per process kind with per-stage permissions
+    #: (passwords generated into <state_dir>/nats-auth.json, 0600), and TLS with a
+    #: self-signed CA generated into <state_dir>/tls.
+    nats_auth: bool = True
+    nats_tls: bool = False
     # Scale decoder/inference/encoder from their backlog like KEDA does in a cluster
     # (the [scaling.*] tables); max_replicas caps every stage on one machine
     # (0: the number of CPU cores), whatever the cluster maximum is.
@@ -326,6 +344,22 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The HLS server and console (``framepipe web``)."""
+
+    #: the token a browser or player must present; empty: generated at start when needed.
+    token: str = field(default="", repr=False)
+    #: "auto": a token only when bound to a non-loopback address; "always": also on loopback.
+    require_token: Literal["auto", "always"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.require_token not in ("auto", "always"):
+            raise ConfigError(f"web.require_token must be 'auto' or 'always', got {self.require_token!r}")
+        if self.token and len(self.token) < 16:
+            raise ConfigError("web.token must be at least 16 characters (or empty: one is generated)")
+
+
+@dataclass(frozen=True)
 class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -335,6 +369,7 @@ class Settings:
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def consumer(self, stage: str) -> ConsumerSettings:
         section = getattr(self, stage, None)

