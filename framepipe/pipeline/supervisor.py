@@ -108,6 +108,7 @@ class LocalSystem:
         self.stopping = False
         self.monitor_url = monitor_url
         self.autoscaler: Autoscaler | None = None
+        self.drained: list[tuple[str, int | None]] = []  # (process, exit code) after scale-down
 
     # -- lifecycle -------------------------------------------------------
     def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
@@ -240,6 +241,7 @@ class LocalSystem:
         for managed in [m for m in self.processes if m.draining and not m.alive]:
             code = managed.process.returncode if managed.process else None
             self.processes.remove(managed)
+            self.drained.append((managed.name, code))
             if code not in (0, None):
                 log.warning("process.drain_failed", process=managed.name, exit_code=code)
             else:
