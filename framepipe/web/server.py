@@ -5,23 +5,32 @@ JetStream (an ordered consumer keeps the index, a direct get fetches a
 segment's bytes), so any number of encoder replicas on any machines feed one
 server with no shared filesystem. ``/`` is the console (a static page; hls.js
 is vendored at build time by ``make web-assets``), ``/api/cameras`` and
-``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise.
+``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise; bound to
+any other address (or with ``web.require_token = "always"``) every path but
+``/healthz`` needs a token (``web.token``, else generated and printed once as
+the URL to open): ``?token=`` (which also sets a cookie, so the console's and
+hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import structlog
 from nats.aio.client import Client
@@ -30,7 +39,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings
+from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings, WebSettings
 from framepipe.pipeline.errors import SchemaError
 from framepipe.stages.gateway import read_source_state
 from framepipe.web.index import OutputIndex, Segment
@@ -42,6 +51,43 @@ SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
+TOKEN_COOKIE = "framepipe_token"
+UNAUTHORIZED = (
+    b"401: this server needs its token: open the URL `framepipe web` printed (.../?token=...), "
+    b"or send `Authorization: Bearer <token>`\n"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; any other name or address is exposed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(web: WebSettings, host: str) -> str | None:
+    """The token requests must carry, or None when none is needed (loopback, ``auto``)."""
+    if web.require_token == "auto" and is_loopback(host):
+        return None
+    return web.token or secrets.token_urlsafe(24)
+
+
+def presented_token(path: str, headers: Any) -> tuple[str, bool]:
+    """The token a request carries, and whether it came in the query string."""
+    query = parse_qs(path.partition("?")[2]).get("token")
+    if query:
+        return query[0], True
+    scheme, _, value = str(headers.get("Authorization", "")).partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip(), False
+    cookie = SimpleCookie()
+    with contextlib.suppress(CookieError):
+        cookie.load(str(headers.get("Cookie", "")))
+    morsel = cookie.get(TOKEN_COOKIE)
+    return (morsel.value if morsel else ""), False
 
 
 def _stage_of(process_name: str) -> str:
@@ -82,6 +128,7 @@ class WebServer:
     ) -> None:
         self.settings = settings
         self.host, self.port = host, port
+        self.token = resolve_token(settings.web, host)
         self.index = OutputIndex(window=window)
         self.runtime_file = runtime_file
         self._loop = asyncio.new_event_loop()
@@ -96,6 +143,14 @@ class WebServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def open_url(self) -> str:
+        """The URL to open: with the token when one is needed (print it, never log it)."""
+        return f"{self.url}?token={self.token}" if self.token else self.url
+
+    def authorized(self, token: str) -> bool:
+        return self.token is None or hmac.compare_digest(token.encode(), self.token.encode())
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> WebServer:
@@ -250,12 +305,30 @@ class WebServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                token, in_query = presented_token(self.path, self.headers)
+                if path != "/healthz" and not server.authorized(token):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(UNAUTHORIZED)))
+                    self.end_headers()
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self.wfile.write(UNAUTHORIZED)
+                    return
                 try:
                     status, ctype, body = server.route(path)
                 except Exception as exc:  # noqa: BLE001 - a failed request must not kill the server
                     log.warning("web.error", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
                     status, ctype, body = 503, "text/plain", b"unavailable"
+                if server.token and in_query and status == 200 and path.endswith(".m3u8"):
+                    # Players that know no cookies (ffplay, VLC) fetch segments with the token too.
+                    body = _tokenize_playlist(body, server.token)
                 self.send_response(status)
+                if server.token and in_query:
+                    # The console's and hls.js's relative requests then carry it without the query.
+                    self.send_header(
+                        "Set-Cookie", f"{TOKEN_COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Strict"
+                    )
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-cache" if not path.endswith(".ts") else "max-age=3600")
@@ -296,6 +369,12 @@ class WebServer:
         return 404, "text/plain", b"not found"
 
 
+def _tokenize_playlist(body: bytes, token: str) -> bytes:
+    lines = body.decode().split("\n")
+    tagged = (f"{line}?token={token}" if line and not line.startswith("#") else line for line in lines)
+    return "\n".join(tagged).encode()
+
+
 def serve(settings: Settings, host: str, port: int, window: int, runtime_file: Path | None) -> None:
     """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
     import signal
@@ -304,6 +383,7 @@ def serve(settings: Settings, host: str, port: int, window: int, runtime_file: P
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"console: {server.url}", flush=True)
+    # Printed once, to the terminal only: the token is never logged.
+    print(f"console: {server.open_url}", flush=True)
     stop.wait()
     server.stop()
