@@ -240,11 +240,32 @@ class DecoderSettings(ConsumerSettings):
 @dataclass(frozen=True)
 class InferenceSettings(ConsumerSettings):
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
-    model: Literal["full_range", "short_range"] = "full_range"
+    #: detector family: "blazeface-full" (192×192, small faces), "blazeface-short" (128×128,
+    #: close-ups) or "yolo" (an ONNX export in model_file). "full_range"/"short_range" are
+    #: the older names of the BlazeFace ones.
+    model: Literal["blazeface-full", "blazeface-short", "yolo", "full_range", "short_range"] = (
+        "blazeface-full"
+    )
     models_dir: str = ".cache/models"
+    #: an ONNX file; required for model=yolo; empty: the BlazeFace model built into models_dir.
+    model_file: str = ""
     score_threshold: float = 0.5
+    #: NMS IoU threshold (BlazeFace merges overlaps by weighted average; YOLO is class-aware).
     nms_iou: float = 0.3
-    intra_op_threads: int = 1
+    #: yolo only: square input size of the export (the decoder letterboxes frames to it).
+    yolo_input_size: int = 640
+    #: yolo only: "v5" = [N, boxes, 4+1+classes] (v5/v7), "v8" = [N, 4+classes, boxes].
+    yolo_layout: Literal["v5", "v8"] = "v5"
+    #: yolo only: class ids to keep, comma-separated ("0,2"); empty: every class.
+    classes: str = ""
+    #: yolo only: label per class id, comma-separated ("person,bicycle,car"); else the id.
+    class_names: str = ""
+    #: ONNX Runtime threads per session; 0: the CPUs this process may use (cgroup quota or
+    #: affinity) divided by inference.replicas, so the replicas of a node share its cores.
+    intra_op_threads: int = 0
+    #: ONNX Runtime threads across graph branches; 1 runs nodes in order (the detectors
+    #: here are chains, so more only adds contention).
+    inter_op_threads: int = 1
     max_batch: int = 16
     #: tensorrt only: fall back to onnxruntime (one log line) when TensorRT or a GPU is missing.
     allow_fallback: bool = False
@@ -256,6 +277,9 @@ class InferenceSettings(ConsumerSettings):
     batch_timeout_s: float = 0.005
     #: run the model on every n-th frame of a GOP (1: every frame).
     detect_every: int = 1
+    #: run the model at most this many times per second of video (by frame timestamps;
+    #: 0: every frame). The first frame of each message is always detected.
+    detect_fps: float = 0.0
     #: frames the model skips: "carry" the last detections, or "none".
     skipped_frames: Literal["carry", "none"] = "carry"
 
@@ -266,25 +290,79 @@ class InferenceSettings(ConsumerSettings):
                 f"inference.skipped_frames must be 'carry' or 'none', got {self.skipped_frames!r}"
             )
         _positive("inference", detect_every=self.detect_every)
+        if self.detect_fps < 0:
+            raise ConfigError(f"inference.detect_fps must be >= 0 (0: every frame), got {self.detect_fps}")
+        if self.detect_fps > 0 and self.detect_every > 1:
+            raise ConfigError("set inference.detect_fps or inference.detect_every, not both")
         if not 0.0 <= self.batch_timeout_s <= 1.0:
             raise ConfigError(f"inference.batch_timeout_s must be in [0, 1], got {self.batch_timeout_s}")
         if self.backend not in ("onnxruntime", "tensorrt"):
             raise ConfigError(f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}")
-        if self.model not in ("full_range", "short_range"):
-            raise ConfigError(f"inference.model must be 'full_range' or 'short_range', got {self.model!r}")
+        if self.model not in _MODEL_ALIASES:
+            raise ConfigError(
+                f"inference.model must be 'blazeface-full', 'blazeface-short' or 'yolo', got {self.model!r}"
+            )
+        if self.family == "yolo" and not self.model_file:
+            raise ConfigError(
+                "inference.model=yolo needs inference.model_file: the path of your YOLO ONNX export"
+            )
+        if self.yolo_layout not in ("v5", "v8"):
+            raise ConfigError(f"inference.yolo_layout must be 'v5' or 'v8', got {self.yolo_layout!r}")
         if not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"inference.score_threshold must be in (0, 1), got {self.score_threshold}")
         if not 0.0 < self.nms_iou < 1.0:
             raise ConfigError(f"inference.nms_iou must be in (0, 1), got {self.nms_iou}")
-        _positive("inference", intra_op_threads=self.intra_op_threads, max_batch=self.max_batch)
+        _positive(
+            "inference",
+            inter_op_threads=self.inter_op_threads,
+            max_batch=self.max_batch,
+            yolo_input_size=self.yolo_input_size,
+        )
+        if self.intra_op_threads < 0:
+            raise ConfigError(
+                f"inference.intra_op_threads must be >= 0 (0: auto), got {self.intra_op_threads}"
+            )
+        _ = self.class_ids  # parsed here so a bad list fails at load, not in the stage
+
+    @property
+    def family(self) -> Literal["blazeface-full", "blazeface-short", "yolo"]:
+        """The model family, with the older BlazeFace names mapped to the new ones."""
+        return _MODEL_ALIASES[self.model]
+
+    @property
+    def class_ids(self) -> tuple[int, ...] | None:
+        """``classes`` parsed; None keeps every class."""
+        if not self.classes.strip():
+            return None
+        try:
+            ids = tuple(int(part) for part in self.classes.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"inference.classes must be comma-separated class ids, got {self.classes!r}"
+            ) from None
+        if any(i < 0 for i in ids):
+            raise ConfigError(f"inference.classes must be ids >= 0, got {self.classes!r}")
+        return ids
 
     @property
     def input_size(self) -> int:
-        return 192 if self.model == "full_range" else 128
+        return {"blazeface-full": 192, "blazeface-short": 128, "yolo": self.yolo_input_size}[self.family]
 
     @property
     def model_path(self) -> Path:
-        return Path(self.models_dir) / f"face_detection_{self.model}.onnx"
+        if self.model_file:
+            return Path(self.model_file)
+        variant = "full_range" if self.family == "blazeface-full" else "short_range"
+        return Path(self.models_dir) / f"face_detection_{variant}.onnx"
+
+
+_MODEL_ALIASES: dict[str, Literal["blazeface-full", "blazeface-short", "yolo"]] = {
+    "blazeface-full": "blazeface-full",
+    "blazeface-short": "blazeface-short",
+    "yolo": "yolo",
+    "full_range": "blazeface-full",
+    "short_range": "blazeface-short",
+}
 
 
 @dataclass(frozen=True)

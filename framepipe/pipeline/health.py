@@ -27,11 +27,21 @@ BATCH_SIZE = Histogram(
 )
 ERRORS = Counter("framepipe_errors_total", "Failed attempts, by error kind", ["stage", "kind"])
 BACKEND = Gauge("framepipe_backend_info", "Backend/codec in use (value 1)", ["stage", "backend"])
+INFERENCE_BACKEND = Gauge(
+    "framepipe_inference_backend_info",
+    "The model and what runs it (value 1)",
+    ["stage", "backend", "device", "precision", "model"],
+)
 
 
 def set_backend(stage: str, backend: str) -> None:
     """Mark ``backend`` as the one in use (e.g. onnxruntime-cpu, tensorrt, h264_nvenc)."""
     BACKEND.labels(stage, backend).set(1)
+
+
+def set_inference_backend(stage: str, backend: str, device: str, precision: str, model: str) -> None:
+    """Mark the inference backend in use, e.g. (onnxruntime, cpu, fp32, blazeface-full)."""
+    INFERENCE_BACKEND.labels(stage, backend, device, precision, model).set(1)
 
 
 class Health:

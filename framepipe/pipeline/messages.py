@@ -208,15 +208,25 @@ class FrameBatch(Message):
     pixels: bytes
     frame_offset: int = 0
     gop_frames: int = 0
+    #: seconds per ``pts`` unit (the source stream's time base); (0, 1) when unknown,
+    #: as in messages from decoders older than this field (inference then treats
+    #: ``detect_fps`` as "every frame").
+    time_base: tuple[int, int] = (0, 1)
 
     def __post_init__(self) -> None:
         n, h, w, c = self.shape
         if n != len(self.frame_indices) or n != len(self.pts):
             raise SchemaError("frames shape does not match frame_indices/pts")
+        if self.time_base != (0, 1) and (self.time_base[0] <= 0 or self.time_base[1] <= 0):
+            raise SchemaError(f"frames time_base must be positive, got {self.time_base}")
         if len(self.pixels) != n * h * w * c:
             raise SchemaError(f"frames pixels hold {len(self.pixels)} bytes, shape needs {n * h * w * c}")
         if not 0 <= self.part < self.parts:
             raise SchemaError(f"frames part {self.part} outside 0..{self.parts - 1}")
+
+    @property
+    def has_timestamps(self) -> bool:
+        return self.time_base != (0, 1)
 
 
 @dataclass(frozen=True)

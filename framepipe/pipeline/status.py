@@ -69,7 +69,34 @@ async def collect_status(settings: Settings, runtime: dict[str, Any] | None) -> 
         await nc.close()
     for proc in (runtime or {}).get("processes", []):
         report["processes"].append({**proc, "alive": _pid_alive(proc.get("pid"))})
+    report["inference"] = await asyncio.to_thread(inference_backends, runtime)
     return report
+
+
+def inference_backends(runtime: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Backend, device, precision and model of each live local inference process, from its
+    ``framepipe_inference_backend_info`` metric (what really runs, after any fallback)."""
+    found: list[dict[str, str]] = []
+    for proc in (runtime or {}).get("processes", []):
+        name = str(proc.get("name", ""))
+        if name.rsplit("-", 1)[0] != Names.INFERENCE or not _pid_alive(proc.get("pid")):
+            continue
+        port = metrics_port_from_log(Path(proc.get("log", "")))
+        if port is None:
+            continue
+        try:
+            samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            continue  # starting or stopping: its row is simply absent this time
+        for labels, value in samples.get("framepipe_inference_backend_info", []):
+            if value == 1:
+                found.append(
+                    {"process": name, **{k: labels.get(k, "") for k in BACKEND_FIELDS}},
+                )
+    return found
+
+
+BACKEND_FIELDS = ("backend", "device", "precision", "model")
 
 
 def render_status(report: dict[str, Any]) -> list[Table]:
@@ -101,6 +128,13 @@ def render_status(report: dict[str, Any]) -> list[Table]:
         for p in report["processes"]:
             procs.add_row(p["name"], str(p["pid"]), "yes" if p["alive"] else "no", p["log"])
         tables.append(procs)
+    if report.get("inference"):
+        backends = Table(title="Inference backends")
+        for column in ("process", *BACKEND_FIELDS):
+            backends.add_column(column)
+        for row in report["inference"]:
+            backends.add_row(row["process"], *(row[k] for k in BACKEND_FIELDS))
+        tables.append(backends)
     return tables
 
 

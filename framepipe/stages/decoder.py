@@ -72,6 +72,9 @@ class Decoder(Stage[GopMessage]):
                 pixels=chunk.tobytes(),
                 frame_offset=message.frame_offset,
                 gop_frames=len(frames),
+                # Frame pts are in the GOP's time base: inference turns them into seconds
+                # for detect_fps.
+                time_base=message.time_base,
             )
             await ctx.publish(
                 Names.subject(Names.FRAMES, message.camera),

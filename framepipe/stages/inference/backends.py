@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,12 +30,74 @@ class InferenceBackend(Protocol):
     def close(self) -> None: ...
 
 
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this container in cores (cgroup v2 ``cpu.max`` or v1 CFS), if any."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().partition(" ")
+        if quota.strip() != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cpus(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its affinity mask, capped by a container CPU limit.
+
+    ``os.cpu_count()`` reports the node's cores, which in a pod limited to 2 CPUs
+    would make ONNX Runtime start dozens of threads that the quota then throttles.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit(root)
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
+
+
+def ort_threads(intra_op_threads: int, replicas: int, cpus: int | None = None) -> int:
+    """Intra-op threads per session: the setting, or (0) the usable cores shared by the replicas."""
+    if intra_op_threads > 0:
+        return intra_op_threads
+    return max(1, (available_cpus() if cpus is None else cpus) // max(1, replicas))
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What runs the model, as reported by metrics and ``framepipe status``."""
+
+    backend: str  # onnxruntime | tensorrt
+    device: str  # cpu | cuda | the GPU's name
+    precision: str  # fp32 | fp16
+
+    @property
+    def label(self) -> str:
+        """The short form: onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-fp32."""
+        if self.backend == "onnxruntime":
+            return f"onnxruntime-{'cuda' if self.device != 'cpu' else 'cpu'}"
+        return f"{self.backend}-{self.precision}"
+
+
 class OnnxRuntimeBackend:
-    """ONNX Runtime on the CPU (or the CUDA provider when it is installed)."""
+    """ONNX Runtime on the CPU, or on the CUDA provider when it is installed and ``use_cuda``."""
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, intra_op_threads: int = 1, use_cuda: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        intra_op_threads: int = 0,
+        use_cuda: bool = True,
+        inter_op_threads: int = 1,
+    ) -> None:
         import onnxruntime as ort
 
         if not model_path.is_file():
@@ -40,17 +105,23 @@ class OnnxRuntimeBackend:
                 f"model {model_path} is missing: run `make models` (or `framepipe models build`)"
             )
         options = ort.SessionOptions()
-        # A stage shares its node with other stages: one intra-op thread per
-        # replica scales by replicas instead of oversubscribing cores.
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # A stage shares its node with other stages and replicas: threads come from
+        # ort_threads (cores / replicas) rather than ORT's default of every core.
+        self.intra_op_threads = ort_threads(intra_op_threads, 1)
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        # The detectors are chains of nodes: parallel execution only pays with branches.
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
+        #: ints for fixed dimensions, names or None for dynamic ones.
+        self.input_shape: list[int | str | None] = list(self.session.get_inputs()[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
@@ -62,13 +133,19 @@ class OnnxRuntimeBackend:
         del self.session
 
 
-def describe_backend(backend: InferenceBackend) -> str:
-    """The metrics label: onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-fp32."""
+def backend_info(backend: InferenceBackend) -> BackendInfo:
+    """Backend, device and precision of a built backend (what actually runs, after fallbacks)."""
     providers = getattr(backend, "providers", None)
     if providers is not None:
-        return "onnxruntime-cuda" if "CUDAExecutionProvider" in providers else "onnxruntime-cpu"
-    precision = getattr(backend, "precision", None)
-    return f"{backend.name}-{precision}" if precision else backend.name
+        return BackendInfo(backend.name, "cuda" if "CUDAExecutionProvider" in providers else "cpu", "fp32")
+    identity = getattr(backend, "identity", None)
+    device = str(getattr(identity, "gpu_name", "") or "cuda")
+    return BackendInfo(backend.name, device, str(getattr(backend, "precision", "") or "fp32"))
+
+
+def describe_backend(backend: InferenceBackend) -> str:
+    """The metrics label: onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-fp32."""
+    return backend_info(backend).label
 
 
 def select_backend(requested: str, unavailable_reason: str | None, allow_fallback: bool) -> str:
@@ -106,7 +183,11 @@ def create_backend(settings: InferenceSettings) -> InferenceBackend:
             max_batch=settings.max_batch,
             fp16=settings.fp16,
         )
-    # With a fallback from tensorrt, a GPU may still be there: let ORT use CUDA.
+    # ORT takes the CUDA provider whenever it is installed (onnxruntime-gpu), e.g. after
+    # a fallback from tensorrt on a GPU node without TensorRT.
     return OnnxRuntimeBackend(
-        settings.model_path, settings.intra_op_threads, use_cuda=settings.backend == "tensorrt"
+        settings.model_path,
+        ort_threads(settings.intra_op_threads, settings.replicas),
+        use_cuda=True,
+        inter_op_threads=settings.inter_op_threads,
     )

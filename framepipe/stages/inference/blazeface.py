@@ -29,6 +29,9 @@ SPECS = {
     # 128×128, strides 8,16,16,16 → 16×16×2 + 8×8×6 anchors.
     "short_range": AnchorSpec(128, (8, 16), (2, 6)),
 }
+# The family names of ``inference.model`` for the same two graphs.
+SPECS["blazeface-full"] = SPECS["full_range"]
+SPECS["blazeface-short"] = SPECS["short_range"]
 
 
 def make_anchors(spec: AnchorSpec) -> FloatArray:
@@ -51,10 +54,11 @@ def preprocess(frames: npt.NDArray[np.uint8]) -> FloatArray:
 
 @dataclass(frozen=True)
 class RawDetection:
-    """A box in model-input pixels (x1, y1, x2, y2) with its score."""
+    """A box in model-input pixels (x1, y1, x2, y2) with its score and label."""
 
     box: tuple[float, float, float, float]
     score: float
+    label: str = "face"
 
 
 class BlazeFaceDecoder:

@@ -8,13 +8,24 @@ model pixels [x1, y1, x2, y2], score), so the stage is model-agnostic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from framepipe.stages.inference.backends import InferenceBackend
 from framepipe.stages.inference.blazeface import RawDetection
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class Detector(Protocol):
+    """What the stage needs from a plug-in: a backend and frames → detections per frame."""
+
+    backend: InferenceBackend
+
+    def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]: ...
 
 
 def select_frames(frame_indices: Sequence[int], every: int) -> list[bool]:
@@ -28,6 +39,32 @@ def select_frames(frame_indices: Sequence[int], every: int) -> list[bool]:
     if every < 1:
         raise ValueError(f"detect_every must be >= 1, got {every}")
     return [pos == 0 or index % every == 0 for pos, index in enumerate(frame_indices)]
+
+
+def select_by_rate(pts: Sequence[int], time_base: tuple[int, int], detect_fps: float) -> list[bool]:
+    """Which frames of one message the model runs on (``detect_fps``), by timestamp.
+
+    Video time is cut into slots of ``1 / detect_fps`` seconds from pts 0; a
+    frame is detected when it is the first frame of its slot, so the model runs
+    at most ``detect_fps`` times per second of video whatever the frame rate
+    (variable frame rate included). The first frame of every message is
+    detected too, for the same reason as in :func:`select_frames`. Exact
+    rational arithmetic: 30 fps at 5/s picks every 6th frame, never drifting.
+    """
+    if detect_fps <= 0:
+        raise ValueError(f"detect_fps must be > 0, got {detect_fps}")
+    num, den = time_base
+    if num <= 0 or den <= 0:
+        raise ValueError(f"time_base must be positive, got {time_base}")
+    # limit_denominator: 29.97 stays 2997/100, not the float's binary expansion.
+    rate = Fraction(detect_fps).limit_denominator(1000)
+    selected: list[bool] = []
+    previous: int | None = None
+    for value in pts:
+        slot = (value * num * rate.numerator) // (den * rate.denominator)
+        selected.append(previous is None or slot != previous)
+        previous = slot
+    return selected
 
 
 def fill_skipped(
@@ -80,11 +117,16 @@ class YoloDecoder:
         nms_iou: float = 0.45,
         classes: Sequence[int] | None = None,
         transposed: bool = False,
+        names: Sequence[str] = (),
     ) -> None:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.classes = None if classes is None else set(classes)
         self.transposed = transposed
+        self.names = tuple(names)
+
+    def label(self, class_id: int) -> str:
+        return self.names[class_id] if class_id < len(self.names) else str(class_id)
 
     @staticmethod
     def preprocess(frames: npt.NDArray[np.uint8]) -> FloatArray:
@@ -122,9 +164,32 @@ class YoloDecoder:
             kept_scores = scores[mask].astype(np.float32)
             frame: list[RawDetection] = []
             # Class-aware NMS: offset boxes per class so classes never suppress each other.
-            offset = labels[mask].astype(np.float32)[:, None] * np.float32(1e4)
+            kept_labels = labels[mask]
+            offset = kept_labels.astype(np.float32)[:, None] * np.float32(1e4)
             for i in _nms(boxes + offset, kept_scores, self.nms_iou):
                 x1, y1, x2, y2 = (float(v) for v in boxes[i])
-                frame.append(RawDetection((x1, y1, x2, y2), float(kept_scores[i])))
+                label = self.label(int(kept_labels[i]))
+                frame.append(RawDetection((x1, y1, x2, y2), float(kept_scores[i]), label))
             results.append(frame)
+        return results
+
+
+class YoloDetector:
+    """Backend + YOLO pre/post-processing, in model calls of at most ``max_batch`` frames."""
+
+    def __init__(self, backend: InferenceBackend, decoder: YoloDecoder, max_batch: int) -> None:
+        self.backend = backend
+        self.decoder = decoder
+        self.max_batch = max_batch
+
+    def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]:
+        results: list[list[RawDetection]] = []
+        for start in range(0, len(frames), self.max_batch):
+            outputs = self.backend.run(self.decoder.preprocess(frames[start : start + self.max_batch]))
+            # Exports name the head differently (output0, output, ...); it is the 3-D one.
+            head = next((v for v in outputs.values() if v.ndim == 3), None)
+            if head is None:
+                shapes = {k: v.shape for k, v in outputs.items()}
+                raise ValueError(f"no [N, boxes, k] output in the YOLO model: {shapes}")
+            results.extend(self.decoder.decode(head))
         return results

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import structlog
 from nats.js import JetStreamContext
 
 from framepipe.media.letterbox import Letterbox
 from framepipe.pipeline import health
-from framepipe.pipeline.config import Names
+from framepipe.pipeline.config import InferenceSettings, Names
+from framepipe.pipeline.errors import ConfigError
 from framepipe.pipeline.ledger import GopLedger
 from framepipe.pipeline.messages import (
     Detection,
@@ -19,10 +22,24 @@ from framepipe.pipeline.messages import (
     FrameDetections,
 )
 from framepipe.pipeline.runner import Stage, WorkContext
-from framepipe.stages.inference.backends import InferenceBackend, create_backend, describe_backend
+from framepipe.stages.inference.backends import (
+    InferenceBackend,
+    backend_info,
+    create_backend,
+    describe_backend,
+)
 from framepipe.stages.inference.batching import MicroBatcher
 from framepipe.stages.inference.blazeface import BlazeFaceDecoder, RawDetection, preprocess
-from framepipe.stages.inference.detectors import fill_skipped, select_frames
+from framepipe.stages.inference.detectors import (
+    Detector,
+    YoloDecoder,
+    YoloDetector,
+    fill_skipped,
+    select_by_rate,
+    select_frames,
+)
+
+log = structlog.get_logger("framepipe.inference")
 
 
 class FaceDetector:
@@ -43,6 +60,52 @@ class FaceDetector:
         return results
 
 
+def model_label(cfg: InferenceSettings) -> str:
+    """The model as DETECTIONS messages and metrics name it: the family, plus the file for YOLO."""
+    return f"yolo:{Path(cfg.model_file).name}" if cfg.family == "yolo" else cfg.family
+
+
+def _check_input_size(backend: InferenceBackend, cfg: InferenceSettings) -> None:
+    """A fixed model input that differs from what the decoder sends fails every message: fail now."""
+    shape = getattr(backend, "input_shape", None)
+    if not shape or len(shape) != 4:
+        return
+    height, width = shape[2], shape[3]
+    if isinstance(height, int) and isinstance(width, int) and (height, width) != (cfg.input_size,) * 2:
+        field = "yolo_input_size" if cfg.family == "yolo" else "model"
+        raise ConfigError(
+            f"model {cfg.model_path} takes {width}x{height} images but frames are "
+            f"{cfg.input_size}x{cfg.input_size}: set inference.{field} to match"
+        )
+
+
+def build_detector(cfg: InferenceSettings) -> Detector:
+    """The detector plug-in that ``inference.model`` names, on the configured backend."""
+    if cfg.family == "yolo" and not cfg.model_path.is_file():
+        raise ConfigError(
+            f"inference.model_file {cfg.model_path} does not exist: point it at your YOLO ONNX export"
+        )
+    backend = create_backend(cfg)
+    try:
+        _check_input_size(backend, cfg)
+    except ConfigError:
+        backend.close()
+        raise
+    if cfg.family == "yolo":
+        names = [n.strip() for n in cfg.class_names.split(",")] if cfg.class_names.strip() else []
+        decoder = YoloDecoder(
+            cfg.score_threshold,
+            cfg.nms_iou,
+            classes=cfg.class_ids,
+            transposed=cfg.yolo_layout == "v8",
+            names=names,
+        )
+        return YoloDetector(backend, decoder, cfg.max_batch)
+    return FaceDetector(
+        backend, BlazeFaceDecoder(cfg.family, cfg.score_threshold, cfg.nms_iou), cfg.max_batch
+    )
+
+
 class Inference(Stage[FrameBatch]):
     name: ClassVar[str] = Names.INFERENCE
     input_kind = FrameBatch
@@ -51,12 +114,22 @@ class Inference(Stage[FrameBatch]):
 
     async def setup(self, js: JetStreamContext) -> None:
         cfg = self.settings.inference
-        backend = create_backend(cfg)
+        self.detector: Detector = build_detector(cfg)
+        backend = self.detector.backend
         self.backend_name = describe_backend(backend)
+        self.model_label = model_label(cfg)
+        info = backend_info(backend)
         health.set_backend(self.name, self.backend_name)
-        self.detector = FaceDetector(
-            backend, BlazeFaceDecoder(cfg.model, cfg.score_threshold, cfg.nms_iou), cfg.max_batch
+        health.set_inference_backend(self.name, info.backend, info.device, info.precision, self.model_label)
+        log.info(
+            "inference.backend",
+            backend=info.backend,
+            device=info.device,
+            precision=info.precision,
+            model=self.model_label,
+            intra_op_threads=getattr(backend, "intra_op_threads", None),
         )
+        self._warned_no_timestamps = False
         self.batcher: MicroBatcher[list[RawDetection]] = MicroBatcher(
             self.detector.detect, cfg.max_batch, cfg.batch_timeout_s
         )
@@ -66,13 +139,33 @@ class Inference(Stage[FrameBatch]):
         if hasattr(self, "detector"):
             self.detector.backend.close()
 
+    def select(self, message: FrameBatch) -> list[bool] | None:
+        """Frames of ``message`` to run the model on; None: every frame."""
+        cfg = self.settings.inference
+        if cfg.detect_fps > 0:
+            if message.has_timestamps:
+                return select_by_rate(message.pts, message.time_base, cfg.detect_fps)
+            if not self._warned_no_timestamps:
+                self._warned_no_timestamps = True
+                log.warning(
+                    "inference.no_timestamps",
+                    camera=message.camera,
+                    gop=message.gop,
+                    detail="frames carry no time base (older decoder): detecting every frame",
+                )
+            return None
+        if cfg.detect_every > 1:
+            return select_frames(message.frame_indices, cfg.detect_every)
+        return None
+
     async def process(self, message: FrameBatch, ctx: WorkContext) -> None:
         cfg = self.settings.inference
         frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.shape)
-        if cfg.detect_every > 1:
-            selected = select_frames(message.frame_indices, cfg.detect_every)
+        selected = self.select(message)
+        if selected is not None and not all(selected):
             detected = await self.batcher.submit(frames[np.asarray(selected)])
             raw = fill_skipped(selected, detected, carry=cfg.skipped_frames == "carry")
+            ctx.extra["detected"] = len(detected)
         else:
             raw = await self.batcher.submit(frames)
         letterbox = Letterbox(frames.shape[1], *message.source_size)
@@ -80,16 +173,14 @@ class Inference(Stage[FrameBatch]):
             FrameDetections(
                 frame=index,
                 pts=pts,
-                detections=tuple(Detection(letterbox.to_source(d.box), d.score) for d in dets),
+                detections=tuple(Detection(letterbox.to_source(d.box), d.score, d.label) for d in dets),
             )
             for index, pts, dets in zip(message.frame_indices, message.pts, raw, strict=True)
         )
         camera, gop = message.camera, message.gop
         await ctx.publish(
             Names.subject(Names.DETECTIONS, camera),
-            DetectionsMessage(
-                camera, gop, message.part, message.parts, per_frame, self.settings.inference.model
-            ),
+            DetectionsMessage(camera, gop, message.part, message.parts, per_frame, self.model_label),
             Names.msg_id(camera, gop, self.name, message.part),
         )
         complete = await self.ledger.record(camera, gop, message.part, message.parts, per_frame)
