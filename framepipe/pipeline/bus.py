@@ -93,9 +93,14 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
     async def on_reconnect() -> None:
         log.info("nats.reconnected", client=name)
 
+    first_errors: list[Exception] = []
+
     async def on_error(exc: Exception) -> None:
         if not clients:
-            return  # failed first connects end in one BusError below, not a log flood
+            first_errors.append(exc)  # failed first connects end in one BusError below, not a log flood
+            if isinstance(exc, ssl.SSLError):
+                raise exc  # out of nats.connect now: after a failed handshake its close never returns
+            return
         log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
 
     from framepipe.pipeline.nats_auth import client_credentials
@@ -137,27 +142,36 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             client.options["max_reconnect_attempts"] = -1
             clients.append(client)
             return client
-        except ssl.SSLError as exc:
-            raise BusError(
-                f"TLS to NATS at {where} failed ({exc.reason or type(exc).__name__}): set "
-                "FRAMEPIPE_NATS__TLS_CA to the CA that signed the server's certificate "
-                f"(local server: {settings.local.state_dir}/tls/ca.pem)"
-            ) from None
-        except nats.errors.Error as exc:
-            if "authorization violation" not in str(exc).lower():
+        except (NoServersError, OSError, TimeoutError, nats.errors.Error) as exc:
+            # The client reports why a server refused us through error_cb, then NoServersError.
+            seen = [exc, *first_errors]
+            first_errors.clear()
+            tls_error = next((e for e in seen if isinstance(e, ssl.SSLError)), None)
+            if tls_error is not None:
+                raise BusError(
+                    f"TLS to NATS at {where} failed ({tls_error.reason or type(tls_error).__name__}): set "
+                    "FRAMEPIPE_NATS__TLS_CA to the CA that signed the server's certificate "
+                    f"(local server: {settings.local.state_dir}/tls/ca.pem)"
+                ) from None
+            if any(_refused(e) for e in seen):
+                who = f"user {user!r}" if user else "an anonymous client"
+                raise BusError(
+                    f"NATS at {where} refused {who} (authorization violation): set FRAMEPIPE_NATS__USER "
+                    f"and FRAMEPIPE_NATS__PASSWORD (local server: {settings.local.state_dir}/nats-auth.json)"
+                ) from None
+            if not isinstance(exc, (NoServersError, OSError, TimeoutError)):
                 raise
-            who = f"user {user!r}" if user else "an anonymous client"
-            raise BusError(
-                f"NATS at {where} refused {who} (authorization violation): set FRAMEPIPE_NATS__USER "
-                f"and FRAMEPIPE_NATS__PASSWORD (local server: {settings.local.state_dir}/nats-auth.json)"
-            ) from None
-        except (NoServersError, OSError, TimeoutError) as exc:
             if asyncio.get_running_loop().time() >= deadline:
                 raise BusError(
                     f"cannot reach NATS at {where}: {exc or type(exc).__name__}; "
                     "is nats-server running? (`framepipe run` starts one for you)"
                 ) from None
             await asyncio.sleep(0.5)
+
+
+def _refused(exc: Exception) -> bool:
+    """The server turned our credentials down (not worth retrying)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
 
 
 def _stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
