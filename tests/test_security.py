@@ -93,12 +93,17 @@ def test_anonymous_and_wrong_password_are_refused_in_one_line(secure: Secure, tm
     server, _ = secure
     assert server.passwords is not None
     anonymous = _connect_error(_stranger(secure, tmp_path))
-    assert "anonymous" in anonymous and "authorization violation" in anonymous
-    assert "FRAMEPIPE_NATS__USER" in anonymous and "\n" not in anonymous
+    assert "anonymous" in anonymous
+    assert "authorization violation" in anonymous
+    assert "FRAMEPIPE_NATS__USER" in anonymous
+    assert "\n" not in anonymous
     wrong = _connect_error(_stranger(secure, tmp_path, user=Names.DECODER, password="not-the-password"))
-    assert "user 'decoder'" in wrong and "FRAMEPIPE_NATS__PASSWORD" in wrong and "\n" not in wrong
+    assert "user 'decoder'" in wrong
+    assert "FRAMEPIPE_NATS__PASSWORD" in wrong
+    assert "\n" not in wrong
     for secret in [*server.passwords.values(), "not-the-password"]:
-        assert secret not in anonymous and secret not in wrong
+        assert secret not in anonymous
+        assert secret not in wrong
 
 
 def test_local_tools_connect_as_admin_only_to_their_own_server(secure: Secure, tmp_path: Path) -> None:
@@ -152,7 +157,8 @@ def test_each_stage_does_its_own_job_and_nothing_else(secure: Secure) -> None:
             assert (await ajs.stream_info(Names.VIDEO)).state.messages == 1  # no forged GOP
             assert (await ajs.stream_info(Names.OUTPUT)).state.messages == 0
             inference = await ajs.consumer_info(Names.FRAMES, Names.INFERENCE)
-            assert inference.num_pending == 1 and inference.num_ack_pending == 0  # never delivered
+            assert inference.num_pending == 1
+            assert inference.num_ack_pending == 0
         finally:
             for client in (gateway, decoder, admin):
                 await client.close()
@@ -181,7 +187,9 @@ def test_tls_works_with_the_ca_and_fails_without_it(tmp_path: Path) -> None:
         assert server.passwords is not None
         no_ca = _stranger((server, admin), tmp_path, user=ADMIN, password=server.passwords[ADMIN])
         message = _connect_error(no_ca)
-        assert "TLS" in message and "FRAMEPIPE_NATS__TLS_CA" in message and "\n" not in message
+        assert "TLS" in message
+        assert "FRAMEPIPE_NATS__TLS_CA" in message
+        assert "\n" not in message
         missing = no_ca.replace(nats={"tls_ca": str(tmp_path / "nope.pem")})
         assert "does not exist" in _connect_error(missing)
     finally:
@@ -190,14 +198,14 @@ def test_tls_works_with_the_ca_and_fails_without_it(tmp_path: Path) -> None:
 
 def test_nats_credentials_settings_are_validated() -> None:
     """A user without a password, credentials twice, or half a client certificate: one line."""
-    for nats in (
+    for nats_section in (
         {"user": "decoder"},
         {"password": "x"},
         {"url": "nats://a:b@127.0.0.1:4222", "user": "a", "password": "b"},
         {"tls_cert": "c.pem"},
     ):
         with pytest.raises(ConfigError):
-            Settings().replace(nats=nats)
+            Settings().replace(nats=nats_section)
 
 
 def test_local_system_runs_each_process_as_its_own_user_and_logs_no_secret(
@@ -214,7 +222,8 @@ def test_local_system_runs_each_process_as_its_own_user_and_logs_no_secret(
     with LocalSystem(settings, state) as system:
         system.start()
         system.wait_ready()
-        assert system.server is not None and system.server.passwords is not None
+        assert system.server is not None
+        assert system.server.passwords is not None
         passwords = dict(system.server.passwords)
         with urllib.request.urlopen(f"{system.server.monitor_url}/connz?auth=true", timeout=5) as r:
             users = {c.get("name"): c.get("authorized_user") for c in json.load(r)["connections"]}
@@ -242,8 +251,11 @@ def test_web_token_when_exposed(settings: Settings, capfd: pytest.CaptureFixture
     assert resolve_token(settings.web, "127.0.0.1") is None
     assert resolve_token(settings.web, "::1") is None
     exposed = resolve_token(settings.web, "0.0.0.0")
-    assert exposed and len(exposed) >= 24 and exposed != resolve_token(settings.web, "192.168.1.20")
-    assert is_loopback("localhost") and not is_loopback("camera-host.example")
+    assert exposed
+    assert len(exposed) >= 24
+    assert exposed != resolve_token(settings.web, "192.168.1.20")
+    assert is_loopback("localhost")
+    assert not is_loopback("camera-host.example")
 
     async def topology() -> None:
         nc = await bus.connect(settings, "test-setup", retry_initial=False)
@@ -269,14 +281,18 @@ def test_web_token_when_exposed(settings: Settings, capfd: pytest.CaptureFixture
         assert get("healthz")[0] == 200
         for path in ("", "api/cameras", "hall/index.m3u8", "hall/seg_000000.ts"):
             status, body, _ = get(path)
-            assert status == 401 and b"token" in body
+            assert status == 401
+            assert b"token" in body
         assert get("api/cameras?token=wrong-token-of-same-size")[0] == 401
         status, _, cookie = get(f"?token={token}")
-        assert status == 200 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert status == 200
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
         assert get("api/cameras", Cookie=cookie.split(";")[0])[0] == 200
         assert get("api/cameras", Authorization=f"Bearer {token}")[0] == 200
         status, playlist, _ = get(f"hall/index.m3u8?token={token}")
-        assert status == 200 and f"seg_000000.ts?token={token}" in playlist.decode()
+        assert status == 200
+        assert f"seg_000000.ts?token={token}" in playlist.decode()
         assert server.open_url == f"{server.url}?token={token}"
     finally:
         server.stop()
