@@ -1,21 +1,270 @@
-"""What every benchmark result records about the machine it ran on."""
+"""What every benchmark shares: machine info, cached media, statistics, result files,
+and a harness that times real stage processes through a real nats-server."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from framepipe.media.gop import GopCutter
+from framepipe.media.sample import ClipSpec, cached_clip
+from framepipe.pipeline import bus
+from framepipe.pipeline.config import Settings
+from framepipe.pipeline.messages import GopMessage
+from framepipe.pipeline.natsserver import NatsServer
+from framepipe.pipeline.supervisor import setup_topology
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+MEDIA = REPO / ".cache" / "bench-media"
 
 
 def machine() -> dict[str, Any]:
     import av
     import onnxruntime
 
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
+    except (ValueError, OSError):
+        memory_gib = None
     return {
         "platform": platform.platform(),
+        "machine": platform.machine(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "memory_gib": memory_gib,
+        # Other work on a shared machine skews every figure: record it with each result.
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "av": av.__version__,
         "onnxruntime": onnxruntime.__version__,
         "providers": onnxruntime.get_available_providers(),
     }
+
+
+def clip(spec: ClipSpec) -> Path:
+    """The generated clip for ``spec``, cached under ``.cache/bench-media`` (never committed)."""
+    return cached_clip(spec, MEDIA)
+
+
+def load_gops(path: Path, camera: str = "bench") -> list[GopMessage]:
+    """Cut a file into GOP messages exactly as the gateway does."""
+    from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
+
+    container, stream = open_input(str(path))
+    with container:
+        params = stream_params(stream)
+        cutter = GopCutter(params.codec, params.extradata, params.time_base)
+        return [gop_message(camera, g, params) for g in cutter.cut(iter_packets(container, stream))]
+
+
+def stats(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p99/mean/min/max of ``samples`` (empty → zeros, so JSON stays valid)."""
+    if not samples:
+        return {"n": 0, "p50": 0.0, "p99": 0.0, "mean": 0.0, "min": 0.0, "max": 0.0}
+    a = np.asarray(samples, dtype=float)
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+        "mean": round(float(a.mean()), 3),
+        "min": round(float(a.min()), 3),
+        "max": round(float(a.max()), 3),
+    }
+
+
+def ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 3) if baseline > 0 else 0.0
+
+
+def bench_settings(**sections: dict[str, Any]) -> Settings:
+    return Settings().replace(inference={"models_dir": str(REPO / ".cache" / "models")}, **sections)
+
+
+def write_result(result: dict[str, Any], out: Path, command: str) -> dict[str, Any]:
+    """Stamp the command and machine, write the JSON and print the summary."""
+    result["command"] = command
+    result["machine"] = machine()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["summary"], indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+def pyplot() -> Any | None:
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One pre-encoded message to publish (encoding is kept out of the timed window)."""
+
+    subject: str
+    headers: dict[str, str]
+    body: bytes
+    msg_id: str
+
+
+@dataclass
+class StageRun:
+    stage: str
+    replicas: int
+    inputs: int
+    outputs: int
+    seconds: float
+    complete: bool
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def per_s(self) -> float:
+        return self.inputs / self.seconds if self.seconds > 0 else 0.0
+
+
+class StageHarness:
+    """A fresh nats-server with framepipe's topology, and real stage processes on it.
+
+    A run starts ``replicas`` processes of one stage, waits until every one is
+    pulling (start-up and model load are not timed), publishes the inputs as
+    fast as JetStream acks them, and stops the clock when ``expect`` messages
+    sit in the output stream (polled every 20 ms). Nothing consumes the
+    outputs, so the downstream stages cost nothing.
+    """
+
+    def __init__(self, workdir: Path, settings: Settings) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.server = NatsServer(store_dir=workdir / "jetstream", max_payload=settings.nats.max_payload)
+        self.server.start(log_file=workdir / "nats.log")
+        self.settings = settings.replace(nats={"url": self.server.url})
+        asyncio.run(setup_topology(self.settings))
+
+    def __enter__(self) -> StageHarness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def publish(self, items: Sequence[Outgoing]) -> list[int]:
+        """Publish outside any timed window (e.g. GOPs the encoder re-reads); returns stream seqs."""
+        return asyncio.run(self._publish(items))
+
+    async def _publish(self, items: Sequence[Outgoing]) -> list[int]:
+        nc = await bus.connect(self.settings, "bench-publish")
+        try:
+            js = nc.jetstream(timeout=10.0)
+            return [(await bus.publish(js, m.subject, m.body, m.headers, m.msg_id)).seq for m in items]
+        finally:
+            await nc.close()
+
+    def run(
+        self,
+        stage: str,
+        replicas: int,
+        inputs: Sequence[Outgoing],
+        out_stream: str,
+        expect: int,
+        *,
+        timeout_s: float = 300.0,
+    ) -> StageRun:
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        env[f"FRAMEPIPE_{stage.upper()}__METRICS_PORT"] = "-1"
+        env["FRAMEPIPE_LOG_FORMAT"] = "json"
+        logs = [self.workdir / f"{stage}-{replicas}x-{i}.log" for i in range(replicas)]
+        procs = []
+        for path in logs:
+            with path.open("ab") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "framepipe", "stage", stage], env=env, stdout=log, stderr=log
+                    )
+                )
+        try:
+            return asyncio.run(
+                self._timed(stage, replicas, inputs, out_stream, expect, timeout_s, procs, logs)
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    async def _timed(
+        self,
+        stage: str,
+        replicas: int,
+        inputs: Sequence[Outgoing],
+        out_stream: str,
+        expect: int,
+        timeout_s: float,
+        procs: list[subprocess.Popen[bytes]],
+        logs: list[Path],
+    ) -> StageRun:
+        nc = await bus.connect(self.settings, "bench-harness")
+        try:
+            js = nc.jetstream(timeout=10.0)
+            spec = bus.consumer_spec(stage)
+            before = (await js.stream_info(out_stream)).state.messages
+            deadline = time.monotonic() + 120.0
+            while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < replicas:
+                dead = [p.returncode for p in procs if p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"{stage} replicas did not start (exits {dead}); see {logs[0]}")
+                await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            for m in inputs:
+                await bus.publish(js, m.subject, m.body, m.headers, m.msg_id)
+            done = 0
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                done = (await js.stream_info(out_stream)).state.messages - before
+                if done >= expect:
+                    break
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            return StageRun(
+                stage, replicas, len(inputs), done, elapsed, done >= expect, [str(p) for p in logs]
+            )
+        finally:
+            await nc.close()
+
+
+def gop_done_events(logs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The stages' canonical ``gop.done`` log events (one per message handled)."""
+    events = []
+    for log in logs:
+        for line in Path(log).read_text(errors="replace").splitlines():
+            if '"gop.done"' in line:
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return events
+
+
+def busy_seconds(logs: Sequence[str | Path]) -> float:
+    """Time the stage spent inside its handler (parse → process → publish → ack), summed."""
+    return sum(float(e.get("duration_ms", 0.0)) for e in gop_done_events(logs)) / 1000.0

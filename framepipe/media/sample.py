@@ -20,6 +20,13 @@ import numpy.typing as npt
 # the image by eye (forehead to chin, ear to ear) and checked by drawing it.
 ASTRONAUT_FACE = (172.0, 62.0, 282.0, 180.0)
 
+# Named frame sizes for benchmarks and tests ("720p" → 1280×720).
+RESOLUTIONS: dict[str, tuple[int, int]] = {
+    "360p": (640, 360),
+    "720p": (1280, 720),
+    "1080p": (1920, 1080),
+}
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -37,6 +44,26 @@ class ClipSpec:
     @property
     def frames(self) -> int:
         return round(self.seconds * self.fps)
+
+    @classmethod
+    def named(cls, resolution: str, *, gop: int = 30, seconds: float = 10.0, fps: int = 30) -> ClipSpec:
+        """H.264 clip at a named size (``"720p"``, ``"1080p"``...) with a fixed GOP length in frames."""
+        try:
+            width, height = RESOLUTIONS[resolution]
+        except KeyError:
+            raise ValueError(
+                f"unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}"
+            ) from None
+        return cls(width=width, height=height, fps=fps, seconds=seconds, gop=gop)
+
+    @property
+    def cache_name(self) -> str:
+        """A file name that changes with every field, so a cached clip is never stale."""
+        suffix = ".mkv" if self.codec == "libx265" else ".mp4"
+        return (
+            f"{self.codec}_{self.width}x{self.height}_{self.fps}fps_{self.seconds:g}s_gop{self.gop}"
+            f"_b{self.bframes}{'_open' if self.open_gop else ''}_crf{self.crf}_{self.pix_fmt}{suffix}"
+        )
 
 
 def _placement(spec: ClipSpec, index: int) -> tuple[float, float, float]:
@@ -131,6 +158,12 @@ def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
             container.mux(packet)
     tmp.replace(path)
     return path
+
+
+def cached_clip(spec: ClipSpec, cache_dir: Path) -> Path:
+    """The clip for ``spec`` under ``cache_dir``, generated on first use (never downloaded)."""
+    path = cache_dir / spec.cache_name
+    return path if path.is_file() else make_clip(path, spec)
 
 
 def count_frames(path: Path | str) -> int:
