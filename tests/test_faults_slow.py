@@ -1,0 +1,154 @@
+"""Slow stages against a real nats-server: heartbeats beat ack_wait, max_ack_pending bounds what is held.
+
+A real :class:`Runner` drives a real :class:`Stage` defined here, bound to the
+decoder's durable consumer on VIDEO with a short ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import ClassVar
+
+import pytest
+from nats.js import JetStreamContext
+
+from framepipe.pipeline import bus, messages
+from framepipe.pipeline.config import Names, Settings
+from framepipe.pipeline.runner import Runner, Stage, WorkContext
+
+ACK_WAIT_S = 1.0
+
+
+class SlowStage(Stage[messages.GapMessage]):
+    """Takes ``delay_s`` per message, or waits for ``release``; records what it saw."""
+
+    name: ClassVar[str] = Names.DECODER
+    input_kind: ClassVar[type[messages.Message]] = messages.GapMessage
+    concurrent: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings, delay_s: float = 0.0) -> None:
+        super().__init__(settings)
+        self.delay_s = delay_s
+        self.release = asyncio.Event()
+        self.seen: list[tuple[int, int]] = []  # (gop, deliveries)
+        self.in_process = 0
+        self.peak = 0
+
+    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> None:
+        self.in_process += 1
+        self.peak = max(self.peak, self.in_process)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            else:
+                await self.release.wait()
+            self.seen.append((message.gop, ctx.deliveries))
+        finally:
+            self.in_process -= 1
+
+
+class ConcurrentSlowStage(SlowStage):
+    concurrent: ClassVar[bool] = True
+
+
+def _settings(settings: Settings, **decoder: object) -> Settings:
+    return settings.replace(decoder={"ack_wait_s": ACK_WAIT_S, **decoder})
+
+
+async def _publish(js: JetStreamContext, settings: Settings, count: int) -> None:
+    await bus.ensure_topology(js, settings)
+    for gop in range(count):
+        headers, body = messages.encode(messages.GapMessage(camera="slow", gop=gop, since=0.0, down_s=0.0))
+        await bus.publish(js, Names.subject(Names.VIDEO, "slow"), body, headers, f"slow:{gop}:gateway")
+
+
+async def _until(check: Callable[[], bool], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def test_work_longer_than_ack_wait_is_not_redelivered(settings: Settings) -> None:
+    """Each message takes 2.2× ack_wait and the second waits in the runner behind the
+    first; the runner's in_progress heartbeats keep both from redelivery: each is
+    processed once, on its first delivery. A bare subscriber that does the same
+    without heartbeats gets the message again (the control)."""
+    settings = _settings(settings, fetch_batch=2, max_ack_pending=4)
+
+    async def scenario() -> None:
+        nc = await bus.connect(settings, "test-slow", retry_initial=False)
+        js = nc.jetstream(timeout=5.0)
+        try:
+            await _publish(js, settings, 1)
+            bare = await js.pull_subscribe_bind(durable=Names.DECODER, stream=Names.VIDEO)
+            (first,) = await bare.fetch(1, timeout=5.0)
+            await asyncio.sleep(ACK_WAIT_S * 1.6)  # no in_progress: the server takes it back
+            (again,) = await bare.fetch(1, timeout=5.0)
+            assert again.metadata.sequence.stream == first.metadata.sequence.stream
+            assert again.metadata.num_delivered == 2
+            await again.ack_sync()
+            await bare.unsubscribe()
+
+            await _publish(js, settings, 3)  # gop 0 is a duplicate msg id: two new messages
+            stage = SlowStage(settings, delay_s=ACK_WAIT_S * 2.2)
+            runner = Runner(stage, settings)
+            task = asyncio.create_task(runner.run(serve_health=False))
+            await _until(lambda: len(stage.seen) >= 2, timeout=15.0)
+            await asyncio.sleep(ACK_WAIT_S * 1.5)  # a redelivery would show up here
+            runner.request_stop()
+            await asyncio.wait_for(task, 10.0)
+            assert stage.seen == [(1, 1), (2, 1)]
+            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+            assert info.num_redelivered == 0
+            assert info.num_ack_pending == 0
+            assert info.num_pending == 0
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_max_ack_pending_bounds_what_replicas_hold(settings: Settings) -> None:
+    """Three replicas that fetch 2 at a time while every message blocks: the consumer
+    hands out at most max_ack_pending (3) messages in all, the rest wait on the server,
+    not in replica memory; once released every message is processed exactly once."""
+    # ack_wait well above the runner's 1 s fetch wait: a fetch that returns short holds
+    # its messages for that long before they are heartbeated (with ack_wait <= 1 s the
+    # server would redeliver them to another replica meanwhile).
+    settings = _settings(settings, fetch_batch=2, max_ack_pending=3, ack_wait_s=4.0)
+    total = 8
+
+    async def scenario() -> None:
+        nc = await bus.connect(settings, "test-slow", retry_initial=False)
+        js = nc.jetstream(timeout=5.0)
+        try:
+            await _publish(js, settings, total)
+            stages = [ConcurrentSlowStage(settings) for _ in range(3)]
+            runners = [Runner(stage, settings) for stage in stages]
+            tasks = [asyncio.create_task(r.run(serve_health=False)) for r in runners]
+            await _until(lambda: sum(s.in_process for s in stages) >= 3, timeout=10.0)
+            await asyncio.sleep(1.5)  # several more fetch rounds: none may get a fourth
+            assert sum(len(r._held) for r in runners) == 3
+            assert all(len(r._held) <= 3 for r in runners)
+            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+            assert info.num_ack_pending == 3
+            assert info.num_pending == total - 3
+            for stage in stages:
+                stage.release.set()
+            await _until(lambda: sum(len(s.seen) for s in stages) >= total, timeout=15.0)
+            for runner in runners:
+                runner.request_stop()
+            await asyncio.wait_for(asyncio.gather(*tasks), 10.0)
+            gops = sorted(gop for s in stages for gop, _ in s.seen)
+            assert gops == list(range(total))
+            assert max(s.peak for s in stages) <= 3
+            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+            assert info.num_ack_pending == 0
+            assert info.num_pending == 0
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
