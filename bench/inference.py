@@ -6,10 +6,18 @@ detector (ONNX Runtime + BlazeFace decode) in this process; "stage" publishes
 the messages to FRAMES on a real nats-server and times a real ``framepipe
 stage inference`` process from its first DETECTIONS message to its last
 (process start-up and model load excluded). The sweep runs the bare backend
-at batch 1/4/8/16/32. With a GPU and tensorrt it adds TensorRT vs ORT CUDA.
-Writes ``bench/results/inference.json`` (and ``inference.png`` with matplotlib).
+at batch 1/4/8/16/32 (at the configured ONNX Runtime threads, and at 1 and all
+cores to show where batching pays). With a GPU and tensorrt it adds TensorRT vs
+ORT CUDA.
 
-    python -m bench.inference [--quick]
+Where the stage's time goes: ``breakdown`` times each step of the stage's path
+for one message in this process (msgpack decode, pre-processing, model,
+post-processing, DETECTIONS encode); ``stage.cpu_ms_per_frame`` is the CPU the
+stage process and nats-server spent per frame in the timed window, next to the
+bare loop's, so contention on a shared machine does not hide the overhead.
+Writes ``bench/results/inference.json`` and ``inference.png`` (matplotlib).
+
+    python -m bench.inference [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -29,14 +37,15 @@ from typing import Any
 import numpy as np
 
 from bench.common import machine
+from framepipe.media.letterbox import Letterbox
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.messages import FrameBatch
+from framepipe.pipeline.messages import Detection, DetectionsMessage, FrameBatch, FrameDetections
 from framepipe.pipeline.natsserver import NatsServer
 from framepipe.pipeline.supervisor import setup_topology
-from framepipe.stages.inference.backends import OnnxRuntimeBackend
-from framepipe.stages.inference.blazeface import BlazeFaceDecoder, preprocess
-from framepipe.stages.inference.stage import FaceDetector
+from framepipe.stages.inference.backends import OnnxRuntimeBackend, available_cpus, ort_threads
+from framepipe.stages.inference.blazeface import preprocess
+from framepipe.stages.inference.stage import FaceDetector, build_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = (1, 4, 8, 16, 32)
@@ -73,60 +82,132 @@ def make_messages(frames: np.ndarray, per_message: int, cameras: int) -> list[Fr
                 shape=(n, size, size, 3),
                 pixels=chunk.tobytes(),
                 gop_frames=n,
+                time_base=(1, 15360),
             )
         )
     return out
 
 
-def detector(settings: Settings, max_batch: int) -> FaceDetector:
-    cfg = settings.inference
-    return FaceDetector(
-        OnnxRuntimeBackend(cfg.model_path, cfg.intra_op_threads),
-        BlazeFaceDecoder(cfg.model, cfg.score_threshold, cfg.nms_iou),
-        max_batch,
-    )
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def detector(settings: Settings) -> FaceDetector:
+    """The stage's own detector (threads, frames per model call), so both sides match."""
+    built = build_detector(settings.inference)
+    assert isinstance(built, FaceDetector)
+    return built
 
 
 def bare(settings: Settings, msgs: list[FrameBatch], repeats: int) -> dict[str, Any]:
     """Same work as the stage's model path: per message, detect its frames."""
-    det = detector(settings, settings.inference.max_batch)
+    det = detector(settings)
     arrays = [np.frombuffer(m.pixels, dtype=np.uint8).reshape(m.shape) for m in msgs]
     det.detect(arrays[0])  # warm-up
-    samples = []
+    samples, cpu = [], []
     frames = sum(len(a) for a in arrays)
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for a in arrays:
             det.detect(a)
         samples.append(frames / (time.perf_counter() - started))
+        cpu.append(1000 * (time.process_time() - cpu_started) / frames)
     det.backend.close()
-    return {"frames": frames, "fps_samples": samples, "fps": float(np.median(samples))}
+    return {
+        "frames": frames,
+        "fps_samples": samples,
+        "fps": float(np.median(samples)),
+        "cpu_ms_per_frame": float(np.median(cpu)),
+    }
 
 
-def _images_per_second(backend: Any, frames: np.ndarray, batch: int, repeats: int) -> list[float]:
-    """Warm up once, then time ``repeats`` passes over the frames in ``batch``-sized calls."""
-    usable = (len(frames) // batch) * batch
-    chunks = [preprocess(frames[i : i + batch]) for i in range(0, usable, batch)]
-    backend.run(chunks[0])
-    samples = []
+def breakdown(settings: Settings, msgs: list[FrameBatch], repeats: int) -> dict[str, float]:
+    """Milliseconds per message of each step on the stage's path, timed in this process.
+
+    The stage also does bus work this cannot see (fetch, publish/ack round trips,
+    ledger compare-and-set, nats-server storing and delivering the frames): that
+    is the rest of the stage's wall time per message.
+    """
+    det = detector(settings)
+    wire = [messages.encode(m) for m in msgs]
+    steps = ("msgpack_decode", "frombuffer", "preprocess", "model", "postprocess", "detections_encode")
+    spent = dict.fromkeys(steps, 0.0)
+    det.backend.run(preprocess(np.frombuffer(msgs[0].pixels, np.uint8).reshape(msgs[0].shape)[:1]))
+
+    def timed(step: str, started: float) -> float:
+        now = time.perf_counter()
+        spent[step] += now - started
+        return now
+
     for _ in range(repeats):
-        started = time.perf_counter()
-        for chunk in chunks:
-            backend.run(chunk)
-        samples.append(usable / (time.perf_counter() - started))
+        for headers, body in wire:
+            t = time.perf_counter()
+            batch = messages.decode(headers, body, FrameBatch)
+            t = timed("msgpack_decode", t)
+            frames = np.frombuffer(batch.pixels, dtype=np.uint8).reshape(batch.shape)
+            t = timed("frombuffer", t)
+            found = []
+            for start in range(0, len(frames), det.max_batch):
+                x = preprocess(frames[start : start + det.max_batch])
+                t = timed("preprocess", t)
+                outputs = det.backend.run(x)
+                t = timed("model", t)
+                regressors = next(v for v in outputs.values() if v.shape[-1] == 16)
+                scores = next(v for v in outputs.values() if v.shape[-1] == 1)
+                found.extend(det.decoder.decode(regressors, scores))
+                t = timed("postprocess", t)
+            letterbox = Letterbox(frames.shape[1], *batch.source_size)
+            per_frame = tuple(
+                FrameDetections(i, p, tuple(Detection(letterbox.to_source(d.box), d.score) for d in dets))
+                for i, p, dets in zip(batch.frame_indices, batch.pts, found, strict=True)
+            )
+            messages.encode(DetectionsMessage(batch.camera, batch.gop, 0, 1, per_frame, "bench"))
+            timed("detections_encode", t)
+    det.backend.close()
+    count = repeats * len(wire)
+    return {step: round(1000 * spent[step] / count, 3) for step in steps}
+
+
+def _round_robin(
+    backend: Any, frames: np.ndarray, batches: tuple[int, ...], repeats: int
+) -> dict[int, list[float]]:
+    """Images/s per batch size; repeats interleave the sizes so drifting load hits them alike."""
+    # Short passes (one per batch size, in turn) and many of them: the median then
+    # shrugs off the seconds when other work on the machine takes a core.
+    width = max(batches)
+    passes = max(1, len(frames) // width)
+    chunks: dict[int, list[list[Any]]] = {}
+    for batch in batches:
+        chunks[batch] = [
+            [preprocess(frames[p * width + i : p * width + i + batch]) for i in range(0, width, batch)]
+            for p in range(passes)
+        ]
+        backend.run(chunks[batch][0][0])  # warm-up: ORT sizes its arena per shape
+    samples: dict[int, list[float]] = {batch: [] for batch in batches}
+    for _ in range(repeats):
+        for p in range(passes):
+            for batch in batches:
+                started = time.perf_counter()
+                for chunk in chunks[batch][p]:
+                    backend.run(chunk)
+                samples[batch].append(width / (time.perf_counter() - started))
     return samples
 
 
-def sweep(settings: Settings, frames: np.ndarray, repeats: int) -> dict[str, Any]:
+def _images_per_second(backend: Any, frames: np.ndarray, batch: int, repeats: int) -> list[float]:
+    return _round_robin(backend, frames, (batch,), repeats)[batch]
+
+
+def sweep(settings: Settings, frames: np.ndarray, repeats: int, threads: int | None = None) -> dict[str, Any]:
     """Model call only (pre-processing + ORT run) at each batch size, images/s."""
     cfg = settings.inference
-    backend = OnnxRuntimeBackend(cfg.model_path, cfg.intra_op_threads)
-    out: dict[str, Any] = {}
-    for batch in SWEEP:
-        samples = _images_per_second(backend, frames, batch, repeats)
-        out[str(batch)] = {"fps_samples": samples, "fps": float(np.median(samples))}
+    count = ort_threads(cfg.intra_op_threads, cfg.replicas) if threads is None else threads
+    backend = OnnxRuntimeBackend(cfg.model_path, count, use_cuda=False)
+    samples = _round_robin(backend, frames, SWEEP, repeats)
     backend.close()
-    return out
+    return {str(b): {"fps_samples": v, "fps": float(np.median(v))} for b, v in samples.items()}
 
 
 def gpu(settings: Settings, frames: np.ndarray, repeats: int, workdir: Path) -> dict[str, Any]:
@@ -152,11 +233,16 @@ def gpu(settings: Settings, frames: np.ndarray, repeats: int, workdir: Path) -> 
 
 
 async def _publish_and_collect(
-    settings: Settings, msgs: list[FrameBatch], proc: subprocess.Popen[bytes], timeout_s: float
+    settings: Settings,
+    msgs: list[FrameBatch],
+    proc: subprocess.Popen[bytes],
+    server_pid: int,
+    timeout_s: float,
 ) -> dict[str, Any]:
     nc = await bus.connect(settings, "bench-inference")
     js = nc.jetstream(timeout=10.0)
     received: list[tuple[float, int]] = []
+    cpu: list[tuple[float, float]] = []  # (stage, nats-server) CPU seconds at first and last
     done = asyncio.Event()
     want = len(msgs)
 
@@ -164,10 +250,19 @@ async def _publish_and_collect(
         body = messages.decode(msg.headers or {}, msg.data, messages.DetectionsMessage)
         assert isinstance(body, messages.DetectionsMessage)
         received.append((time.perf_counter(), len(body.frames)))
+        if len(received) in (1, want):
+            cpu.append((cpu_seconds(proc.pid), cpu_seconds(server_pid)))
         if len(received) >= want:
             done.set()
 
     sub = await nc.subscribe(Names.wildcard(Names.DETECTIONS), cb=on_detections)
+    # Publish once the stage pulls, so its start-up does not overlap the publishing.
+    spec = bus.consumer_spec(Names.INFERENCE)
+    deadline = time.monotonic() + 120
+    while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < 1:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the inference stage did not start (exit {proc.poll()})")
+        await asyncio.sleep(0.1)
     for m in msgs:
         headers, body = messages.encode(m)
         await bus.publish(
@@ -182,13 +277,19 @@ async def _publish_and_collect(
     received.sort()
     frames_after_first = sum(n for _, n in received[1:])
     elapsed = received[-1][0] - received[0][0]
-    return {
+    result: dict[str, Any] = {
         "messages": len(received),
         "complete": len(received) == want,
         "frames": sum(n for _, n in received),
         "seconds_first_to_last": elapsed,
         "fps": frames_after_first / elapsed,
     }
+    if len(cpu) == 2:
+        result["cpu_ms_per_frame"] = {
+            "stage": 1000 * (cpu[1][0] - cpu[0][0]) / frames_after_first,
+            "nats_server": 1000 * (cpu[1][1] - cpu[0][1]) / frames_after_first,
+        }
+    return result
 
 
 def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: int) -> dict[str, Any]:
@@ -202,6 +303,7 @@ def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: 
                 "FRAMEPIPE_NATS__URL": server.url,
                 "FRAMEPIPE_INFERENCE__MODELS_DIR": settings.inference.models_dir,
                 "FRAMEPIPE_INFERENCE__MAX_BATCH": str(max_batch),
+                "FRAMEPIPE_INFERENCE__INTRA_OP_THREADS": str(settings.inference.intra_op_threads),
                 "FRAMEPIPE_INFERENCE__METRICS_PORT": "-1",
             }
         )
@@ -210,7 +312,8 @@ def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: 
             [sys.executable, "-m", "framepipe", "stage", "inference"], env=env, stdout=log, stderr=log
         )
         try:
-            return asyncio.run(_publish_and_collect(settings, msgs, proc, timeout_s=120))
+            assert server.process is not None
+            return asyncio.run(_publish_and_collect(settings, msgs, proc, server.process.pid, timeout_s=120))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -220,6 +323,8 @@ def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: 
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
+    """Three panels: bare vs stage (the ratio), the batch sweep per thread count, and the
+    stage's time per message split into the steps ``breakdown`` measured."""
     try:
         import matplotlib
 
@@ -227,18 +332,51 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.5))
     s = result["summary"]
-    a.bar(["bare ORT", "stage via JetStream"], [s["bare_fps"], s["stage_fps"]])
+    a.bar(["bare ORT", "stage via JetStream"], [s["bare_fps"], s["stage_fps"]], color=["grey", "tab:blue"])
+    a.axhline(0.9 * s["bare_fps"], color="tab:red", linestyle="--", linewidth=1, label="0.9 × bare (goal)")
     a.set_ylabel("frames/s")
-    a.set_title(f"ratio {s['ratio_stage_over_bare']}")
-    sizes = list(result["sweep"])
-    b.plot([int(x) for x in sizes], [result["sweep"][x]["fps"] for x in sizes], marker="o")
+    a.set_title(f"stage / bare = {s['ratio_stage_over_bare']}")
+    a.legend(loc="lower right")
+    for threads, table in result["sweep_by_threads"].items():
+        sizes = sorted(int(x) for x in table)
+        b.plot(sizes, [table[str(x)]["fps"] for x in sizes], marker="o", label=f"{threads} thread(s)")
     b.set_xscale("log", base=2)
-    b.set_xlabel("batch")
-    b.set_ylabel("images/s (ORT CPU)")
+    b.set_xlabel("frames per model call")
+    b.set_ylabel("images/s (ONNX Runtime CPU)")
+    b.set_title("batch sweep")
+    b.legend()
+    # CPU time rather than wall time: other work on a shared machine inflates wall
+    # time of whichever side it overlaps, CPU per frame much less.
+    steps = result["breakdown"]
+    total = sum(steps.values()) or 1.0
+    per_frame = s["bare_cpu_ms_per_frame"]
+    bottom = 0.0
+    for step, ms in steps.items():
+        share = per_frame * ms / total
+        c.bar(["bare (in-process)"], [share], bottom=bottom, label=f"{step} {100 * ms / total:.1f}%")
+        bottom += share
+    stage_cpu = s["stage_cpu_ms_per_frame"]
+    c.bar(
+        ["stage process + nats-server"],
+        [stage_cpu.get("stage", 0.0)],
+        color="tab:blue",
+        label="stage process",
+    )
+    c.bar(
+        ["stage process + nats-server"],
+        [stage_cpu.get("nats_server", 0.0)],
+        bottom=[stage_cpu.get("stage", 0.0)],
+        color="tab:orange",
+        label="nats-server",
+    )
+    c.set_ylabel("CPU ms per frame")
+    c.set_title("CPU per frame (bare split by step)")
+    c.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return True
 
 
@@ -249,18 +387,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--frames-per-message", type=int, default=32)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the setting)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.repeats = 512, 2
     settings = Settings().replace(inference={"models_dir": str(REPO / ".cache" / "models")})
+    if args.threads is not None:
+        settings = settings.replace(inference={"intra_op_threads": args.threads})
+    threads = ort_threads(settings.inference.intra_op_threads, settings.inference.replicas)
     frames = make_frames(args.frames, settings.inference.input_size)
     msgs = make_messages(frames, args.frames_per_message, args.cameras)
-    baseline = bare(settings, msgs, args.repeats)
-    swept = sweep(settings, frames[: min(len(frames), 256)], args.repeats)
+    sweep_frames = frames[: min(len(frames), 256)]
+    # Bare before and after the stage: load on a shared machine drifts, and the
+    # ratio should not depend on which side ran in the quieter minute.
+    before = bare(settings, msgs, max(1, args.repeats // 2))
     with tempfile.TemporaryDirectory(prefix="fp-bench-inf-") as tmp:
         staged = stage(settings, msgs, Path(tmp), settings.inference.max_batch)
-        on_gpu = gpu(settings, frames[: min(len(frames), 256)], args.repeats, Path(tmp))
+        after = bare(settings, msgs, max(1, args.repeats - args.repeats // 2))
+        on_gpu = gpu(settings, sweep_frames, args.repeats, Path(tmp))
+    baseline = {
+        "frames": before["frames"],
+        "fps_samples": before["fps_samples"] + after["fps_samples"],
+        "fps": float(np.median(before["fps_samples"] + after["fps_samples"])),
+        "cpu_ms_per_frame": float(np.median([before["cpu_ms_per_frame"], after["cpu_ms_per_frame"]])),
+    }
+    swept = sweep(settings, sweep_frames, args.repeats)
+    by_threads = {str(threads): swept}
+    for count in sorted({1, available_cpus()} - {threads}):
+        by_threads[str(count)] = sweep(settings, sweep_frames, args.repeats, threads=count)
+    steps = breakdown(settings, msgs[: min(len(msgs), 8)], args.repeats)
     result: dict[str, Any] = {
         "benchmark": "inference",
         "machine": machine(),
@@ -271,18 +429,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "repeats": args.repeats,
             "model": settings.inference.model,
             "max_batch": settings.inference.max_batch,
-            "intra_op_threads": settings.inference.intra_op_threads,
+            "cpu_max_batch": settings.inference.cpu_max_batch,
+            "intra_op_threads": threads,
         },
         "bare": baseline,
         "stage": staged,
         "sweep": swept,
+        "sweep_by_threads": by_threads,
+        "breakdown": steps,
         "gpu": on_gpu,
         "summary": {
             "bare_fps": round(baseline["fps"], 1),
             "stage_fps": round(staged["fps"], 1),
             "ratio_stage_over_bare": round(staged["fps"] / baseline["fps"], 3),
             "stage_complete": staged["complete"],
+            "bare_cpu_ms_per_frame": round(baseline["cpu_ms_per_frame"], 2),
+            "stage_cpu_ms_per_frame": {k: round(v, 2) for k, v in staged.get("cpu_ms_per_frame", {}).items()},
+            "breakdown_ms_per_message": steps,
             "sweep_fps": {k: round(v["fps"], 1) for k, v in swept.items()},
+            "batch_gain_over_1": {
+                t: {k: round(v["fps"] / table["1"]["fps"], 2) for k, v in table.items()}
+                for t, table in by_threads.items()
+            },
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

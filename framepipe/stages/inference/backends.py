@@ -115,6 +115,10 @@ class OnnxRuntimeBackend:
             ort.ExecutionMode.ORT_PARALLEL if inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
         )
         options.log_severity_level = 3
+        # Idle ORT workers spin-wait by default: on a node shared with other stages
+        # (or under a pod CPU quota) that burns the cores they need. Measured on 2
+        # cores: 2 spinning threads 111 images per CPU-second, 117 without spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

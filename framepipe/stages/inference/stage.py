@@ -91,6 +91,9 @@ def build_detector(cfg: InferenceSettings) -> Detector:
     except ConfigError:
         backend.close()
         raise
+    per_call = (
+        cfg.max_batch if backend_info(backend).device != "cpu" else min(cfg.max_batch, cfg.cpu_max_batch)
+    )
     if cfg.family == "yolo":
         names = [n.strip() for n in cfg.class_names.split(",")] if cfg.class_names.strip() else []
         decoder = YoloDecoder(
@@ -100,10 +103,8 @@ def build_detector(cfg: InferenceSettings) -> Detector:
             transposed=cfg.yolo_layout == "v8",
             names=names,
         )
-        return YoloDetector(backend, decoder, cfg.max_batch)
-    return FaceDetector(
-        backend, BlazeFaceDecoder(cfg.family, cfg.score_threshold, cfg.nms_iou), cfg.max_batch
-    )
+        return YoloDetector(backend, decoder, per_call)
+    return FaceDetector(backend, BlazeFaceDecoder(cfg.family, cfg.score_threshold, cfg.nms_iou), per_call)
 
 
 class Inference(Stage[FrameBatch]):
