@@ -21,6 +21,7 @@ from framepipe.pipeline.config import Names, Settings, load_settings, validate_c
 from framepipe.pipeline.dlq_cli import app as dlq_app
 from framepipe.pipeline.errors import FramepipeError
 from framepipe.pipeline.k8s_cli import app as k8s_app
+from framepipe.pipeline.scale_cli import app as scale_app
 
 app = typer.Typer(
     help="framepipe: camera streams → face detections and annotated HLS video over NATS JetStream.",
@@ -32,6 +33,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(k8s_app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
 app.add_typer(cameras_app, name="cameras", help="Add, remove and list cameras while the system runs.")
 app.add_typer(dlq_app, name="dlq", help="Inspect, replay and purge dead letters.")
+app.add_typer(scale_app, name="scale", help="Simulate a load curve against the scaling settings; tune them.")
 console = Console(stderr=True)
 out = Console()
 
