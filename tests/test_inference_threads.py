@@ -9,6 +9,7 @@ import pytest
 
 from framepipe.pipeline.config import ConfigError, InferenceSettings
 from framepipe.stages.inference.backends import (
+    BackendInfo,
     OnnxRuntimeBackend,
     _cgroup_cpu_limit,
     available_cpus,
@@ -65,3 +66,11 @@ def test_the_session_gets_the_threads_and_reports_its_device(models_dir: Path) -
             assert info.label == "onnxruntime-cpu"
     finally:
         backend.close()
+
+
+def test_backend_labels_keep_their_short_form() -> None:
+    """The older one-label metric keeps its values (onnxruntime-cpu, tensorrt-fp16...)."""
+    assert BackendInfo("onnxruntime", "cpu", "fp32").label == "onnxruntime-cpu"
+    assert BackendInfo("onnxruntime", "cuda", "fp32").label == "onnxruntime-cuda"
+    assert BackendInfo("tensorrt", "NVIDIA H100 80GB HBM3", "fp16").label == "tensorrt-fp16"
+    assert BackendInfo("tensorrt", "NVIDIA H100 80GB HBM3", "fp32").label == "tensorrt-fp32"
