@@ -189,9 +189,10 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, proc: subprocess
         time.sleep(0.25)
 
 
-def _gap_events(nats_url: str, camera: str) -> list[messages.GapMessage]:
+def _gap_events(nats_url: str, camera: str, state_dir: Path) -> list[messages.GapMessage]:
     async def go() -> list[messages.GapMessage]:
-        settings = Settings().replace(nats={"url": nats_url})
+        # The state dir holds the local server's admin credentials (auth is on by default).
+        settings = Settings().replace(nats={"url": nats_url}, local={"state_dir": str(state_dir)})
         nc = await bus.connect(settings, "test-gaps", retry_initial=False)
         try:
             js = nc.jetstream()
@@ -252,7 +253,7 @@ def test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart(
 
         nats_url = json.loads((tmp_path / "state" / "runtime.json").read_text())["nats_url"]
         for camera in ("door", "hall"):
-            gaps = _gap_events(nats_url, camera)
+            gaps = _gap_events(nats_url, camera, tmp_path / "state")
             assert len(gaps) == 1
             assert gaps[0].down_s >= 1.0
             entries = _entries(out, camera)
