@@ -64,3 +64,16 @@ def test_names_are_consistent() -> None:
     assert Names.dlq_subject("decoder") == "dlq.decoder"
     with pytest.raises(ConfigError):
         validate_camera_name("lobby.east")
+
+
+def test_one_file_holds_stage_and_cluster_tables(tmp_path: Path) -> None:
+    """``[k8s]`` and ``[scaling.*]`` sit in the same TOML as the stage settings: the stage
+    loader skips them, the cluster loader reads them."""
+    from framepipe.pipeline.k8s_settings import load_cluster_config
+
+    file = tmp_path / "framepipe.toml"
+    file.write_text(
+        '[decoder]\nthreads = 2\n[k8s]\nnamespace = "office"\n[scaling.inference]\nlag_threshold = 5\n'
+    )
+    assert load_settings(file, env={}).decoder.threads == 2
+    assert load_cluster_config(file).scaling.inference.lag_threshold == 5

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -48,7 +49,7 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -251,7 +252,7 @@ def _run_local(
         out.print(f"{result.segments} segments → {result.playlist}")
         out.print(f"detections → {output / camera / 'detections.jsonl'}")
         return 0
-    console.print(f"[bold red]error:[/] {camera}: {result.reason}")
+    console.print(f"[bold red]error:[/] {escape(f'{camera}: {result.reason}')}")
     return 1
 
 
@@ -395,7 +396,7 @@ def entrypoint() -> None:
     try:
         app()
     except FramepipeError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 

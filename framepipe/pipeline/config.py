@@ -24,6 +24,8 @@ from framepipe.pipeline.errors import ConfigError
 
 ENVELOPE_VERSION = 1
 ENV_PREFIX = "FRAMEPIPE_"
+#: tables of the same TOML file that only the cluster manifests and the autoscaler read.
+CLUSTER_SECTIONS = ("k8s", "scaling")
 CAMERA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -533,6 +535,8 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
         for section, values in data.items():
+            if section in CLUSTER_SECTIONS:
+                continue  # [k8s] and [scaling.*] are read by k8s_settings.load_cluster_config
             if not isinstance(values, dict):
                 raise ConfigError(f"config file {file}: [{section}] must be a table")
             raw[section] = dict(values)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from framepipe.pipeline.errors import ConfigError, FramepipeError
@@ -57,7 +58,7 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Directory for the JSON repo
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(2)
 
 
