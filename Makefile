@@ -8,7 +8,7 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench clean web-assets
+.PHONY: install models sample demo test lint bench bench-quick clean web-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,4 +49,7 @@ clean:
 	rm -rf $(VENV) .cache .framepipe output
 
 bench: $(STAMP) models
-	$(BIN)/python -m bench.e2e $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+bench-quick: $(STAMP) models
+	$(BIN)/python -m bench.run_all --quick $(BENCH_ARGS)
