@@ -33,6 +33,7 @@ NATS_UID = 1000
 NATS_STORE = "/data/jetstream"
 NATS_PID = "/var/run/nats/nats.pid"
 
+
 def labels(component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": APP,
