@@ -4,20 +4,92 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench import e2e
+from bench import bus, codec, e2e, latency, run_all, scaling
 
 pytestmark = pytest.mark.integration
 
+TINY_CLIP = ["--resolution", "360p", "--seconds", "1", "--gop", "15"]
 
-def test_e2e_quick_writes_results(tmp_path: Path, models_dir: Path) -> None:
-    """`python -m bench.e2e --quick` completes both sides and records a ratio."""
+
+def _read(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(path.read_text())
+    assert {"benchmark", "command", "machine", "params", "summary"} <= set(result)
+    assert len(result["machine"]["loadavg"]) == 3
+    return result
+
+
+def test_e2e_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
+    """`bench.e2e` completes both sides on one camera (real-time trials: see the latency test)."""
     out = tmp_path / "e2e.json"
-    e2e.main(["--quick", "--out", str(out)])
-    result = json.loads(out.read_text())
+    e2e.main([*TINY_CLIP, "--cameras", "1", "--max-cameras", "0", "--out", str(out)])
+    result = _read(out)
     assert result["pipeline"]["complete"] is True
-    assert result["pipeline"]["frames"] == result["monolith"]["frames"] == 60
+    assert result["pipeline"]["frames"] == result["monolith"]["frames"] == 30
     assert result["summary"]["ratio_pipeline_over_monolith"] > 0
     assert set(result["pipeline"]["stage_mean_ms"]) >= {"decoder", "inference", "encoder", "sink"}
+    assert result["summary"]["realtime_cameras_tried"] == 0
+
+
+def test_codec_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
+    """`bench.codec` times bare PyAV/libx264 and both codec stages on the same GOPs."""
+    out = tmp_path / "codec.json"
+    codec.main(
+        ["--resolutions", "360p", "--gops", "15", "--seconds", "1", "--repeats", "1", "--out", str(out)]
+    )
+    (case,) = _read(out)["cases"]
+    assert case["clip"]["frames"] == 30
+    for kind in ("decoder", "encoder"):
+        assert case[kind]["stage"]["complete"] is True
+        assert case[kind]["stage"]["busy_s"] > 0  # the stage's own gop.done events were found
+        assert case[kind]["ratio_stage_over_bare"] > 0
+    assert len(case["decoder"]["bare"]["decode_letterbox_s"]) == 2  # before and after the stage
+
+
+def test_bus_tiny_writes_results_and_table(tmp_path: Path) -> None:
+    """`bench.bus` measures latency on both storages and throughput; run_all tabulates it."""
+    out = tmp_path / "bus.json"
+    argv = ["--count", "3", "--tp-count", "4", "--sizes", "1024", "--cases", "encode 30"]
+    bus.main([*argv, "--idle-count", "2", "--idle-rate", "20", "--out", str(out)])
+    result = _read(out)
+    for storage in ("file", "memory"):
+        (row,) = result["storage"][storage]["latency"]
+        assert row["publish_to_fetch_ms"]["n"] == row["core_nats_ms"]["n"] == 3
+        (tp,) = result["storage"][storage]["throughput"]
+        assert tp["messages"] == 4
+    assert result["storage"]["file"]["latency"][0]["idle_publish_to_runner_fetch_ms"]["n"] == 2
+    assert "| bus | file encode 30 publish→fetch" in run_all.table(tmp_path)
+
+
+def test_scaling_tiny_writes_tuner_key_path(tmp_path: Path, models_dir: Path) -> None:
+    """`bench.scaling` writes summary.per_replica.<stage>.gops_per_s, which `scale tune` reads."""
+    out = tmp_path / "scaling.json"
+    scaling.main([*TINY_CLIP, "--cameras", "1", "--max-replicas", "1", "--out", str(out)])
+    result = _read(out)
+    assert result["summary"]["complete"] is True
+    assert result["params"]["gop_frames"] == 15
+    for stage in ("decoder", "inference", "encoder"):
+        per = result["summary"]["per_replica"][stage]
+        assert isinstance(per["gops_per_s"], float)
+        assert per["gops_per_s"] > 0
+        assert per["frames_per_s"] > 0
+        assert result["summary"]["efficiency"][stage] == {"1": 1.0}
+
+
+def test_latency_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
+    """`bench.latency` measures every GOP of a real-time camera and splits wait from work.
+
+    The same real-time trial is what `bench.e2e` repeats with more cameras.
+    """
+    out = tmp_path / "latency.json"
+    latency.main([*TINY_CLIP, "--out", str(out)])
+    result = _read(out)
+    trial = result["realtime"]
+    assert trial["complete"] is True
+    assert trial["latency_s"]["n"] == 2
+    assert set(trial["breakdown"]) == {"decoder", "inference", "encoder", "sink"}
+    assert all(stage["work_s"] > 0 for stage in trial["breakdown"].values())
+    assert result["summary"]["ratio_p50_over_monolith_gop"] > 0
