@@ -27,6 +27,7 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from bench.common import (
     RESULTS,
@@ -135,7 +136,7 @@ def bare_encoder(spec: ClipSpec, gops: list[GopMessage], settings: Settings, rep
         for g in gops:
             drawn = []
             for item, frame in zip(detections(spec, g), decode_frames(g), strict=True):
-                image = frame.to_ndarray(format="rgb24")
+                image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
                 draw_detections(image, item.detections)
                 out = av.VideoFrame.from_ndarray(image, format="rgb24")
                 out.pts = frame.pts

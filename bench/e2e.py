@@ -28,6 +28,7 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from bench.common import (
     RESULTS,
@@ -73,7 +74,7 @@ def monolith(gops: list[GopMessage], settings: Settings) -> dict[str, Any]:
         annotated: list[av.VideoFrame] = []
         for frame, dets in zip(frames, found, strict=True):
             if dets:
-                image = frame.to_ndarray(format="rgb24")
+                image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
                 draw_detections(image, [Detection(letterbox.to_source(d.box), d.score) for d in dets])
                 drawn = av.VideoFrame.from_ndarray(image, format="rgb24")
                 drawn.pts = frame.pts

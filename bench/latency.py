@@ -176,7 +176,9 @@ class RealtimePipeline:
             done = 0
             for name in names:
                 progress = self.system.camera_progress(name) or {}
-                done += len(progress.get("entries", [])) + len(progress.get("gaps", []))
+                for key in ("entries", "gaps"):
+                    items = progress.get(key)
+                    done += len(items) if isinstance(items, list) else 0
                 if progress.get("ended"):
                     ended.add(name)
             if done != last_progress:
