@@ -353,9 +353,16 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     total = sum(steps.values()) or 1.0
     per_frame = s["bare_cpu_ms_per_frame"]
     bottom = 0.0
-    for step, ms in steps.items():
+    palette = plt.get_cmap("Pastel2").colors
+    for index, (step, ms) in enumerate(steps.items()):
         share = per_frame * ms / total
-        c.bar(["bare (in-process)"], [share], bottom=bottom, label=f"{step} {100 * ms / total:.1f}%")
+        c.bar(
+            ["bare (in-process)"],
+            [share],
+            bottom=bottom,
+            color=palette[index % len(palette)],
+            label=f"{step} {100 * ms / total:.1f}%",
+        )
         bottom += share
     stage_cpu = s["stage_cpu_ms_per_frame"]
     c.bar(

@@ -24,6 +24,8 @@ class Detector(Protocol):
     """What the stage needs from a plug-in: a backend and frames → detections per frame."""
 
     backend: InferenceBackend
+    #: frames per model call.
+    max_batch: int
 
     def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]: ...
 

@@ -1,4 +1,4 @@
-"""Inference stage: frames → face detections (DETECTIONS) → ledger → ENCODE."""
+"""Inference stage: frames → detections (DETECTIONS) → ledger → ENCODE."""
 
 from __future__ import annotations
 
@@ -131,8 +131,9 @@ class Inference(Stage[FrameBatch]):
             intra_op_threads=getattr(backend, "intra_op_threads", None),
         )
         self._warned_no_timestamps = False
+        # Flush at the detector's own call size (cpu_max_batch on the CPU), not later.
         self.batcher: MicroBatcher[list[RawDetection]] = MicroBatcher(
-            self.detector.detect, cfg.max_batch, cfg.batch_timeout_s
+            self.detector.detect, self.detector.max_batch, cfg.batch_timeout_s
         )
         self.ledger = GopLedger(await js.key_value(Names.LEDGER_BUCKET))
 
