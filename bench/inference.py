@@ -55,10 +55,13 @@ def make_frames(count: int, size: int, seed: int = 0) -> np.ndarray:
     """Astronaut (a face) letterboxed to ``size`` with per-frame noise, so outputs differ."""
     from skimage import data, transform
 
-    image = transform.resize(data.astronaut(), (size, size), preserve_range=True).astype(np.uint8)
+    astronaut = data.astronaut()  # type: ignore[no-untyped-call]
+    resized = transform.resize(astronaut, (size, size), preserve_range=True)  # type: ignore[no-untyped-call]
+    image = np.asarray(resized).astype(np.uint8)
     rng = np.random.default_rng(seed)
     noise = rng.integers(-8, 9, size=(count, size, size, 3))
-    return np.clip(image[None].astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    frames: np.ndarray = np.clip(image[None].astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return frames
 
 
 def make_messages(frames: np.ndarray, per_message: int, cameras: int) -> list[FrameBatch]:
@@ -353,7 +356,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     total = sum(steps.values()) or 1.0
     per_frame = s["bare_cpu_ms_per_frame"]
     bottom = 0.0
-    palette = plt.get_cmap("Pastel2").colors
+    palette = [plt.get_cmap("Pastel2")(i) for i in range(8)]
     for index, (step, ms) in enumerate(steps.items()):
         share = per_frame * ms / total
         c.bar(
