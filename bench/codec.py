@@ -179,6 +179,36 @@ def decoder_parts(gops: list[GopMessage], settings: Settings) -> int:
     return sum(len(split(len(g.packets), per_part)) for g in gops)
 
 
+def serialization_ms(gops: list[GopMessage], settings: Settings) -> dict[str, float]:
+    """Per GOP, what the stages pay to (de)serialise their messages, timed in this process.
+
+    decoder: parse the GOP message, pack its frame batches (tensor copy + msgpack);
+    encoder: parse the ENCODE item and the GOP re-read from VIDEO, pack the segment.
+    """
+    from bench.scaling import frame_batches
+
+    wire = [messages.encode(g) for g in gops]
+    batches = frame_batches(gops, settings)
+    started = time.perf_counter()
+    for headers, body in wire:
+        messages.decode(headers, body, GopMessage)
+    gop_ms = (time.perf_counter() - started) * 1000 / len(gops)
+    started = time.perf_counter()
+    for batch in batches:
+        messages.encode(batch)
+    frames_ms = (time.perf_counter() - started) * 1000 / len(gops)
+    segment = messages.SegmentMessage("s", 0, "mpegts", 1.0, (), bytes(300 * 1024))
+    started = time.perf_counter()
+    for _ in gops:
+        messages.encode(segment)
+    segment_ms = (time.perf_counter() - started) * 1000 / len(gops)
+    return {
+        "gop_decode_ms": round(gop_ms, 3),
+        "frame_batches_encode_ms": round(frames_ms, 3),
+        "segment_encode_ms": round(segment_ms, 3),
+    }
+
+
 def stage_figures(run: Any, frames: int, bare_fps: float) -> dict[str, Any]:
     """Wall time, and where it went: inside the handler (busy) vs waiting on the bus."""
     busy = busy_seconds(run.logs)
@@ -237,6 +267,7 @@ def bench_clip(spec: ClipSpec, settings: Settings, workdir: Path, repeats: int) 
             "ratio_stage_over_bare": ratio(enc_stage["fps"], enc_bare["fps"]),
             "ratio_stage_over_codec_only": ratio(enc_stage["fps"], enc_bare["decode_encode_fps"]),
         },
+        "serialization_ms_per_gop": serialization_ms(gops, settings),
     }
 
 
@@ -267,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--resolutions", default="720p,1080p")
     parser.add_argument("--gops", default="30,60", help="GOP lengths in frames")
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="bare passes before and after the stage")
     parser.add_argument("--out", type=Path, default=RESULTS / "codec.json")
     args = parser.parse_args(argv)
     if args.quick:
