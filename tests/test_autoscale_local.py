@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -75,3 +79,19 @@ def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
             assert _output_gops(system.settings, camera) == Counter({g: 1 for g in range(GOPS)})
         scaled = [e for e in logged if e["event"] == "autoscale.scaled"]
         assert [(e["stage"], e["replicas_to"]) for e in scaled] == [(s, n) for _, s, n, _, _ in timeline]
+
+
+def test_replica_drained_while_starting_exits_cleanly(settings: Settings) -> None:
+    """SIGTERM at any point of a stage process's start-up (before it fetches anything, or
+    once it runs) ends it with exit code 0: scale-down right after scale-up is not a crash."""
+    env = dict(os.environ) | settings.to_env()
+    for delay in (0.05, 0.5, 1.5):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "framepipe", "stage", "decoder"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, f"SIGTERM after {delay}s"

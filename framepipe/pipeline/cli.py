@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -100,6 +102,11 @@ def setup(config: ConfigOption = None) -> None:
     console.print(f"topology ready on {settings.nats.url}")
 
 
+def _exit_before_work(signum: int, frame: object) -> None:
+    structlog.get_logger("framepipe.stage").info("stage.stopped_before_start", signal=signum)
+    raise SystemExit(0)
+
+
 @app.command()
 def stage(
     name: Annotated[str, typer.Argument(help="decoder | inference | encoder | sink")],
@@ -110,6 +117,10 @@ def stage(
 ) -> None:
     """Run one stage process (what a Kubernetes Deployment runs)."""
     import dataclasses
+
+    # A replica drained while it is still loading (a scale-down right after a scale-up)
+    # holds no messages yet: exit cleanly. The runner replaces this before it fetches.
+    signal.signal(signal.SIGTERM, _exit_before_work)
 
     from framepipe.pipeline.runner import run_stage
 
