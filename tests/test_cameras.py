@@ -140,3 +140,26 @@ def test_cli_without_a_running_system_is_a_one_line_error(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "no framepipe system is running" in result.stderr
+
+
+def test_empty_camera_bucket_lists_nothing(settings: Settings) -> None:
+    """`framepipe cameras list` before any camera was added is an empty list, not a crash."""
+    from framepipe.pipeline.cameras import list_cameras
+
+    asyncio.run(setup_topology(settings))
+    assert asyncio.run(list_cameras(settings)) == []
+
+
+def test_cli_tools_attach_to_the_running_system(tmp_path: Path) -> None:
+    """status/cameras/dlq find a running `framepipe run` through its runtime.json; without
+    one (or with a broken one) they keep the configured URL."""
+    from framepipe.pipeline.supervisor import attach_to_running
+
+    settings = Settings().replace(local={"state_dir": str(tmp_path)})
+    assert attach_to_running(settings) == (settings, None)
+    (tmp_path / "runtime.json").write_text("{not json")
+    assert attach_to_running(settings)[0].nats.url == settings.nats.url
+    (tmp_path / "runtime.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "processes": []}))
+    attached, runtime = attach_to_running(settings)
+    assert attached.nats.url == "nats://127.0.0.1:4999"
+    assert runtime == {"nats_url": "nats://127.0.0.1:4999", "processes": []}

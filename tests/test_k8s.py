@@ -484,3 +484,16 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
     assert "lagThreshold: '6'" in scaled
     assert "framepipe-nats-monitoring.video.svc.cluster.local:8222" in scaled
     assert "FRAMEPIPE_DECODER__ACK_WAIT_S=45.0" in (tmp_path / "k8s" / "base" / "framepipe.env").read_text()
+
+
+def test_nats_credentials_never_reach_the_configmap() -> None:
+    """A NATS user/password in the settings (e.g. from a TOML file) is not rendered into
+    the framepipe-config ConfigMap; pods get theirs from the auth Secret."""
+    from framepipe.pipeline.k8s import config_env
+
+    settings = Settings().replace(nats={"user": "decoder", "password": "s3cret-value"})
+    env = config_env(settings, ClusterConfig())
+    assert "s3cret-value" not in env
+    assert "FRAMEPIPE_NATS__USER" not in env
+    assert "FRAMEPIPE_NATS__URL" not in env
+    assert "FRAMEPIPE_DECODER__" in env

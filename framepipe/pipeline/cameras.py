@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 import structlog
 import typer
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
 from framepipe.pipeline import bus
 from framepipe.pipeline.config import Names, Settings, load_settings, validate_camera_name
@@ -97,7 +97,7 @@ async def list_cameras(settings: Settings) -> list[CameraSpec]:
         kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
         try:
             keys = await kv.keys()
-        except NotFoundError:  # nats-py: "no keys found"
+        except (NotFoundError, NoKeysError):  # nats-py: "no keys found" (either, by version)
             return []
         out = []
         for key in sorted(keys):

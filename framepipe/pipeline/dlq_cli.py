@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 from nats.js import JetStreamContext
 from rich.console import Console
+from rich.markup import escape
 
 from framepipe.pipeline import bus, dlq
 from framepipe.pipeline.config import load_settings
@@ -28,7 +29,10 @@ StageOption = Annotated[str | None, typer.Option("--stage", help="Only this stag
 
 def _with_js(config: Path | None, fn: Callable[[JetStreamContext], Awaitable[T]]) -> T:
     async def go() -> T:
-        nc = await bus.connect(load_settings(config), "framepipe-dlq", retry_initial=False)
+        from framepipe.pipeline.supervisor import attach_to_running
+
+        settings, _ = attach_to_running(load_settings(config))
+        nc = await bus.connect(settings, "framepipe-dlq", retry_initial=False)
         try:
             return await fn(nc.jetstream(timeout=10.0))
         finally:
@@ -37,7 +41,7 @@ def _with_js(config: Path | None, fn: Callable[[JetStreamContext], Awaitable[T]]
     try:
         return asyncio.run(go())
     except FramepipeError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2 if type(exc).__name__ == "ConfigError" else 1) from None
 
 

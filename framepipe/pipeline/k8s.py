@@ -87,9 +87,11 @@ def cluster_settings(settings: Settings, cluster: ClusterConfig) -> Settings:
 
 
 def config_env(settings: Settings, cluster: ClusterConfig) -> str:
-    """The ``framepipe-config`` ConfigMap as an env file (the NATS URL is set per pod)."""
+    """The ``framepipe-config`` ConfigMap as an env file (NATS URL and credentials are set per pod)."""
     env = cluster_settings(settings, cluster).to_env()
-    env.pop("FRAMEPIPE_NATS__URL", None)
+    # Per pod, from the NATS auth Secret: the URL, and never a credential in a ConfigMap.
+    for key in ("URL", "USER", "PASSWORD"):
+        env.pop(f"FRAMEPIPE_NATS__{key}", None)
     for key, value in env.items():
         if "\n" in value:
             raise ConfigError(f"setting {key} contains a newline, which an env file cannot hold")

@@ -69,6 +69,20 @@ class CameraResult:
     reason: str = ""
 
 
+def attach_to_running(settings: Settings) -> tuple[Settings, dict[str, object] | None]:
+    """Point ``settings`` at the NATS of a running ``framepipe run`` (its runtime.json in
+    ``local.state_dir``), if there is one; also return that runtime description."""
+    runtime_file = Path(settings.local.state_dir) / RUNTIME_FILE
+    if not runtime_file.is_file():
+        return settings, None
+    try:
+        runtime: dict[str, object] = json.loads(runtime_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return settings, None
+    url = runtime.get("nats_url")
+    return (settings.replace(nats={"url": url}) if isinstance(url, str) else settings), runtime
+
+
 async def setup_topology(settings: Settings) -> None:
     nc = await bus.connect(settings, "framepipe-setup")
     try:
