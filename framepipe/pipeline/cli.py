@@ -316,7 +316,7 @@ def demo(
     from framepipe.stages.inference.models import build_models
 
     settings = _settings(config).replace(sink={"output_dir": str(output)})
-    if not settings.inference.model_path.is_file():
+    if not settings.inference.model_path.is_file() and not settings.inference.model_file:
         with console.status("building the face model (first run)..."):
             build_models(Path(settings.inference.models_dir))
     if not DEFAULT_SAMPLE.is_file():

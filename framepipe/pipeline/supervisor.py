@@ -462,8 +462,14 @@ class LocalSystem:
 
 
 def require_model(settings: Settings) -> None:
-    if not settings.inference.model_path.is_file():
+    inference = settings.inference
+    if inference.model_path.is_file():
+        return
+    if inference.model_file:  # a model the user brought (e.g. a YOLO export): we cannot build it
         raise SetupError(
-            f"face model {settings.inference.model_path} is missing: run `make models` "
-            "(or `framepipe models build`)"
+            f"model file {inference.model_path} (inference.model_file) does not exist: "
+            "point FRAMEPIPE_INFERENCE__MODEL_FILE at your ONNX export"
         )
+    raise SetupError(
+        f"face model {inference.model_path} is missing: run `make models` (or `framepipe models build`)"
+    )
