@@ -14,6 +14,23 @@ import sys
 import structlog
 
 
+class StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is *now*.
+
+    structlog's PrintLogger keeps the stream it was created with; a CLI invoked
+    in-process (tests, notebooks) can swap stderr and close it afterwards.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = err = critical = exception = fatal = msg
+
+
+def _stderr_logger(*args: object) -> StderrLogger:
+    return StderrLogger()
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     level_name = (level or os.environ.get("FRAMEPIPE_LOG_LEVEL", "info")).upper()
     numeric = getattr(logging, level_name, logging.INFO)
@@ -32,6 +49,6 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
