@@ -109,20 +109,24 @@ def detections(spec: ClipSpec, gop: GopMessage) -> tuple[FrameDetections, ...]:
     )
 
 
-def timed(fn: Any, repeats: int) -> list[float]:
+def timed(fn: Any, repeats: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per pass; CPU seconds of this process per pass go to ``cpu``."""
     samples = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         fn()
         samples.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.process_time() - cpu_started)
     return samples
 
 
 def bare_decoder(gops: list[GopMessage], size: int, repeats: int) -> dict[str, Any]:
     frames = sum(len(g.packets) for g in gops)
+    cpu: list[float] = []
     decode_only = timed(lambda: [decode_frames(g) for g in gops], repeats)
-    with_resize = timed(lambda: [[letterbox(f, size) for f in decode_frames(g)] for g in gops], repeats)
-    return {"frames": frames, "decode_only_s": decode_only, "decode_letterbox_s": with_resize}
+    with_resize = timed(lambda: [[letterbox(f, size) for f in decode_frames(g)] for g in gops], repeats, cpu)
+    return {"frames": frames, "decode_only_s": decode_only, "decode_letterbox_s": with_resize, "cpu_s": cpu}
 
 
 def bare_encoder(spec: ClipSpec, gops: list[GopMessage], settings: Settings, repeats: int) -> dict[str, Any]:
@@ -143,10 +147,12 @@ def bare_encoder(spec: ClipSpec, gops: list[GopMessage], settings: Settings, rep
                 drawn.append(out)
             encode(drawn, Fraction(*g.time_base), settings)
 
+    cpu: list[float] = []
     return {
         "frames": frames,
         "decode_encode_s": timed(codec_only, repeats),
-        "decode_draw_encode_s": timed(same_work, repeats),
+        "decode_draw_encode_s": timed(same_work, repeats, cpu),
+        "cpu_s": cpu,
     }
 
 
@@ -156,7 +162,8 @@ def best_of(before: dict[str, Any], after: dict[str, Any], fps_keys: dict[str, s
     Other work on a shared machine only ever adds time, so the best sample is the
     least disturbed one, and a ratio against it never flatters the stage.
     """
-    merged: dict[str, Any] = {"frames": before["frames"]}
+    merged: dict[str, Any] = {"frames": before["frames"], "cpu_s": before["cpu_s"] + after["cpu_s"]}
+    merged["fps_per_cpu_s"] = before["frames"] / min(merged["cpu_s"])
     for key, fps_key in fps_keys.items():
         merged[key] = before[key] + after[key]
         merged[fps_key] = before["frames"] / min(merged[key])
@@ -216,6 +223,9 @@ def stage_figures(run: Any, frames: int, bare_fps: float) -> dict[str, Any]:
         "complete": run.complete,
         "seconds": run.seconds,
         "fps": frames / run.seconds,
+        "cpu_s": round(run.cpu_s, 3),
+        "nats_server_cpu_s": round(run.server_cpu_s, 3),
+        "fps_per_cpu_s": frames / run.cpu_s if run.cpu_s > 0 else 0.0,
         "busy_s": round(busy, 3),
         "bus_and_idle_s": round(run.seconds - busy, 3),
         "in_handler_overhead_s": round(busy - frames / bare_fps, 3),
@@ -260,12 +270,14 @@ def bench_clip(spec: ClipSpec, settings: Settings, workdir: Path, repeats: int) 
             "stage": dec_stage,
             "ratio_stage_over_bare": ratio(dec_stage["fps"], dec_bare["fps"]),
             "ratio_stage_over_decode_only": ratio(dec_stage["fps"], dec_bare["decode_only_fps"]),
+            "cpu_ratio_stage_over_bare": ratio(dec_stage["fps_per_cpu_s"], dec_bare["fps_per_cpu_s"]),
         },
         "encoder": {
             "bare": enc_bare,
             "stage": enc_stage,
             "ratio_stage_over_bare": ratio(enc_stage["fps"], enc_bare["fps"]),
             "ratio_stage_over_codec_only": ratio(enc_stage["fps"], enc_bare["decode_encode_fps"]),
+            "cpu_ratio_stage_over_bare": ratio(enc_stage["fps_per_cpu_s"], enc_bare["fps_per_cpu_s"]),
         },
         "serialization_ms_per_gop": serialization_ms(gops, settings),
     }
@@ -320,9 +332,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "decoder_bare_fps": round(c["decoder"]["bare"]["fps"], 1),
                 "decoder_stage_fps": round(c["decoder"]["stage"]["fps"], 1),
                 "decoder_ratio": c["decoder"]["ratio_stage_over_bare"],
+                "decoder_cpu_ratio": c["decoder"]["cpu_ratio_stage_over_bare"],
                 "encoder_bare_fps": round(c["encoder"]["bare"]["fps"], 1),
                 "encoder_stage_fps": round(c["encoder"]["stage"]["fps"], 1),
                 "encoder_ratio": c["encoder"]["ratio_stage_over_bare"],
+                "encoder_cpu_ratio": c["encoder"]["cpu_ratio_stage_over_bare"],
             }
             for c in cases
         },

@@ -68,6 +68,19 @@ def load_gops(path: Path, camera: str = "bench") -> list[GopMessage]:
         return [gop_message(camera, g, params) for g in cutter.cut(iter_packets(container, stream))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``; 0 elsewhere).
+
+    On a machine shared with other work, wall time measures the neighbours too;
+    CPU time measures what the code itself costs.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stats(samples: Sequence[float]) -> dict[str, float]:
     """p50/p99/mean/min/max of ``samples`` (empty → zeros, so JSON stays valid)."""
     if not samples:
@@ -133,6 +146,10 @@ class StageRun:
     seconds: float
     complete: bool
     logs: list[str] = field(default_factory=list)
+    #: CPU seconds the stage processes used in the timed window (all their threads).
+    cpu_s: float = 0.0
+    #: CPU seconds nats-server used in the same window (storing and forwarding).
+    server_cpu_s: float = 0.0
 
     @property
     def per_s(self) -> float:
@@ -234,6 +251,9 @@ class StageHarness:
                 if dead or time.monotonic() > deadline:
                     raise RuntimeError(f"{stage} replicas did not start (exits {dead}); see {logs[0]}")
                 await asyncio.sleep(0.1)
+            server_pid = self.server.process.pid if self.server.process else 0
+            cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+            server_before = cpu_seconds(server_pid)
             started = time.perf_counter()
             for m in inputs:
                 await bus.publish(js, m.subject, m.body, m.headers, m.msg_id)
@@ -245,8 +265,11 @@ class StageHarness:
                     break
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - started
+            cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+            server_cpu = cpu_seconds(server_pid) - server_before
+            paths = [str(p) for p in logs]
             return StageRun(
-                stage, replicas, len(inputs), done, elapsed, done >= expect, [str(p) for p in logs]
+                stage, replicas, len(inputs), done, elapsed, done >= expect, paths, cpu, server_cpu
             )
         finally:
             await nc.close()

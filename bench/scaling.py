@@ -125,6 +125,8 @@ def run_stage(
         "seconds": run.seconds,
         "gops_per_s": len(gops) / run.seconds,
         "frames_per_s": frames / run.seconds,
+        "stage_cpu_s": round(run.cpu_s, 3),
+        "nats_server_cpu_s": round(run.server_cpu_s, 3),
     }
 
 
