@@ -318,7 +318,14 @@ def test_wrong_url_or_credentials_log_one_line_and_keep_retrying(
             env={**env, **extra}, stdout=open(tmp_path / f"{camera}.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         )  # fmt: skip
     try:
-        time.sleep(6)
+        # At least 6 s of retries for the bad ones; on a loaded machine also wait (bounded)
+        # until both good cameras have published a GOP.
+        started = time.monotonic()
+        while time.monotonic() - started < 6 or (
+            time.monotonic() - started < 40
+            and not all('"gop.done"' in (tmp_path / f"{c}.log").read_text() for c in ("good", "goodudp"))
+        ):
+            time.sleep(0.5)
         for camera, proc in procs.items():
             assert proc.poll() is None, f"{camera} gateway exited: {(tmp_path / f'{camera}.log').read_text()}"
     finally:
