@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -177,7 +178,7 @@ async def _core_latency(settings: Settings, nc: Client, case: Case, count: int, 
             if len(got) >= count:
                 done.set()
 
-        await other.subscribe("bench.core", cb=on_msg)
+        await other.subscribe("bench.core", cb=on_msg, pending_bytes_limit=512 * 1024**2)
         await other.flush()
         start = time.perf_counter()
         for i in range(count):
@@ -186,7 +187,10 @@ async def _core_latency(settings: Settings, nc: Client, case: Case, count: int, 
             sent[key] = time.perf_counter()
             await nc.publish("bench.core", body, headers={**headers, "Nats-Msg-Id": key})
             await nc.flush()
-        await asyncio.wait_for(done.wait(), timeout=30.0)
+        # Core NATS is at-most-once: a subscriber that falls behind on a busy machine loses
+        # messages (the server cuts slow consumers). Keep what arrived; the row counts the rest.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=10.0)
         return got
     finally:
         await other.close()
@@ -229,6 +233,7 @@ async def latency(
                     "runner_fetch_batch": batch,
                     "publish_to_runner_fetch_ms": stats(fetch_n),
                     "core_nats_ms": stats(core),
+                    "core_nats_lost": count - len(core),
                     "ratio_p50_over_core": ratio(stats(fetch1)["p50"], stats(core)["p50"]),
                     "idle_rate": idle[1],
                     "idle_publish_to_fetch_ms": stats(idle_1),

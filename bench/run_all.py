@@ -163,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = {"exit": code, "wall_s": elapsed, "summary": summary}
         if code != 0:
             failed.append(name)
+    path = args.results / "summary.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    if earlier.get("quick") == args.quick:
+        # --only reruns some: keep the others' entries (each keeps its own machine info in its JSON).
+        runs = {**earlier.get("runs", {}), **runs}
     report = {"quick": args.quick, "machine": machine(), "runs": runs}
-    (args.results / "summary.json").write_text(json.dumps(report, indent=2))
+    path.write_text(json.dumps(report, indent=2))
     print(table(args.results))
     print(f"total {sum(r['wall_s'] for r in runs.values()):.0f} s; wrote {args.results / 'summary.json'}")
     if failed:
