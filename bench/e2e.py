@@ -138,7 +138,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         b.plot([x["t_s"] for x in lag], [x["total"] for x in lag], label=f"{trial['cameras']} cam")
     b.set_xlabel("s")
     b.set_ylabel("consumer lag at real time (messages)")
-    b.legend(fontsize=7)
+    if result["realtime"]:
+        b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
