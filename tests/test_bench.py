@@ -57,7 +57,10 @@ def test_bus_tiny_writes_results_and_table(tmp_path: Path) -> None:
     result = _read(out)
     for storage in ("file", "memory"):
         (row,) = result["storage"][storage]["latency"]
-        assert row["publish_to_fetch_ms"]["n"] == row["core_nats_ms"]["n"] == 3
+        assert row["publish_to_fetch_ms"]["n"] == 3  # JetStream: every message, always
+        # Core NATS is at-most-once; on a busy machine the baseline may lose one, and says so.
+        assert row["core_nats_ms"]["n"] + row["core_nats_lost"] == 3
+        assert row["core_nats_ms"]["n"] >= 1
         (tp,) = result["storage"][storage]["throughput"]
         assert tp["messages"] == 4
     assert result["storage"]["file"]["latency"][0]["idle_publish_to_runner_fetch_ms"]["n"] == 2
