@@ -26,8 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.codec import decoder_parts, detections, gop_inputs, outgoing
 from bench.common import (
     RESULTS,
@@ -40,47 +38,21 @@ from bench.common import (
     ratio,
     write_result,
 )
-from framepipe.media.codec import decode_gop
-from framepipe.media.letterbox import Letterbox
 from framepipe.media.sample import ClipSpec
 from framepipe.pipeline.config import Names, Settings
 from framepipe.pipeline.messages import EncodeItem, FrameBatch, GopMessage
-from framepipe.stages.decoder import frames_per_part, split
+from framepipe.stages.decoder import decode_letterboxed
+from framepipe.stages.decoder import frame_batches as decoder_frame_batches
 
 STAGES = (Names.DECODER, Names.INFERENCE, Names.ENCODER)
 
 
 def frame_batches(gops: list[GopMessage], settings: Settings) -> list[FrameBatch]:
-    """What the decoder stage publishes for these GOPs (same letterbox, same parts)."""
-    size = settings.inference.input_size
-    per_part = frames_per_part(size, settings.nats.max_payload, settings.decoder.frames_per_part)
+    """What the decoder stage publishes for these GOPs (its own code, in this process)."""
     out = []
     for seq, gop in enumerate(gops, start=1):
-        box = Letterbox(size, gop.width, gop.height)
-        frames = list(decode_gop(gop))
-        tensors = np.stack([box.apply(f) for f in frames])
-        pts = [int(f.pts or 0) for f in frames]
-        parts = split(len(frames), per_part)
-        for index, part in enumerate(parts):
-            chunk = np.ascontiguousarray(tensors[part.start : part.stop])
-            out.append(
-                FrameBatch(
-                    camera=gop.camera,
-                    gop=gop.gop,
-                    part=index,
-                    parts=len(parts),
-                    video_seq=seq,
-                    frame_indices=tuple(gop.frame_offset + i for i in part),
-                    pts=tuple(pts[i] for i in part),
-                    source_size=(box.source_width, box.source_height),
-                    scale=box.scale,
-                    pad=box.pad,
-                    shape=(chunk.shape[0], chunk.shape[1], chunk.shape[2], chunk.shape[3]),
-                    pixels=chunk.tobytes(),
-                    frame_offset=gop.frame_offset,
-                    gop_frames=len(frames),
-                )
-            )
+        frames, pts, box = decode_letterboxed(gop, settings.inference.input_size, settings.decoder.threads)
+        out += decoder_frame_batches(gop, seq, frames, pts, box, settings)
     return out
 
 

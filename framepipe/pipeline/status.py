@@ -9,6 +9,7 @@ import math
 import os
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +74,34 @@ async def collect_status(settings: Settings, runtime: dict[str, Any] | None) -> 
     return report
 
 
+def _live_processes(runtime: dict[str, Any] | None) -> Iterator[tuple[str, str, Path]]:
+    """(process name, stage, log file) of each live local stage process."""
+    for proc in (runtime or {}).get("processes", []):
+        name = str(proc.get("name", ""))
+        if name.startswith("gateway-") or name == "web" or not _pid_alive(proc.get("pid")):
+            continue
+        yield name, name.rsplit("-", 1)[0], Path(proc.get("log", ""))
+
+
+def _scrape_process(log_file: Path) -> dict[str, list[tuple[dict[str, str], float]]] | None:
+    """A process's /metrics (port from its log), or None while it starts or stops."""
+    port = metrics_port_from_log(log_file)
+    if port is None:
+        return None
+    try:
+        return scrape(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return None
+
+
 def inference_backends(runtime: dict[str, Any] | None) -> list[dict[str, str]]:
     """Backend, device, precision and model of each live local inference process, from its
     ``framepipe_inference_backend_info`` metric (what really runs, after any fallback)."""
     found: list[dict[str, str]] = []
-    for proc in (runtime or {}).get("processes", []):
-        name = str(proc.get("name", ""))
-        if name.rsplit("-", 1)[0] != Names.INFERENCE or not _pid_alive(proc.get("pid")):
-            continue
-        port = metrics_port_from_log(Path(proc.get("log", "")))
-        if port is None:
-            continue
-        try:
-            samples = scrape(f"http://127.0.0.1:{port}/metrics")
-        except OSError:
-            continue  # starting or stopping: its row is simply absent this time
+    for name, stage, log_file in _live_processes(runtime):
+        samples = _scrape_process(log_file) if stage == Names.INFERENCE else None
+        if samples is None:
+            continue  # not inference, or starting/stopping: its row is simply absent this time
         for labels, value in samples.get("framepipe_inference_backend_info", []):
             if value == 1:
                 found.append(
@@ -200,19 +214,11 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:
 def stage_metrics(runtime: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per stage: live replicas, GOPs done and ``framepipe_process_seconds`` buckets, summed."""
     stages: dict[str, dict[str, Any]] = {}
-    for proc in (runtime or {}).get("processes", []):
-        name = str(proc.get("name", ""))
-        if name.startswith("gateway-") or name == "web" or not _pid_alive(proc.get("pid")):
-            continue
-        stage = name.rsplit("-", 1)[0]
+    for _, stage, log_file in _live_processes(runtime):
         entry = stages.setdefault(stage, {"replicas": 0, "gops": 0.0, "buckets": {}})
         entry["replicas"] += 1
-        port = metrics_port_from_log(Path(proc.get("log", "")))
-        if port is None:
-            continue
-        try:
-            samples = scrape(f"http://127.0.0.1:{port}/metrics")
-        except OSError:
+        samples = _scrape_process(log_file)
+        if samples is None:
             continue
         entry["gops"] += sample_value(samples, "framepipe_gops_total", stage=stage)
         for labels, value in samples.get("framepipe_process_seconds_bucket", []):

@@ -9,7 +9,7 @@ import numpy as np
 
 from framepipe.media.codec import decode_gop
 from framepipe.media.letterbox import Letterbox
-from framepipe.pipeline.config import Names
+from framepipe.pipeline.config import Names, Settings
 from framepipe.pipeline.messages import FrameBatch, GopMessage
 from framepipe.pipeline.runner import Stage, WorkContext
 
@@ -34,52 +34,71 @@ def split(count: int, per_part: int) -> list[range]:
     return ranges
 
 
-class Decoder(Stage[GopMessage]):
-    name: ClassVar[str] = Names.DECODER
-    input_kind = GopMessage
+def decode_letterboxed(gop: GopMessage, size: int, threads: int) -> tuple[np.ndarray, list[int], Letterbox]:
+    """Every frame of the GOP letterboxed to ``size``² RGB, with its pts."""
+    letterbox = Letterbox(size, gop.width, gop.height)
+    tensors, pts = [], []
+    for frame in decode_gop(gop, threads):
+        if (frame.width, frame.height) != (gop.width, gop.height):
+            letterbox = Letterbox(size, frame.width, frame.height)
+        tensors.append(letterbox.apply(frame))
+        pts.append(int(frame.pts if frame.pts is not None else 0))
+    return np.stack(tensors), pts, letterbox
 
-    def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], Letterbox]:
-        size = self.settings.inference.input_size
-        letterbox = Letterbox(size, gop.width, gop.height)
-        tensors, pts = [], []
-        for frame in decode_gop(gop, self.settings.decoder.threads):
-            if (frame.width, frame.height) != (gop.width, gop.height):
-                letterbox = Letterbox(size, frame.width, frame.height)
-            tensors.append(letterbox.apply(frame))
-            pts.append(int(frame.pts if frame.pts is not None else 0))
-        return np.stack(tensors), pts, letterbox
 
-    async def process(self, message: GopMessage, ctx: WorkContext) -> None:
-        frames, pts, letterbox = await asyncio.to_thread(self._decode, message)
-        per_part = frames_per_part(
-            letterbox.size, self.settings.nats.max_payload, self.settings.decoder.frames_per_part
-        )
-        parts = split(len(frames), per_part)
-        for index, part in enumerate(parts):
-            chunk = np.ascontiguousarray(frames[part.start : part.stop])
-            batch = FrameBatch(
-                camera=message.camera,
-                gop=message.gop,
+def frame_batches(
+    gop: GopMessage,
+    video_seq: int,
+    frames: np.ndarray,
+    pts: list[int],
+    letterbox: Letterbox,
+    settings: Settings,
+) -> list[FrameBatch]:
+    """The decoded GOP as FrameBatch parts, each under ``max_payload``."""
+    per_part = frames_per_part(letterbox.size, settings.nats.max_payload, settings.decoder.frames_per_part)
+    parts = split(len(frames), per_part)
+    batches = []
+    for index, part in enumerate(parts):
+        chunk = np.ascontiguousarray(frames[part.start : part.stop])
+        batches.append(
+            FrameBatch(
+                camera=gop.camera,
+                gop=gop.gop,
                 part=index,
                 parts=len(parts),
-                video_seq=ctx.stream_seq,
-                frame_indices=tuple(message.frame_offset + i for i in part),
+                video_seq=video_seq,
+                frame_indices=tuple(gop.frame_offset + i for i in part),
                 pts=tuple(pts[i] for i in part),
                 source_size=(letterbox.source_width, letterbox.source_height),
                 scale=letterbox.scale,
                 pad=letterbox.pad,
                 shape=(chunk.shape[0], chunk.shape[1], chunk.shape[2], chunk.shape[3]),
                 pixels=chunk.tobytes(),
-                frame_offset=message.frame_offset,
+                frame_offset=gop.frame_offset,
                 gop_frames=len(frames),
                 # Frame pts are in the GOP's time base: inference turns them into seconds
                 # for detect_fps.
-                time_base=message.time_base,
+                time_base=gop.time_base,
             )
+        )
+    return batches
+
+
+class Decoder(Stage[GopMessage]):
+    name: ClassVar[str] = Names.DECODER
+    input_kind = GopMessage
+
+    def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], Letterbox]:
+        return decode_letterboxed(gop, self.settings.inference.input_size, self.settings.decoder.threads)
+
+    async def process(self, message: GopMessage, ctx: WorkContext) -> None:
+        frames, pts, letterbox = await asyncio.to_thread(self._decode, message)
+        batches = frame_batches(message, ctx.stream_seq, frames, pts, letterbox, self.settings)
+        for batch in batches:
             await ctx.publish(
                 Names.subject(Names.FRAMES, message.camera),
                 batch,
-                Names.msg_id(message.camera, message.gop, self.name, index),
+                Names.msg_id(message.camera, message.gop, self.name, batch.part),
             )
         ctx.frames = len(frames)
-        ctx.extra["parts"] = len(parts)
+        ctx.extra["parts"] = len(batches)
