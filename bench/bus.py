@@ -36,7 +36,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from bench.common import RESULTS, bench_settings, pyplot, ratio, stats, write_result
+from bench.common import RESULTS, bench_settings, pyplot, ratio, save_figure, stats, write_result
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
 from framepipe.pipeline.messages import (
@@ -365,10 +365,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     b.set_xlabel("message bytes")
     b.set_ylabel("MB/s")
     b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from bench.common import (
     load_gops,
     pyplot,
     ratio,
+    save_figure,
     write_result,
 )
 from framepipe.media.annotate import draw_detections
@@ -298,10 +299,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         ax.set_ylabel("frames/s")
         ax.set_title(kind)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

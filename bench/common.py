@@ -127,6 +127,14 @@ def pyplot() -> Any | None:
     return plt
 
 
+def save_figure(plt: Any, fig: Any, path: Path, dpi: int = 80) -> bool:
+    """Lay out, write and free a figure; True, so plot functions can return it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One pre-encoded message to publish (encoding is kept out of the timed window)."""

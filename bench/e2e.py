@@ -38,6 +38,7 @@ from bench.common import (
     load_gops,
     pyplot,
     ratio,
+    save_figure,
     write_result,
 )
 from bench.latency import RealtimePipeline
@@ -140,10 +141,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     b.set_ylabel("consumer lag at real time (messages)")
     if result["realtime"]:
         b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine
+from bench.common import machine, save_figure
 from framepipe.media.letterbox import Letterbox
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
@@ -384,10 +384,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     c.set_ylabel("CPU ms per frame")
     c.set_title("CPU per frame (bare split by step)")
     c.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

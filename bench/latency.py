@@ -36,6 +36,7 @@ from bench.common import (
     load_gops,
     pyplot,
     ratio,
+    save_figure,
     stats,
     write_result,
 )
@@ -228,10 +229,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     b.plot([s["t_s"] for s in lag], [s["total"] for s in lag])
     b.set_xlabel("s")
     b.set_ylabel("consumer lag (messages)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from bench.common import (
     load_gops,
     pyplot,
     ratio,
+    save_figure,
     write_result,
 )
 from framepipe.media.sample import ClipSpec
@@ -117,10 +118,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     b.set_xlabel("replicas")
     b.set_ylabel("efficiency per replica")
     b.set_ylim(0, 1.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
