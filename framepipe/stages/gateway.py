@@ -39,6 +39,7 @@ import av.error
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from framepipe.media.gop import DemuxedPacket, Gop, GopCutter, TimestampNormalizer
 from framepipe.pipeline import bus, messages
@@ -326,8 +327,7 @@ class Gateway:
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
         state.first_gop = state.next_gop
-        state.updated_at = time.time()
-        await bus.kv_put(kv, self.camera, state.to_json())
+        await self._save(kv, state)
 
         live = is_live(self.source)
         pacing = "live" if live else self.pacing
@@ -356,8 +356,8 @@ class Gateway:
                         retry_in_s=round(item.retry_in_s, 2),
                     )
                     if state.state != "reconnecting":
-                        state.state, state.updated_at = "reconnecting", time.time()
-                        await bus.kv_put(kv, self.camera, state.to_json())
+                        state.state = "reconnecting"
+                        await self._save(kv, state)
                     continue
                 if isinstance(item, Reconnected):
                     await self._publish_gap(js, item)
@@ -366,8 +366,8 @@ class Gateway:
                     params = item
                     clock_start = pts_start = None
                     if state.state != "running":
-                        state.state, state.updated_at = "running", time.time()
-                        await bus.kv_put(kv, self.camera, state.to_json())
+                        state.state = "running"
+                        await self._save(kv, state)
                     log.info(
                         "gateway.opened",
                         camera=self.camera,
@@ -405,8 +405,7 @@ class Gateway:
                 self.published += 1
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
-                state.updated_at = time.time()
-                await bus.kv_put(kv, self.camera, state.to_json())
+                await self._save(kv, state)
                 log.info(
                     "gop.done",
                     stage="gateway",
@@ -424,14 +423,18 @@ class Gateway:
             raise
         finally:
             self.stopping.set()
-            state.updated_at = time.time()
             try:
-                await bus.kv_put(kv, self.camera, state.to_json())
+                await self._save(kv, state)
             except Exception as exc:  # noqa: BLE001 - never mask the error that ended the run
                 log.warning("gateway.state_not_saved", camera=self.camera, state=state.state, error=str(exc))
             finally:
                 await nc.drain()
         return state
+
+    async def _save(self, kv: KeyValue, state: SourceState) -> None:
+        """Stamp and store the source state (retried through a NATS restart)."""
+        state.updated_at = time.time()
+        await bus.kv_put(kv, self.camera, state.to_json())
 
     async def _publish_gap(self, js: JetStreamContext, gap: Reconnected) -> None:
         """Record a reconnect: one log line and a gap event on ``dets.<camera>``."""
