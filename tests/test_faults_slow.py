@@ -1,4 +1,5 @@
-"""Slow stages against a real nats-server: heartbeats beat ack_wait, max_ack_pending bounds what is held.
+"""Slow stages against a real nats-server: heartbeats beat ack_wait, max_ack_pending bounds what is held,
+in_flight overlaps waits.
 
 A real :class:`Runner` drives a real :class:`Stage` defined here, bound to the
 decoder's durable consumer on VIDEO with a short ``ack_wait``.
@@ -7,6 +8,7 @@ decoder's durable consumer on VIDEO with a short ``ack_wait``.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -16,6 +18,7 @@ from nats.js import JetStreamContext
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
 from framepipe.pipeline.runner import Runner, Stage, WorkContext
+from framepipe.stages.sink import OutputWriter, Sink
 
 ACK_WAIT_S = 1.0
 
@@ -25,7 +28,6 @@ class SlowStage(Stage[messages.GapMessage]):
 
     name: ClassVar[str] = Names.DECODER
     input_kind: ClassVar[type[messages.Message]] = messages.GapMessage
-    concurrent: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, delay_s: float = 0.0) -> None:
         super().__init__(settings)
@@ -46,10 +48,6 @@ class SlowStage(Stage[messages.GapMessage]):
             self.seen.append((message.gop, ctx.deliveries))
         finally:
             self.in_process -= 1
-
-
-class ConcurrentSlowStage(SlowStage):
-    concurrent: ClassVar[bool] = True
 
 
 def _settings(settings: Settings, **decoder: object) -> Settings:
@@ -76,7 +74,7 @@ def test_work_longer_than_ack_wait_is_not_redelivered(settings: Settings) -> Non
     first; the runner's in_progress heartbeats keep both from redelivery: each is
     processed once, on its first delivery. A bare subscriber that does the same
     without heartbeats gets the message again (the control)."""
-    settings = _settings(settings, fetch_batch=2, max_ack_pending=4)
+    settings = _settings(settings, fetch_batch=2, in_flight=1, max_ack_pending=4)
 
     async def scenario() -> None:
         nc = await bus.connect(settings, "test-slow", retry_initial=False)
@@ -118,7 +116,7 @@ def test_max_ack_pending_bounds_what_replicas_hold(settings: Settings) -> None:
     # ack_wait well above the runner's 1 s fetch wait: a fetch that returns short holds
     # its messages for that long before they are heartbeated (with ack_wait <= 1 s the
     # server would redeliver them to another replica meanwhile).
-    settings = _settings(settings, fetch_batch=2, max_ack_pending=3, ack_wait_s=4.0)
+    settings = _settings(settings, fetch_batch=2, in_flight=2, max_ack_pending=3, ack_wait_s=4.0)
     total = 8
 
     async def scenario() -> None:
@@ -126,7 +124,7 @@ def test_max_ack_pending_bounds_what_replicas_hold(settings: Settings) -> None:
         js = nc.jetstream(timeout=5.0)
         try:
             await _publish(js, settings, total)
-            stages = [ConcurrentSlowStage(settings) for _ in range(3)]
+            stages = [SlowStage(settings) for _ in range(3)]
             runners = [Runner(stage, settings) for stage in stages]
             tasks = [asyncio.create_task(r.run(serve_health=False)) for r in runners]
             await _until(lambda: sum(s.in_process for s in stages) >= 3, timeout=10.0)
@@ -152,3 +150,87 @@ def test_max_ack_pending_bounds_what_replicas_hold(settings: Settings) -> None:
             await nc.close()
 
     asyncio.run(scenario())
+
+
+class OverlappingStage(Stage[messages.GapMessage]):
+    """Per message: CPU work on the stage's worker thread, then a wait like a publish's ack."""
+
+    name: ClassVar[str] = Names.DECODER
+    input_kind: ClassVar[type[messages.Message]] = messages.GapMessage
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.events: list[tuple[str, int]] = []
+        self.working = 0
+        self.peak_working = 0
+        self.in_process = 0
+        self.peak_in_process = 0
+
+    def _work(self, gop: int) -> None:
+        self.working += 1
+        self.peak_working = max(self.peak_working, self.working)
+        self.events.append(("work", gop))
+        threading.Event().wait(0.2)
+        self.working -= 1
+
+    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> None:
+        self.in_process += 1
+        self.peak_in_process = max(self.peak_in_process, self.in_process)
+        await self.offload(self._work, message.gop)
+        self.events.append(("wait", message.gop))
+        await asyncio.sleep(0.4)
+        self.events.append(("done", message.gop))
+        self.in_process -= 1
+
+
+def test_in_flight_overlaps_waits_and_keeps_offloaded_work_serial(settings: Settings) -> None:
+    """With in_flight = 2 the runner starts the next message while the previous one waits
+    on the bus (its work begins before the other's wait ends), never holds more than 2,
+    and the work ``offload``ed to the stage's thread never runs twice at once; every
+    message is still acked once."""
+    settings = _settings(settings, fetch_batch=4, in_flight=2, ack_wait_s=10.0)
+    total = 5
+
+    async def scenario() -> None:
+        nc = await bus.connect(settings, "test-overlap", retry_initial=False)
+        js = nc.jetstream(timeout=5.0)
+        try:
+            await _publish(js, settings, total)
+            stage = OverlappingStage(settings)
+            runner = Runner(stage, settings)
+            task = asyncio.create_task(runner.run(serve_health=False))
+            await _until(lambda: sum(kind == "done" for kind, _ in stage.events) >= total, timeout=20.0)
+            runner.request_stop()
+            await asyncio.wait_for(task, 10.0)
+            assert stage.peak_in_process == 2
+            assert stage.peak_working == 1
+            order = stage.events
+            overlapped = [
+                gop
+                for gop in range(total)
+                if ("work", gop) in order
+                and any(
+                    order.index(("wait", other)) < order.index(("work", gop)) < order.index(("done", other))
+                    for other in range(total)
+                    if other != gop
+                )
+            ]
+            assert overlapped, order
+            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+            assert info.num_ack_pending == 0
+            assert info.num_pending == 0
+            assert info.num_redelivered == 0
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_stage_cap_bounds_in_flight(settings: Settings) -> None:
+    """A stage that must not overlap itself (the sink) runs one message at a time even
+    when its section asks for more."""
+    settings = settings.replace(sink={"in_flight": 4})
+    sink = Sink(settings, OutputWriter(settings))
+    assert Runner(sink, settings).window() == 1
+    three = _settings(settings, in_flight=3)
+    assert Runner(OverlappingStage(three), three).window() == 3

@@ -13,7 +13,7 @@ import pytest
 
 from framepipe.media.gop import GopCutter
 from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import ConfigError, InferenceSettings, Names, Settings
+from framepipe.pipeline.config import ConfigError, Headers, InferenceSettings, Names, Settings
 from framepipe.pipeline.errors import SchemaError
 from framepipe.pipeline.messages import FrameBatch, GopMessage
 from framepipe.pipeline.runner import Runner
@@ -71,8 +71,9 @@ def test_rate_settings_validate() -> None:
 
 
 def test_old_frame_batches_decode_without_a_time_base() -> None:
-    """A FrameBatch from a decoder older than the field still decodes (no version bump);
-    it reports no timestamps, so inference detects every frame rather than guessing."""
+    """A FrameBatch from a decoder older than the field (envelope version 1, pixels inside
+    the msgpack map) still decodes; it reports no timestamps, so inference detects every
+    frame rather than guessing."""
     batch = FrameBatch(
         camera="c",
         gop=0,
@@ -88,6 +89,7 @@ def test_old_frame_batches_decode_without_a_time_base() -> None:
         pixels=bytes(12),
     )
     headers, _ = messages.encode(batch)
+    headers = {k: v for k, v in headers.items() if k != Headers.TAIL} | {Headers.VERSION: "1"}
     wire = batch.to_wire()
     del wire["time_base"]
     old = messages.decode(headers, msgpack.packb(wire, use_bin_type=True), FrameBatch)

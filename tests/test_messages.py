@@ -57,8 +57,8 @@ def test_round_trip(message: messages.Message) -> None:
 def test_unknown_version_is_its_own_error() -> None:
     """A future envelope version is rejected as UnknownVersionError (→ DLQ)."""
     headers, body = messages.encode(_gop())
-    headers[Headers.VERSION] = "2"
-    with pytest.raises(UnknownVersionError, match="version '2'"):
+    headers[Headers.VERSION] = "3"
+    with pytest.raises(UnknownVersionError, match="version '3'"):
         messages.decode(headers, body, GopMessage)
 
 
@@ -68,10 +68,79 @@ def test_wrong_kind_and_inconsistent_fields_are_rejected() -> None:
     with pytest.raises(SchemaError, match="expected a 'frames'"):
         messages.decode(headers, body, FrameBatch)
     headers, body = messages.encode(_frames())
-    raw = msgpack.unpackb(body)
-    raw["pixels"] = bytes(95)
+    head, tail = _split(headers, body)
     with pytest.raises(SchemaError, match="pixels"):
-        messages.decode(headers, msgpack.packb(raw), FrameBatch)
+        messages.decode(headers, head + tail[:95], FrameBatch)
+
+
+def _split(headers: dict[str, str], body: bytes) -> tuple[bytes, bytes]:
+    offset = int(headers[Headers.TAIL])
+    return body[:offset], body[offset:]
+
+
+@pytest.mark.parametrize("message", [_frames(), SegmentMessage("cam1", 3, "mpegts", 2.0, (), b"\x47" * 188)])
+def test_large_field_travels_as_a_raw_tail_and_decodes_as_a_view(message: messages.Message) -> None:
+    """The TAIL field follows the msgpack map byte for byte (offset in the header), and
+    the decoded field is a view of the received body, not a copy of it."""
+    headers, body = messages.encode(message)
+    head, tail = _split(headers, body)
+    assert message.TAIL is not None
+    assert tail == bytes(getattr(message, message.TAIL))
+    assert message.TAIL not in msgpack.unpackb(head)
+    decoded = messages.decode(headers, body, type(message))
+    field = getattr(decoded, message.TAIL)
+    assert isinstance(field, memoryview)
+    assert field.obj is body
+
+
+def test_version_1_bodies_without_a_tail_still_decode() -> None:
+    """Messages written before the raw tail (version 1, everything inside msgpack) are
+    still read, so a stream that holds both drains after an upgrade."""
+    message = _frames()
+    headers, body = messages.encode(message)
+    head, tail = _split(headers, body)
+    old = {**msgpack.unpackb(head), "pixels": tail}
+    old_headers = {k: v for k, v in headers.items() if k != Headers.TAIL} | {Headers.VERSION: "1"}
+    assert messages.decode(old_headers, msgpack.packb(old), FrameBatch) == message
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({Headers.TAIL: "x1"}, "outside"),
+        ({Headers.TAIL: "-3"}, "outside"),
+        ({Headers.TAIL: "99999"}, "outside"),
+        ({Headers.TAIL: "0"}, "valid msgpack|must be a map"),
+    ],
+)
+def test_bad_tail_offsets_are_schema_errors(change: dict[str, str], error: str) -> None:
+    """A tail offset that is not a number inside the body, or that cuts the map, is a
+    SchemaError (→ DLQ)."""
+    headers, body = messages.encode(_frames())
+    with pytest.raises(SchemaError, match=error):
+        messages.decode(headers | change, body, FrameBatch)
+
+
+def test_tail_on_a_kind_without_one_or_doubled_is_rejected() -> None:
+    """A tail header on a kind that has no TAIL field, or a map that also carries the
+    tail field, is a SchemaError."""
+    headers, body = messages.encode(_gop())
+    with pytest.raises(SchemaError, match="no raw tail"):
+        messages.decode(headers | {Headers.TAIL: "3"}, body, GopMessage)
+    headers, body = messages.encode(_frames())
+    head, tail = _split(headers, body)
+    doubled = msgpack.packb({**msgpack.unpackb(head), "pixels": tail})
+    with pytest.raises(SchemaError, match="without 'pixels'"):
+        messages.decode(headers | {Headers.TAIL: str(len(doubled))}, doubled + tail, FrameBatch)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.text(max_size=6))
+def test_garbage_tailed_bodies_never_crash(body: bytes, offset: str) -> None:
+    """Any body with any tail offset either decodes or raises SchemaError."""
+    headers, _ = messages.encode(_frames())
+    with contextlib.suppress(SchemaError):
+        messages.decode(headers | {Headers.TAIL: offset}, body, FrameBatch)
 
 
 @settings(max_examples=300, deadline=None)
@@ -88,7 +157,8 @@ def test_garbage_bodies_never_crash(body: bytes) -> None:
 def test_mutated_bodies_never_crash(data: st.DataObject) -> None:
     """Flipping, dropping or retyping fields of a valid body is rejected cleanly."""
     headers, body = messages.encode(_frames())
-    raw = msgpack.unpackb(body)
+    head, tail = _split(headers, body)
+    raw = msgpack.unpackb(head)
     key = data.draw(st.sampled_from(sorted(raw)))
     action = data.draw(st.sampled_from(["drop", "retype"]))
     if action == "drop":
@@ -103,5 +173,6 @@ def test_mutated_bodies_never_crash(data: st.DataObject) -> None:
                 st.lists(st.integers(-(2**31), 2**31), max_size=4),
             )
         )
+    mutated = msgpack.packb(raw)
     with contextlib.suppress(SchemaError):
-        messages.decode(headers, msgpack.packb(raw), FrameBatch)
+        messages.decode(headers | {Headers.TAIL: str(len(mutated))}, mutated + tail, FrameBatch)

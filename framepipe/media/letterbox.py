@@ -33,11 +33,16 @@ class Letterbox:
         width, height = self.inner
         return (self.size - width) // 2, (self.size - height) // 2
 
-    def apply(self, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
-        """Resize with swscale (area filter) and pad with black to size×size RGB."""
+    def apply(self, frame: av.VideoFrame, out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
+        """Resize with swscale (area filter) and pad with black to size×size RGB.
+
+        ``out``: a black size×size×3 array to draw into (one frame of a batch that the
+        caller allocated with ``np.zeros``), so a GOP's frames land in one tensor
+        without a stacking copy; only the picture area is written.
+        """
         width, height = self.inner
         resized = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
-        canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8) if out is None else out
         pad_x, pad_y = self.pad
         canvas[pad_y : pad_y + height, pad_x : pad_x + width] = resized.to_ndarray()
         return canvas

@@ -22,7 +22,11 @@ from typing import Any, ClassVar, Literal
 
 from framepipe.pipeline.errors import ConfigError
 
-ENVELOPE_VERSION = 1
+#: written by this build. 2: a message's large bytes field may follow the msgpack map as a
+#: raw tail (``Framepipe-Tail`` header), so pixel tensors are never copied through msgpack.
+ENVELOPE_VERSION = 2
+#: every envelope version this build decodes (1: messages from older writers still in a stream).
+READABLE_ENVELOPE_VERSIONS = (1, 2)
 ENV_PREFIX = "FRAMEPIPE_"
 #: tables of the same TOML file that only the cluster manifests and the autoscaler read.
 CLUSTER_SECTIONS = ("k8s", "scaling")
@@ -85,6 +89,8 @@ class Headers:
 
     VERSION = "Framepipe-Version"
     KIND = "Framepipe-Kind"
+    #: byte offset in the body where the raw tail (the kind's ``TAIL`` field) starts.
+    TAIL = "Framepipe-Tail"
     CAMERA = "Framepipe-Camera"
     GOP = "Framepipe-Gop"
     STAGE = "Framepipe-Stage"
@@ -179,6 +185,10 @@ class ConsumerSettings:
     ack_wait_s: float = 30.0
     max_ack_pending: int = 64
     fetch_batch: int = 4
+    #: messages one replica works on at once. 2 hides one message's publish and ack round
+    #: trips behind the next one's codec work (which stays on one thread); inference takes
+    #: more so that frames of several messages share model calls.
+    in_flight: int = 2
     max_deliver: int = 5
     retry_backoff_s: float = 1.0
     replicas: int = 1
@@ -190,15 +200,17 @@ class ConsumerSettings:
             ack_wait_s=self.ack_wait_s,
             max_ack_pending=self.max_ack_pending,
             fetch_batch=self.fetch_batch,
+            in_flight=self.in_flight,
             max_deliver=self.max_deliver,
             retry_backoff_s=self.retry_backoff_s,
             replicas=self.replicas,
         )
-        if self.fetch_batch > self.max_ack_pending:
-            raise ConfigError(
-                f"{section}.fetch_batch ({self.fetch_batch}) must not exceed "
-                f"{section}.max_ack_pending ({self.max_ack_pending})"
-            )
+        for name in ("fetch_batch", "in_flight"):
+            if getattr(self, name) > self.max_ack_pending:
+                raise ConfigError(
+                    f"{section}.{name} ({getattr(self, name)}) must not exceed "
+                    f"{section}.max_ack_pending ({self.max_ack_pending})"
+                )
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,8 @@ class DecoderSettings(ConsumerSettings):
 
 @dataclass(frozen=True)
 class InferenceSettings(ConsumerSettings):
+    #: as many as one fetch takes: frames of all of them share model calls.
+    in_flight: int = 4
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     #: detector family: "blazeface-full" (192×192, small faces), "blazeface-short" (128×128,
     #: close-ups) or "yolo" (an ONNX export in model_file). "full_range"/"short_range" are
@@ -389,6 +403,8 @@ class EncoderSettings(ConsumerSettings):
 
 @dataclass(frozen=True)
 class SinkSettings(ConsumerSettings):
+    #: the sink appends one camera's segments in order: it never takes more than 1.
+    in_flight: int = 1
     output_dir: str = "output"
     playlist_window: int = 0
 

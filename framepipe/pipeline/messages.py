@@ -1,8 +1,12 @@
 """Versioned message envelopes: headers for routing, msgpack for the body.
 
 Every message carries ``Framepipe-Version`` and ``Framepipe-Kind`` headers. The
-body is a msgpack map whose large fields (encoded packets, pixel tensors,
-segments) are raw ``bin`` values, so nothing is base64'd and nothing is pickled.
+body is a msgpack map whose large fields (encoded packets, segments) are raw
+``bin`` values, so nothing is base64'd and nothing is pickled. A kind with one
+dominant bytes field (``TAIL``: the pixel tensor of a frame batch, the segment of
+an output) sends it after the map instead, its offset in the ``Framepipe-Tail``
+header: the writer copies it once and the reader gets a ``memoryview`` of the
+received body, not two msgpack copies of megabytes per message.
 Decoding checks the version, the kind and every field's type; any mismatch is a
 :class:`SchemaError`, which the runner routes to the dead-letter stream.
 """
@@ -17,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
-from framepipe.pipeline.config import ENVELOPE_VERSION, Headers
+from framepipe.pipeline.config import ENVELOPE_VERSION, READABLE_ENVELOPE_VERSIONS, Headers
 from framepipe.pipeline.errors import SchemaError, UnknownVersionError
 
 M = TypeVar("M", bound="Message")
@@ -76,6 +80,8 @@ class Message:
     """Base of all envelopes; subclasses set ``KIND`` and declare typed fields."""
 
     KIND: ClassVar[str] = ""
+    #: a bytes field sent as the body's raw tail rather than inside the msgpack map.
+    TAIL: ClassVar[str | None] = None
 
     camera: str
     gop: int
@@ -123,7 +129,8 @@ def _check_type(kind: str, name: str, hint: Any, value: Any) -> Any:
             raise bad
         return value
     if hint is bytes:
-        if not isinstance(value, bytes):
+        # memoryview: a raw tail, a zero-copy view of the received body.
+        if not isinstance(value, bytes | memoryview):
             raise bad
         return value
     if hint is bool:
@@ -195,6 +202,7 @@ class FrameBatch(Message):
     """FRAMES: model-sized uint8 NHWC frames of one part of a GOP."""
 
     KIND: ClassVar[str] = "frames"
+    TAIL: ClassVar[str | None] = "pixels"
 
     part: int
     parts: int
@@ -205,7 +213,8 @@ class FrameBatch(Message):
     scale: float
     pad: tuple[int, int]
     shape: tuple[int, int, int, int]
-    pixels: bytes
+    #: NHWC uint8, C order; a memoryview when decoded from the wire or built from an array.
+    pixels: bytes | memoryview
     frame_offset: int = 0
     gop_frames: int = 0
     #: seconds per ``pts`` unit (the source stream's time base); (0, 1) when unknown,
@@ -256,11 +265,12 @@ class SegmentMessage(Message):
     """OUTPUT: one encoded, annotated segment per GOP."""
 
     KIND: ClassVar[str] = "segment"
+    TAIL: ClassVar[str | None] = "data"
 
     container: str
     duration_s: float
     frames: tuple[FrameDetections, ...]
-    data: bytes
+    data: bytes | memoryview
     discontinuity: bool = False
 
 
@@ -289,25 +299,54 @@ def encode(message: Message) -> tuple[dict[str, str], bytes]:
         Headers.CAMERA: message.camera,
         Headers.GOP: str(message.gop),
     }
-    body = msgpack.packb(message.to_wire(), use_bin_type=True)
-    return headers, body
+    wire = message.to_wire()
+    if message.TAIL is None:
+        return headers, msgpack.packb(wire, use_bin_type=True)
+    tail = wire.pop(message.TAIL)
+    head: bytes = msgpack.packb(wire, use_bin_type=True)
+    headers[Headers.TAIL] = str(len(head))
+    return headers, head + tail
+
+
+def _unpack(kind: str, body: bytes | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
+        raise SchemaError(f"{kind} body is not valid msgpack: {type(exc).__name__}") from None
+
+
+def _split_tail(kind: str, tail_field: str | None, offset_header: str, body: bytes) -> Any:
+    """The msgpack map of a tailed body, with the tail put back as ``tail_field``."""
+    if tail_field is None:
+        raise SchemaError(f"{kind} messages carry no raw tail, got {Headers.TAIL}: {offset_header!r}"[:200])
+    if not offset_header.isdigit() or int(offset_header) > len(body):
+        where = f"{kind} {Headers.TAIL} {offset_header!r}"[:100]
+        raise SchemaError(f"{where} is outside the {len(body)}-byte body")
+    view = memoryview(body)
+    raw = _unpack(kind, view[: int(offset_header)])
+    if not isinstance(raw, dict) or tail_field in raw:
+        raise SchemaError(f"{kind} body before the tail must be a map without {tail_field!r}")
+    raw[tail_field] = view[int(offset_header) :]
+    return raw
 
 
 def decode(headers: typing.Mapping[str, str] | None, body: bytes, expect: type[M]) -> M:
     """Parse a body sent by :func:`encode`; raise a :class:`SchemaError` subclass."""
     headers = headers or {}
     version = headers.get(Headers.VERSION)
-    if version != str(ENVELOPE_VERSION):
+    if version not in {str(v) for v in READABLE_ENVELOPE_VERSIONS}:
+        readable = ", ".join(str(v) for v in READABLE_ENVELOPE_VERSIONS)
         raise UnknownVersionError(
-            f"envelope version {version!r} is not supported (this build reads {ENVELOPE_VERSION})"
+            f"envelope version {version!r} is not supported (this build reads {readable})"
         )
     kind = headers.get(Headers.KIND)
     if kind != expect.KIND:
         raise SchemaError(f"expected a {expect.KIND!r} message, got {kind!r}")
-    try:
-        raw = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
-        raise SchemaError(f"{kind} body is not valid msgpack: {type(exc).__name__}") from None
+    offset_header = headers.get(Headers.TAIL)
+    if offset_header is None:
+        raw = _unpack(kind, body)
+    else:
+        raw = _split_tail(kind, expect.TAIL, offset_header, body)
     try:
         return expect.from_wire(raw)
     except SchemaError:

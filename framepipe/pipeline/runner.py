@@ -12,11 +12,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
 import nats.errors
 import structlog
@@ -31,6 +33,8 @@ from framepipe.pipeline.dlq import dead_letter
 from framepipe.pipeline.errors import PoisonError
 
 M = TypeVar("M", bound=messages.Message)
+P = ParamSpec("P")
+T = TypeVar("T")
 FETCH_WAIT_S = 1.0
 
 
@@ -64,12 +68,25 @@ class Stage(abc.ABC, Generic[M]):
     #: Durable consumer and settings section, when they differ from ``name``.
     consumer_name: ClassVar[str | None] = None
     section: ClassVar[str | None] = None
-    #: Opt-in: ``process`` the messages of one fetch concurrently (each still acked,
-    #: retried or dead-lettered alone), e.g. so inference can batch frames across them.
-    concurrent: ClassVar[bool] = False
+    #: A cap on the section's ``in_flight`` for stages whose ``process`` must not overlap
+    #: itself (per-camera state); None: ``in_flight`` as configured.
+    max_in_flight: ClassVar[int | None] = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._worker: ThreadPoolExecutor | None = None
+
+    async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run CPU-bound ``fn`` on this stage's single worker thread.
+
+        The event loop meanwhile publishes and acks the other messages in flight, so
+        bus round trips hide behind codec work; the work itself stays serial, so a
+        replica uses the cores its codec settings say however deep ``in_flight`` is.
+        """
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-work")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, functools.partial(fn, *args, **kwargs))
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> M:
         """Decode an input message; raise a SchemaError for anything unexpected."""
@@ -83,7 +100,10 @@ class Stage(abc.ABC, Generic[M]):
         """Handle one input; publish through ``ctx.publish``; raise to fail it."""
 
     async def close(self) -> None:
-        """Release resources after the drain."""
+        """Release resources after the drain (overrides call ``super().close()``)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
 
 class Runner:
@@ -115,10 +135,17 @@ class Runner:
         self.health.ready = True
         self.log.info("stage.started", stream=self.spec.stream, consumer=self.spec.durable)
         heartbeat = asyncio.create_task(self._heartbeat())
+        window = self.window()
+        working: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
+                if len(working) >= window:
+                    done, working = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                    _raise_failures(done)
+                    continue
                 try:
-                    batch = await sub.fetch(self.consumer.fetch_batch, timeout=FETCH_WAIT_S)
+                    wanted = min(self.consumer.fetch_batch, window - len(working))
+                    batch = await sub.fetch(wanted, timeout=FETCH_WAIT_S)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
@@ -132,12 +159,14 @@ class Runner:
                 self._held.update((id(m), m) for m in batch)
                 health.IN_FLIGHT.labels(self.stage.name).set(len(self._held))
                 health.BATCH_SIZE.labels(self.stage.name, "fetch").observe(len(batch))
-                if self.stage.concurrent:
-                    await asyncio.gather(*(self._handle_held(js, msg) for msg in batch))
-                else:
-                    for msg in batch:
-                        await self._handle_held(js, msg)
+                working.update(asyncio.create_task(self._handle_held(js, msg)) for msg in batch)
+                finished = {task for task in working if task.done()}
+                working -= finished
+                _raise_failures(finished)
         finally:
+            # Draining: what was fetched is finished and acked before the connection closes.
+            if working:
+                _raise_failures(set((await asyncio.wait(working))[0]))
             heartbeat.cancel()
             self.health.ready = False
             await self.stage.close()
@@ -147,6 +176,11 @@ class Runner:
                 await self.nc.close()
             self.health.close()
             self.log.info("stage.stopped")
+
+    def window(self) -> int:
+        """Messages this replica works on at once: ``in_flight``, capped by the stage."""
+        cap = self.stage.max_in_flight
+        return min(self.consumer.in_flight, cap) if cap is not None else self.consumer.in_flight
 
     async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
         delay = 0.2
@@ -243,6 +277,13 @@ class Runner:
         )
         with contextlib.suppress(Exception):
             await msg.term()
+
+
+def _raise_failures(done: set[asyncio.Task[None]]) -> None:
+    """``_handle`` contains every message's failure; anything escaping it ends the stage."""
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _stop_all(runners: list[Runner]) -> None:

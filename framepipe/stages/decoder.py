@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar
 
 import numpy as np
@@ -35,15 +34,18 @@ def split(count: int, per_part: int) -> list[range]:
 
 
 def decode_letterboxed(gop: GopMessage, size: int, threads: int) -> tuple[np.ndarray, list[int], Letterbox]:
-    """Every frame of the GOP letterboxed to ``size``² RGB, with its pts."""
+    """Every frame of the GOP letterboxed to ``size``² RGB, in one (n, size, size, 3) tensor,
+    with its pts."""
     letterbox = Letterbox(size, gop.width, gop.height)
-    tensors, pts = [], []
-    for frame in decode_gop(gop, threads):
-        if (frame.width, frame.height) != (gop.width, gop.height):
+    decoded = list(decode_gop(gop, threads))
+    tensor = np.zeros((len(decoded), size, size, 3), dtype=np.uint8)
+    pts = []
+    for index, frame in enumerate(decoded):
+        if (frame.width, frame.height) != (letterbox.source_width, letterbox.source_height):
             letterbox = Letterbox(size, frame.width, frame.height)
-        tensors.append(letterbox.apply(frame))
+        letterbox.apply(frame, out=tensor[index])
         pts.append(int(frame.pts if frame.pts is not None else 0))
-    return np.stack(tensors), pts, letterbox
+    return tensor, pts, letterbox
 
 
 def frame_batches(
@@ -73,7 +75,8 @@ def frame_batches(
                 scale=letterbox.scale,
                 pad=letterbox.pad,
                 shape=(chunk.shape[0], chunk.shape[1], chunk.shape[2], chunk.shape[3]),
-                pixels=chunk.tobytes(),
+                # A view of the tensor: the envelope's raw tail copies it once, into the body.
+                pixels=chunk.data.cast("B"),
                 frame_offset=gop.frame_offset,
                 gop_frames=len(frames),
                 # Frame pts are in the GOP's time base: inference turns them into seconds
@@ -92,7 +95,7 @@ class Decoder(Stage[GopMessage]):
         return decode_letterboxed(gop, self.settings.inference.input_size, self.settings.decoder.threads)
 
     async def process(self, message: GopMessage, ctx: WorkContext) -> None:
-        frames, pts, letterbox = await asyncio.to_thread(self._decode, message)
+        frames, pts, letterbox = await self.offload(self._decode, message)
         batches = frame_batches(message, ctx.stream_seq, frames, pts, letterbox, self.settings)
         for batch in batches:
             await ctx.publish(

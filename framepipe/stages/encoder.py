@@ -92,7 +92,7 @@ class Encoder(Stage[EncodeItem]):
                 f"VIDEO seq {message.video_seq} holds {gop.camera}/{gop.gop}, "
                 f"expected {message.camera}/{message.gop}"
             )
-        data, duration, count = await asyncio.to_thread(self._annotate_and_encode, gop, message)
+        data, duration, count = await self.offload(self._annotate_and_encode, gop, message)
         segment = SegmentMessage(
             camera=message.camera,
             gop=message.gop,

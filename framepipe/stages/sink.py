@@ -38,7 +38,7 @@ def segment_name(gop: int) -> str:
     return f"seg_{gop:06d}.ts"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | memoryview) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -211,6 +211,8 @@ class OutputWriter:
 class Sink(Stage[SegmentMessage]):
     name: ClassVar[str] = Names.SINK
     input_kind = SegmentMessage
+    #: segments of one camera are appended to its playlist in order, one at a time.
+    max_in_flight: ClassVar[int | None] = 1
 
     def __init__(self, settings: Settings, writer: OutputWriter) -> None:
         super().__init__(settings)
@@ -221,6 +223,7 @@ class Sink(Stage[SegmentMessage]):
 
     async def close(self) -> None:
         await self.writer.stop()
+        await super().close()
 
     async def process(self, message: SegmentMessage, ctx: WorkContext) -> None:
         output = await self.writer.camera(message.camera)
@@ -245,6 +248,7 @@ class SinkGaps(Stage[GapNotice]):
     name: ClassVar[str] = Names.SINK_GAPS
     input_kind = GapNotice
     section: ClassVar[str | None] = Names.SINK
+    max_in_flight: ClassVar[int | None] = 1
 
     def __init__(self, settings: Settings, writer: OutputWriter) -> None:
         super().__init__(settings)

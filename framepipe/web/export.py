@@ -77,7 +77,7 @@ async def collect_segments(settings: Settings, camera: str, since: float, until:
                 stored = msg.metadata.timestamp.timestamp()
                 if since <= stored <= until:
                     seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
-                    found.setdefault(seg.gop, seg.data)
+                    found.setdefault(seg.gop, bytes(seg.data))
                 if msg.metadata.num_pending == 0 or stored > until:
                     break
         finally:

@@ -261,7 +261,7 @@ class WebServer:
     async def _segment_bytes(self, seq: int) -> bytes:
         assert self._js is not None
         raw = await self._js.get_msg(Names.OUTPUT, seq)
-        return messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data
+        return bytes(messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data)
 
     async def _pipeline(self) -> dict[str, Any]:
         assert self._js is not None

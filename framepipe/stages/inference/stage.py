@@ -110,8 +110,6 @@ def build_detector(cfg: InferenceSettings) -> Detector:
 class Inference(Stage[FrameBatch]):
     name: ClassVar[str] = Names.INFERENCE
     input_kind = FrameBatch
-    #: messages of one fetch are processed together so their frames share model calls.
-    concurrent: ClassVar[bool] = True
 
     async def setup(self, js: JetStreamContext) -> None:
         cfg = self.settings.inference
@@ -140,6 +138,7 @@ class Inference(Stage[FrameBatch]):
     async def close(self) -> None:
         if hasattr(self, "detector"):
             self.detector.backend.close()
+        await super().close()
 
     def select(self, message: FrameBatch) -> list[bool] | None:
         """Frames of ``message`` to run the model on; None: every frame."""
