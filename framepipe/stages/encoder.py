@@ -8,12 +8,10 @@ from fractions import Fraction
 from typing import ClassVar
 
 import av
-import numpy as np
-import numpy.typing as npt
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from framepipe.media.annotate import draw_detections
+from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.pipeline import health, messages
 from framepipe.pipeline.config import Names
@@ -61,13 +59,8 @@ class Encoder(Stage[EncodeItem]):
         annotated: list[av.VideoFrame] = []
         for offset, frame in enumerate(decode_gop(gop, cfg.threads)):
             detections = by_frame.get(gop.frame_offset + offset, ())
-            if detections:
-                image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
-                draw_detections(image, detections)
-                drawn = av.VideoFrame.from_ndarray(image, format="rgb24")
-                drawn.pts = frame.pts
-                frame = drawn
-            annotated.append(frame)
+            # Painted into the decoded YUV planes: no RGB round trip per frame.
+            annotated.append(draw_detections_yuv420(frame, detections) if detections else frame)
         data, duration = encode_segment(
             annotated,
             Fraction(*gop.time_base),
