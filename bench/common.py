@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,21 @@ def gop_done_events(logs: Sequence[str | Path]) -> list[dict[str, Any]]:
     return events
 
 
-def busy_seconds(logs: Sequence[str | Path]) -> float:
-    """Time the stage spent inside its handler (parse → process → publish → ack), summed."""
-    return sum(float(e.get("duration_ms", 0.0)) for e in gop_done_events(logs)) / 1000.0
+def handler_seconds(logs: Sequence[str | Path]) -> tuple[float, float]:
+    """(sum, union) of the stage's handler intervals (parse → process → publish → ack).
+
+    With ``in_flight`` > 1 the intervals overlap: the union is the wall time with at least
+    one message in hand, and sum − union is the bus waiting hidden behind other work.
+    Each interval ends at its ``gop.done`` timestamp and lasts its ``duration_ms``.
+    """
+    intervals = []
+    for event in gop_done_events(logs):
+        end = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+        intervals.append((end - float(event.get("duration_ms", 0.0)) / 1000.0, end))
+    total = sum(end - start for start, end in intervals)
+    union, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            union += end - max(start, reach)
+            reach = end
+    return total, union

@@ -28,7 +28,6 @@ from typing import Any
 
 import av
 import numpy as np
-import numpy.typing as npt
 
 from bench.common import (
     RESULTS,
@@ -42,7 +41,7 @@ from bench.common import (
     write_result,
 )
 from bench.latency import RealtimePipeline
-from framepipe.media.annotate import draw_detections
+from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.media.letterbox import Letterbox
 from framepipe.media.sample import ClipSpec
@@ -74,13 +73,8 @@ def monolith(gops: list[GopMessage], settings: Settings) -> dict[str, Any]:
         found = detector.detect(tensors)
         annotated: list[av.VideoFrame] = []
         for frame, dets in zip(frames, found, strict=True):
-            if dets:
-                image: npt.NDArray[np.uint8] = frame.to_ndarray(format="rgb24")  # type: ignore[assignment]
-                draw_detections(image, [Detection(letterbox.to_source(d.box), d.score) for d in dets])
-                drawn = av.VideoFrame.from_ndarray(image, format="rgb24")
-                drawn.pts = frame.pts
-                frame = drawn
-            annotated.append(frame)
+            boxes = [Detection(letterbox.to_source(d.box), d.score) for d in dets]
+            annotated.append(draw_detections_yuv420(frame, boxes) if boxes else frame)
         enc = settings.encoder
         codec = "libx264" if enc.codec == "auto" else enc.codec
         encode_segment(annotated, Fraction(*gop.time_base), codec=codec, preset=enc.preset, crf=enc.crf)
