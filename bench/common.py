@@ -210,6 +210,8 @@ class StageHarness:
         expect: int,
         *,
         timeout_s: float = 300.0,
+        warmup: Sequence[Outgoing] = (),
+        warmup_expect: int = 0,
     ) -> StageRun:
         env = dict(os.environ)
         env.update(self.settings.to_env())
@@ -226,7 +228,9 @@ class StageHarness:
                 )
         try:
             return asyncio.run(
-                self._timed(stage, replicas, inputs, out_stream, expect, timeout_s, procs, logs)
+                self._timed(
+                    stage, replicas, inputs, out_stream, expect, timeout_s, procs, logs, warmup, warmup_expect
+                )
             )
         finally:
             for proc in procs:
@@ -248,18 +252,31 @@ class StageHarness:
         timeout_s: float,
         procs: list[subprocess.Popen[bytes]],
         logs: list[Path],
+        warmup: Sequence[Outgoing],
+        warmup_expect: int,
     ) -> StageRun:
         nc = await bus.connect(self.settings, "bench-harness")
         try:
             js = nc.jetstream(timeout=10.0)
             spec = bus.consumer_spec(stage)
-            before = (await js.stream_info(out_stream)).state.messages
             deadline = time.monotonic() + 120.0
             while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < replicas:
                 dead = [p.returncode for p in procs if p.poll() is not None]
                 if dead or time.monotonic() > deadline:
                     raise RuntimeError(f"{stage} replicas did not start (exits {dead}); see {logs[0]}")
                 await asyncio.sleep(0.1)
+            # Untimed warm-up: a fresh process's first GOPs pay for growing its heap (page
+            # faults on every decoded frame), which a long-running replica does not.
+            warm_before = (await js.stream_info(out_stream)).state.messages
+            for m in warmup:
+                await bus.publish(js, m.subject, m.body, m.headers, m.msg_id)
+            while (await js.stream_info(out_stream)).state.messages - warm_before < warmup_expect:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{stage} warm-up did not finish; see {logs[0]}")
+                await asyncio.sleep(0.02)
+            # The warm-up's last acks may still be in flight: let the stage go idle.
+            await asyncio.sleep(0.2)
+            before = (await js.stream_info(out_stream)).state.messages
             server_pid = self.server.process.pid if self.server.process else 0
             cpu_before = sum(cpu_seconds(p.pid) for p in procs)
             server_before = cpu_seconds(server_pid)
@@ -297,15 +314,18 @@ def gop_done_events(logs: Sequence[str | Path]) -> list[dict[str, Any]]:
     return events
 
 
-def handler_seconds(logs: Sequence[str | Path]) -> tuple[float, float]:
+def handler_seconds(logs: Sequence[str | Path], camera: str | None = None) -> tuple[float, float]:
     """(sum, union) of the stage's handler intervals (parse → process → publish → ack).
 
     With ``in_flight`` > 1 the intervals overlap: the union is the wall time with at least
     one message in hand, and sum − union is the bus waiting hidden behind other work.
-    Each interval ends at its ``gop.done`` timestamp and lasts its ``duration_ms``.
+    Each interval ends at its ``gop.done`` timestamp and lasts its ``duration_ms``;
+    ``camera`` keeps one camera's events (e.g. not the warm-up's).
     """
     intervals = []
     for event in gop_done_events(logs):
+        if camera is not None and event.get("camera") != camera:
+            continue
         end = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
         intervals.append((end - float(event.get("duration_ms", 0.0)) / 1000.0, end))
     total = sum(end - start for start, end in intervals)

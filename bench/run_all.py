@@ -36,6 +36,11 @@ def table(results: Path) -> str:
         path = results / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def _paired(s: dict[str, Any], kind: str) -> str:
+        """Median of paired ratios, with best-vs-best beside it (older results: one figure)."""
+        best = s.get(f"{kind}_ratio_best_vs_best")
+        return f"{s[f'{kind}_ratio']} (best/best {best})" if best is not None else str(s[f"{kind}_ratio"])
+
     if (r := load("codec")) is not None:
         for case, s in r["summary"].items():
             rows.append(
@@ -44,7 +49,7 @@ def table(results: Path) -> str:
                     f"decoder {case}, fps",
                     f"{s['decoder_stage_fps']}",
                     f"PyAV decode + letterbox {s['decoder_bare_fps']}",
-                    s["decoder_ratio"],
+                    _paired(s, "decoder"),
                 )
             )
             rows.append(
@@ -53,7 +58,7 @@ def table(results: Path) -> str:
                     f"encoder {case}, fps",
                     f"{s['encoder_stage_fps']}",
                     f"PyAV decode + draw + libx264 {s['encoder_bare_fps']}",
-                    s["encoder_ratio"],
+                    _paired(s, "encoder"),
                 )
             )
     if (r := load("inference")) is not None:
