@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from framepipe.pipeline.config import Settings, load_settings
 from framepipe.pipeline.errors import ConfigError, FramepipeError
 from framepipe.pipeline.k8s_settings import SCALED_STAGES, StageScaling, load_cluster_config
 from framepipe.pipeline.scalesim import (
@@ -38,7 +39,7 @@ DEFAULT_STARTUP_S = {"decoder": 5.0, "inference": 20.0, "encoder": 5.0}
 
 CurveOpt = Annotated[Path, typer.Option("--curve", help="Load curve: CSV (t_s|hour,cameras) or TOML.")]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="framepipe TOML config ([scaling.<stage>] tables).")
+    Path | None, typer.Option("--config", "-c", help="framepipe TOML config (\\[scaling.<stage>] tables).")
 ]
 ThroughputOpt = Annotated[
     Path,
@@ -84,9 +85,12 @@ def stage_models(
     throughput: Path,
     rates: list[str] | None,
     startups: list[str] | None,
-    frames_per_part: int,
+    settings: Settings,
 ) -> dict[str, StageModel]:
-    """Per-replica throughput per stage: ``--rate`` first, then the benchmark's results."""
+    """Per-replica throughput per stage: ``--rate`` first, then the benchmark's results.
+
+    A busy replica holds ``in_flight`` messages unacked, which KEDA counts as lag.
+    """
     given = _pairs(rates, "rate")
     measured: dict[str, Any] = {}
     if len(given) < len(SCALED_STAGES):
@@ -106,15 +110,15 @@ def stage_models(
         rate = given.get(stage) or float(measured.get(stage, {}).get("gops_per_s") or 0.0)
         if rate <= 0:
             raise ConfigError(f"{throughput} has no gops_per_s for {stage}: pass --rate {stage}=<GOPs/s>")
+        frames_per_part = settings.decoder.frames_per_part
         per_gop = math.ceil(curve.gop_frames / frames_per_part) if stage == "inference" else 1
-        models[stage] = StageModel(rate, per_gop, startup[stage])
+        held = float(settings.consumer(stage).in_flight)
+        models[stage] = StageModel(rate, per_gop, startup[stage], held_per_replica=held)
     return models
 
 
-def _frames_per_part(config: Path | None) -> int:
-    from framepipe.pipeline.config import load_settings
-
-    return load_settings(config, env={}).decoder.frames_per_part
+def _stage_settings(config: Path | None) -> Settings:
+    return load_settings(config, env={})
 
 
 def _summary_table(auto: SimResult, fixed: SimResult, target: float | None) -> Table:
@@ -175,11 +179,11 @@ def simulate_command(
     step: Annotated[float, typer.Option(help="Simulation step (s).")] = 1.0,
     out_dir: OutOpt = Path("bench/results"),
 ) -> None:
-    """Replay CURVE with the configured [scaling.*] against static peak provisioning."""
+    """Replay CURVE with the configured \\[scaling.*] against static peak provisioning."""
     try:
         load = load_curve(curve)
         scaling = load_cluster_config(config).scaling
-        models = stage_models(load, throughput, rate, startup, _frames_per_part(config))
+        models = stage_models(load, throughput, rate, startup, _stage_settings(config))
         started = time.perf_counter()
         auto, fixed = compare(load, scaling, models, step_s=step)
         json_path, png_path = _write(
@@ -213,13 +217,13 @@ def tune_command(
     step: Annotated[float, typer.Option(help="Simulation step (s).")] = 1.0,
     out_dir: OutOpt = Path("bench/results"),
 ) -> None:
-    """Recommend [scaling.<stage>] for CURVE so the p95 backlog age stays within --target-age."""
+    """Recommend \\[scaling.<stage>] for CURVE so the p95 backlog age stays within --target-age."""
     if write and config is None:
         raise _fail("--write needs --config FILE (the TOML file `framepipe k8s render -c FILE` reads)")
     try:
         load = load_curve(curve)
         existing = config if config is not None and config.is_file() else None  # --write may create it
-        models = stage_models(load, throughput, rate, startup, _frames_per_part(existing))
+        models = stage_models(load, throughput, rate, startup, _stage_settings(existing))
         with console.status("simulating candidate settings..."):
             tuning = tune(load, models, target_age, allow_zero=allow_zero, step_s=step)
             fixed = simulate(
@@ -280,7 +284,7 @@ def tune_command(
         except FramepipeError as exc:
             raise _fail(str(exc)) from exc
         out.print(
-            f"wrote [scaling.*] into {config}; "
+            f"wrote \\[scaling.*] into {escape(str(config))}; "
             f"`framepipe k8s render -c {config}` puts it in the ScaledObjects"
         )
     if not tuning.met:
