@@ -341,7 +341,7 @@ def _run(fn: Any) -> Any:
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
-    source: Annotated[str, typer.Argument(help="rtsp://[user:pass@]host/path or a file.")],
+    source: Annotated[str, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")],
     pacing: Annotated[str | None, typer.Option(help="realtime | fast (files only).")] = None,
     kubernetes: KubeOpt = False,
     config: ConfigOpt = None,

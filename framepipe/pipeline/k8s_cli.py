@@ -27,7 +27,7 @@ app = typer.Typer(help="Kubernetes manifests (kustomize base + cpu/gpu overlays)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="framepipe TOML config (also [k8s] and [scaling.<stage>])."),
+    typer.Option("--config", "-c", help="framepipe TOML config (also \\[k8s] and \\[scaling.<stage>])."),
 ]
 OverlayOpt = Annotated[str | None, typer.Option("--overlay", help=f"One of: {', '.join(OVERLAYS)}.")]
 CLUSTER_TABLES = ("k8s", "scaling")
