@@ -140,7 +140,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="360p, 4 s clip, up to 2 real-time cameras")
+    parser.add_argument("--quick", action="store_true", help="360p, 6 s clip, up to 2 real-time cameras")
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--resolution", default="720p")
@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
     args = parser.parse_args(argv)
     if args.quick:
-        # A 2-GOP run mostly measures pipeline fill; 2 cameras × 4 GOPs amortise it.
-        args.cameras, args.seconds, args.resolution, args.max_cameras = 2, 3.0, "360p", 2
+        # A short run mostly measures pipeline fill (a GOP's trip through four stages);
+        # 2 cameras × 12 GOPs amortise it.
+        args.cameras, args.seconds, args.resolution, args.max_cameras = 2, 6.0, "360p", 2
         args.gop, args.rt_seconds = 15, 6.0
     spec = ClipSpec.named(args.resolution, gop=args.gop, seconds=args.seconds)
     settings = bench_settings()
