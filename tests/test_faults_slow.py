@@ -61,6 +61,12 @@ async def _publish(js: JetStreamContext, settings: Settings, count: int) -> None
         await bus.publish(js, Names.subject(Names.VIDEO, "slow"), body, headers, f"slow:{gop}:gateway")
 
 
+async def _assert_all_acked_once(js: JetStreamContext) -> None:
+    """Nothing left pending or unacked on the decoder's consumer, and nothing redelivered."""
+    info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+    assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+
+
 async def _until(check: Callable[[], bool], timeout: float) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
@@ -99,10 +105,7 @@ def test_work_longer_than_ack_wait_is_not_redelivered(settings: Settings) -> Non
             runner.request_stop()
             await asyncio.wait_for(task, 10.0)
             assert stage.seen == [(1, 1), (2, 1)]
-            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
-            assert info.num_redelivered == 0
-            assert info.num_ack_pending == 0
-            assert info.num_pending == 0
+            await _assert_all_acked_once(js)
         finally:
             await nc.close()
 
@@ -216,10 +219,7 @@ def test_in_flight_overlaps_waits_and_keeps_offloaded_work_serial(settings: Sett
                 )
             ]
             assert overlapped, order
-            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
-            assert info.num_ack_pending == 0
-            assert info.num_pending == 0
-            assert info.num_redelivered == 0
+            await _assert_all_acked_once(js)
         finally:
             await nc.close()
 
