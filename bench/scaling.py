@@ -7,9 +7,10 @@ a fresh nats-server. The clock runs from the first publish (every replica
 already pulling, model loaded) to the last output in the stage's output stream.
 Efficiency(N) = throughput(N) / (N × throughput(1)), both measured in this run.
 N goes up to the number of cores (``--max-replicas``). The decoder and encoder
-fetch one GOP at a time here (``fetch_batch=1``) so that the last few GOPs are
-not stuck in one replica's batch while the other idles; the inference stage
-keeps its default, because it batches frames across the messages of a fetch.
+fetch one GOP at a time here (``fetch_batch=1``; a replica still holds up to its
+``in_flight`` of 2) so that the last few GOPs are not stuck in one replica while
+the other idles; the inference stage keeps its default, because it batches
+frames across the messages in flight.
 
 ``summary.per_replica.<stage>.gops_per_s`` (one replica, at ``params.gop_frames``
 frames per GOP) is what ``framepipe scale tune`` reads. Writes
