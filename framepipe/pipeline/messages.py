@@ -319,7 +319,10 @@ def _split_tail(kind: str, tail_field: str | None, offset_header: str, body: byt
     """The msgpack map of a tailed body, with the tail put back as ``tail_field``."""
     if tail_field is None:
         raise SchemaError(f"{kind} messages carry no raw tail, got {Headers.TAIL}: {offset_header!r}"[:200])
-    if not offset_header.isdigit() or int(offset_header) > len(body):
+    # isascii: str.isdigit() also accepts "²", which int() refuses; the length bound keeps
+    # int() away from its 4300-digit limit.
+    digits = offset_header.isascii() and offset_header.isdigit() and len(offset_header) <= 20
+    if not digits or int(offset_header) > len(body):
         where = f"{kind} {Headers.TAIL} {offset_header!r}"[:100]
         raise SchemaError(f"{where} is outside the {len(body)}-byte body")
     view = memoryview(body)
