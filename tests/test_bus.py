@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
 
-from framepipe.pipeline import bus
+import pytest
+
+from framepipe.pipeline import bus, natsserver
 from framepipe.pipeline.config import Names, Settings
+from framepipe.pipeline.errors import SetupError
 from framepipe.pipeline.ledger import GopLedger
 from framepipe.pipeline.messages import Detection, FrameDetections
+from framepipe.pipeline.natsserver import NatsServer
 
 
 async def _with_js(settings: Settings, fn):  # type: ignore[no-untyped-def]
@@ -97,3 +103,31 @@ def test_publish_and_kv_put_ride_through_a_server_restart(settings: Settings, na
         assert (await js.stream_info(Names.VIDEO)).state.messages == 1
 
     asyncio.run(_with_js(settings, check))
+
+
+def test_server_on_picked_ports_retries_when_a_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A picked free port that another process binds before nats-server does (a real
+    race: the kernel hands the same range out as ephemeral ports) makes nats-server exit;
+    start() picks new ports and the server comes up. Ports given explicitly are not
+    changed: a taken one is a one-line SetupError."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken, taken])
+        real_free_port = natsserver.free_port
+        monkeypatch.setattr(
+            natsserver, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host)
+        )
+        server = NatsServer(store_dir=tmp_path / "a" / "js").start(log_file=tmp_path / "a.log")
+        try:
+            assert server.port != taken
+            assert server.monitor_port != taken
+            assert "address already in use" in (tmp_path / "a.log").read_text()
+        finally:
+            server.stop()
+        fixed = NatsServer(store_dir=tmp_path / "b" / "js", port=taken)
+        with pytest.raises(SetupError, match="nats-server exited"):
+            fixed.start(log_file=tmp_path / "b.log")

@@ -33,6 +33,10 @@ from framepipe.pipeline.nats_auth import (
 )
 
 
+class _ExitedEarlyError(Exception):
+    """nats-server quit before it was healthy (e.g. a picked port was taken meanwhile)."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -171,8 +175,29 @@ class NatsServer:
         )
 
     def start(self, log_file: Path | None = None, timeout: float = 15.0) -> NatsServer:
-        self.port = self.port or free_port(self.host)
-        self.monitor_port = self.monitor_port or free_port(self.host)
+        """Start and wait until JetStream is healthy.
+
+        Ports left at 0 are picked free on loopback. Another process can take such a
+        port between the pick and nats-server's bind (the kernel hands the same range
+        out as ephemeral client ports), so a server that exits at once on picked ports
+        is started again on new ones, up to three times.
+        """
+        picked = not self.port and not self.monitor_port
+        attempts = 3 if picked else 1
+        for attempt in range(attempts):
+            if picked:
+                self.port, self.monitor_port = free_port(self.host), free_port(self.host)
+            else:
+                self.port = self.port or free_port(self.host)
+                self.monitor_port = self.monitor_port or free_port(self.host)
+            try:
+                return self._start_once(log_file, timeout)
+            except _ExitedEarlyError as exc:
+                if attempt == attempts - 1:
+                    raise SetupError(str(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _start_once(self, log_file: Path | None, timeout: float) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir.parent / "nats-server.conf"
         write_private(config, self.config_text())
@@ -188,7 +213,7 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SetupError(
+                raise _ExitedEarlyError(
                     f"nats-server exited with {self.process.returncode}"
                     + (f"; see {log_file}" if log_file else "")
                 )
