@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from framepipe.pipeline.config import Settings
 from framepipe.pipeline.k8s_settings import SCALED_STAGES, ScalingSettings, StageScaling
 from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import LocalSystem
+from framepipe.pipeline.supervisor import LocalSystem, child_preexec
 from tests.test_pipeline import FACES, _faces_clip, _output_gops
 
 GOPS = FACES.frames // FACES.gop
@@ -82,15 +82,18 @@ def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
 
 
 def test_replica_drained_while_starting_exits_cleanly(settings: Settings) -> None:
-    """SIGTERM at any point of a stage process's start-up (before it fetches anything, or
-    once it runs) ends it with exit code 0: scale-down right after scale-up is not a crash."""
+    """SIGTERM at any point of a stage process's start-up (even before the interpreter has
+    run a line of framepipe, or once it fetches) ends it with exit code 0: scale-down right
+    after scale-up is not a crash. The process is started as the supervisor starts it
+    (SIGTERM blocked until framepipe's handler is in place)."""
     env = dict(os.environ) | settings.to_env()
-    for delay in (0.05, 0.5, 1.5):
+    for delay in (0.0, 0.05, 0.5, 1.5):
         process = subprocess.Popen(
             [sys.executable, "-m", "framepipe", "stage", "decoder"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=child_preexec,
         )
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)

@@ -37,6 +37,17 @@ STAGES = (Names.DECODER, Names.INFERENCE, Names.ENCODER, Names.SINK)
 RUNTIME_FILE = "runtime.json"
 
 
+def child_preexec() -> None:
+    """Pre-exec hook of framepipe child processes: :func:`die_with_parent`, and SIGTERM
+    blocked until ``framepipe.__main__`` has its handler in place and unblocks it.
+
+    Without the block, a scale-down right after a scale-up can SIGTERM a replica before
+    Python has installed any handler, and it dies of the signal (-15) instead of exiting 0.
+    """
+    die_with_parent()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
 @dataclass
 class Managed:
     name: str
@@ -51,7 +62,7 @@ class Managed:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
             self.process = subprocess.Popen(
-                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child_preexec
             )
 
     @property
