@@ -5,7 +5,10 @@ messages of ``--frames-per-message`` letterboxed frames). "bare" calls the
 detector (ONNX Runtime + BlazeFace decode) in this process; "stage" publishes
 the messages to FRAMES on a real nats-server and times a real ``framepipe
 stage inference`` process from its first DETECTIONS message to its last
-(process start-up and model load excluded). The sweep runs the bare backend
+(process start-up and model load excluded). Stage runs alternate with bare
+passes (bare, stage, bare, …, bare); the headline ratio is the median over the
+stage runs of each against the mean of the bare passes either side of it, so
+drifting load on a shared machine hits both sides alike. The sweep runs the bare backend
 at batch 1/4/8/16/32 (at the configured ONNX Runtime threads, and at 1 and all
 cores to show where batching pays). With a GPU and tensorrt it adds TensorRT vs
 ORT CUDA.
@@ -296,6 +299,8 @@ async def _publish_and_collect(
 
 
 def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: int) -> dict[str, Any]:
+    """One stage run on its own nats-server and store under ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(store_dir=workdir / f"js-{max_batch}").start(log_file=workdir / "nats.log")
     try:
         settings = settings.replace(nats={"url": server.url})
@@ -340,7 +345,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     a.bar(["bare ORT", "stage via JetStream"], [s["bare_fps"], s["stage_fps"]], color=["grey", "tab:blue"])
     a.axhline(0.9 * s["bare_fps"], color="tab:red", linestyle="--", linewidth=1, label="0.9 × bare (goal)")
     a.set_ylabel("frames/s")
-    a.set_title(f"stage / bare = {s['ratio_stage_over_bare']}")
+    a.set_title(f"stage / bare = {s['ratio_stage_over_bare']} (median of paired runs)")
     a.legend(loc="lower right")
     for threads, table in result["sweep_by_threads"].items():
         sizes = sorted(int(x) for x in table)
@@ -393,7 +398,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--frames", type=int, default=1920)
     parser.add_argument("--frames-per-message", type=int, default=32)
     parser.add_argument("--cameras", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="sweep and breakdown repeats")
+    parser.add_argument(
+        "--stage-runs",
+        type=int,
+        default=None,
+        help="stage runs, each between two bare passes (default: repeats)",
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the setting)"
     )
@@ -401,6 +412,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.repeats = 512, 2
+    if args.stage_runs is None:
+        args.stage_runs = args.repeats
+    if args.stage_runs < 1:
+        parser.error("--stage-runs must be at least 1")
     settings = Settings().replace(inference={"models_dir": str(REPO / ".cache" / "models")})
     if args.threads is not None:
         settings = settings.replace(inference={"intra_op_threads": args.threads})
@@ -408,19 +423,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frames = make_frames(args.frames, settings.inference.input_size)
     msgs = make_messages(frames, args.frames_per_message, args.cameras)
     sweep_frames = frames[: min(len(frames), 256)]
-    # Bare before and after the stage: load on a shared machine drifts, and the
-    # ratio should not depend on which side ran in the quieter minute.
-    before = bare(settings, msgs, max(1, args.repeats // 2))
+    # bare, stage, bare, stage, …, bare: load on a shared machine drifts, so each stage
+    # run is compared with the bare passes right before and after it (paired ratio).
+    passes = [bare(settings, msgs, 1)]
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fp-bench-inf-") as tmp:
-        staged = stage(settings, msgs, Path(tmp), settings.inference.max_batch)
-        after = bare(settings, msgs, max(1, args.repeats - args.repeats // 2))
+        for index in range(args.stage_runs):
+            runs.append(stage(settings, msgs, Path(tmp) / f"run-{index}", settings.inference.max_batch))
+            passes.append(bare(settings, msgs, 1))
         on_gpu = gpu(settings, sweep_frames, args.repeats, Path(tmp))
+    bare_samples = [p["fps_samples"][0] for p in passes]
     baseline = {
-        "frames": before["frames"],
-        "fps_samples": before["fps_samples"] + after["fps_samples"],
-        "fps": float(np.median(before["fps_samples"] + after["fps_samples"])),
-        "cpu_ms_per_frame": float(np.median([before["cpu_ms_per_frame"], after["cpu_ms_per_frame"]])),
+        "frames": passes[0]["frames"],
+        "fps_samples": bare_samples,
+        "fps": float(np.median(bare_samples)),
+        "cpu_ms_per_frame": float(np.median([p["cpu_ms_per_frame"] for p in passes])),
     }
+    pairs = [round(run["fps"] / float(np.mean(bare_samples[i : i + 2])), 3) for i, run in enumerate(runs)]
+    staged = sorted(runs, key=lambda run: run["fps"])[len(runs) // 2]
+    staged = {**staged, "fps_samples": [run["fps"] for run in runs], "paired_ratios": pairs}
     swept = sweep(settings, sweep_frames, args.repeats)
     by_threads = {str(threads): swept}
     for count in sorted({1, available_cpus()} - {threads}):
@@ -434,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "frames_per_message": args.frames_per_message,
             "cameras": args.cameras,
             "repeats": args.repeats,
+            "stage_runs": args.stage_runs,
             "model": settings.inference.model,
             "max_batch": settings.inference.max_batch,
             "cpu_max_batch": settings.inference.cpu_max_batch,
@@ -448,8 +470,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": {
             "bare_fps": round(baseline["fps"], 1),
             "stage_fps": round(staged["fps"], 1),
-            "ratio_stage_over_bare": round(staged["fps"] / baseline["fps"], 3),
-            "stage_complete": staged["complete"],
+            "ratio_stage_over_bare": float(np.median(pairs)),
+            "ratio_best_vs_best": round(max(r["fps"] for r in runs) / max(bare_samples), 3),
+            "paired_ratios": pairs,
+            "stage_complete": all(run["complete"] for run in runs),
             "bare_cpu_ms_per_frame": round(baseline["cpu_ms_per_frame"], 2),
             "stage_cpu_ms_per_frame": {k: round(v, 2) for k, v in staged.get("cpu_ms_per_frame", {}).items()},
             "breakdown_ms_per_message": steps,
