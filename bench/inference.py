@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": {
             "bare_fps": round(baseline["fps"], 1),
             "stage_fps": round(staged["fps"], 1),
-            "ratio_stage_over_bare": float(np.median(pairs)),
+            "ratio_stage_over_bare": round(float(np.median(pairs)), 3),
             "ratio_best_vs_best": round(max(r["fps"] for r in runs) / max(bare_samples), 3),
             "paired_ratios": pairs,
             "stage_complete": all(run["complete"] for run in runs),
