@@ -30,7 +30,6 @@ import io
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from bench.common import (
     bench_settings,
     clip,
     handler_seconds,
+    interleaved,
     load_gops,
     pyplot,
     ratio,
@@ -301,17 +301,6 @@ def paired_ratios(passes: list[dict[str, Any]], key: str, runs: list[StageRun]) 
         around = [frames / passes[index][key][0], frames / passes[index + 1][key][0]]
         out.append(round((frames / run.seconds) / statistics.fmean(around), 3))
     return out
-
-
-def interleaved(
-    repeats: int, bare: Callable[[], dict[str, Any]], stage: Callable[[int], StageRun]
-) -> tuple[list[dict[str, Any]], list[StageRun]]:
-    """bare, stage, bare, stage, …, bare: both sides see the same stretch of machine load."""
-    passes, runs = [bare()], []
-    for index in range(repeats):
-        runs.append(stage(index))
-        passes.append(bare())
-    return passes, runs
 
 
 def bench_clip(spec: ClipSpec, settings: Settings, workdir: Path, repeats: int) -> dict[str, Any]:

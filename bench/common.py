@@ -10,11 +10,11 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -335,3 +335,17 @@ def handler_seconds(logs: Sequence[str | Path], camera: str | None = None) -> tu
             union += end - max(start, reach)
             reach = end
     return total, union
+
+
+Run = TypeVar("Run")
+
+
+def interleaved(
+    repeats: int, bare: Callable[[], dict[str, Any]], stage: Callable[[int], Run]
+) -> tuple[list[dict[str, Any]], list[Run]]:
+    """bare, stage, bare, stage, …, bare: both sides see the same stretch of machine load."""
+    passes, runs = [bare()], []
+    for index in range(repeats):
+        runs.append(stage(index))
+        passes.append(bare())
+    return passes, runs

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import machine, save_figure
+from bench.common import interleaved, machine, save_figure
 from framepipe.media.letterbox import Letterbox
 from framepipe.pipeline import bus, messages
 from framepipe.pipeline.config import Names, Settings
@@ -425,12 +425,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sweep_frames = frames[: min(len(frames), 256)]
     # bare, stage, bare, stage, …, bare: load on a shared machine drifts, so each stage
     # run is compared with the bare passes right before and after it (paired ratio).
-    passes = [bare(settings, msgs, 1)]
-    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fp-bench-inf-") as tmp:
-        for index in range(args.stage_runs):
-            runs.append(stage(settings, msgs, Path(tmp) / f"run-{index}", settings.inference.max_batch))
-            passes.append(bare(settings, msgs, 1))
+        passes, runs = interleaved(
+            args.stage_runs,
+            lambda: bare(settings, msgs, 1),
+            lambda i: stage(settings, msgs, Path(tmp) / f"run-{i}", settings.inference.max_batch),
+        )
         on_gpu = gpu(settings, sweep_frames, args.repeats, Path(tmp))
     bare_samples = [p["fps_samples"][0] for p in passes]
     baseline = {

@@ -36,14 +36,8 @@ def table(results: Path) -> str:
         path = results / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def _paired(s: dict[str, Any], kind: str) -> str:
+    def _paired(ratio: Any, best: Any) -> str:
         """Median of paired ratios, with best-vs-best beside it (older results: one figure)."""
-        best = s.get(f"{kind}_ratio_best_vs_best")
-        return f"{s[f'{kind}_ratio']} (best/best {best})" if best is not None else str(s[f"{kind}_ratio"])
-
-    def _paired_inference(s: dict[str, Any]) -> str:
-        best = s.get("ratio_best_vs_best")
-        ratio = s["ratio_stage_over_bare"]
         return f"{ratio} (best/best {best})" if best is not None else str(ratio)
 
     if (r := load("codec")) is not None:
@@ -54,7 +48,7 @@ def table(results: Path) -> str:
                     f"decoder {case}, fps",
                     f"{s['decoder_stage_fps']}",
                     f"PyAV decode + letterbox {s['decoder_bare_fps']}",
-                    _paired(s, "decoder"),
+                    _paired(s["decoder_ratio"], s.get("decoder_ratio_best_vs_best")),
                 )
             )
             rows.append(
@@ -63,7 +57,7 @@ def table(results: Path) -> str:
                     f"encoder {case}, fps",
                     f"{s['encoder_stage_fps']}",
                     f"PyAV decode + draw + libx264 {s['encoder_bare_fps']}",
-                    _paired(s, "encoder"),
+                    _paired(s["encoder_ratio"], s.get("encoder_ratio_best_vs_best")),
                 )
             )
     if (r := load("inference")) is not None:
@@ -74,7 +68,7 @@ def table(results: Path) -> str:
                 "stage fps",
                 f"{s['stage_fps']}",
                 f"bare ONNX Runtime {s['bare_fps']}",
-                _paired_inference(s),
+                _paired(s["ratio_stage_over_bare"], s.get("ratio_best_vs_best")),
             )
         )
     if (r := load("e2e")) is not None:
