@@ -37,9 +37,9 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from bench.common import RESULTS, bench_settings, pyplot, ratio, save_figure, stats, write_result
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.messages import (
+from framepipe.core import bus, messages
+from framepipe.core.bus import setup_topology
+from framepipe.core.messages import (
     Detection,
     DetectionsMessage,
     EncodeItem,
@@ -48,9 +48,10 @@ from framepipe.pipeline.messages import (
     GopMessage,
     SegmentMessage,
 )
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.runner import FETCH_WAIT_S
-from framepipe.pipeline.supervisor import setup_topology
+from framepipe.core.runner import FETCH_WAIT_S
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
 
 BENCH_CONSUMER = "bench"
 QUICK_CASES = "gop 150KiB,frames 32×192²,encode 30,segment 300KiB"

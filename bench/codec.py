@@ -37,6 +37,7 @@ from typing import Any
 import av
 import numpy as np
 
+from bench.baselines import frame_batches
 from bench.common import (
     RESULTS,
     Outgoing,
@@ -52,11 +53,12 @@ from bench.common import (
     save_figure,
     write_result,
 )
+from framepipe.core import messages
+from framepipe.core.messages import Detection, EncodeItem, FrameDetections, GopMessage, Headers
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
 from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.sample import ClipSpec, face_box
-from framepipe.pipeline import messages
-from framepipe.pipeline.config import Headers, Names, Settings
-from framepipe.pipeline.messages import Detection, EncodeItem, FrameDetections, GopMessage
 from framepipe.stages.decoder import frames_per_part, split
 
 
@@ -200,8 +202,6 @@ def serialization_ms(gops: list[GopMessage], settings: Settings) -> dict[str, fl
     decoder: parse the GOP message, pack its frame batches (tensor copy + msgpack);
     encoder: parse the ENCODE item and the GOP re-read from VIDEO, pack the segment.
     """
-    from bench.scaling import frame_batches
-
     wire = [messages.encode(g) for g in gops]
     batches = frame_batches(gops, settings)
     started = time.perf_counter()

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from framepipe.core import bus, topology
+from framepipe.core.bus import setup_topology
+from framepipe.core.messages import GopMessage
+from framepipe.core.settings import Settings
+from framepipe.local.natsserver import NatsServer
 from framepipe.media.gop import GopCutter
 from framepipe.media.sample import ClipSpec, cached_clip
-from framepipe.pipeline import bus
-from framepipe.pipeline.config import Settings
-from framepipe.pipeline.messages import GopMessage
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import setup_topology
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -258,7 +258,7 @@ class StageHarness:
         nc = await bus.connect(self.settings, "bench-harness")
         try:
             js = nc.jetstream(timeout=10.0)
-            spec = bus.consumer_spec(stage)
+            spec = topology.consumer_spec(stage)
             deadline = time.monotonic() + 120.0
             while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < replicas:
                 dead = [p.returncode for p in procs if p.poll() is not None]

@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 
 from bench.common import interleaved, machine, save_figure
+from framepipe.core import bus, messages, topology
+from framepipe.core.bus import setup_topology
+from framepipe.core.messages import Detection, DetectionsMessage, FrameBatch, FrameDetections
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
 from framepipe.media.letterbox import Letterbox
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.messages import Detection, DetectionsMessage, FrameBatch, FrameDetections
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import setup_topology
 from framepipe.stages.inference.backends import OnnxRuntimeBackend, available_cpus, ort_threads
 from framepipe.stages.inference.blazeface import preprocess
 from framepipe.stages.inference.stage import FaceDetector, build_detector
@@ -263,7 +264,7 @@ async def _publish_and_collect(
 
     sub = await nc.subscribe(Names.wildcard(Names.DETECTIONS), cb=on_detections)
     # Publish once the stage pulls, so its start-up does not overlap the publishing.
-    spec = bus.consumer_spec(Names.INFERENCE)
+    spec = topology.consumer_spec(Names.INFERENCE)
     deadline = time.monotonic() + 120
     while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < 1:
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.baselines import monolith
 from bench.common import (
     RESULTS,
     bench_settings,
@@ -40,11 +41,12 @@ from bench.common import (
     stats,
     write_result,
 )
+from framepipe.core import bus, messages, topology
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
+from framepipe.local.supervisor import STAGES, LocalSystem
 from framepipe.media.sample import ClipSpec
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import STAGES, LocalSystem
 from framepipe.stages.sink import segment_name
 
 
@@ -54,7 +56,7 @@ async def _lag(settings: Settings) -> dict[str, int]:
         js = nc.jetstream(timeout=5.0)
         out = {}
         for stage in STAGES:
-            spec = bus.consumer_spec(stage)
+            spec = topology.consumer_spec(stage)
             info = await js.consumer_info(spec.stream, spec.durable)
             out[stage] = (info.num_pending or 0) + (info.num_ack_pending or 0)
         return out
@@ -233,8 +235,6 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from bench.e2e import monolith
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="360p, 6 s clip")
     parser.add_argument("--resolution", default="720p")

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.baselines import frame_batches
 from bench.codec import decoder_parts, detections, gop_inputs, outgoing
 from bench.common import (
     RESULTS,
@@ -40,22 +41,12 @@ from bench.common import (
     save_figure,
     write_result,
 )
+from framepipe.core.messages import EncodeItem, GopMessage
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
 from framepipe.media.sample import ClipSpec
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.messages import EncodeItem, FrameBatch, GopMessage
-from framepipe.stages.decoder import decode_letterboxed
-from framepipe.stages.decoder import frame_batches as decoder_frame_batches
 
 STAGES = (Names.DECODER, Names.INFERENCE, Names.ENCODER)
-
-
-def frame_batches(gops: list[GopMessage], settings: Settings) -> list[FrameBatch]:
-    """What the decoder stage publishes for these GOPs (its own code, in this process)."""
-    out = []
-    for seq, gop in enumerate(gops, start=1):
-        frames, pts, box = decode_letterboxed(gop, settings.inference.input_size, settings.decoder.threads)
-        out += decoder_frame_batches(gop, seq, frames, pts, box, settings)
-    return out
 
 
 def backlog(spec: ClipSpec, cameras: int) -> list[GopMessage]:

@@ -10,12 +10,12 @@ if sys.argv[1:2] == ["stage"]:
 
     signal.signal(signal.SIGTERM, _exit_before_work)
 
-# The supervisor starts its children with SIGTERM blocked (supervisor.child_preexec), so a
+# The supervisor starts its children with SIGTERM blocked (local.processes.child_preexec), so a
 # SIGTERM sent while the interpreter was still starting waited, pending, for the handler
 # above; from here on it is delivered (to the handler, or with its default action).
 if hasattr(signal, "pthread_sigmask"):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
-from framepipe.pipeline.cli import entrypoint  # after the early SIGTERM handler
+from framepipe.cli import entrypoint  # after the early SIGTERM handler
 
 entrypoint()

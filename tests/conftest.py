@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from framepipe.core.settings import Settings
+from framepipe.local.natsserver import NatsServer
 from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.pipeline.config import Settings
-from framepipe.pipeline.natsserver import NatsServer
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / ".cache" / "test-media"

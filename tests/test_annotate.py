@@ -7,8 +7,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from framepipe.core.messages import Detection
 from framepipe.media.annotate import BOX_COLOUR, draw_detections, draw_detections_yuv420, rgb_to_yuv
-from framepipe.pipeline.messages import Detection
 
 BOXES = (Detection((101.3, 203.7, 401.2, 515.5), 0.94), Detection((900.0, 10.0, 1270.0, 300.0), 0.5))
 

@@ -12,8 +12,12 @@ import dataclasses
 
 import pytest
 
-from framepipe.pipeline import bus
-from framepipe.pipeline.autoscale import (
+from framepipe.core import bus, topology
+from framepipe.core.cluster_settings import ScalingSettings, StageScaling
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
+from framepipe.scaling.autoscale import (
     Autoscaler,
     Policy,
     ScaleEvent,
@@ -25,9 +29,6 @@ from framepipe.pipeline.autoscale import (
     scale_down_limit,
     scale_up_limit,
 )
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.k8s_settings import ScalingSettings, StageScaling
-from framepipe.pipeline.natsserver import NatsServer
 
 QUIET = ScalingSettings(
     min_replicas=1,
@@ -235,7 +236,7 @@ def test_lag_from_a_real_monitoring_endpoint(settings: Settings, nats_server: Na
             await bus.ensure_topology(js, settings)
             for gop in range(5):
                 await bus.publish(js, "video.cam1", b"gop", {}, Names.msg_id("cam1", gop, "gateway"))
-            spec = bus.consumer_spec(Names.DECODER)
+            spec = topology.consumer_spec(Names.DECODER)
             sub = await js.pull_subscribe_bind(spec.durable, spec.stream)
             held = await sub.fetch(2, timeout=5)
             assert len(held) == 2

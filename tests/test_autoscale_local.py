@@ -12,10 +12,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from framepipe.pipeline.config import Settings
-from framepipe.pipeline.k8s_settings import SCALED_STAGES, ScalingSettings, StageScaling
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import LocalSystem, child_preexec
+from framepipe.core.cluster_settings import ScalingSettings, StageScaling
+from framepipe.core.settings import Settings
+from framepipe.core.topology import SCALED_STAGES
+from framepipe.local.natsserver import NatsServer
+from framepipe.local.processes import child_preexec
+from framepipe.local.supervisor import LocalSystem
 from tests.test_pipeline import FACES, _faces_clip, _output_gops
 
 GOPS = FACES.frames // FACES.gop

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.pipeline import bus, natsserver
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.errors import SetupError
-from framepipe.pipeline.ledger import GopLedger
-from framepipe.pipeline.messages import Detection, FrameDetections
-from framepipe.pipeline.natsserver import NatsServer
+from framepipe.core import bus, topology
+from framepipe.core.errors import SetupError
+from framepipe.core.ledger import GopLedger
+from framepipe.core.messages import Detection, FrameDetections
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local import natsserver
+from framepipe.local.natsserver import NatsServer
 
 
 async def _with_js(settings: Settings, fn):  # type: ignore[no-untyped-def]
@@ -33,8 +35,8 @@ def test_topology_is_idempotent(settings: Settings) -> None:
         await bus.ensure_topology(js, settings)
         names = {s.config.name for s in await js.streams_info()}
         buckets = {f"KV_{Names.LEDGER_BUCKET}", f"KV_{Names.SOURCES_BUCKET}", f"KV_{Names.CAMERAS_BUCKET}"}
-        assert names == {s.name for s in bus.stream_specs(settings)} | buckets
-        for spec in bus.consumer_specs():
+        assert names == {s.name for s in topology.STREAMS} | buckets
+        for spec in topology.consumer_specs():
             info = await js.consumer_info(spec.stream, spec.durable)
             assert str(getattr(info.config.ack_policy, "value", info.config.ack_policy)) == "explicit"
             assert info.config.max_deliver == -1

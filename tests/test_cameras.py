@@ -18,23 +18,14 @@ from typing import Any
 
 import pytest
 
-from framepipe.pipeline.cameras import (
-    SOURCE_ENV,
-    CameraSpec,
-    CameraWatch,
-    KubeCameras,
-    camera_objects,
-    delete_camera,
-    list_cameras,
-    owner_reference,
-    put_camera,
-    secret_name,
-)
-from framepipe.pipeline.config import Settings, load_settings
-from framepipe.pipeline.k8s import gateway_deployment
-from framepipe.pipeline.k8s_settings import ClusterConfig
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import setup_topology
+from framepipe.cluster.cameras import SOURCE_ENV, KubeCameras, camera_objects, owner_reference, secret_name
+from framepipe.cluster.workloads import gateway_deployment
+from framepipe.core.bus import setup_topology
+from framepipe.core.cluster_settings import ClusterConfig
+from framepipe.core.loader import load_settings
+from framepipe.core.settings import Settings
+from framepipe.local.cameras import CameraSpec, CameraWatch, delete_camera, list_cameras, put_camera
+from framepipe.local.natsserver import NatsServer
 
 K8S_VERSION = "1.33.0"
 SOURCE = "rtsp://viewer:s3cret@10.0.0.7:554/stream1"
@@ -58,7 +49,7 @@ def test_camera_objects_are_valid_and_keep_the_url_in_a_secret() -> None:
     }
     _validate(owned)
 
-    # Same object as the k8s/camera template (framepipe.pipeline.k8s), only the source differs.
+    # Same object as the k8s/camera template (framepipe.cluster.manifests), only the source differs.
     template = gateway_deployment(settings, cluster, "Front_Door", f"$({SOURCE_ENV})")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["gateway", "--camera", "Front_Door", "--source", f"$({SOURCE_ENV})"]
@@ -144,7 +135,7 @@ def test_cli_without_a_running_system_is_a_one_line_error(tmp_path: Path) -> Non
 
 def test_empty_camera_bucket_lists_nothing(settings: Settings) -> None:
     """`framepipe cameras list` before any camera was added is an empty list, not a crash."""
-    from framepipe.pipeline.cameras import list_cameras
+    from framepipe.local.cameras import list_cameras
 
     asyncio.run(setup_topology(settings))
     assert asyncio.run(list_cameras(settings)) == []
@@ -153,7 +144,7 @@ def test_empty_camera_bucket_lists_nothing(settings: Settings) -> None:
 def test_cli_tools_attach_to_the_running_system(tmp_path: Path) -> None:
     """status/cameras/dlq find a running `framepipe run` through its runtime.json; without
     one (or with a broken one) they keep the configured URL."""
-    from framepipe.pipeline.supervisor import attach_to_running
+    from framepipe.local.runtime import Runtime, attach_to_running
 
     settings = Settings().replace(local={"state_dir": str(tmp_path)})
     assert attach_to_running(settings) == (settings, None)
@@ -162,4 +153,4 @@ def test_cli_tools_attach_to_the_running_system(tmp_path: Path) -> None:
     (tmp_path / "runtime.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:4999", "processes": []}))
     attached, runtime = attach_to_running(settings)
     assert attached.nats.url == "nats://127.0.0.1:4999"
-    assert runtime == {"nats_url": "nats://127.0.0.1:4999", "processes": []}
+    assert runtime == Runtime("nats://127.0.0.1:4999")

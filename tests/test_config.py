@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.pipeline.config import Names, Settings, load_settings, validate_camera_name
-from framepipe.pipeline.errors import ConfigError
+from framepipe.core.errors import ConfigError
+from framepipe.core.loader import load_settings
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names, validate_camera_name
 
 
 def test_defaults_are_valid_and_env_round_trips() -> None:
@@ -69,7 +71,7 @@ def test_names_are_consistent() -> None:
 def test_one_file_holds_stage_and_cluster_tables(tmp_path: Path) -> None:
     """``[k8s]`` and ``[scaling.*]`` sit in the same TOML as the stage settings: the stage
     loader skips them, the cluster loader reads them."""
-    from framepipe.pipeline.k8s_settings import load_cluster_config
+    from framepipe.core.loader import load_cluster_config
 
     file = tmp_path / "framepipe.toml"
     file.write_text(

@@ -19,10 +19,12 @@ from collections.abc import Iterator
 import nats.errors
 import pytest
 
+from framepipe.core import bus, logs, messages
+from framepipe.core.messages import Headers
+from framepipe.core.runner import Runner
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
-from framepipe.pipeline import bus, logs, messages
-from framepipe.pipeline.config import Headers, Names, Settings
-from framepipe.pipeline.runner import Runner
 from framepipe.stages.decoder import Decoder
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from tests.conftest import clip

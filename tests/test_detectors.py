@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framepipe.pipeline.config import ConfigError, InferenceSettings
+from framepipe.core.settings import ConfigError, InferenceSettings
 from framepipe.stages.inference.backends import OnnxRuntimeBackend, create_backend, describe_backend
 from framepipe.stages.inference.blazeface import RawDetection
 from framepipe.stages.inference.detectors import YoloDecoder, fill_skipped, select_frames

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from framepipe.pipeline import bus, logs
-from framepipe.pipeline.cli import app
-from framepipe.pipeline.config import Headers, Names, Settings
-from framepipe.pipeline.dlq import dead_letter
-from framepipe.pipeline.natsserver import NatsServer
+from framepipe.cli.app import app
+from framepipe.core import bus, logs, topology
+from framepipe.core.dlq import dead_letter
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +39,7 @@ async def _dead_letter_one(settings: Settings, body: bytes) -> None:
         js = nc.jetstream(timeout=10.0)
         await bus.ensure_topology(js, settings)
         await bus.publish(js, "video.cam1", body, ORIGINAL, "cam1:7:gateway")
-        spec = bus.consumer_spec("decoder")
+        spec = topology.consumer_spec("decoder")
         sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
         (msg,) = await sub.fetch(1, timeout=5.0)
         await dead_letter(js, "decoder", msg, "corrupt-media", "InvalidDataError:\n  bad  bitstream")

@@ -11,9 +11,9 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-from framepipe.pipeline.config import Settings
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import STAGES, LocalSystem
+from framepipe.core.settings import Settings
+from framepipe.local.natsserver import NatsServer
+from framepipe.local.supervisor import STAGES, LocalSystem
 from tests.test_pipeline import FACES, _faces_clip, _output_gops, _read_jsonl
 
 GOPS = FACES.frames // FACES.gop

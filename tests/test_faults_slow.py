@@ -15,9 +15,10 @@ from typing import ClassVar
 import pytest
 from nats.js import JetStreamContext
 
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.runner import Runner, Stage, WorkContext
+from framepipe.core import bus, messages
+from framepipe.core.runner import Done, Runner, Stage, WorkContext
+from framepipe.core.settings import Settings
+from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.stages.sink import OutputWriter, Sink
 
 ACK_WAIT_S = 1.0
@@ -27,6 +28,7 @@ class SlowStage(Stage[messages.GapMessage]):
     """Takes ``delay_s`` per message, or waits for ``release``; records what it saw."""
 
     name: ClassVar[str] = Names.DECODER
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.DECODER)
     input_kind: ClassVar[type[messages.Message]] = messages.GapMessage
 
     def __init__(self, settings: Settings, delay_s: float = 0.0) -> None:
@@ -37,7 +39,7 @@ class SlowStage(Stage[messages.GapMessage]):
         self.in_process = 0
         self.peak = 0
 
-    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> None:
+    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> Done:
         self.in_process += 1
         self.peak = max(self.peak, self.in_process)
         try:
@@ -48,6 +50,7 @@ class SlowStage(Stage[messages.GapMessage]):
             self.seen.append((message.gop, ctx.deliveries))
         finally:
             self.in_process -= 1
+        return Done()
 
 
 def _settings(settings: Settings, **decoder: object) -> Settings:
@@ -159,6 +162,7 @@ class OverlappingStage(Stage[messages.GapMessage]):
     """Per message: CPU work on the stage's worker thread, then a wait like a publish's ack."""
 
     name: ClassVar[str] = Names.DECODER
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.DECODER)
     input_kind: ClassVar[type[messages.Message]] = messages.GapMessage
 
     def __init__(self, settings: Settings) -> None:
@@ -176,7 +180,7 @@ class OverlappingStage(Stage[messages.GapMessage]):
         threading.Event().wait(0.2)
         self.working -= 1
 
-    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> None:
+    async def process(self, message: messages.GapMessage, ctx: WorkContext) -> Done:
         self.in_process += 1
         self.peak_in_process = max(self.peak_in_process, self.in_process)
         await self.offload(self._work, message.gop)
@@ -184,6 +188,7 @@ class OverlappingStage(Stage[messages.GapMessage]):
         await asyncio.sleep(0.4)
         self.events.append(("done", message.gop))
         self.in_process -= 1
+        return Done()
 
 
 def test_in_flight_overlaps_waits_and_keeps_offloaded_work_serial(settings: Settings) -> None:

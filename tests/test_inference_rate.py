@@ -11,13 +11,14 @@ import msgpack
 import numpy as np
 import pytest
 
+from framepipe.core import bus, messages
+from framepipe.core.bus import setup_topology
+from framepipe.core.errors import SchemaError
+from framepipe.core.messages import FrameBatch, GopMessage, Headers
+from framepipe.core.runner import Runner
+from framepipe.core.settings import ConfigError, InferenceSettings, Settings
+from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import ConfigError, Headers, InferenceSettings, Names, Settings
-from framepipe.pipeline.errors import SchemaError
-from framepipe.pipeline.messages import FrameBatch, GopMessage
-from framepipe.pipeline.runner import Runner
-from framepipe.pipeline.supervisor import setup_topology
 from framepipe.stages.decoder import Decoder
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from framepipe.stages.inference.detectors import select_by_rate

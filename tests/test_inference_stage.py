@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from framepipe.pipeline import bus, health, messages
-from framepipe.pipeline.config import ConfigError, Names, Settings
-from framepipe.pipeline.messages import DetectionsMessage, FrameBatch
-from framepipe.pipeline.runner import Runner
-from framepipe.pipeline.status import collect_status, render_status
-from framepipe.pipeline.supervisor import setup_topology
+from framepipe.core import bus, health, messages
+from framepipe.core.bus import setup_topology
+from framepipe.core.messages import DetectionsMessage, FrameBatch
+from framepipe.core.runner import Runner
+from framepipe.core.settings import ConfigError, Settings
+from framepipe.core.topology import Names
+from framepipe.local.runtime import ProcessEntry, Runtime
+from framepipe.local.status import collect_status, render_status
 from framepipe.stages.inference.stage import Inference, build_detector
 
 pytestmark = pytest.mark.integration
@@ -203,7 +205,7 @@ def test_backend_is_reported_in_metrics_and_status(settings: Settings, tmp_path:
         # What the supervisor records for a stage process: its log names the metrics port.
         log = tmp_path / "inference-0.log"
         log.write_text(json.dumps({"event": "stage.health", "port": port}) + "\n")
-        runtime = {"processes": [{"name": "inference-0", "pid": os.getpid(), "log": str(log)}]}
+        runtime = Runtime(cfg.nats.url, processes=(ProcessEntry("inference-0", os.getpid(), str(log)),))
         report = asyncio.run(collect_status(cfg, runtime))
     finally:
         server.close()

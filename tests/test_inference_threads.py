@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.pipeline.config import ConfigError, InferenceSettings
+from framepipe.core.settings import ConfigError, InferenceSettings
 from framepipe.stages.inference.backends import (
     BackendInfo,
     OnnxRuntimeBackend,

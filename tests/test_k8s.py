@@ -27,25 +27,15 @@ import nats.errors
 import pytest
 import yaml
 
-from framepipe.pipeline import bus
-from framepipe.pipeline.config import Names, Settings, load_settings
-from framepipe.pipeline.errors import ConfigError
-from framepipe.pipeline.k8s import (
-    METRICS_PORT,
-    STAGES,
-    check_tree,
-    find_kubectl,
-    grace_seconds,
-    render_files,
-    render_tree,
-)
-from framepipe.pipeline.k8s_nats import CLIENT_LABEL, NATS_MONITORING, USERS, nats_conf, password_env
-from framepipe.pipeline.k8s_settings import (
-    SCALED_STAGES,
-    ClusterConfig,
-    K8sSettings,
-    cluster_config_from_tables,
-)
+from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, render_tree
+from framepipe.cluster.nats import CLIENT_LABEL, NATS_MONITORING, USERS, nats_conf, password_env
+from framepipe.cluster.workloads import METRICS_PORT, STAGES, grace_seconds
+from framepipe.core import bus, topology
+from framepipe.core.cluster_settings import ClusterConfig, K8sSettings
+from framepipe.core.errors import ConfigError
+from framepipe.core.loader import cluster_config_from_tables, load_settings
+from framepipe.core.settings import Settings
+from framepipe.core.topology import SCALED_STAGES, Names
 
 REPO = Path(__file__).resolve().parents[1]
 KEDA_DIR = REPO.parent / "shared" / "keda"
@@ -183,8 +173,8 @@ def test_scaled_objects_mean_what_the_pipeline_does(
     deployments = by_kind(objects, "Deployment")
     services = by_kind(objects, "Service")
     statefulset = by_kind(objects, "StatefulSet")["framepipe-nats"]
-    created = {(spec.stream, spec.durable) for spec in bus.consumer_specs()}
-    streams = {spec.name for spec in bus.stream_specs(settings)}
+    created = {(spec.stream, spec.durable) for spec in topology.consumer_specs()}
+    streams = {spec.name for spec in topology.STREAMS}
     conf = by_kind(objects, "ConfigMap")["framepipe-nats-config"]["data"]["nats.conf"]
     targets: dict[str, int] = {}
     for so in by_kind(objects, "ScaledObject").values():
@@ -199,7 +189,7 @@ def test_scaled_objects_mean_what_the_pipeline_does(
         md = trigger["metadata"]
         assert (md["stream"], md["consumer"]) in created
         assert md["stream"] in streams
-        stage = bus.consumer_spec(md["consumer"]).stage
+        stage = topology.consumer_spec(md["consumer"]).stage
         assert deployments[ref["name"]]["spec"]["template"]["spec"]["containers"][0]["args"] == [
             "stage",
             stage,
@@ -458,7 +448,7 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
     """`framepipe k8s camera` prints a valid gateway Deployment; `apply` without KUBECONFIG is one line."""
     from typer.testing import CliRunner
 
-    from framepipe.pipeline.k8s_cli import app
+    from framepipe.cli.k8s import app
 
     runner = CliRunner()
     result = runner.invoke(
@@ -489,7 +479,7 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
 def test_nats_credentials_never_reach_the_configmap() -> None:
     """A NATS user/password in the settings (e.g. from a TOML file) is not rendered into
     the framepipe-config ConfigMap; pods get theirs from the auth Secret."""
-    from framepipe.pipeline.k8s import config_env
+    from framepipe.cluster.workloads import config_env
 
     settings = Settings().replace(nats={"user": "decoder", "password": "s3cret-value"})
     env = config_env(settings, ClusterConfig())

@@ -6,11 +6,11 @@ from fractions import Fraction
 
 import pytest
 
+from framepipe.core.errors import CorruptMediaError
+from framepipe.core.messages import GopMessage
 from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.media.gop import GopCutter, is_clean_random_access, nal_length_size
 from framepipe.media.sample import count_frames
-from framepipe.pipeline.errors import CorruptMediaError
-from framepipe.pipeline.messages import GopMessage
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from tests.conftest import clip
 

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framepipe.pipeline import messages
-from framepipe.pipeline.config import Headers
-from framepipe.pipeline.errors import SchemaError, UnknownVersionError
-from framepipe.pipeline.messages import (
+from framepipe.core import messages
+from framepipe.core.errors import SchemaError, UnknownVersionError
+from framepipe.core.messages import (
     Detection,
     EncodeItem,
     FrameBatch,
     FrameDetections,
     GopMessage,
+    Headers,
     SegmentMessage,
 )
 

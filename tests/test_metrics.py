@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.pipeline import health
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.status import (
+from framepipe.core import health
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.status import (
     Watch,
     histogram_quantile,
     metrics_port_from_log,
     sample_value,
     scrape,
 )
-from framepipe.pipeline.supervisor import STAGES, LocalSystem
+from framepipe.local.supervisor import STAGES, LocalSystem
+from framepipe.media.sample import ClipSpec, make_clip
 from tests.conftest import MEDIA
 
 CLIP = ClipSpec(width=480, height=270, seconds=3.0, gop=15, bframes=2)

@@ -19,12 +19,15 @@ import av
 import numpy as np
 import pytest
 
+from framepipe.core import bus, messages
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.sources import SourceState
+from framepipe.core.topology import Names
+from framepipe.local.supervisor import LocalSystem
 from framepipe.media.gop import GopCutter
 from framepipe.media.sample import ClipSpec, count_frames, face_box, make_clip
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Headers, Names, Settings
-from framepipe.pipeline.supervisor import LocalSystem
-from framepipe.stages.gateway import SourceState, gop_message, iter_packets, open_input, stream_params
+from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from framepipe.stages.inference.blazeface import iou
 from tests.conftest import MEDIA, MODELS, clip
 

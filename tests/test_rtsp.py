@@ -23,12 +23,15 @@ from pathlib import Path
 import av
 import pytest
 
+from framepipe.core import bus, messages
+from framepipe.core.bus import setup_topology
+from framepipe.core.messages import Headers
+from framepipe.core.settings import GatewaySettings, Settings
+from framepipe.core.sources import redact, with_credentials
+from framepipe.core.topology import Names
 from framepipe.media.gop import DemuxedPacket, GopCutter, TimestampNormalizer
 from framepipe.media.sample import ClipSpec
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import GatewaySettings, Headers, Names, Settings
-from framepipe.pipeline.supervisor import setup_topology
-from framepipe.stages.gateway import _redact, backoff_delay, input_options, with_credentials
+from framepipe.stages.gateway import backoff_delay, input_options
 from tests.conftest import MODELS
 from tests.rtsp import RtspServer, looped_clip, require_gst
 
@@ -114,9 +117,9 @@ def test_credentials_come_from_env_and_never_show() -> None:
     url = with_credentials("rtsp://cam.local:554/live", env)
     assert url == "rtsp://ad%20min:p%40ss%3Aword@cam.local:554/live"
     assert with_credentials("rtsp://u:p@cam/live", env) == "rtsp://u:p@cam/live"
-    assert _redact(url) == "rtsp://***@cam.local:554/live"
+    assert redact(url) == "rtsp://***@cam.local:554/live"
     assert (
-        _redact("cannot open 'rtsp://u:pw@h/x' and rtsp://a:b@c/")
+        redact("cannot open 'rtsp://u:pw@h/x' and rtsp://a:b@c/")
         == "cannot open 'rtsp://***@h/x' and rtsp://***@c/"
     )
     assert input_options("rtsp://h/x", GatewaySettings(rtsp_transport="udp", read_timeout_s=2.5)) == {

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from framepipe.pipeline.cli import app
-from framepipe.pipeline.errors import ConfigError
-from framepipe.pipeline.k8s_settings import ScalingSettings, StageScaling, load_cluster_config
-from framepipe.pipeline.scalesim import (
+from framepipe.cli.app import app
+from framepipe.core.cluster_settings import ScalingSettings, StageScaling
+from framepipe.core.errors import ConfigError
+from framepipe.core.loader import load_cluster_config
+from framepipe.scaling.simulator import (
     LoadCurve,
     StageModel,
     compare,
@@ -22,7 +23,7 @@ from framepipe.pipeline.scalesim import (
     static_peak,
     weighted_percentile,
 )
-from framepipe.pipeline.scaletune import settings_for, tune, write_scaling
+from framepipe.scaling.tuner import settings_for, tune, write_scaling
 
 MODELS = {
     "decoder": StageModel(gops_per_s=8.0, startup_s=2.0),

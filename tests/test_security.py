@@ -13,12 +13,13 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from framepipe.pipeline import bus
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.errors import BusError, ConfigError
-from framepipe.pipeline.nats_auth import ADMIN, AUTH_FILE, USERS
-from framepipe.pipeline.natsserver import NatsServer
-from framepipe.pipeline.supervisor import STAGES, LocalSystem
+from framepipe.core import bus
+from framepipe.core.auth import ADMIN, AUTH_FILE
+from framepipe.core.errors import BusError, ConfigError
+from framepipe.core.settings import Settings
+from framepipe.core.topology import USERS, Names
+from framepipe.local.natsserver import NatsServer
+from framepipe.local.supervisor import STAGES, LocalSystem
 from framepipe.web.server import WebServer, is_loopback, resolve_token
 from tests.conftest import clip
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framepipe.pipeline.errors import SetupError
+from framepipe.core.errors import SetupError
 from framepipe.stages.inference.backends import select_backend
 from framepipe.stages.inference.tensorrt import (
     EngineCache,

@@ -18,10 +18,11 @@ import av
 import numpy as np
 import pytest
 
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.supervisor import LocalSystem
 from framepipe.media.annotate import BOX_COLOUR
 from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.supervisor import LocalSystem
 from framepipe.web.export import export, parse_when
 from framepipe.web.index import CameraIndex, OutputIndex, Segment, render_playlist
 from framepipe.web.server import HLS_JS, WebServer

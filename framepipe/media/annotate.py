@@ -16,7 +16,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from framepipe.pipeline.messages import Detection
+from framepipe.core.messages import Detection
 
 BOX_COLOUR = np.array([40, 230, 60], dtype=np.uint8)
 TEXT_COLOUR = np.array([10, 10, 10], dtype=np.uint8)

@@ -16,8 +16,8 @@ from statistics import median
 import av
 import av.error
 
-from framepipe.pipeline.errors import CorruptMediaError
-from framepipe.pipeline.messages import GopMessage
+from framepipe.core.errors import CorruptMediaError
+from framepipe.core.messages import GopMessage
 
 
 def _decoder_context(gop: GopMessage, threads: int) -> av.VideoCodecContext:

@@ -6,11 +6,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from framepipe.core.messages import FrameBatch, GopMessage
+from framepipe.core.runner import Done, Stage, WorkContext
+from framepipe.core.settings import Settings
+from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.codec import decode_gop
 from framepipe.media.letterbox import Letterbox
-from framepipe.pipeline.config import Names, Settings
-from framepipe.pipeline.messages import FrameBatch, GopMessage
-from framepipe.pipeline.runner import Stage, WorkContext
 
 # Envelope overhead (pts lists, headers) stays well below this share of a message.
 PAYLOAD_SHARE = 0.85
@@ -89,12 +90,13 @@ def frame_batches(
 
 class Decoder(Stage[GopMessage]):
     name: ClassVar[str] = Names.DECODER
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.DECODER)
     input_kind = GopMessage
 
     def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], Letterbox]:
         return decode_letterboxed(gop, self.settings.inference.input_size, self.settings.decoder.threads)
 
-    async def process(self, message: GopMessage, ctx: WorkContext) -> None:
+    async def process(self, message: GopMessage, ctx: WorkContext) -> Done:
         frames, pts, letterbox = await self.offload(self._decode, message)
         batches = frame_batches(message, ctx.stream_seq, frames, pts, letterbox, self.settings)
         for batch in batches:
@@ -103,5 +105,4 @@ class Decoder(Stage[GopMessage]):
                 batch,
                 Names.msg_id(message.camera, message.gop, self.name, batch.part),
             )
-        ctx.frames = len(frames)
-        ctx.extra["parts"] = len(batches)
+        return Done(frames=len(frames), fields={"parts": len(batches)})

@@ -11,13 +11,14 @@ import av
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from framepipe.core import health, messages
+from framepipe.core.errors import MissingInputError
+from framepipe.core.messages import EncodeItem, GopMessage, SegmentMessage
+from framepipe.core.runner import Done, Stage, WorkContext
+from framepipe.core.settings import Settings
+from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.codec import decode_gop, encode_segment
-from framepipe.pipeline import health, messages
-from framepipe.pipeline.config import Names
-from framepipe.pipeline.errors import MissingInputError
-from framepipe.pipeline.messages import EncodeItem, GopMessage, SegmentMessage
-from framepipe.pipeline.runner import Stage, WorkContext
 
 NVENC = "h264_nvenc"
 SOFTWARE = "libx264"
@@ -47,7 +48,13 @@ def pick_codec(setting: str) -> str:
 
 class Encoder(Stage[EncodeItem]):
     name: ClassVar[str] = Names.ENCODER
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.ENCODER)
     input_kind = EncodeItem
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        #: the FFmpeg encoder, chosen once in setup() ("auto" probes NVENC, which takes a while).
+        self.codec = ""
 
     async def setup(self, js: JetStreamContext) -> None:
         self.codec = await asyncio.to_thread(pick_codec, self.settings.encoder.codec)
@@ -64,14 +71,14 @@ class Encoder(Stage[EncodeItem]):
         data, duration = encode_segment(
             annotated,
             Fraction(*gop.time_base),
-            codec=getattr(self, "codec", None) or pick_codec(cfg.codec),
+            codec=self.codec or pick_codec(cfg.codec),
             preset=cfg.preset,
             crf=cfg.crf,
             threads=cfg.threads,
         )
         return data, duration, len(annotated)
 
-    async def process(self, message: EncodeItem, ctx: WorkContext) -> None:
+    async def process(self, message: EncodeItem, ctx: WorkContext) -> Done:
         try:
             raw = await ctx.js.get_msg(Names.VIDEO, message.video_seq)
         except NotFoundError:
@@ -100,5 +107,4 @@ class Encoder(Stage[EncodeItem]):
             segment,
             Names.msg_id(message.camera, message.gop, self.name),
         )
-        ctx.frames = count
-        ctx.extra["segment_bytes"] = len(data)
+        return Done(frames=count, fields={"segment_bytes": len(data)})

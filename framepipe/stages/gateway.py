@@ -11,7 +11,7 @@ Live sources (RTSP and other URLs) never end on their own: a failed open, a
 read timeout or an end of stream closes the input, and the reader reconnects
 with exponential backoff and jitter (waiting on the stop event, so no busy
 loop). The first GOP after a reconnect is marked ``discontinuity`` (the sink
-writes ``#EXT-X-DISCONTINUITY``), a :class:`~framepipe.pipeline.messages.GapMessage`
+writes ``#EXT-X-DISCONTINUITY``), a :class:`~framepipe.core.messages.GapMessage`
 goes to ``dets.<camera>`` for applications, and one log line records the gap.
 Timestamps are made monotonic across reconnects, jumps and wraps
 (:class:`~framepipe.media.gop.TimestampNormalizer`). Credentials come from the
@@ -22,13 +22,9 @@ removed from everything stored or logged.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
-import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,30 +34,18 @@ import av
 import av.error
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from framepipe.core import bus, messages
+from framepipe.core.errors import SourceError
+from framepipe.core.messages import Headers
+from framepipe.core.settings import GatewaySettings, Settings
+from framepipe.core.sources import SourceState, is_live, read_source_state, redact, with_credentials
+from framepipe.core.topology import Names, validate_camera_name
 from framepipe.media.gop import DemuxedPacket, Gop, GopCutter, TimestampNormalizer
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import GatewaySettings, Headers, Names, Settings, validate_camera_name
-from framepipe.pipeline.errors import SourceError
 
 log = structlog.get_logger("framepipe.gateway")
 _END = object()
-LIVE_SCHEMES = (
-    "rtsp://",
-    "rtsps://",
-    "rtmp://",
-    "rtmps://",
-    "srt://",
-    "udp://",
-    "tcp://",
-    "http://",
-    "https://",
-)
-USERNAME_ENV = "FRAMEPIPE_SOURCE_USERNAME"
-PASSWORD_ENV = "FRAMEPIPE_SOURCE_PASSWORD"
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@")
 
 
 @dataclass(frozen=True)
@@ -82,26 +66,6 @@ class Reconnected:
     down_s: float
     since: float
     reason: str
-
-
-def is_live(source: str) -> bool:
-    return source.lower().startswith(LIVE_SCHEMES)
-
-
-def with_credentials(source: str, env: dict[str, str] | None = None) -> str:
-    """Insert credentials from the environment into a URL that has none."""
-    env = dict(os.environ) if env is None else env
-    user = env.get(USERNAME_ENV, "")
-    if not user or "://" not in source:
-        return source
-    parts = urllib.parse.urlsplit(source)
-    if "@" in parts.netloc:
-        return source
-    auth = urllib.parse.quote(user, safe="")
-    password = env.get(PASSWORD_ENV, "")
-    if password:
-        auth += ":" + urllib.parse.quote(password, safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
 def backoff_delay(attempt: int, settings: GatewaySettings, rng: random.Random | None = None) -> float:
@@ -128,36 +92,6 @@ class StreamParams:
     extradata: bytes | None
 
 
-@dataclass
-class SourceState:
-    """Per-camera progress kept in the sources KV bucket."""
-
-    camera: str
-    source: str
-    state: str = "running"
-    next_gop: int = 0
-    next_frame: int = 0
-    first_gop: int = 0
-    updated_at: float = 0.0
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.__dict__).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> SourceState:
-        data: dict[str, Any] = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-async def read_source_state(js: JetStreamContext, camera: str) -> SourceState | None:
-    kv = await js.key_value(Names.SOURCES_BUCKET)
-    try:
-        entry = await kv.get(camera)
-    except KeyNotFoundError:
-        return None
-    return SourceState.from_json(entry.value) if entry.value else None
-
-
 def open_input(
     source: str,
     options: dict[str, str] | None = None,
@@ -167,10 +101,10 @@ def open_input(
     try:
         container = av.open(source, options=options or {"rw_timeout": "10000000"}, timeout=timeout)
     except (av.error.FFmpegError, OSError) as exc:
-        raise SourceError(f"cannot open {_redact(source)}: {_error_text(exc, source)}") from None
+        raise SourceError(f"cannot open {redact(source)}: {_error_text(exc, source)}") from None
     if not container.streams.video:
         container.close()
-        raise SourceError(f"{_redact(source)} has no video stream")
+        raise SourceError(f"{redact(source)} has no video stream")
     return container, container.streams.video[0]
 
 
@@ -287,7 +221,7 @@ class Gateway:
                                 put(gop)
                     except (av.error.FFmpegError, OSError) as exc:
                         reason = _error_text(exc, url, cfg.read_timeout_s)
-                        error = f"reading {_redact(self.source)} failed: {reason}"
+                        error = f"reading {redact(self.source)} failed: {reason}"
                     if not self.stopping.is_set():
                         # A GOP cut short by a disconnect still starts at an IDR: decodable.
                         for gop in cutter.flush():
@@ -323,7 +257,7 @@ class Gateway:
         js = nc.jetstream(timeout=10.0)
         kv = await js.key_value(Names.SOURCES_BUCKET)
         previous = await read_source_state(js, self.camera)
-        state = SourceState(self.camera, _redact(self.source))
+        state = SourceState(self.camera, redact(self.source))
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
         state.first_gop = state.next_gop
@@ -350,7 +284,7 @@ class Gateway:
                     log.warning(
                         "gateway.source_error",
                         camera=self.camera,
-                        source=_redact(self.source),
+                        source=redact(self.source),
                         error=item.error,
                         attempt=item.attempt,
                         retry_in_s=round(item.retry_in_s, 2),
@@ -371,7 +305,7 @@ class Gateway:
                     log.info(
                         "gateway.opened",
                         camera=self.camera,
-                        source=_redact(self.source),
+                        source=redact(self.source),
                         codec=params.codec,
                         width=params.width,
                         height=params.height,
@@ -488,11 +422,6 @@ def gop_message(camera: str, gop: Gop, params: StreamParams) -> messages.GopMess
     )
 
 
-def _redact(source: str) -> str:
-    """Drop credentials from a URL before it is stored or logged."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", source)
-
-
 def _error_text(exc: BaseException, source: str, timeout_s: float | None = None) -> str:
     """FFmpeg's reason without the URL it appends (that one may hold credentials)."""
     reason = str(getattr(exc, "strerror", None) or exc)
@@ -503,5 +432,5 @@ def _error_text(exc: BaseException, source: str, timeout_s: float | None = None)
 
 def _scrub(text: str, source: str) -> str:
     """An FFmpeg error message on one line, without the URL's credentials."""
-    text = text.replace(source, _redact(source))
-    return " ".join(_USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text).split())
+    text = text.replace(source, redact(source))
+    return " ".join(redact(text).split())

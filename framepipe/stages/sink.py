@@ -23,10 +23,11 @@ from typing import Any, ClassVar
 import structlog
 from nats.js import JetStreamContext
 
-from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings, validate_camera_name
-from framepipe.pipeline.messages import Message, SegmentMessage
-from framepipe.pipeline.runner import Stage, WorkContext
-from framepipe.stages.gateway import read_source_state
+from framepipe.core.messages import Headers, Message, SegmentMessage
+from framepipe.core.runner import Done, Stage, WorkContext
+from framepipe.core.settings import Settings
+from framepipe.core.sources import read_source_state
+from framepipe.core.topology import CAMERA_NAME, ConsumerSpec, Names, consumer_spec, validate_camera_name
 
 log = structlog.get_logger("framepipe.sink")
 PLAYLIST = "index.m3u8"
@@ -210,6 +211,7 @@ class OutputWriter:
 
 class Sink(Stage[SegmentMessage]):
     name: ClassVar[str] = Names.SINK
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.SINK)
     input_kind = SegmentMessage
     #: segments of one camera are appended to its playlist in order, one at a time.
     max_in_flight: ClassVar[int | None] = 1
@@ -225,13 +227,13 @@ class Sink(Stage[SegmentMessage]):
         await self.writer.stop()
         await super().close()
 
-    async def process(self, message: SegmentMessage, ctx: WorkContext) -> None:
+    async def process(self, message: SegmentMessage, ctx: WorkContext) -> Done:
         output = await self.writer.camera(message.camera)
         if message.gop >= output.progress.next_gop:
             await asyncio.to_thread(output.add_segment, message)
-        ctx.extra["appended"] = await asyncio.to_thread(output.advance)
-        ctx.frames = len(message.frames)
+        appended = await asyncio.to_thread(output.advance)
         await self.writer.check_complete(output)
+        return Done(frames=len(message.frames), fields={"appended": appended})
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,8 @@ class GapNotice(Message):
 
 class SinkGaps(Stage[GapNotice]):
     name: ClassVar[str] = Names.SINK_GAPS
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.SINK_GAPS)
     input_kind = GapNotice
-    section: ClassVar[str | None] = Names.SINK
     max_in_flight: ClassVar[int | None] = 1
 
     def __init__(self, settings: Settings, writer: OutputWriter) -> None:
@@ -267,13 +269,20 @@ class SinkGaps(Stage[GapNotice]):
             camera, int(gop), headers.get(Headers.STAGE, "?"), headers.get(Headers.ERROR_KIND, "?")
         )
 
-    async def process(self, message: GapNotice, ctx: WorkContext) -> None:
+    async def process(self, message: GapNotice, ctx: WorkContext) -> Done:
         if message.gop < 0:
-            return
+            return Done()  # not tied to a GOP: nothing to mark
         output = await self.writer.camera(message.camera)
         output.add_gap(message.gop, message.stage, message.reason)
-        ctx.extra["appended"] = output.advance()
+        appended = output.advance()
         log.warning(
             "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
         )
         await self.writer.check_complete(output)
+        return Done(fields={"appended": appended})
+
+
+def sink_stages(settings: Settings) -> list[Stage[Any]]:
+    """The sink process: segments and gaps of the same cameras, through one writer."""
+    writer = OutputWriter(settings)
+    return [Sink(settings, writer), SinkGaps(settings, writer)]

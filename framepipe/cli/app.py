@@ -1,0 +1,49 @@
+"""The root ``framepipe`` command: every group and command, registered in one place."""
+
+from __future__ import annotations
+
+import sys
+
+from framepipe.cli import cameras, dlq, k8s, media, pipeline, processes, scale, viewing
+from framepipe.cli.errors import Typer, report
+from framepipe.core import logs
+from framepipe.core.errors import FramepipeError
+
+app = Typer(
+    help="framepipe: camera streams → face detections and annotated HLS video over NATS JetStream.",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def main() -> None:
+    logs.configure()
+
+
+# the whole pipeline on this machine
+app.command()(pipeline.run)
+app.command()(pipeline.demo)
+# what a Deployment (or the local supervisor) runs
+app.command()(processes.stage)
+app.command()(processes.gateway)
+app.command()(processes.setup)
+# inputs
+app.command()(media.sample)
+app.add_typer(media.models_app, name="models")
+# looking at it
+app.command()(viewing.status)
+app.command()(viewing.web)
+app.command()(viewing.export)
+# command groups
+app.add_typer(k8s.app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
+app.add_typer(cameras.app, name="cameras", help="Add, remove and list cameras while the system runs.")
+app.add_typer(dlq.app, name="dlq", help="Inspect, replay and purge dead letters.")
+app.add_typer(scale.app, name="scale", help="Simulate a load curve against the scaling settings; tune them.")
+
+
+def entrypoint() -> None:
+    """The ``framepipe`` console script. Errors outside a command (none expected) end the same way."""
+    try:
+        app()
+    except FramepipeError as exc:
+        sys.exit(report(exc).exit_code)

@@ -1,0 +1,107 @@
+"""``framepipe cameras``: add, remove and list cameras of the running system or the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from framepipe.cli.errors import Typer
+from framepipe.cluster.cameras import KubeCameras, camera_objects
+from framepipe.core.cluster_settings import ClusterConfig
+from framepipe.core.errors import BusError, ConfigError, SetupError
+from framepipe.core.loader import load_config, load_settings
+from framepipe.core.settings import Settings
+from framepipe.core.sources import redact
+from framepipe.core.topology import validate_camera_name
+from framepipe.local.cameras import CameraSpec, check_source, delete_camera, list_cameras, put_camera
+from framepipe.local.runtime import attach_to_running, runtime_path
+
+app = Typer(help="Add, remove and list cameras of the running system (or the cluster).")
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")]
+KubeOpt = Annotated[
+    bool,
+    typer.Option("--kubernetes", "-k", help="Act on the cluster (KUBECONFIG) instead of the local system."),
+]
+
+
+def _local_settings(config: Path | None) -> Settings:
+    """The settings, pointed at the NATS of a running `framepipe run` when there is one."""
+    settings, _ = attach_to_running(load_settings(config))
+    runtime = runtime_path(settings.local.state_dir)
+    try:  # fail in one line instead of the client's endless reconnect loop
+        socket.create_connection(settings.nats.host_port, timeout=settings.nats.connect_timeout_s).close()
+    except OSError:
+        raise SetupError(
+            f"no framepipe system is running (nothing at {settings.nats.url}, no {runtime}): "
+            "start `framepipe run --source ...` first"
+        ) from None
+    return settings
+
+
+def _kube(config: Path | None) -> tuple[Settings, ClusterConfig, KubeCameras]:
+    loaded = load_config(config)
+    return loaded.settings, loaded.cluster, KubeCameras(loaded.cluster.k8s.namespace)
+
+
+def _local(call: Any) -> Any:
+    """Run a coroutine against the local system; a NATS time-out is one line too."""
+    try:
+        return asyncio.run(call)
+    except (TimeoutError, OSError) as exc:
+        raise BusError(
+            f"talking to NATS failed ({type(exc).__name__}: {exc}); is `framepipe run` up?"
+        ) from None
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
+    source: Annotated[str, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")],
+    pacing: Annotated[str | None, typer.Option(help="realtime | fast (files only).")] = None,
+    kubernetes: KubeOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Start processing a camera now (the running system picks it up; no restart)."""
+
+    validate_camera_name(name)
+    check_source(source)
+    if kubernetes:
+        settings, cluster, kube = _kube(config)
+        kube.add(*camera_objects(settings, cluster, name, source))
+    else:
+        _local(put_camera(_local_settings(config), CameraSpec(name, source, pacing)))
+    typer.echo(f"camera {name} added ({redact(source)})")
+
+
+@app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="Camera name.")],
+    kubernetes: KubeOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop processing a camera (its gateway drains and exits)."""
+
+    validate_camera_name(name)
+    if kubernetes:
+        found = _kube(config)[2].remove(name)
+    else:
+        found = _local(delete_camera(_local_settings(config), name))
+    if not found:
+        raise ConfigError(f"no camera named {name}")
+    typer.echo(f"camera {name} removed")
+
+
+@app.command("list")
+def list_(kubernetes: KubeOpt = False, config: ConfigOpt = None) -> None:
+    """The cameras (sources shown without credentials)."""
+
+    if kubernetes:
+        for camera, source, ready in _kube(config)[2].list():
+            typer.echo(f"{camera}\t{source}\t{ready}")
+        return
+    for spec in _local(list_cameras(_local_settings(config))):
+        typer.echo(f"{spec.name}\t{redact(spec.source)}\t{spec.pacing or ''}".rstrip())

@@ -1,0 +1,121 @@
+"""``framepipe k8s``: render, check and apply the Kubernetes manifests; add cameras."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from framepipe.cli.errors import Typer
+from framepipe.cluster.manifests import OVERLAYS, check_tree, kubectl, kustomize_build, render_tree
+from framepipe.cluster.workloads import gateway_deployment
+from framepipe.core.cluster_settings import ClusterConfig
+from framepipe.core.errors import ConfigError, FramepipeError, SetupError
+from framepipe.core.loader import load_config
+from framepipe.core.settings import Settings
+
+app = Typer(help="Kubernetes manifests (kustomize base + cpu/gpu overlays) and cluster actions.")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="framepipe TOML config (also \\[k8s] and \\[scaling.<stage>])."),
+]
+OverlayOpt = Annotated[str | None, typer.Option("--overlay", help=f"One of: {', '.join(OVERLAYS)}.")]
+
+
+def load(config: Path | None) -> tuple[Settings, ClusterConfig]:
+    """Settings (defaults ← file ← env) and the cluster tables of the same file."""
+    loaded = load_config(config)
+    return loaded.settings, loaded.cluster
+
+
+@app.command()
+def render(
+    overlay: OverlayOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory for the tree (default: ./k8s).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the manifest tree, or with --overlay print that overlay's `kubectl kustomize` output."""
+    settings, cluster = load(config)
+    if overlay is None:
+        root = out or Path("k8s")
+        written = render_tree(settings, root, cluster)
+        typer.echo(f"wrote {len(written)} files under {root}/")
+        return
+    if out is not None:
+        render_tree(settings, out, cluster)
+    typer.echo(kustomize_build(settings, overlay, cluster), nl=False)
+
+
+@app.command()
+def check(
+    root: Annotated[Path, typer.Option("--root", help="Tree to compare.")] = Path("k8s"),
+    config: ConfigOpt = None,
+) -> None:
+    """Exit 1 when the committed manifests differ from what the config renders."""
+    settings, cluster = load(config)
+    problems = check_tree(settings, root, cluster)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        typer.echo("run `framepipe k8s render` to update the manifests", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{root}/ matches the config")
+
+
+def _require_cluster() -> None:
+    if not os.environ.get("KUBECONFIG"):
+        raise SetupError("KUBECONFIG is not set: point it at the cluster to use (nothing was applied)")
+    try:
+        kubectl(["get", "crd", "scaledobjects.keda.sh", "-o", "name"], timeout=30)
+    except FramepipeError:
+        raise SetupError(
+            "KEDA is not installed in this cluster (no scaledobjects.keda.sh CRD); "
+            "install it first, see docs/kubernetes.md"
+        ) from None
+
+
+@app.command()
+def apply(
+    overlay: Annotated[str, typer.Option("--overlay", help=f"One of: {', '.join(OVERLAYS)}.")] = "cpu",
+    config: ConfigOpt = None,
+) -> None:
+    """`kubectl apply -k` an overlay rendered from the config (needs KUBECONFIG and KEDA)."""
+    if overlay not in OVERLAYS:
+        raise ConfigError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
+    settings, cluster = load(config)
+    _require_cluster()
+    with tempfile.TemporaryDirectory() as tmp:
+        render_tree(settings, Path(tmp), cluster)
+        typer.echo(kubectl(["apply", "-k", str(Path(tmp) / "overlays" / overlay)]), nl=False)
+
+
+@app.command()
+def camera(
+    name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
+    source: Annotated[str, typer.Option("--source", help="rtsp://... or file URL the gateway reads.")] = "",
+    do_apply: Annotated[
+        bool, typer.Option("--apply", help="Apply to the cluster instead of printing.")
+    ] = False,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove the camera's gateway from the cluster.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print (or --apply / --delete) the gateway Deployment of one camera."""
+    settings, cluster = load(config)
+    manifest = yaml.safe_dump(gateway_deployment(settings, cluster, name, source or "-"), sort_keys=False)
+    if not source and not delete:
+        raise ConfigError("a camera needs --source (rtsp://... or a file URL)")
+    if not (do_apply or delete):
+        typer.echo(manifest, nl=False)
+        return
+    _require_cluster()
+    verb = ["delete", "--ignore-not-found", "-f", "-"] if delete else ["apply", "-f", "-"]
+    typer.echo(kubectl(verb, stdin=manifest), nl=False)

@@ -1,0 +1,174 @@
+"""``framepipe run`` and ``framepipe demo``: the whole pipeline on this machine."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out, settings_for
+from framepipe.core.errors import ConfigError
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names, validate_camera_name
+
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
+
+
+def _prepare_output(output: Path, camera: str) -> None:
+    target = output / camera
+    if target.exists():
+        if not (target / ".state").is_dir():
+            raise ConfigError(f"{target} exists and was not written by framepipe; choose another --output")
+        shutil.rmtree(target)
+
+
+def _run_local(
+    settings: Settings,
+    source: str,
+    camera: str,
+    once: bool,
+    pacing: str | None,
+    replicas: dict[str, int],
+    *,
+    web: bool = False,
+    linger: bool = False,
+    autoscale: bool | None = None,
+) -> int:
+    from framepipe.local.supervisor import LocalSystem, require_model
+
+    require_model(settings)
+    output = Path(settings.sink.output_dir)
+    _prepare_output(output, camera)
+    state_dir = Path(settings.local.state_dir)
+    with LocalSystem(settings, state_dir) as system:
+        with console.status("starting nats-server and stages..."):
+            system.start(replicas)
+            system.wait_ready()
+        console.print(f"NATS at {system.settings.nats.url}; logs in {state_dir / 'logs'}")
+        # Fixed replica counts on the command line mean "exactly this many" unless asked otherwise.
+        if settings.local.autoscale and not replicas if autoscale is None else autoscale:
+            scaler = system.enable_autoscaling()
+            limits = ", ".join(
+                f"{stage} {one.scaling.min_replicas}..{one.scaling.max_replicas}"
+                for stage, one in scaler.scalers.items()
+            )
+            console.print(f"autoscaling on backlog ({limits}); `framepipe status --watch` shows replicas")
+        console_url = system.start_web() if web else None
+        if console_url:
+            out.print(f"Console (live annotated video): {console_url}")
+        gateway_process = system.add_camera(camera, source, pacing)
+        if not once:
+            console.print(f"running; HLS output in {output / camera}; Ctrl-C to stop")
+            system.watch_cameras()  # `framepipe cameras add|remove` while this runs
+            try:
+                while True:
+                    system.supervise()
+                    system.sync_cameras()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.print("stopping: draining stages...")
+            return 0
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"{camera}: GOPs written", total=None)
+
+            def on_progress(count: int) -> None:
+                state = system.camera_progress(camera)
+                progress.update(task, completed=count)
+                if state is not None:
+                    progress.update(task, total=None)
+
+            try:
+                result = system.wait_for_camera(camera, gateway_process, on_progress=on_progress)
+            except KeyboardInterrupt:
+                console.print("interrupted: draining stages...")
+                return 130
+        if console_url and linger and result.complete:
+            out.print(f"done: {result.segments} segments; console still at {console_url} (Ctrl-C to stop)")
+            try:
+                while True:
+                    system.supervise()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.print("stopping...")
+    if result.complete:
+        out.print(f"{result.segments} segments → {result.playlist}")
+        out.print(f"detections → {output / camera / 'detections.jsonl'}")
+        return 0
+    console.print(f"[bold red]error:[/] {escape(f'{camera}: {result.reason}')}")
+    return 1
+
+
+def run(
+    source: Annotated[str, typer.Option(help="Video file (or URL) to process.")],
+    camera: Annotated[str, typer.Option(help="Camera name.")] = "cam1",
+    output: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Exit when every GOP of the file is written.")] = False,
+    pacing: Annotated[str | None, typer.Option(help="realtime | fast (default: fast with --once).")] = None,
+    decoders: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
+    inference: Annotated[int | None, typer.Option(help="Inference processes.")] = None,
+    encoders: Annotated[int | None, typer.Option(help="Encoder processes.")] = None,
+    autoscale: Annotated[
+        bool | None,
+        typer.Option(
+            "--autoscale/--no-autoscale",
+            help="Scale stages on backlog like KEDA (default: local.autoscale, off with fixed counts).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start the whole pipeline locally (embedded NATS) on one source."""
+    validate_camera_name(camera)
+    settings = settings_for(config)
+    if output is not None:
+        settings = settings.replace(sink={"output_dir": str(output)})
+    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
+        raise ConfigError(f"source {source} does not exist")
+    replicas = {
+        k: v
+        for k, v in ((Names.DECODER, decoders), (Names.INFERENCE, inference), (Names.ENCODER, encoders))
+        if v is not None
+    }
+    code = _run_local(
+        settings, source, camera, once, pacing or ("fast" if once else None), replicas, autoscale=autoscale
+    )
+    raise typer.Exit(code)
+
+
+def demo(
+    output: Annotated[Path, typer.Option(help="Output directory.")] = Path("output"),
+    pacing: Annotated[str, typer.Option(help="realtime | fast")] = "fast",
+    web: Annotated[bool, typer.Option("--console/--no-console", help="Serve the web console.")] = True,
+    config: ConfigOption = None,
+) -> None:
+    """Run the sample clip (a moving face) through the whole pipeline."""
+    from framepipe.media.sample import make_clip
+    from framepipe.stages.inference.models import build_models
+
+    settings = settings_for(config).replace(sink={"output_dir": str(output)})
+    if not settings.inference.model_path.is_file() and not settings.inference.model_file:
+        with console.status("building the face model (first run)..."):
+            build_models(Path(settings.inference.models_dir))
+    if not DEFAULT_SAMPLE.is_file():
+        with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
+            make_clip(DEFAULT_SAMPLE)
+    code = _run_local(
+        settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {}, web=web, linger=web and sys.stdout.isatty()
+    )
+    if code == 0:
+        playlist = output / "demo" / "index.m3u8"
+        out.print(f"\nAnnotated video: {playlist.resolve()}")
+        out.print(f"Play it with:    ffplay {playlist}  (or any HLS player: VLC, Safari, hls.js)")
+    raise typer.Exit(code)

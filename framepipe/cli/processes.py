@@ -1,0 +1,72 @@
+"""What a Deployment (or the local supervisor) runs: one stage, one camera, the setup."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import structlog
+import typer
+
+from framepipe.cli.common import ConfigOption, console, settings_for
+from framepipe.core import topology
+from framepipe.core.bus import setup_topology
+from framepipe.core.errors import ConfigError
+from framepipe.core.runner import run_stage
+from framepipe.stages import load_stages
+
+
+def setup(config: ConfigOption = None) -> None:
+    """Create or update every stream, consumer and KV bucket, then exit."""
+    settings = settings_for(config)
+    asyncio.run(setup_topology(settings))
+    console.print(f"topology ready on {settings.nats.url}")
+
+
+def _exit_before_work(signum: int, frame: object) -> None:
+    structlog.get_logger("framepipe.stage").info("stage.stopped_before_start", signal=signum)
+    raise SystemExit(0)
+
+
+_STAGE_NAMES = " | ".join(spec.name for spec in topology.consumer_stages())
+
+
+def stage(
+    name: Annotated[str, typer.Argument(help=_STAGE_NAMES)],
+    config: ConfigOption = None,
+    backend: Annotated[
+        str | None, typer.Option(help="inference backend: onnxruntime | tensorrt (overrides config)")
+    ] = None,
+) -> None:
+    """Run one stage process (what a Kubernetes Deployment runs)."""
+    # A replica drained while it is still loading (a scale-down right after a scale-up)
+    # holds no messages yet: exit cleanly. The runner replaces this before it fetches.
+    signal.signal(signal.SIGTERM, _exit_before_work)
+    settings = settings_for(config)
+    if backend is not None:
+        settings = settings.replace(inference={"backend": backend})
+    spec = topology.stage_spec(name)
+    if spec.per_camera:
+        raise ConfigError(f"{name} runs per camera: use `framepipe {name} --camera NAME --source URL`")
+    run_stage(load_stages(spec, settings), settings)
+
+
+def gateway(
+    camera: Annotated[str, typer.Option(help="Camera name (letters, digits, _ -).")],
+    source: Annotated[str, typer.Option(help="File path or URL.")],
+    pacing: Annotated[str | None, typer.Option(help="realtime | fast")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Publish a camera/file as GOPs to the VIDEO stream."""
+    from framepipe.stages.gateway import Gateway
+
+    gw = Gateway(settings_for(config), camera, source, pacing)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gw.stop)
+        await gw.run()
+
+    asyncio.run(go())

@@ -1,0 +1,73 @@
+"""Looking at what runs and what it made: status, the web console, recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from framepipe.cli.common import ConfigOption, attached_settings, out
+from framepipe.local.runtime import read_runtime, runtime_path
+
+
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Live view, refreshed until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 2.0,
+) -> None:
+    """Streams, consumer lag and local stage processes."""
+    from framepipe.local.status import collect_status, render_status, watch_status
+
+    settings, runtime = attached_settings(config)
+    if watch:
+        watch_status(settings, runtime_path(settings.local.state_dir), out, interval)
+        return
+    report = asyncio.run(collect_status(settings, runtime))
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    for table in render_status(report):
+        out.print(table)
+
+
+def web(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8090,
+    window: Annotated[int, typer.Option(help="Segments in a live playlist.")] = 6,
+    runtime_file: Annotated[Path | None, typer.Option(help="Local runtime.json (replicas).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve HLS (/<camera>/index.m3u8) from the OUTPUT stream and the web console."""
+    from framepipe.web.server import serve
+
+    settings, _ = attached_settings(config)
+    path = runtime_file or runtime_path(settings.local.state_dir)
+
+    def replicas() -> dict[str, int]:
+        runtime = read_runtime(path)
+        return runtime.replicas() if runtime else {}
+
+    serve(settings, host, port, window, replicas)
+
+
+def export(
+    path: Annotated[Path, typer.Argument(help="The MP4 file to write.")],
+    camera: Annotated[str, typer.Option(help="Camera name.")],
+    since: Annotated[str, typer.Option(help="Start: now, 15m (ago), epoch seconds or ISO 8601.")] = "1d",
+    until: Annotated[str, typer.Option(help="End, same formats.")] = "now",
+    config: ConfigOption = None,
+) -> None:
+    """Cut a recording of one camera from the OUTPUT stream into an MP4 (no re-encode)."""
+    from framepipe.web.export import export as do_export
+    from framepipe.web.export import parse_when
+
+    settings, _ = attached_settings(config)
+    result = do_export(settings, camera, parse_when(since), parse_when(until), path)
+    out.print(
+        f"{result.segments} segments (GOPs {result.first_gop}..{result.last_gop}, "
+        f"{result.duration_s:.1f}s) → {result.path}"
+    )

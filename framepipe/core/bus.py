@@ -1,0 +1,262 @@
+"""NATS JetStream access: connection, topology (streams/consumers/KV), publish.
+
+``ensure_topology`` is the single code path that creates every stream,
+consumer and bucket, used by the local supervisor, the tests and the
+Kubernetes setup Job alike. It is idempotent: existing objects are updated to
+the configured settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.errors import NoServersError, TimeoutError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from framepipe.core.auth import client_credentials
+from framepipe.core.errors import BusError
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.topology import BUCKETS, STREAMS, ConsumerSpec, StreamSpec, consumer_specs
+
+log = structlog.get_logger("framepipe.bus")
+T = TypeVar("T")
+
+
+async def connect(settings: Settings, name: str, *, retry_initial: bool = True) -> Client:
+    """Connect with unlimited reconnects; the first connect is retried briefly."""
+
+    clients: list[Client] = []
+
+    async def on_disconnect() -> None:
+        # close() fires this callback too; only an unplanned loss is worth a warning.
+        if clients and (clients[0].is_closed or clients[0].is_draining):
+            return
+        log.warning("nats.disconnected", client=name)
+
+    async def on_reconnect() -> None:
+        log.info("nats.reconnected", client=name)
+
+    first_errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        if not clients:
+            first_errors.append(exc)  # failed first connects end in one BusError below, not a log flood
+            if isinstance(exc, ssl.SSLError):
+                raise exc  # out of nats.connect now: after a failed handshake its close never returns
+            return
+        log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
+
+    # Credentials: explicit settings, else the local server's admin (never sent elsewhere).
+    user, password, tls_ca = client_credentials(settings)
+    scheme, _, rest = settings.nats.url.partition("://")
+    where = f"{scheme}://{rest.rsplit('@', 1)[-1]}"  # a URL's password never reaches a message
+    auth: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if tls_ca or settings.nats.tls_cert or scheme == "tls":
+        pem = {"tls_ca": tls_ca, "tls_cert": settings.nats.tls_cert, "tls_key": settings.nats.tls_key}
+        for key, path in pem.items():
+            if path and not os.path.isfile(path):
+                raise BusError(f"nats.{key} {path} does not exist: set FRAMEPIPE_NATS__{key.upper()}")
+        tls = ssl.create_default_context(cafile=tls_ca or None)
+        if settings.nats.tls_cert:
+            tls.load_cert_chain(settings.nats.tls_cert, settings.nats.tls_key)
+        auth["tls"] = tls
+
+    deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
+    while True:
+        try:
+            client = await nats.connect(
+                settings.nats.url,
+                name=name,
+                **auth,
+                connect_timeout=settings.nats.connect_timeout_s,
+                # Bounded for the first connect (our loop below decides on retries);
+                # switched to unlimited once connected, so a running stage rides
+                # out a NATS restart.
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                pending_size=2 * settings.nats.max_payload,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
+            client.options["max_reconnect_attempts"] = -1
+            clients.append(client)
+            return client
+        except (NoServersError, OSError, TimeoutError, nats.errors.Error) as exc:
+            # The client reports why a server refused us through error_cb, then NoServersError.
+            seen = [exc, *first_errors]
+            first_errors.clear()
+            tls_error = next((e for e in seen if isinstance(e, ssl.SSLError)), None)
+            if tls_error is not None:
+                raise BusError(
+                    f"TLS to NATS at {where} failed ({tls_error.reason or type(tls_error).__name__}): set "
+                    "FRAMEPIPE_NATS__TLS_CA to the CA that signed the server's certificate "
+                    f"(local server: {settings.local.state_dir}/tls/ca.pem)"
+                ) from None
+            if any(_refused(e) for e in seen):
+                who = f"user {user!r}" if user else "an anonymous client"
+                raise BusError(
+                    f"NATS at {where} refused {who} (authorization violation): set FRAMEPIPE_NATS__USER "
+                    f"and FRAMEPIPE_NATS__PASSWORD (local server: {settings.local.state_dir}/nats-auth.json)"
+                ) from None
+            if not isinstance(exc, (NoServersError, OSError, TimeoutError)):
+                raise
+            if asyncio.get_running_loop().time() >= deadline:
+                raise BusError(
+                    f"cannot reach NATS at {where}: {exc or type(exc).__name__}; "
+                    "is nats-server running? (`framepipe run` starts one for you)"
+                ) from None
+            await asyncio.sleep(0.5)
+
+
+def _refused(exc: Exception) -> bool:
+    """The server turned our credentials down (not worth retrying)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
+
+
+def _storage(settings: Settings) -> js_api.StorageType:
+    return js_api.StorageType.FILE if settings.streams.storage == "file" else js_api.StorageType.MEMORY
+
+
+def _limit(settings: Settings, field: str | None) -> Any:
+    return getattr(settings.streams, field) if field else None
+
+
+def stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
+    """The JetStream config of one stream of the topology table, limits from ``[streams]``."""
+    retention = js_api.RetentionPolicy.WORK_QUEUE if spec.work_queue else js_api.RetentionPolicy.LIMITS
+    max_bytes = _limit(settings, spec.max_bytes_setting)
+    return js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=retention,
+        storage=_storage(settings),
+        max_age=_limit(settings, spec.max_age_setting),
+        max_bytes=max_bytes if max_bytes else -1,
+        max_msg_size=settings.nats.max_payload,
+        duplicate_window=settings.streams.duplicate_window_s,
+        num_replicas=settings.streams.replicas,
+        allow_direct=True,
+        discard=js_api.DiscardPolicy.OLD,
+    )
+
+
+def consumer_config(spec: ConsumerSpec, settings: Settings) -> js_api.ConsumerConfig:
+    stage = settings.consumer(spec.stage)
+    return js_api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=stage.ack_wait_s,
+        max_ack_pending=stage.max_ack_pending,
+        # Unlimited at the server: the runner dead-letters after max_deliver
+        # itself, so a message is never silently dropped by the server.
+        max_deliver=-1,
+        filter_subject=spec.filter_subject,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update every stream, consumer and KV bucket."""
+    for spec in STREAMS:
+        config = stream_config(spec, settings)
+        try:
+            await js.stream_info(spec.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+    for consumer in consumer_specs():
+        await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
+    for bucket in BUCKETS:
+        ttl = float(_limit(settings, bucket.ttl_setting) or 0.0)
+        try:
+            await js.key_value(bucket.name)
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(
+                js_api.KeyValueConfig(bucket=bucket.name, history=1, ttl=ttl, storage=_storage(settings))
+            )
+
+
+async def setup_topology(settings: Settings) -> None:
+    """Connect, create or update the whole topology, disconnect (``framepipe setup``, the Job)."""
+    nc = await connect(settings, "framepipe-setup")
+    try:
+        await ensure_topology(nc.jetstream(timeout=10.0), settings)
+    finally:
+        await nc.close()
+
+
+async def key_value(js: JetStreamContext, bucket: str) -> KeyValue:
+    return await js.key_value(bucket)
+
+
+# What a client sees while JetStream is restarting or electing: worth retrying.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], what: str, *, attempts: int = 8, max_delay_s: float = 3.0
+) -> T:
+    """Run ``call`` until it succeeds, retrying only :data:`TRANSIENT_ERRORS`.
+
+    ``call`` must be safe to repeat (msg-id de-duplicated publish, KV put of a
+    full value). The last error propagates once the attempts are spent.
+    """
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except TRANSIENT_ERRORS as exc:
+            if attempt == attempts:
+                raise
+            log.warning("bus.retry", what=what, attempt=attempt, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+    raise AssertionError("unreachable")
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    msg_id: str,
+    *,
+    timeout: float = 10.0,
+    attempts: int = 8,
+) -> js_api.PubAck:
+    """Publish with server-side de-duplication, retrying transient errors (same msg id)."""
+    all_headers = dict(headers)
+    all_headers[Headers.MSG_ID] = msg_id
+
+    async def once() -> js_api.PubAck:
+        return await js.publish(subject, body, timeout=timeout, headers=all_headers)
+
+    return await retry_transient(once, f"publish {subject}", attempts=attempts)
+
+
+async def kv_put(kv: KeyValue, key: str, value: bytes, *, attempts: int = 8) -> int:
+    """Put a whole value (idempotent), retrying transient errors; returns the revision."""
+
+    async def once() -> int:
+        return await kv.put(key, value)
+
+    return await retry_transient(once, f"kv put {key}", attempts=attempts)

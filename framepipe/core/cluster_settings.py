@@ -1,0 +1,265 @@
+"""Cluster-only settings: scaling, resources, images, NATS deployment.
+
+These complement :class:`framepipe.core.settings.Settings` (which owns every
+name and every setting a stage process reads) with what only the rendered
+Kubernetes manifests need. They load from the same TOML file:
+
+.. code-block:: toml
+
+    [k8s]
+    namespace = "framepipe"
+    image = "registry.example.com/framepipe:0.1.0"
+
+    [k8s.resources.inference]
+    cpu_request = "1"
+    memory_limit = "3Gi"
+
+    [scaling.decoder]
+    max_replicas = 12
+    lag_threshold = 6
+
+:class:`ScalingSettings` mean the same as KEDA's ScaledObject fields and the
+HPA behavior; the local autoscaler should read the same values so that a tuned
+setting behaves the same on a laptop and in a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from framepipe.core.errors import ConfigError
+from framepipe.core.topology import SCALED_STAGES, STAGES
+
+#: what runs in a cluster: NATS, the setup Job, then every stage of the table.
+WORKLOADS = ("nats", "setup", *(spec.name for spec in STAGES))
+
+_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+_MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_LABEL_KEY = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _check(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{where} {message}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests/limits of one container (Kubernetes quantity strings)."""
+
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "256Mi"
+    memory_limit: str = "1Gi"
+
+    def validate(self, where: str) -> None:
+        for name in ("cpu_request", "cpu_limit"):
+            value = getattr(self, name)
+            _check(
+                bool(_CPU.match(value)),
+                f"{where}.{name}",
+                f"must be a CPU quantity like '500m' or '2', got {value!r}",
+            )
+        for name in ("memory_request", "memory_limit"):
+            value = getattr(self, name)
+            _check(
+                bool(_MEMORY.match(value)),
+                f"{where}.{name}",
+                f"must be a memory quantity like '512Mi', got {value!r}",
+            )
+
+
+@dataclass(frozen=True)
+class WorkloadResources:
+    nats: Resources = field(default_factory=lambda: Resources("250m", "2", "512Mi", "2Gi"))
+    setup: Resources = field(default_factory=lambda: Resources("50m", "500m", "128Mi", "256Mi"))
+    gateway: Resources = field(default_factory=lambda: Resources("100m", "1", "128Mi", "512Mi"))
+    decoder: Resources = field(default_factory=lambda: Resources("500m", "2", "512Mi", "1Gi"))
+    inference: Resources = field(default_factory=lambda: Resources("1", "2", "768Mi", "2Gi"))
+    encoder: Resources = field(default_factory=lambda: Resources("1", "2", "512Mi", "1536Mi"))
+    sink: Resources = field(default_factory=lambda: Resources("100m", "500m", "128Mi", "512Mi"))
+
+    def __post_init__(self) -> None:
+        for name in WORKLOADS:
+            getattr(self, name).validate(f"k8s.resources.{name}")
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """KEDA ScaledObject + HPA behavior of one stage (units: messages, seconds).
+
+    replicas = ceil((num_pending + num_ack_pending) / lag_threshold), clamped to
+    [min_replicas, max_replicas]; with ``min_replicas = 0`` the stage sleeps
+    until the lag exceeds ``activation_lag_threshold``.
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 8
+    lag_threshold: int = 8
+    activation_lag_threshold: int = 0
+    polling_interval_s: int = 10
+    cooldown_period_s: int = 300
+    scale_up_stabilization_s: int = 0
+    scale_up_percent: int = 100
+    scale_up_pods: int = 4
+    scale_up_period_s: int = 15
+    scale_down_stabilization_s: int = 120
+    scale_down_percent: int = 50
+    scale_down_period_s: int = 60
+    fallback_replicas: int = 2
+    fallback_failure_threshold: int = 3
+
+    def validate(self, where: str) -> None:
+        _check(self.min_replicas >= 0, f"{where}.min_replicas", f"must be >= 0, got {self.min_replicas}")
+        _check(self.max_replicas >= 1, f"{where}.max_replicas", f"must be >= 1, got {self.max_replicas}")
+        _check(
+            self.min_replicas <= self.max_replicas,
+            f"{where}.min_replicas",
+            f"({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})",
+        )
+        _check(self.lag_threshold >= 1, f"{where}.lag_threshold", f"must be >= 1, got {self.lag_threshold}")
+        _check(
+            self.activation_lag_threshold >= 0,
+            f"{where}.activation_lag_threshold",
+            f"must be >= 0, got {self.activation_lag_threshold}",
+        )
+        for name in (
+            "polling_interval_s",
+            "scale_up_period_s",
+            "scale_down_period_s",
+            "scale_up_percent",
+            "scale_up_pods",
+            "scale_down_percent",
+            "fallback_failure_threshold",
+        ):
+            value = getattr(self, name)
+            _check(value >= 1, f"{where}.{name}", f"must be >= 1, got {value}")
+        for name in ("cooldown_period_s", "scale_up_stabilization_s", "scale_down_stabilization_s"):
+            value = getattr(self, name)
+            _check(0 <= value <= 3600, f"{where}.{name}", f"must be 0..3600, got {value}")
+        _check(
+            1 <= self.fallback_replicas <= self.max_replicas,
+            f"{where}.fallback_replicas",
+            f"must be 1..max_replicas ({self.max_replicas}), got {self.fallback_replicas}",
+        )
+
+
+@dataclass(frozen=True)
+class StageScaling:
+    decoder: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=8))
+    inference: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=16))
+    encoder: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=4))
+
+    def __post_init__(self) -> None:
+        for stage in SCALED_STAGES:
+            getattr(self, stage).validate(f"scaling.{stage}")
+
+
+@dataclass(frozen=True)
+class K8sSettings:
+    """Where and how framepipe runs in a cluster."""
+
+    namespace: str = "framepipe"
+    image: str = "ghcr.io/framepipe/framepipe:0.1.0"
+    gpu_image: str = "ghcr.io/framepipe/framepipe-gpu:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    nats_image: str = "nats:2.11-alpine"
+    nats_replicas: int = 3
+    stream_replicas: int = 3
+    nats_storage_gib: int = 20
+    nats_storage_class: str = ""
+    nats_account: str = "FRAMEPIPE"
+    nats_auth: bool = True
+    nats_strict_permissions: bool = True
+    nats_monitoring_endpoint: str = ""
+    keda_namespace: str = "keda"
+    sink_storage_gib: int = 20
+    sink_storage_class: str = ""
+    drain_margin_s: int = 30
+    setup_backoff_limit: int = 10
+    setup_ttl_s: int = 900
+    gpu_per_pod: int = 1
+    gpu_node_selector_key: str = "nvidia.com/gpu.present"
+    gpu_node_selector_value: str = "true"
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_runtime_class: str = ""
+    gpu_video_codecs: bool = False
+    engine_cache_gib: int = 4
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(_DNS_LABEL.match(self.namespace)),
+            "k8s.namespace",
+            f"must be a DNS label, got {self.namespace!r}",
+        )
+        _check(
+            bool(_DNS_LABEL.match(self.keda_namespace)),
+            "k8s.keda_namespace",
+            f"must be a DNS label, got {self.keda_namespace!r}",
+        )
+        for name in ("image", "gpu_image", "nats_image"):
+            value = getattr(self, name)
+            _check(bool(_IMAGE.match(value)), f"k8s.{name}", f"must be an image reference, got {value!r}")
+        _check(
+            self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
+            "k8s.image_pull_policy",
+            f"must be Always, IfNotPresent or Never, got {self.image_pull_policy!r}",
+        )
+        _check(
+            self.nats_replicas in (1, 3, 5),
+            "k8s.nats_replicas",
+            f"must be 1, 3 or 5 (a JetStream cluster needs a quorum), got {self.nats_replicas}",
+        )
+        _check(
+            1 <= self.stream_replicas <= min(self.nats_replicas, 5),
+            "k8s.stream_replicas",
+            f"must be 1..nats_replicas ({self.nats_replicas}), got {self.stream_replicas}",
+        )
+        _check(
+            bool(re.match(r"^[A-Za-z][A-Za-z0-9_]*$", self.nats_account)) and self.nats_account != "SYS",
+            "k8s.nats_account",
+            f"must be a NATS account name (letters, digits, '_'; not SYS), got {self.nats_account!r}",
+        )
+        _check(
+            self.nats_monitoring_endpoint == ""
+            or bool(re.match(r"^[A-Za-z0-9.-]+:[0-9]+$", self.nats_monitoring_endpoint)),
+            "k8s.nats_monitoring_endpoint",
+            f"must be host:port or empty, got {self.nats_monitoring_endpoint!r}",
+        )
+        for name in (
+            "nats_storage_gib",
+            "sink_storage_gib",
+            "engine_cache_gib",
+            "gpu_per_pod",
+            "setup_ttl_s",
+        ):
+            value = getattr(self, name)
+            _check(value >= 1, f"k8s.{name}", f"must be >= 1, got {value}")
+        _check(self.drain_margin_s >= 5, "k8s.drain_margin_s", f"must be >= 5, got {self.drain_margin_s}")
+        _check(
+            self.setup_backoff_limit >= 0,
+            "k8s.setup_backoff_limit",
+            f"must be >= 0, got {self.setup_backoff_limit}",
+        )
+        _check(
+            bool(_LABEL_KEY.match(self.gpu_node_selector_key)),
+            "k8s.gpu_node_selector_key",
+            f"must be a label key, got {self.gpu_node_selector_key!r}",
+        )
+        _check(
+            bool(_LABEL_KEY.match(self.gpu_toleration_key)),
+            "k8s.gpu_toleration_key",
+            f"must be a taint key, got {self.gpu_toleration_key!r}",
+        )
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything the manifests need beyond :class:`Settings`."""
+
+    k8s: K8sSettings = field(default_factory=K8sSettings)
+    resources: WorkloadResources = field(default_factory=WorkloadResources)
+    scaling: StageScaling = field(default_factory=StageScaling)

@@ -1,0 +1,408 @@
+"""Every setting a framepipe process reads, as frozen dataclasses.
+
+Stage code, the local supervisor, the CLI and the Kubernetes rendering all read
+tunables from :class:`Settings` (names live in :mod:`framepipe.core.topology`),
+so a setting cannot differ between a laptop and a cluster. What only the
+cluster reads is in :mod:`framepipe.core.cluster_settings`; both load through
+the one reader and coercion engine of :mod:`framepipe.core.loader`: defaults,
+a TOML file (``--config`` or ``FRAMEPIPE_CONFIG``), then environment variables
+named ``FRAMEPIPE_<SECTION>__<FIELD>`` (e.g. ``FRAMEPIPE_NATS__URL``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from framepipe.core.errors import ConfigError
+
+ENV_PREFIX = "FRAMEPIPE_"
+#: tables of the same TOML file that only the cluster manifests and the autoscaler read.
+CLUSTER_SECTIONS = ("k8s", "scaling")
+
+
+def _positive(section: str, **values: float) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    url: str = "nats://127.0.0.1:4222"
+    max_payload: int = 8 * 1024 * 1024
+    monitor_port: int = 8222
+    connect_timeout_s: float = 5.0
+    sync_interval: str = "default"
+    #: NATS user; empty: none, or the admin of the local server of local.state_dir.
+    user: str = ""
+    password: str = field(default="", repr=False)
+    #: CA that verifies the server's certificate (TLS); tls_cert/tls_key: mutual TLS.
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"nats.url must start with nats:// or tls://, got {self.url!r}")
+        if bool(self.user) != bool(self.password):
+            raise ConfigError("set nats.user and nats.password together (FRAMEPIPE_NATS__USER/__PASSWORD)")
+        if self.user and "@" in self.url:
+            raise ConfigError("nats.url already carries credentials: drop them or nats.user/nats.password")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("set nats.tls_cert and nats.tls_key together (client certificate and key)")
+        if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
+            raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
+        _positive("nats", connect_timeout_s=self.connect_timeout_s)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        rest = self.url.split("://", 1)[1].rsplit("@", 1)[-1]
+        host, _, port = rest.partition(":")
+        return host or "127.0.0.1", int(port or 4222)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    storage: Literal["file", "memory"] = "file"
+    video_max_age_s: float = 3600.0
+    video_max_bytes: int = 8 * 1024**3
+    output_max_age_s: float = 24 * 3600.0
+    detections_max_age_s: float = 7 * 24 * 3600.0
+    dlq_max_age_s: float = 14 * 24 * 3600.0
+    ledger_ttl_s: float = 3600.0
+    duplicate_window_s: float = 300.0
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("file", "memory"):
+            raise ConfigError(f"streams.storage must be 'file' or 'memory', got {self.storage!r}")
+        _positive(
+            "streams",
+            video_max_age_s=self.video_max_age_s,
+            video_max_bytes=self.video_max_bytes,
+            output_max_age_s=self.output_max_age_s,
+            duplicate_window_s=self.duplicate_window_s,
+            ledger_ttl_s=self.ledger_ttl_s,
+            replicas=self.replicas,
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """Delivery settings shared by every stage's pull consumer."""
+
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 64
+    fetch_batch: int = 4
+    #: messages one replica works on at once. 2 hides one message's publish and ack round
+    #: trips behind the next one's codec work (which stays on one thread); inference takes
+    #: more so that frames of several messages share model calls.
+    in_flight: int = 2
+    max_deliver: int = 5
+    retry_backoff_s: float = 1.0
+    replicas: int = 1
+    metrics_port: int = 0
+
+    def _check(self, section: str) -> None:
+        _positive(
+            section,
+            ack_wait_s=self.ack_wait_s,
+            max_ack_pending=self.max_ack_pending,
+            fetch_batch=self.fetch_batch,
+            in_flight=self.in_flight,
+            max_deliver=self.max_deliver,
+            retry_backoff_s=self.retry_backoff_s,
+            replicas=self.replicas,
+        )
+        for name in ("fetch_batch", "in_flight"):
+            if getattr(self, name) > self.max_ack_pending:
+                raise ConfigError(
+                    f"{section}.{name} ({getattr(self, name)}) must not exceed "
+                    f"{section}.max_ack_pending ({self.max_ack_pending})"
+                )
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Camera input. Credentials never live here: put them in the URL (a Secret in a
+    cluster) or in FRAMEPIPE_SOURCE_USERNAME / FRAMEPIPE_SOURCE_PASSWORD."""
+
+    pacing: Literal["realtime", "fast"] = "realtime"
+    gop_max_seconds: float = 10.0
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.pacing not in ("realtime", "fast"):
+            raise ConfigError(f"gateway.pacing must be 'realtime' or 'fast', got {self.pacing!r}")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ConfigError(f"gateway.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        _positive(
+            "gateway",
+            gop_max_seconds=self.gop_max_seconds,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            reconnect_initial_s=self.reconnect_initial_s,
+            reconnect_max_s=self.reconnect_max_s,
+        )
+
+
+@dataclass(frozen=True)
+class DecoderSettings(ConsumerSettings):
+    threads: int = 1
+    frames_per_part: int = 32
+
+    def __post_init__(self) -> None:
+        self._check("decoder")
+        _positive("decoder", threads=self.threads, frames_per_part=self.frames_per_part)
+
+
+@dataclass(frozen=True)
+class InferenceSettings(ConsumerSettings):
+    #: as many as one fetch takes: frames of all of them share model calls.
+    in_flight: int = 4
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    #: detector family: "blazeface-full" (192×192, small faces), "blazeface-short" (128×128,
+    #: close-ups) or "yolo" (an ONNX export in model_file). "full_range"/"short_range" are
+    #: the older names of the BlazeFace ones.
+    model: Literal["blazeface-full", "blazeface-short", "yolo", "full_range", "short_range"] = (
+        "blazeface-full"
+    )
+    models_dir: str = ".cache/models"
+    #: an ONNX file; required for model=yolo; empty: the BlazeFace model built into models_dir.
+    model_file: str = ""
+    score_threshold: float = 0.5
+    #: NMS IoU threshold (BlazeFace merges overlaps by weighted average; YOLO is class-aware).
+    nms_iou: float = 0.3
+    #: yolo only: square input size of the export (the decoder letterboxes frames to it).
+    yolo_input_size: int = 640
+    #: yolo only: "v5" = [N, boxes, 4+1+classes] (v5/v7), "v8" = [N, 4+classes, boxes].
+    yolo_layout: Literal["v5", "v8"] = "v5"
+    #: yolo only: class ids to keep, comma-separated ("0,2"); empty: every class.
+    classes: str = ""
+    #: yolo only: label per class id, comma-separated ("person,bicycle,car"); else the id.
+    class_names: str = ""
+    #: ONNX Runtime threads per session; 0: the CPUs this process may use (cgroup quota or
+    #: affinity) divided by inference.replicas, so the replicas of a node share its cores.
+    intra_op_threads: int = 0
+    #: ONNX Runtime threads across graph branches; 1 runs nodes in order (the detectors
+    #: here are chains, so more only adds contention).
+    inter_op_threads: int = 1
+    max_batch: int = 16
+    #: frames per model call when the model runs on the CPU: bigger batches spill the
+    #: activations out of L2 and run slower (2-core EPYC, BlazeFace full: 4 → ~180
+    #: images/s, 16 → ~150). GPUs use max_batch.
+    cpu_max_batch: int = 4
+    #: tensorrt only: fall back to onnxruntime (one log line) when TensorRT or a GPU is missing.
+    allow_fallback: bool = False
+    #: tensorrt only: build FP16 engines when the GPU supports fast FP16.
+    fp16: bool = True
+    #: tensorrt only: serialized engines, keyed by model/GPU/TensorRT/precision/batch range.
+    engine_cache_dir: str = ".cache/engines"
+    #: cross-message batching: wait at most this long for max_batch frames.
+    batch_timeout_s: float = 0.005
+    #: run the model on every n-th frame of a GOP (1: every frame).
+    detect_every: int = 1
+    #: run the model at most this many times per second of video (by frame timestamps;
+    #: 0: every frame). The first frame of each message is always detected.
+    detect_fps: float = 0.0
+    #: frames the model skips: "carry" the last detections, or "none".
+    skipped_frames: Literal["carry", "none"] = "carry"
+
+    def __post_init__(self) -> None:
+        self._check("inference")
+        if self.skipped_frames not in ("carry", "none"):
+            raise ConfigError(
+                f"inference.skipped_frames must be 'carry' or 'none', got {self.skipped_frames!r}"
+            )
+        _positive("inference", detect_every=self.detect_every)
+        if self.detect_fps < 0:
+            raise ConfigError(f"inference.detect_fps must be >= 0 (0: every frame), got {self.detect_fps}")
+        if self.detect_fps > 0 and self.detect_every > 1:
+            raise ConfigError("set inference.detect_fps or inference.detect_every, not both")
+        if not 0.0 <= self.batch_timeout_s <= 1.0:
+            raise ConfigError(f"inference.batch_timeout_s must be in [0, 1], got {self.batch_timeout_s}")
+        if self.backend not in ("onnxruntime", "tensorrt"):
+            raise ConfigError(f"inference.backend must be 'onnxruntime' or 'tensorrt', got {self.backend!r}")
+        if self.model not in _MODEL_ALIASES:
+            raise ConfigError(
+                f"inference.model must be 'blazeface-full', 'blazeface-short' or 'yolo', got {self.model!r}"
+            )
+        if self.family == "yolo" and not self.model_file:
+            raise ConfigError(
+                "inference.model=yolo needs inference.model_file: the path of your YOLO ONNX export"
+            )
+        if self.yolo_layout not in ("v5", "v8"):
+            raise ConfigError(f"inference.yolo_layout must be 'v5' or 'v8', got {self.yolo_layout!r}")
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ConfigError(f"inference.score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 < self.nms_iou < 1.0:
+            raise ConfigError(f"inference.nms_iou must be in (0, 1), got {self.nms_iou}")
+        _positive(
+            "inference",
+            inter_op_threads=self.inter_op_threads,
+            max_batch=self.max_batch,
+            cpu_max_batch=self.cpu_max_batch,
+            yolo_input_size=self.yolo_input_size,
+        )
+        if self.intra_op_threads < 0:
+            raise ConfigError(
+                f"inference.intra_op_threads must be >= 0 (0: auto), got {self.intra_op_threads}"
+            )
+        _ = self.class_ids  # parsed here so a bad list fails at load, not in the stage
+
+    @property
+    def family(self) -> Literal["blazeface-full", "blazeface-short", "yolo"]:
+        """The model family, with the older BlazeFace names mapped to the new ones."""
+        return _MODEL_ALIASES[self.model]
+
+    @property
+    def class_ids(self) -> tuple[int, ...] | None:
+        """``classes`` parsed; None keeps every class."""
+        if not self.classes.strip():
+            return None
+        try:
+            ids = tuple(int(part) for part in self.classes.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"inference.classes must be comma-separated class ids, got {self.classes!r}"
+            ) from None
+        if any(i < 0 for i in ids):
+            raise ConfigError(f"inference.classes must be ids >= 0, got {self.classes!r}")
+        return ids
+
+    @property
+    def input_size(self) -> int:
+        return {"blazeface-full": 192, "blazeface-short": 128, "yolo": self.yolo_input_size}[self.family]
+
+    @property
+    def model_path(self) -> Path:
+        if self.model_file:
+            return Path(self.model_file)
+        variant = "full_range" if self.family == "blazeface-full" else "short_range"
+        return Path(self.models_dir) / f"face_detection_{variant}.onnx"
+
+
+_MODEL_ALIASES: dict[str, Literal["blazeface-full", "blazeface-short", "yolo"]] = {
+    "blazeface-full": "blazeface-full",
+    "blazeface-short": "blazeface-short",
+    "yolo": "yolo",
+    "full_range": "blazeface-full",
+    "short_range": "blazeface-short",
+}
+
+
+@dataclass(frozen=True)
+class EncoderSettings(ConsumerSettings):
+    #: "auto": h264_nvenc when a GPU encoder opens, else libx264; or an FFmpeg encoder name.
+    codec: str = "auto"
+    preset: str = "veryfast"
+    crf: int = 23
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        self._check("encoder")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"encoder.crf must be 0..51, got {self.crf}")
+        _positive("encoder", threads=self.threads)
+
+
+@dataclass(frozen=True)
+class SinkSettings(ConsumerSettings):
+    #: the sink appends one camera's segments in order: it never takes more than 1.
+    in_flight: int = 1
+    output_dir: str = "output"
+    playlist_window: int = 0
+
+    def __post_init__(self) -> None:
+        self._check("sink")
+        if self.playlist_window < 0:
+            raise ConfigError(f"sink.playlist_window must be >= 0, got {self.playlist_window}")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The embedded runtime; ports 0 pick free loopback ports at start."""
+
+    state_dir: str = ".framepipe"
+    shutdown_grace_s: float = 20.0
+    nats_port: int = 0
+    monitor_port: int = 0
+    #: the embedded nats-server: one user per process kind with per-stage permissions
+    #: (passwords generated into <state_dir>/nats-auth.json, 0600), and TLS with a
+    #: self-signed CA generated into <state_dir>/tls.
+    nats_auth: bool = True
+    nats_tls: bool = False
+    # Scale decoder/inference/encoder from their backlog like KEDA does in a cluster
+    # (the [scaling.*] tables); max_replicas caps every stage on one machine
+    # (0: the number of CPU cores), whatever the cluster maximum is.
+    autoscale: bool = True
+    max_replicas: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("local", shutdown_grace_s=self.shutdown_grace_s)
+        if self.max_replicas < 0:
+            raise ConfigError(
+                f"local.max_replicas must be >= 0 (0: one per CPU core), got {self.max_replicas}"
+            )
+        for key, port in (("nats_port", self.nats_port), ("monitor_port", self.monitor_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"local.{key} must be 0..65535, got {port}")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The HLS server and console (``framepipe web``)."""
+
+    #: the token a browser or player must present; empty: generated at start when needed.
+    token: str = field(default="", repr=False)
+    #: "auto": a token only when bound to a non-loopback address; "always": also on loopback.
+    require_token: Literal["auto", "always"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.require_token not in ("auto", "always"):
+            raise ConfigError(f"web.require_token must be 'auto' or 'always', got {self.require_token!r}")
+        if self.token and len(self.token) < 16:
+            raise ConfigError("web.token must be at least 16 characters (or empty: one is generated)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    decoder: DecoderSettings = field(default_factory=DecoderSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+
+    def consumer(self, stage: str) -> ConsumerSettings:
+        section = getattr(self, stage, None)
+        if not isinstance(section, ConsumerSettings):
+            raise ConfigError(f"no stage named {stage!r}")
+        return section
+
+    def replace(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some fields changed, e.g. ``replace(nats={"url": ...})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that reproduces these settings in a child process."""
+        env: dict[str, str] = {}
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            for item in dataclasses.fields(value):
+                key = f"{ENV_PREFIX}{section.name.upper()}__{item.name.upper()}"
+                env[key] = str(getattr(value, item.name))
+        return env

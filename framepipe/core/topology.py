@@ -1,0 +1,266 @@
+"""Every stream, subject, consumer and bucket name, and the one table of stages.
+
+What a stage *is* lives in :data:`STAGES`: the durable consumer(s) it reads, the
+subjects and buckets it writes, whether KEDA scales it, which settings section
+it reads and which class runs it. The runner, the NATS permissions (local and
+cluster), the local supervisor, the rendered manifests, the autoscaler and
+``framepipe stage NAME`` all derive from this table, so a new stage is one
+entry here plus one class (see docs/architecture.md).
+
+This module knows no stage code: ``entry`` is an import path resolved by
+:func:`framepipe.stages.load_stage` one layer up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from framepipe.core.errors import ConfigError
+
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Names:
+    """Streams, subjects, consumers and buckets (see DESIGN.md, 'Streams')."""
+
+    VIDEO = "VIDEO"
+    FRAMES = "FRAMES"
+    DETECTIONS = "DETECTIONS"
+    ENCODE = "ENCODE"
+    OUTPUT = "OUTPUT"
+    DLQ = "DLQ"
+
+    GATEWAY = "gateway"
+    DECODER = "decoder"
+    INFERENCE = "inference"
+    ENCODER = "encoder"
+    SINK = "sink"
+    SINK_GAPS = "sink-gaps"
+    #: the NATS user of `framepipe setup` and the local tools (status, cameras, dlq, web).
+    ADMIN = "setup"
+
+    LEDGER_BUCKET = "FP_GOP_LEDGER"
+    SOURCES_BUCKET = "FP_SOURCES"
+    CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
+
+    SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
+        VIDEO: "video",
+        FRAMES: "frames",
+        DETECTIONS: "dets",
+        ENCODE: "encode",
+        OUTPUT: "out",
+        DLQ: "dlq",
+    }
+
+    @classmethod
+    def subject(cls, stream: str, camera: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[stream]}.{camera}"
+
+    @classmethod
+    def wildcard(cls, stream: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[stream]}.>"
+
+    @classmethod
+    def dlq_subject(cls, stage: str) -> str:
+        return f"{cls.SUBJECT_PREFIX[cls.DLQ]}.{stage}"
+
+    @staticmethod
+    def msg_id(camera: str, gop: int, stage: str, part: int | None = None) -> str:
+        base = f"{camera}:{gop}:{stage}"
+        return base if part is None else f"{base}:{part}"
+
+    @staticmethod
+    def ledger_key(camera: str, gop: int) -> str:
+        return f"{camera}.{gop}"
+
+    @staticmethod
+    def kv_subjects(bucket: str) -> str:
+        """What a client publishes to when it writes ``bucket``."""
+        return f"$KV.{bucket}.>"
+
+
+def validate_camera_name(name: str) -> str:
+    """A camera name is part of NATS subjects and KV keys: check it once, everywhere."""
+    if not CAMERA_NAME.match(name):
+        raise ConfigError(
+            f"camera name {name!r} is invalid: use 1-64 letters, digits, '_' or '-' "
+            "(it becomes part of NATS subjects)"
+        )
+    return name
+
+
+# -- streams and buckets -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One JetStream stream; its limits are fields of ``[streams]`` (None: unlimited)."""
+
+    name: str
+    work_queue: bool
+    max_age_setting: str | None = None
+    max_bytes_setting: str | None = None
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return (Names.wildcard(self.name),)
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(Names.VIDEO, False, "video_max_age_s", "video_max_bytes"),
+    StreamSpec(Names.FRAMES, True),
+    StreamSpec(Names.DETECTIONS, False, "detections_max_age_s"),
+    StreamSpec(Names.ENCODE, True),
+    StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
+    StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
+)
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """A KV bucket; ``ttl_setting`` names its ``[streams]`` field (None: no expiry)."""
+
+    name: str
+    ttl_setting: str | None
+
+
+BUCKETS: tuple[BucketSpec, ...] = (
+    BucketSpec(Names.LEDGER_BUCKET, "ledger_ttl_s"),
+    BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s"),
+    BucketSpec(Names.CAMERAS_BUCKET, None),
+)
+
+
+# -- stages --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer with explicit ack (KEDA scales on the first of a stage)."""
+
+    stream: str
+    durable: str
+    stage: str
+
+    @property
+    def filter_subject(self) -> str:
+        return Names.wildcard(self.stream)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a process kind is, for everything that is not its own code.
+
+    ``name`` is at once the process kind, the NATS user, the settings section, the
+    Deployment's component and the argument of ``framepipe stage``.
+    """
+
+    name: str
+    #: "module:callable" taking Settings and returning the stage (or the stages that share
+    #: one process); empty for the per-camera gateway, which is started by camera.
+    entry: str
+    #: durable consumers it reads; the first is the one its backlog (and KEDA) counts.
+    consumers: tuple[ConsumerSpec, ...] = ()
+    #: subjects it publishes to besides its DLQ subject (wildcards allowed).
+    publishes: tuple[str, ...] = ()
+    #: KV buckets it writes.
+    writes_buckets: tuple[str, ...] = ()
+    #: a ScaledObject in a cluster and a local autoscaler entry, from ``[scaling.<name>]``.
+    scaled: bool = False
+    #: poison input goes to ``dlq.<name>``.
+    dead_letters: bool = True
+
+    @property
+    def consumer(self) -> ConsumerSpec:
+        if not self.consumers:
+            raise KeyError(f"stage {self.name!r} reads no consumer")
+        return self.consumers[0]
+
+    @property
+    def per_camera(self) -> bool:
+        """One process per camera (the gateway) rather than replicas of a consumer."""
+        return not self.consumers
+
+
+def _reads(stream: str, stage: str, durable: str | None = None) -> ConsumerSpec:
+    return ConsumerSpec(stream, durable or stage, stage)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        Names.GATEWAY,
+        entry="",
+        # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state.
+        publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS)),
+        writes_buckets=(Names.SOURCES_BUCKET,),
+        dead_letters=False,
+    ),
+    StageSpec(
+        Names.DECODER,
+        entry="framepipe.stages.decoder:Decoder",
+        consumers=(_reads(Names.VIDEO, Names.DECODER),),
+        publishes=(Names.wildcard(Names.FRAMES),),
+        scaled=True,
+    ),
+    StageSpec(
+        Names.INFERENCE,
+        entry="framepipe.stages.inference.stage:Inference",
+        consumers=(_reads(Names.FRAMES, Names.INFERENCE),),
+        publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ENCODE)),
+        writes_buckets=(Names.LEDGER_BUCKET,),
+        scaled=True,
+    ),
+    StageSpec(
+        Names.ENCODER,
+        entry="framepipe.stages.encoder:Encoder",
+        consumers=(_reads(Names.ENCODE, Names.ENCODER),),
+        publishes=(Names.wildcard(Names.OUTPUT),),
+        scaled=True,
+    ),
+    StageSpec(
+        Names.SINK,
+        entry="framepipe.stages.sink:sink_stages",
+        consumers=(
+            _reads(Names.OUTPUT, Names.SINK),
+            _reads(Names.DLQ, Names.SINK, Names.SINK_GAPS),
+        ),
+    ),
+)
+
+
+def stage_spec(name: str) -> StageSpec:
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    known = ", ".join(s.name for s in consumer_stages())
+    raise ConfigError(f"unknown stage {name!r}: use {known}")
+
+
+def consumer_stages() -> tuple[StageSpec, ...]:
+    """Stages that run as replicas of a consumer (``framepipe stage NAME``, a Deployment each)."""
+    return tuple(spec for spec in STAGES if not spec.per_camera)
+
+
+def scaled_stages() -> tuple[str, ...]:
+    """Names of the stages KEDA (and the local autoscaler) scale from their backlog."""
+    return tuple(spec.name for spec in STAGES if spec.scaled)
+
+
+def consumer_specs() -> tuple[ConsumerSpec, ...]:
+    """Every durable consumer of every stage."""
+    return tuple(consumer for spec in STAGES for consumer in spec.consumers)
+
+
+def consumer_spec(durable: str) -> ConsumerSpec:
+    for spec in consumer_specs():
+        if spec.durable == durable:
+            return spec
+    raise KeyError(durable)
+
+
+#: the process kinds that connect to NATS, each as its own user (admin first).
+USERS: tuple[str, ...] = (Names.ADMIN, *(spec.name for spec in STAGES))
+#: names fixed by the table, read where a type needs a literal (settings sections).
+SCALED_STAGES: tuple[str, ...] = scaled_stages()

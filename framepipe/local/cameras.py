@@ -1,0 +1,174 @@
+"""The local camera registry: desired cameras in the NATS KV bucket ``FP_CAMERAS``.
+
+Each entry is name → JSON ``{"source", "pacing"}``. ``framepipe cameras add|remove``
+writes it; the supervisor of ``framepipe run`` watches it (:class:`CameraWatch`) and
+spawns or stops one gateway process per camera, with no restart of anything else.
+In a cluster, :mod:`framepipe.cluster.cameras` does the same with Deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+
+from framepipe.core import bus
+from framepipe.core.errors import ConfigError, SetupError
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+
+log = structlog.get_logger("framepipe.cameras")
+Obj = dict[str, Any]
+SOURCE_ENV = "FRAMEPIPE_SOURCE_URL"
+CAMERA_LABEL = "framepipe.io/camera"
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    source: str
+    pacing: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"source": self.source, "pacing": self.pacing}).encode()
+
+    @classmethod
+    def from_json(cls, name: str, raw: bytes) -> CameraSpec:
+        data = json.loads(raw)
+        return cls(name, str(data["source"]), data.get("pacing"))
+
+
+def check_source(source: str) -> str:
+    if not source:
+        raise ConfigError("a camera needs a source (rtsp://... URL or a file path)")
+    if "://" not in source and not Path(source).is_file():
+        raise ConfigError(f"source {source} is neither a URL nor an existing file")
+    return source
+
+
+# -- local: the KV bucket ----------------------------------------------------
+
+
+async def put_camera(settings: Settings, spec: CameraSpec) -> None:
+    nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+    try:
+        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        await kv.put(spec.name, spec.to_json())
+    finally:
+        await nc.close()
+
+
+async def delete_camera(settings: Settings, name: str) -> bool:
+    nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+    try:
+        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        try:
+            await kv.get(name)
+        except KeyNotFoundError:
+            return False
+        await kv.delete(name)
+        return True
+    finally:
+        await nc.close()
+
+
+async def list_cameras(settings: Settings) -> list[CameraSpec]:
+    nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+    try:
+        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        try:
+            keys = await kv.keys()
+        except (NotFoundError, NoKeysError):  # nats-py: "no keys found" (either, by version)
+            return []
+        out = []
+        for key in sorted(keys):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(key)
+                if entry.value:
+                    out.append(CameraSpec.from_json(key, entry.value))
+        return out
+    finally:
+        await nc.close()
+
+
+class CameraWatch:
+    """Follows the bucket in a thread; ``changes()`` returns what happened since the last call.
+
+    Each (re)connection first yields a snapshot ``("snapshot", {name: spec})`` of
+    every camera, then ``("put", spec)`` / ``("delete", name)`` as they come.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera-watch", daemon=True)
+
+    def start(self) -> CameraWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def changes(self) -> list[tuple[str, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                asyncio.run(self._watch())
+            except Exception as exc:  # noqa: BLE001 - keep watching whatever went wrong
+                log.warning("cameras.watch_failed", error=str(exc) or type(exc).__name__)
+            self._stop.wait(1.0)
+
+    async def _watch(self) -> None:
+        try:  # NATS gone (the supervisor is shutting down): wait quietly, no reconnect loop
+            socket.create_connection(self.settings.nats.host_port, timeout=1.0).close()
+        except OSError:
+            return
+        nc = await bus.connect(self.settings, "framepipe-camera-watch", retry_initial=False)
+        try:
+            kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+            watcher = await kv.watchall()
+            snapshot: dict[str, CameraSpec] | None = {}
+            while not self._stop.is_set():
+                try:
+                    entry = await watcher.updates(timeout=0.5)  # type: ignore[no-untyped-call]
+                except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
+                    if not nc.is_connected:
+                        raise SetupError("lost the NATS connection") from None
+                    continue
+                if entry is None:  # end of the initial values
+                    if snapshot is not None:
+                        self.events.put(("snapshot", snapshot))
+                        snapshot = None
+                    continue
+                deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+                if snapshot is not None:
+                    if deleted:
+                        snapshot.pop(entry.key, None)
+                    else:
+                        snapshot[entry.key] = CameraSpec.from_json(entry.key, entry.value)
+                elif deleted:
+                    self.events.put(("delete", entry.key))
+                else:
+                    self.events.put(("put", CameraSpec.from_json(entry.key, entry.value)))
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        finally:
+            await nc.close()

@@ -1,0 +1,86 @@
+"""How far a camera's file source got: the sink's ``progress.json``, and when it is done."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from framepipe.local.processes import Managed
+
+
+@dataclass
+class CameraResult:
+    camera: str
+    complete: bool
+    segments: int
+    gaps: list[dict[str, object]] = field(default_factory=list)
+    playlist: Path | None = None
+    reason: str = ""
+
+
+def read_progress(output_dir: Path, camera: str) -> dict[str, object] | None:
+    """The sink's progress file of ``camera`` (None until its first segment)."""
+    path = output_dir / camera / ".state" / "progress.json"
+    try:
+        data: dict[str, object] = json.loads(path.read_text())
+        return data
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class ProgressWatch:
+    """Follows one camera until its playlist is closed, its gateway fails, or it stalls."""
+
+    def __init__(self, output_dir: Path, camera: str, stall_timeout: float) -> None:
+        self.output_dir, self.camera, self.stall_timeout = output_dir, camera, stall_timeout
+        self.playlist = output_dir / camera / "index.m3u8"
+        self.last_count, self.last_change = -1, time.monotonic()
+
+    def poll(
+        self, gateway: Managed, logs: Path, on_progress: Callable[[int], None] | None = None
+    ) -> CameraResult | None:
+        """The result once there is one; None while the camera is still making progress."""
+        camera = self.camera
+        progress = read_progress(self.output_dir, camera) or {}
+        entries = progress.get("entries", [])
+        gaps = progress.get("gaps", [])
+        entries = entries if isinstance(entries, list) else []
+        gaps_list = gaps if isinstance(gaps, list) else []
+        count = len(entries) + len(gaps_list)
+        if on_progress:
+            on_progress(count)
+        if count != self.last_count:
+            self.last_count, self.last_change = count, time.monotonic()
+        if progress.get("ended"):
+            segments = len(entries)
+            reason = ""
+            if gaps_list:
+                reason = (
+                    f"GOPs {[g['gop'] for g in gaps_list]} were dead-lettered "
+                    f"({', '.join(sorted({str(g['reason']) for g in gaps_list}))}); "
+                    "inspect them with `framepipe status` and the DLQ stream"
+                )
+            return CameraResult(camera, not gaps_list, segments, gaps_list, self.playlist, reason)
+        if gateway.process is not None and gateway.process.poll() not in (None, 0):
+            return CameraResult(
+                camera,
+                False,
+                max(count, 0),
+                gaps_list,
+                self.playlist,
+                f"the gateway for {camera} failed (exit {gateway.process.returncode}); "
+                f"see {gateway.log_file}",
+            )
+        if time.monotonic() - self.last_change > self.stall_timeout:
+            return CameraResult(
+                camera,
+                False,
+                max(count, 0),
+                gaps_list,
+                self.playlist,
+                f"no progress for {self.stall_timeout:.0f}s; see the logs in {logs}",
+            )
+        return None

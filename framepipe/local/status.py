@@ -1,0 +1,300 @@
+"""``framepipe status``: streams, consumer backlog and local processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from framepipe.core import bus, topology
+from framepipe.core.settings import Settings
+from framepipe.core.sources import read_source_state
+from framepipe.core.topology import Names
+from framepipe.local.runtime import Runtime, read_runtime
+
+
+async def collect_status(settings: Settings, runtime: Runtime | None) -> dict[str, Any]:
+    nc = await bus.connect(settings, "framepipe-status", retry_initial=False)
+    js = nc.jetstream(timeout=5.0)
+    report: dict[str, Any] = {"nats_url": settings.nats.url, "streams": [], "consumers": [], "processes": []}
+    try:
+        for spec in topology.STREAMS:
+            try:
+                info = await js.stream_info(spec.name)
+            except Exception as exc:  # noqa: BLE001 - report, don't crash the status view
+                report["streams"].append({"name": spec.name, "error": str(exc) or type(exc).__name__})
+                continue
+            report["streams"].append(
+                {"name": spec.name, "messages": info.state.messages, "bytes": info.state.bytes}
+            )
+        for consumer in topology.consumer_specs():
+            try:
+                cinfo = await js.consumer_info(consumer.stream, consumer.durable)
+            except Exception as exc:  # noqa: BLE001
+                report["consumers"].append(
+                    {"name": consumer.durable, "error": str(exc) or type(exc).__name__}
+                )
+                continue
+            pending, ack_pending = cinfo.num_pending or 0, cinfo.num_ack_pending or 0
+            report["consumers"].append(
+                {
+                    "name": consumer.durable,
+                    "stream": consumer.stream,
+                    "pending": pending,
+                    "ack_pending": ack_pending,
+                    # KEDA's nats-jetstream lag for this consumer.
+                    "lag": pending + ack_pending,
+                    "redelivered": cinfo.num_redelivered or 0,
+                }
+            )
+    finally:
+        await nc.close()
+    for proc in runtime.processes if runtime else ():
+        report["processes"].append({**proc.to_json(), "alive": proc.alive})
+    report["inference"] = await asyncio.to_thread(inference_backends, runtime)
+    return report
+
+
+def _live_processes(runtime: Runtime | None) -> Iterator[tuple[str, str, Path]]:
+    """(process name, stage, log file) of each live local stage process."""
+    for proc in runtime.live_stage_processes() if runtime else ():
+        yield proc.name, proc.kind, Path(proc.log)
+
+
+def _scrape_process(log_file: Path) -> dict[str, list[tuple[dict[str, str], float]]] | None:
+    """A process's /metrics (port from its log), or None while it starts or stops."""
+    port = metrics_port_from_log(log_file)
+    if port is None:
+        return None
+    try:
+        return scrape(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return None
+
+
+def inference_backends(runtime: Runtime | None) -> list[dict[str, str]]:
+    """Backend, device, precision and model of each live local inference process, from its
+    ``framepipe_inference_backend_info`` metric (what really runs, after any fallback)."""
+    found: list[dict[str, str]] = []
+    for name, stage, log_file in _live_processes(runtime):
+        samples = _scrape_process(log_file) if stage == Names.INFERENCE else None
+        if samples is None:
+            continue  # not inference, or starting/stopping: its row is simply absent this time
+        for labels, value in samples.get("framepipe_inference_backend_info", []):
+            if value == 1:
+                found.append(
+                    {"process": name, **{k: labels.get(k, "") for k in BACKEND_FIELDS}},
+                )
+    return found
+
+
+BACKEND_FIELDS = ("backend", "device", "precision", "model")
+
+
+def render_status(report: dict[str, Any]) -> list[Table]:
+    streams = Table(title=f"Streams on {report['nats_url']}")
+    for column in ("stream", "messages", "bytes"):
+        streams.add_column(column)
+    for s in report["streams"]:
+        streams.add_row(s["name"], str(s.get("messages", s.get("error"))), str(s.get("bytes", "")))
+    consumers = Table(title="Consumers (lag = pending + ack pending, as KEDA computes it)")
+    for column in ("consumer", "stream", "pending", "ack pending", "lag", "redelivered"):
+        consumers.add_column(column)
+    for c in report["consumers"]:
+        if "error" in c:
+            consumers.add_row(c["name"], "", c["error"], "", "", "")
+        else:
+            consumers.add_row(
+                c["name"],
+                c["stream"],
+                str(c["pending"]),
+                str(c["ack_pending"]),
+                str(c["lag"]),
+                str(c["redelivered"]),
+            )
+    tables = [streams, consumers]
+    if report["processes"]:
+        procs = Table(title="Local processes")
+        for column in ("process", "pid", "alive", "log"):
+            procs.add_column(column)
+        for p in report["processes"]:
+            procs.add_row(p["name"], str(p["pid"]), "yes" if p["alive"] else "no", p["log"])
+        tables.append(procs)
+    if report.get("inference"):
+        backends = Table(title="Inference backends")
+        for column in ("process", *BACKEND_FIELDS):
+            backends.add_column(column)
+        for row in report["inference"]:
+            backends.add_row(row["process"], *(row[k] for k in BACKEND_FIELDS))
+        tables.append(backends)
+    return tables
+
+
+# -- metrics of local processes, and the live view (``framepipe status --watch``) --------
+
+
+def metrics_port_from_log(log_file: Path) -> int | None:
+    """The /metrics port a stage process logged last (``stage.health``), if any."""
+    port = None
+    try:
+        with open(log_file, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if '"stage.health"' in line:
+                    with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        port = int(json.loads(line)["port"])
+    except OSError:
+        return None
+    return port
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text from ``url`` → {sample name: [(labels, value), ...]}."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return samples
+
+
+def sample_value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for sample_labels, value in samples.get(name, [])
+        if all(sample_labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """Prometheus' estimate from cumulative ``{le: count}`` buckets (linear within a bucket)."""
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank, previous_bound, previous_count = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return previous_bound
+            width = count - previous_count
+            return previous_bound + (bound - previous_bound) * (
+                (rank - previous_count) / width if width else 1
+            )
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def stage_metrics(runtime: Runtime | None) -> dict[str, dict[str, Any]]:
+    """Per stage: live replicas, GOPs done and ``framepipe_process_seconds`` buckets, summed."""
+    stages: dict[str, dict[str, Any]] = {}
+    for _, stage, log_file in _live_processes(runtime):
+        entry = stages.setdefault(stage, {"replicas": 0, "gops": 0.0, "buckets": {}})
+        entry["replicas"] += 1
+        samples = _scrape_process(log_file)
+        if samples is None:
+            continue
+        entry["gops"] += sample_value(samples, "framepipe_gops_total", stage=stage)
+        for labels, value in samples.get("framepipe_process_seconds_bucket", []):
+            if labels.get("stage") == stage:
+                le = float(labels["le"])
+                entry["buckets"][le] = entry["buckets"].get(le, 0.0) + value
+    return stages
+
+
+async def _cameras(settings: Settings) -> list[dict[str, Any]]:
+    nc = await bus.connect(settings, "framepipe-status-cameras", retry_initial=False)
+    try:
+        js = nc.jetstream(timeout=5.0)
+        kv = await js.key_value(Names.SOURCES_BUCKET)
+        try:
+            names = await kv.keys()
+        except Exception:  # noqa: BLE001 - no keys yet
+            names = []
+        cameras = []
+        for name in sorted(names):
+            state = await read_source_state(js, name)
+            if state is not None:
+                cameras.append({"camera": name, "state": state.state, "gops": state.next_gop})
+        return cameras
+    finally:
+        await nc.close()
+
+
+class Watch:
+    """Polls status and metrics; computes rates and p95 over the last interval."""
+
+    def __init__(self, settings: Settings, runtime_file: Path) -> None:
+        self.settings = settings
+        self.runtime_file = runtime_file
+        self._previous: tuple[float, dict[str, dict[str, Any]]] | None = None
+
+    def poll(self) -> Group:
+        runtime = read_runtime(self.runtime_file)
+        settings = self.settings
+        if runtime:
+            settings = settings.replace(nats={"url": runtime.nats_url})
+        try:
+            report = asyncio.run(collect_status(settings, runtime))
+            cameras = asyncio.run(_cameras(settings))
+        except Exception as exc:  # noqa: BLE001 - keep watching through restarts
+            return Group(f"[red]cannot reach NATS at {settings.nats.url}: {exc}[/]")
+        now, metrics = time.monotonic(), stage_metrics(runtime)
+        previous = self._previous
+        self._previous = (now, metrics)
+        lag = {c["name"]: c.get("lag", "") for c in report["consumers"]}
+        table = Table(title="Stages (lag as KEDA computes it; rate and p95 over the last interval)")
+        for column in ("stage", "replicas", "lag", "GOPs/s", "p95 latency"):
+            table.add_column(column, justify="right" if column != "stage" else "left")
+        for stage in (spec.name for spec in topology.consumer_stages()):
+            m = metrics.get(stage, {"replicas": 0, "gops": 0.0, "buckets": {}})
+            rate, buckets = "", dict(m["buckets"])
+            if previous and stage in previous[1]:
+                dt = max(now - previous[0], 1e-6)
+                rate = f"{max(m['gops'] - previous[1][stage]['gops'], 0) / dt:.2f}"
+                before = previous[1][stage]["buckets"]
+                delta = {le: v - before.get(le, 0.0) for le, v in buckets.items()}
+                if delta and max(delta.values()) > 0:
+                    buckets = delta
+            p95 = histogram_quantile(buckets, 0.95)
+            table.add_row(
+                stage,
+                str(m["replicas"]),
+                str(lag.get(stage, "")),
+                rate,
+                f"{p95 * 1000:.0f} ms" if p95 is not None else "",
+            )
+        cams = Table(title="Cameras")
+        for column in ("camera", "source state", "GOPs published"):
+            cams.add_column(column)
+        for cam in cameras:
+            cams.add_row(cam["camera"], cam["state"], str(cam["gops"]))
+        streams, consumers = render_status({**report, "processes": []})[:2]
+        return Group(cams, table, consumers, streams)
+
+
+def watch_status(settings: Settings, runtime_file: Path, console: Console, interval: float = 2.0) -> None:
+    """``framepipe status --watch``: a live view until Ctrl-C."""
+    watch = Watch(settings, runtime_file)
+    with Live(watch.poll(), console=console, refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(watch.poll())
+        except KeyboardInterrupt:
+            pass
