@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check framepipe tests bench
 	$(BIN)/ruff format --check framepipe tests bench
 	$(BIN)/mypy framepipe
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .cache .framepipe output
