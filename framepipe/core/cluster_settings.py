@@ -25,12 +25,17 @@ setting behaves the same on a laptop and in a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from framepipe.core.errors import ConfigError
-from framepipe.core.topology import SCALED_STAGES, STAGES
+from framepipe.core.topology import STAGES
 
+V = TypeVar("V")
 #: what runs in a cluster: NATS, the setup Job, then every stage of the table.
 WORKLOADS = ("nats", "setup", *(spec.name for spec in STAGES))
 
@@ -70,21 +75,6 @@ class Resources:
                 f"{where}.{name}",
                 f"must be a memory quantity like '512Mi', got {value!r}",
             )
-
-
-@dataclass(frozen=True)
-class WorkloadResources:
-    nats: Resources = field(default_factory=lambda: Resources("250m", "2", "512Mi", "2Gi"))
-    setup: Resources = field(default_factory=lambda: Resources("50m", "500m", "128Mi", "256Mi"))
-    gateway: Resources = field(default_factory=lambda: Resources("100m", "1", "128Mi", "512Mi"))
-    decoder: Resources = field(default_factory=lambda: Resources("500m", "2", "512Mi", "1Gi"))
-    inference: Resources = field(default_factory=lambda: Resources("1", "2", "768Mi", "2Gi"))
-    encoder: Resources = field(default_factory=lambda: Resources("1", "2", "512Mi", "1536Mi"))
-    sink: Resources = field(default_factory=lambda: Resources("100m", "500m", "128Mi", "512Mi"))
-
-    def __post_init__(self) -> None:
-        for name in WORKLOADS:
-            getattr(self, name).validate(f"k8s.resources.{name}")
 
 
 @dataclass(frozen=True)
@@ -147,15 +137,100 @@ class ScalingSettings:
         )
 
 
-@dataclass(frozen=True)
-class StageScaling:
-    decoder: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=8))
-    inference: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=16))
-    encoder: ScalingSettings = field(default_factory=lambda: ScalingSettings(lag_threshold=4))
+class _PerName(Generic[V]):
+    """An immutable table of one value per name (``[scaling.<stage>]``, ``[k8s.resources.<x>]``),
+    whose names and defaults come from the stage table; read as ``table.decoder``."""
 
-    def __post_init__(self) -> None:
-        for stage in SCALED_STAGES:
-            getattr(self, stage).validate(f"scaling.{stage}")
+    where: ClassVar[str]
+    kind: ClassVar[type[Any]]
+
+    def __init__(self, **given: V) -> None:
+        defaults = self.defaults()
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {self.where}.{unknown[0]} (known: {', '.join(sorted(defaults))})"
+            )
+        values = {name: given.get(name, default) for name, default in defaults.items()}
+        for name, value in values.items():
+            value.validate(f"{self.where}.{name}")  # type: ignore[attr-defined]
+        object.__setattr__(self, "_values", MappingProxyType(values))
+
+    @classmethod
+    def defaults(cls) -> dict[str, V]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_table(cls, where: str, table: Any, build: Callable[[str, type[Any], Any], Any]) -> Self:
+        """Built by the loader from ``[<where>.<name>]`` tables."""
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{where}] must be a table")
+        known = cls.defaults()
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
+        return cls(**{name: build(f"{where}.{name}", cls.kind, values) for name, values in table.items()})
+
+    def __getattr__(self, name: str) -> V:
+        values: Mapping[str, V] = object.__getattribute__(self, "_values")
+        try:
+            return values[name]
+        except KeyError:
+            raise AttributeError(f"{self.where} has no {name!r}") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to {self.where}.{name}")
+
+    def __getitem__(self, name: str) -> V:
+        return self.__getattr__(name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(object.__getattribute__(self, "_values"))
+
+    def replace(self, **changes: V) -> Self:
+        """A copy with some names' values replaced."""
+        return type(self)(**{**object.__getattribute__(self, "_values"), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        mine: Mapping[str, V] = object.__getattribute__(self, "_values")
+        return dict(mine) == dict(object.__getattribute__(other, "_values"))
+
+    def __hash__(self) -> int:
+        return hash(tuple(object.__getattribute__(self, "_values").items()))
+
+    def __repr__(self) -> str:
+        values = object.__getattribute__(self, "_values")
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+
+
+class WorkloadResources(_PerName[Resources]):
+    """``[k8s.resources.<workload>]``: NATS, the setup Job, then each stage of the table."""
+
+    where = "k8s.resources"
+    kind = Resources
+
+    @classmethod
+    def defaults(cls) -> dict[str, Resources]:
+        return {
+            "nats": Resources("250m", "2", "512Mi", "2Gi"),
+            "setup": Resources("50m", "500m", "128Mi", "256Mi"),
+            **{spec.name: Resources(*spec.resources) for spec in STAGES},
+        }
+
+
+class StageScaling(_PerName[ScalingSettings]):
+    """``[scaling.<stage>]``: KEDA + HPA settings of each scaled stage of the table."""
+
+    where = "scaling"
+    kind = ScalingSettings
+
+    @classmethod
+    def defaults(cls) -> dict[str, ScalingSettings]:
+        return {
+            spec.name: ScalingSettings(lag_threshold=spec.lag_threshold) for spec in STAGES if spec.scaled
+        }
 
 
 @dataclass(frozen=True)

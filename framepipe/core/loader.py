@@ -81,7 +81,11 @@ def coerce(where: str, kind: Any, raw: Any) -> Any:
 
 
 def build(where: str, cls: type[Any], values: Any) -> Any:
-    """An instance of dataclass ``cls`` from a table; nested dataclasses are nested tables."""
+    """An instance of dataclass ``cls`` from a table; nested dataclasses are nested tables.
+    A class with ``from_table`` (a table of one value per stage) builds itself."""
+    from_table = getattr(cls, "from_table", None)
+    if from_table is not None:
+        return from_table(where, values, build)
     if not isinstance(values, dict):
         raise ConfigError(f"[{where}] must be a table")
     hints = typing.get_type_hints(cls)

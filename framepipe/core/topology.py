@@ -171,6 +171,10 @@ class StageSpec:
     scaled: bool = False
     #: poison input goes to ``dlq.<name>``.
     dead_letters: bool = True
+    #: scaled stages: the default ``[scaling.<name>] lag_threshold`` (backlog per replica).
+    lag_threshold: int = 8
+    #: the default ``[k8s.resources.<name>]``: cpu request, cpu limit, memory request, limit.
+    resources: tuple[str, str, str, str] = ("250m", "1", "256Mi", "1Gi")
 
     @property
     def consumer(self) -> ConsumerSpec:
@@ -196,6 +200,7 @@ STAGES: tuple[StageSpec, ...] = (
         publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS)),
         writes_buckets=(Names.SOURCES_BUCKET,),
         dead_letters=False,
+        resources=("100m", "1", "128Mi", "512Mi"),
     ),
     StageSpec(
         Names.DECODER,
@@ -203,6 +208,8 @@ STAGES: tuple[StageSpec, ...] = (
         consumers=(_reads(Names.VIDEO, Names.DECODER),),
         publishes=(Names.wildcard(Names.FRAMES),),
         scaled=True,
+        lag_threshold=8,
+        resources=("500m", "2", "512Mi", "1Gi"),
     ),
     StageSpec(
         Names.INFERENCE,
@@ -211,6 +218,8 @@ STAGES: tuple[StageSpec, ...] = (
         publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ENCODE)),
         writes_buckets=(Names.LEDGER_BUCKET,),
         scaled=True,
+        lag_threshold=16,
+        resources=("1", "2", "768Mi", "2Gi"),
     ),
     StageSpec(
         Names.ENCODER,
@@ -218,6 +227,8 @@ STAGES: tuple[StageSpec, ...] = (
         consumers=(_reads(Names.ENCODE, Names.ENCODER),),
         publishes=(Names.wildcard(Names.OUTPUT),),
         scaled=True,
+        lag_threshold=4,
+        resources=("1", "2", "512Mi", "1536Mi"),
     ),
     StageSpec(
         Names.SINK,
@@ -226,6 +237,7 @@ STAGES: tuple[StageSpec, ...] = (
             _reads(Names.OUTPUT, Names.SINK),
             _reads(Names.DLQ, Names.SINK, Names.SINK_GAPS),
         ),
+        resources=("100m", "500m", "128Mi", "512Mi"),
     ),
 )
 

@@ -433,4 +433,4 @@ def write_json(data: dict[str, Any], path: Path) -> Path:
 
 def with_stage(scaling: StageScaling, stage: str, **changes: Any) -> StageScaling:
     current: ScalingSettings = getattr(scaling, stage)
-    return dataclasses.replace(scaling, **{stage: dataclasses.replace(current, **changes)})
+    return scaling.replace(**{stage: dataclasses.replace(current, **changes)})
