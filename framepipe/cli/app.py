@@ -20,21 +20,20 @@ def main() -> None:
     logs.configure()
 
 
+# inputs, then what a Deployment (or the local supervisor) runs
+app.command()(media.sample)
+app.command()(processes.setup)
+app.command()(processes.stage)
+app.command()(processes.gateway)
 # the whole pipeline on this machine
 app.command()(pipeline.run)
 app.command()(pipeline.demo)
-# what a Deployment (or the local supervisor) runs
-app.command()(processes.stage)
-app.command()(processes.gateway)
-app.command()(processes.setup)
-# inputs
-app.command()(media.sample)
-app.add_typer(media.models_app, name="models")
 # looking at it
 app.command()(viewing.status)
 app.command()(viewing.web)
 app.command()(viewing.export)
 # command groups
+app.add_typer(media.models_app, name="models")
 app.add_typer(k8s.app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
 app.add_typer(cameras.app, name="cameras", help="Add, remove and list cameras while the system runs.")
 app.add_typer(dlq.app, name="dlq", help="Inspect, replay and purge dead letters.")
