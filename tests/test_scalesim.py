@@ -13,11 +13,10 @@ from framepipe.cli.app import app
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_cluster_config
+from framepipe.scaling.curves import LoadCurve, load_curve
 from framepipe.scaling.simulator import (
-    LoadCurve,
     StageModel,
     compare,
-    load_curve,
     percentile,
     simulate,
     static_peak,

@@ -19,18 +19,9 @@ from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_cluster_config, load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import SCALED_STAGES
-from framepipe.scaling.simulator import (
-    LoadCurve,
-    SimResult,
-    StageModel,
-    compare,
-    load_curve,
-    plot,
-    report,
-    simulate,
-    static_peak,
-    write_json,
-)
+from framepipe.scaling.curves import LoadCurve, load_curve
+from framepipe.scaling.report import plot, report, write_json
+from framepipe.scaling.simulator import SimResult, StageModel, compare, simulate, static_peak
 from framepipe.scaling.tuner import tune, write_scaling
 
 app = Typer(help="Scaling simulator and tuner (the same KEDA + HPA rules as the cluster).")

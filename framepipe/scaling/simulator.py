@@ -23,125 +23,21 @@ the baseline: *static peak provisioning*.
 
 from __future__ import annotations
 
-import bisect
-import csv
 import dataclasses
-import functools
-import json
 import math
-import tomllib
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
-from framepipe.core.errors import ConfigError
 from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.autoscale import StageScaler
+from framepipe.scaling.curves import LoadCurve
 
 EPSILON = 1e-9
 
 
 # -- the load -------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadCurve:
-    """Cameras over time, stepwise: ``points[i]`` holds until the next point's time."""
-
-    points: tuple[tuple[float, float], ...]
-    duration_s: float
-    fps: float = 30.0
-    gop_frames: int = 30
-    name: str = "curve"
-
-    def __post_init__(self) -> None:
-        if not self.points:
-            raise ConfigError(f"load curve {self.name}: no points")
-        times = [t for t, _ in self.points]
-        if times != sorted(times) or times[0] != 0:
-            raise ConfigError(f"load curve {self.name}: times must start at 0 and increase")
-        if any(c < 0 for _, c in self.points):
-            raise ConfigError(f"load curve {self.name}: camera counts must be >= 0")
-        if self.duration_s <= times[-1]:
-            raise ConfigError(f"load curve {self.name}: duration_s must be after the last point")
-        if self.fps <= 0 or self.gop_frames < 1:
-            raise ConfigError(f"load curve {self.name}: fps must be > 0 and gop_frames >= 1")
-
-    def cameras(self, t: float) -> float:
-        index = bisect.bisect_right(self.times, t) - 1
-        return self.points[max(0, index)][1]
-
-    @functools.cached_property
-    def times(self) -> list[float]:
-        return [t for t, _ in self.points]
-
-    @property
-    def peak(self) -> float:
-        return max(c for _, c in self.points)
-
-    @property
-    def gops_per_camera_s(self) -> float:
-        return self.fps / self.gop_frames
-
-
-def _number(where: str, raw: Any) -> float:
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {raw!r}") from None
-
-
-def load_curve(path: str | Path) -> LoadCurve:
-    """A curve from CSV (``t_s,cameras``, or ``hour,cameras``; ``#`` comments; optional
-    ``# fps=…``/``# gop_frames=…``/``# duration_s=…`` lines) or TOML (``fps``,
-    ``gop_frames``, ``duration_s`` and ``[[point]] t_s = …, cameras = …``)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"load curve {file} does not exist")
-    options: dict[str, float] = {}
-    points: list[tuple[float, float]] = []
-    if file.suffix == ".toml":
-        try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"load curve {file} is not valid TOML: {exc}") from None
-        for key in ("fps", "gop_frames", "duration_s"):
-            if key in data:
-                options[key] = _number(f"{file}: {key}", data[key])
-        for i, point in enumerate(data.get("point", [])):
-            t = point["t_s"] if "t_s" in point else _number(f"{file}: point {i}", point.get("hour")) * 3600
-            points.append(
-                (_number(f"{file}: point {i} t_s", t), _number(f"{file}: point {i}", point.get("cameras")))
-            )
-    else:
-        lines = file.read_text().splitlines()
-        for line in lines:
-            if line.startswith("#") and "=" in line:
-                key, _, value = line.lstrip("# ").partition("=")
-                if key.strip() in ("fps", "gop_frames", "duration_s"):
-                    options[key.strip()] = _number(f"{file}: {key.strip()}", value.strip())
-        rows = csv.DictReader(line for line in lines if line.strip() and not line.startswith("#"))
-        for n, row in enumerate(rows, start=2):
-            if "t_s" in row:
-                t = _number(f"{file}:{n} t_s", row["t_s"])
-            elif "hour" in row:
-                t = _number(f"{file}:{n} hour", row["hour"]) * 3600
-            else:
-                raise ConfigError(f"{file}: needs a t_s or hour column (got {', '.join(row)})")
-            points.append((t, _number(f"{file}:{n} cameras", row.get("cameras"))))
-    if not points:
-        raise ConfigError(f"load curve {file} has no points")
-    duration = options.get("duration_s", points[-1][0] + 3600)
-    return LoadCurve(
-        tuple(points),
-        duration,
-        fps=options.get("fps", 30.0),
-        gop_frames=int(options.get("gop_frames", 30)),
-        name=file.stem,
-    )
-
-
-# -- the model --------------------------------------------------------------
 @dataclass(frozen=True)
 class StageModel:
     """What the simulator needs to know about one stage."""
@@ -344,91 +240,6 @@ def compare(
         curve, scaling, models, static=static_peak(curve, models), step_s=step_s, label="static peak"
     )
     return auto, fixed
-
-
-def report(
-    curve: LoadCurve,
-    scaling: StageScaling,
-    models: dict[str, StageModel],
-    auto: SimResult,
-    fixed: SimResult,
-    target_age_s: float | None = None,
-    sample_every_s: float = 60.0,
-) -> dict[str, Any]:
-    """JSON-ready: inputs, both summaries, the ratio, and a down-sampled timeline."""
-    every = max(1, round(sample_every_s / auto.step_s))
-    a, f = auto.summary(), fixed.summary()
-    out: dict[str, Any] = {
-        "curve": {
-            "name": curve.name,
-            "duration_s": curve.duration_s,
-            "fps": curve.fps,
-            "gop_frames": curve.gop_frames,
-            "peak_cameras": curve.peak,
-            "points": [list(p) for p in curve.points],
-        },
-        "models": {s: dataclasses.asdict(m) for s, m in models.items()},
-        "scaling": {s: dataclasses.asdict(getattr(scaling, s)) for s in SCALED_STAGES},
-        "static_replicas": {s: max(fixed.replicas[s]) for s in SCALED_STAGES},
-        "autoscaled": a,
-        "static_peak": f,
-        "replica_seconds_ratio": round(a["replica_seconds"] / f["replica_seconds"], 3)
-        if f["replica_seconds"]
-        else None,
-        "timeline": {
-            "t_s": auto.times[::every],
-            "cameras": auto.cameras[::every],
-            "replicas": {s: auto.replicas[s][::every] for s in SCALED_STAGES},
-            "backlog_age_s": {s: [round(v, 2) for v in auto.age[s][::every]] for s in SCALED_STAGES},
-        },
-    }
-    if target_age_s is not None:
-        out["target_backlog_age_s"] = target_age_s
-        out["within_target"] = a["backlog_age_s"]["p95"] <= target_age_s
-    return out
-
-
-def plot(
-    auto: SimResult, fixed: SimResult, path: Path, target_age_s: float | None = None, title: str = ""
-) -> Path:
-    """Cameras, replicas (autoscaled solid, static dashed) and backlog age over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hours = [t / 3600 for t in auto.times]
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
-    axes[0].step(hours, auto.cameras, where="post", color="black")
-    axes[0].set_ylabel("cameras")
-    for stage, color in zip(SCALED_STAGES, ("tab:blue", "tab:orange", "tab:green"), strict=True):
-        axes[1].step(hours, auto.replicas[stage], where="post", color=color, label=f"{stage}")
-        axes[1].axhline(max(fixed.replicas[stage]), color=color, linestyle="--", linewidth=0.8)
-        axes[2].plot(hours, auto.age[stage], color=color, linewidth=0.8, label=stage)
-    axes[1].set_ylabel("replicas\n(dashed: static peak)")
-    axes[1].legend(loc="upper left", fontsize=8)
-    if target_age_s is not None:
-        axes[2].axhline(target_age_s, color="red", linestyle=":", label="target")
-    axes[2].set_ylabel("backlog age (s)")
-    axes[2].set_xlabel("hour")
-    axes[2].legend(loc="upper left", fontsize=8)
-    a, f = auto.summary(), fixed.summary()
-    fig.suptitle(
-        f"{title}  p95 backlog age {a['backlog_age_s']['p95']} s; replica-seconds "
-        f"{a['replica_seconds']:.0f} vs static {f['replica_seconds']:.0f}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def write_json(data: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return path
 
 
 def with_stage(scaling: StageScaling, stage: str, **changes: Any) -> StageScaling:

@@ -24,7 +24,8 @@ import tomlkit
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import ConfigError
 from framepipe.core.topology import SCALED_STAGES
-from framepipe.scaling.simulator import LoadCurve, SimResult, StageModel, percentile, simulate, with_stage
+from framepipe.scaling.curves import LoadCurve
+from framepipe.scaling.simulator import SimResult, StageModel, percentile, simulate, with_stage
 
 #: the fields ``framepipe scale tune`` owns in ``[scaling.<stage>]``.
 TUNED_FIELDS = (
