@@ -258,7 +258,7 @@ class StageHarness:
         nc = await bus.connect(self.settings, "bench-harness")
         try:
             js = nc.jetstream(timeout=10.0)
-            spec = topology.consumer_spec(stage)
+            spec = topology.stage_spec(stage).consumer
             deadline = time.monotonic() + 120.0
             while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < replicas:
                 dead = [p.returncode for p in procs if p.poll() is not None]

@@ -56,7 +56,7 @@ async def _lag(settings: Settings) -> dict[str, int]:
         js = nc.jetstream(timeout=5.0)
         out = {}
         for stage in STAGES:
-            spec = topology.consumer_spec(stage)
+            spec = topology.stage_spec(stage).consumer
             info = await js.consumer_info(spec.stream, spec.durable)
             out[stage] = (info.num_pending or 0) + (info.num_ack_pending or 0)
         return out

@@ -47,7 +47,7 @@ async def _waiting_pulls(settings: Settings) -> dict[str, int]:
         js = nc.jetstream(timeout=5.0)
         waiting: dict[str, int] = {}
         for stage in STAGES:
-            spec = topology.consumer_spec(stage)
+            spec = topology.stage_spec(stage).consumer
             info = await js.consumer_info(spec.stream, spec.durable)
             waiting[stage] = info.num_waiting or 0
         return waiting

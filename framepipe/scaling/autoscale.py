@@ -41,7 +41,7 @@ import structlog
 
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import BusError
-from framepipe.core.topology import SCALED_STAGES, consumer_spec
+from framepipe.core.topology import SCALED_STAGES, stage_spec
 
 log = structlog.get_logger("framepipe.autoscale")
 
@@ -105,7 +105,7 @@ def fetch_lags(
         raise BusError(f"cannot read consumer lag from {url}: {exc}") from None
     lags: dict[str, ConsumerLag] = {}
     for stage in stages:
-        spec = consumer_spec(stage)
+        spec = stage_spec(stage).consumer
         found = parse_jsz(payload, spec.stream, spec.durable)
         if found is None:
             raise BusError(f"consumer {spec.stream}/{spec.durable} is not in {url}; run `framepipe setup`")
