@@ -1,0 +1,1 @@
+"""Kubernetes: the rendered kustomize tree (workloads, NATS, KEDA) and camera Deployments."""

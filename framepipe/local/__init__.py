@@ -1,0 +1,1 @@
+"""One machine: the embedded nats-server, the supervisor of stage processes, the runtime file."""

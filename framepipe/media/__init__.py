@@ -1,0 +1,1 @@
+"""PyAV helpers: GOP cutting, decode/encode, letterbox, annotation, sample clips."""

@@ -1,0 +1,1 @@
+"""KEDA and HPA scaling rules, the load-curve simulator and the tuner."""
