@@ -17,8 +17,7 @@ from framepipe.media.letterbox import Letterbox
 from framepipe.stages.decoder import decode_letterboxed
 from framepipe.stages.decoder import frame_batches as decoder_frame_batches
 from framepipe.stages.inference.backends import OnnxRuntimeBackend
-from framepipe.stages.inference.blazeface import BlazeFaceDecoder
-from framepipe.stages.inference.stage import FaceDetector
+from framepipe.stages.inference.detectors.blazeface import BlazeFaceDecoder, FaceDetector
 
 
 def monolith(gops: list[GopMessage], settings: Settings) -> dict[str, Any]:

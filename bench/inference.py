@@ -48,8 +48,8 @@ from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.media.letterbox import Letterbox
 from framepipe.stages.inference.backends import OnnxRuntimeBackend, available_cpus, ort_threads
-from framepipe.stages.inference.blazeface import preprocess
-from framepipe.stages.inference.stage import FaceDetector, build_detector
+from framepipe.stages.inference.detectors import build_detector
+from framepipe.stages.inference.detectors.blazeface import FaceDetector, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = (1, 4, 8, 16, 32)

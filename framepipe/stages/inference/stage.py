@@ -11,7 +11,6 @@ import structlog
 from nats.js import JetStreamContext
 
 from framepipe.core import health
-from framepipe.core.errors import ConfigError
 from framepipe.core.ledger import GopLedger
 from framepipe.core.messages import (
     Detection,
@@ -24,89 +23,17 @@ from framepipe.core.runner import Done, LogValue, Stage, WorkContext
 from framepipe.core.settings import InferenceSettings, Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.letterbox import Letterbox
-from framepipe.stages.inference.backends import (
-    InferenceBackend,
-    backend_info,
-    create_backend,
-    describe_backend,
-)
+from framepipe.stages.inference.backends import backend_info, describe_backend
 from framepipe.stages.inference.batching import MicroBatcher
-from framepipe.stages.inference.blazeface import BlazeFaceDecoder, RawDetection, preprocess
-from framepipe.stages.inference.detectors import (
-    Detector,
-    YoloDecoder,
-    YoloDetector,
-    fill_skipped,
-    select_by_rate,
-    select_frames,
-)
+from framepipe.stages.inference.detectors import Detector, RawDetection, build_detector
+from framepipe.stages.inference.frame_selection import fill_skipped, select_by_rate, select_frames
 
 log = structlog.get_logger("framepipe.inference")
-
-
-class FaceDetector:
-    """Backend + BlazeFace pre/post-processing, batched up to ``max_batch``."""
-
-    def __init__(self, backend: InferenceBackend, decoder: BlazeFaceDecoder, max_batch: int) -> None:
-        self.backend = backend
-        self.decoder = decoder
-        self.max_batch = max_batch
-
-    def detect(self, frames: np.ndarray) -> list[list[RawDetection]]:
-        results: list[list[RawDetection]] = []
-        for start in range(0, len(frames), self.max_batch):
-            outputs = self.backend.run(preprocess(frames[start : start + self.max_batch]))
-            regressors = next(v for v in outputs.values() if v.shape[-1] == 16)
-            scores = next(v for v in outputs.values() if v.shape[-1] == 1)
-            results.extend(self.decoder.decode(regressors, scores))
-        return results
 
 
 def model_label(cfg: InferenceSettings) -> str:
     """The model as DETECTIONS messages and metrics name it: the family, plus the file for YOLO."""
     return f"yolo:{Path(cfg.model_file).name}" if cfg.family == "yolo" else cfg.family
-
-
-def _check_input_size(backend: InferenceBackend, cfg: InferenceSettings) -> None:
-    """A fixed model input that differs from what the decoder sends fails every message: fail now."""
-    shape = getattr(backend, "input_shape", None)
-    if not shape or len(shape) != 4:
-        return
-    height, width = shape[2], shape[3]
-    if isinstance(height, int) and isinstance(width, int) and (height, width) != (cfg.input_size,) * 2:
-        field = "yolo_input_size" if cfg.family == "yolo" else "model"
-        raise ConfigError(
-            f"model {cfg.model_path} takes {width}x{height} images but frames are "
-            f"{cfg.input_size}x{cfg.input_size}: set inference.{field} to match"
-        )
-
-
-def build_detector(cfg: InferenceSettings) -> Detector:
-    """The detector plug-in that ``inference.model`` names, on the configured backend."""
-    if cfg.family == "yolo" and not cfg.model_path.is_file():
-        raise ConfigError(
-            f"inference.model_file {cfg.model_path} does not exist: point it at your YOLO ONNX export"
-        )
-    backend = create_backend(cfg)
-    try:
-        _check_input_size(backend, cfg)
-    except ConfigError:
-        backend.close()
-        raise
-    per_call = (
-        cfg.max_batch if backend_info(backend).device != "cpu" else min(cfg.max_batch, cfg.cpu_max_batch)
-    )
-    if cfg.family == "yolo":
-        names = [n.strip() for n in cfg.class_names.split(",")] if cfg.class_names.strip() else []
-        decoder = YoloDecoder(
-            cfg.score_threshold,
-            cfg.nms_iou,
-            classes=cfg.class_ids,
-            transposed=cfg.yolo_layout == "v8",
-            names=names,
-        )
-        return YoloDetector(backend, decoder, per_call)
-    return FaceDetector(backend, BlazeFaceDecoder(cfg.family, cfg.score_threshold, cfg.nms_iou), per_call)
 
 
 @dataclass(frozen=True)

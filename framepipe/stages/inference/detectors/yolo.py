@@ -1,90 +1,48 @@
-"""Detector plug-ins: small pre/post-processing classes per model family.
+"""YOLO exports (the ``yolo`` family): v5/v7 heads and the transposed v8 head.
 
-A plug-in turns model-sized uint8 NHWC frames into the model's input and the
-model's outputs back into :class:`RawDetection` lists (boxes in letterboxed
-model pixels [x1, y1, x2, y2], score), so the stage is model-agnostic.
+The model is the user's own ONNX export (``inference.model_file``), so its input
+size, head layout, kept classes and class names all come from ``[inference]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from framepipe.core.settings import InferenceSettings
 from framepipe.stages.inference.backends import InferenceBackend
-from framepipe.stages.inference.blazeface import RawDetection
+from framepipe.stages.inference.detectors.base import DetectorPlugin, RawDetection
 
 FloatArray = npt.NDArray[np.float32]
 
 
-class Detector(Protocol):
-    """What the stage needs from a plug-in: a backend and frames → detections per frame."""
+@dataclass(frozen=True)
+class YoloConfig:
+    """What a YOLO detector reads from ``[inference]`` (the ``yolo_*``, ``classes`` keys)."""
 
-    backend: InferenceBackend
-    #: frames per model call.
-    max_batch: int
+    layout: Literal["v5", "v8"]
+    input_size: int
+    #: class ids to keep; None keeps every class.
+    classes: tuple[int, ...] | None
+    class_names: tuple[str, ...]
+    score_threshold: float
+    nms_iou: float
 
-    def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]: ...
-
-
-def select_frames(frame_indices: Sequence[int], every: int) -> list[bool]:
-    """Which frames of one message the model runs on (``detect_every``).
-
-    Frame n of a GOP is detected when ``n % every == 0``; the first frame of
-    every message is detected too, because a skipped frame can only carry
-    detections from an earlier frame of the same message (parts of a GOP may
-    land on different replicas).
-    """
-    if every < 1:
-        raise ValueError(f"detect_every must be >= 1, got {every}")
-    return [pos == 0 or index % every == 0 for pos, index in enumerate(frame_indices)]
-
-
-def select_by_rate(pts: Sequence[int], time_base: tuple[int, int], detect_fps: float) -> list[bool]:
-    """Which frames of one message the model runs on (``detect_fps``), by timestamp.
-
-    Video time is cut into slots of ``1 / detect_fps`` seconds from pts 0; a
-    frame is detected when it is the first frame of its slot, so the model runs
-    at most ``detect_fps`` times per second of video whatever the frame rate
-    (variable frame rate included). The first frame of every message is
-    detected too, for the same reason as in :func:`select_frames`. Exact
-    rational arithmetic: 30 fps at 5/s picks every 6th frame, never drifting.
-    """
-    if detect_fps <= 0:
-        raise ValueError(f"detect_fps must be > 0, got {detect_fps}")
-    num, den = time_base
-    if num <= 0 or den <= 0:
-        raise ValueError(f"time_base must be positive, got {time_base}")
-    # limit_denominator: 29.97 stays 2997/100, not the float's binary expansion.
-    rate = Fraction(detect_fps).limit_denominator(1000)
-    selected: list[bool] = []
-    previous: int | None = None
-    for value in pts:
-        slot = (value * num * rate.numerator) // (den * rate.denominator)
-        selected.append(previous is None or slot != previous)
-        previous = slot
-    return selected
-
-
-def fill_skipped(
-    selected: Sequence[bool], detected: Sequence[list[RawDetection]], carry: bool
-) -> list[list[RawDetection]]:
-    """Expand detections of the selected frames to every frame (carry or empty)."""
-    if sum(selected) != len(detected):
-        raise ValueError(f"{sum(selected)} frames selected but {len(detected)} results")
-    results = iter(detected)
-    out: list[list[RawDetection]] = []
-    last: list[RawDetection] = []
-    for chosen in selected:
-        if chosen:
-            last = next(results)
-            out.append(last)
-        else:
-            out.append(list(last) if carry else [])
-    return out
+    @classmethod
+    def from_settings(cls, settings: InferenceSettings) -> YoloConfig:
+        names = settings.class_names
+        return cls(
+            layout=settings.yolo_layout,
+            input_size=settings.yolo_input_size,
+            classes=settings.class_ids,
+            class_names=tuple(n.strip() for n in names.split(",")) if names.strip() else (),
+            score_threshold=settings.score_threshold,
+            nms_iou=settings.nms_iou,
+        )
 
 
 def _nms(boxes: FloatArray, scores: FloatArray, iou: float) -> list[int]:
@@ -184,6 +142,17 @@ class YoloDetector:
         self.decoder = decoder
         self.max_batch = max_batch
 
+    @classmethod
+    def from_config(cls, backend: InferenceBackend, config: YoloConfig, max_batch: int) -> YoloDetector:
+        decoder = YoloDecoder(
+            config.score_threshold,
+            config.nms_iou,
+            classes=config.classes,
+            transposed=config.layout == "v8",
+            names=config.class_names,
+        )
+        return cls(backend, decoder, max_batch)
+
     def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]:
         results: list[list[RawDetection]] = []
         for start in range(0, len(frames), self.max_batch):
@@ -195,3 +164,12 @@ class YoloDetector:
                 raise ValueError(f"no [N, boxes, k] output in the YOLO model: {shapes}")
             results.extend(self.decoder.decode(head))
         return results
+
+
+PLUGIN = DetectorPlugin(
+    families=("yolo",),
+    config_from=YoloConfig.from_settings,
+    factory=YoloDetector.from_config,
+    input_size_setting="yolo_input_size",
+    model_file_hint="point it at your YOLO ONNX export",
+)

@@ -1,4 +1,4 @@
-"""MediaPipe BlazeFace pre/post-processing in numpy.
+"""MediaPipe BlazeFace: the ``blazeface-full`` and ``blazeface-short`` families.
 
 Pre-processing: letterboxed RGB uint8 (from the decoder) → float32 NCHW in
 [-1, 1]. Post-processing: SSD anchor decoding and MediaPipe's weighted
@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from framepipe.core.settings import InferenceSettings
+from framepipe.stages.inference.backends import InferenceBackend
+from framepipe.stages.inference.detectors.base import DetectorPlugin, RawDetection
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -50,15 +54,6 @@ def preprocess(frames: npt.NDArray[np.uint8]) -> FloatArray:
     """NHWC uint8 → NCHW float32 in [-1, 1]."""
     x = frames.astype(np.float32) * (1.0 / 127.5) - 1.0
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-@dataclass(frozen=True)
-class RawDetection:
-    """A box in model-input pixels (x1, y1, x2, y2) with its score and label."""
-
-    box: tuple[float, float, float, float]
-    score: float
-    label: str = "face"
 
 
 class BlazeFaceDecoder:
@@ -125,3 +120,48 @@ def weighted_nms(boxes: FloatArray, scores: FloatArray, threshold: float) -> lis
         merged = (boxes[cluster] * weights[:, None]).sum(axis=0) / weights.sum()
         out.append(RawDetection(tuple(float(v) for v in merged), float(scores[i])))  # type: ignore[arg-type]
     return out
+
+
+@dataclass(frozen=True)
+class BlazeFaceConfig:
+    """What a BlazeFace detector reads from ``[inference]``."""
+
+    family: str  # blazeface-full | blazeface-short
+    score_threshold: float
+    nms_iou: float
+    input_size: int
+
+    @classmethod
+    def from_settings(cls, settings: InferenceSettings) -> BlazeFaceConfig:
+        return cls(settings.family, settings.score_threshold, settings.nms_iou, settings.input_size)
+
+
+class FaceDetector:
+    """Backend + BlazeFace pre/post-processing, batched up to ``max_batch``."""
+
+    def __init__(self, backend: InferenceBackend, decoder: BlazeFaceDecoder, max_batch: int) -> None:
+        self.backend = backend
+        self.decoder = decoder
+        self.max_batch = max_batch
+
+    @classmethod
+    def from_config(cls, backend: InferenceBackend, config: BlazeFaceConfig, max_batch: int) -> FaceDetector:
+        return cls(
+            backend, BlazeFaceDecoder(config.family, config.score_threshold, config.nms_iou), max_batch
+        )
+
+    def detect(self, frames: npt.NDArray[np.uint8]) -> list[list[RawDetection]]:
+        results: list[list[RawDetection]] = []
+        for start in range(0, len(frames), self.max_batch):
+            outputs = self.backend.run(preprocess(frames[start : start + self.max_batch]))
+            regressors = next(v for v in outputs.values() if v.shape[-1] == 16)
+            scores = next(v for v in outputs.values() if v.shape[-1] == 1)
+            results.extend(self.decoder.decode(regressors, scores))
+        return results
+
+
+PLUGIN = DetectorPlugin(
+    families=("blazeface-full", "blazeface-short"),
+    config_from=BlazeFaceConfig.from_settings,
+    factory=FaceDetector.from_config,
+)

@@ -1,0 +1,213 @@
+"""The gateway process for one camera: publish each GOP the reader cuts, keep the source state.
+
+Each GOP is published to ``video.<camera>`` with ``Nats-Msg-Id =
+<camera>:<gop>:gateway``; the camera's progress (next GOP, frames,
+running/ended) lives in the sources KV bucket, so a restarted gateway continues
+the numbering and the sink knows when a file source is complete. After a live
+source reconnects, a :class:`~framepipe.core.messages.GapMessage` goes to
+``dets.<camera>`` for applications and one log line records the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from framepipe.core import bus, messages
+from framepipe.core.errors import SourceError
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.sources import SourceState, is_live, read_source_state, redact
+from framepipe.core.topology import Names, validate_camera_name
+from framepipe.media.gop import Gop
+from framepipe.stages.gateway.pacing import RealtimePacer
+from framepipe.stages.gateway.reader import (
+    END_OF_SOURCE,
+    Reconnected,
+    SourceProblem,
+    SourceReader,
+    StreamParams,
+)
+
+log = structlog.get_logger("framepipe.gateway")
+
+
+class Gateway:
+    def __init__(self, settings: Settings, camera: str, source: str, pacing: str | None = None) -> None:
+        self.settings = settings
+        self.camera = validate_camera_name(camera)
+        self.source = source
+        self.pacing = pacing or settings.gateway.pacing
+        self.stopping = threading.Event()
+        self.published = 0
+        self.gaps = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> SourceState:
+        """Publish every GOP of the source; return the final source state."""
+        nc = await bus.connect(self.settings, f"framepipe-gateway-{self.camera}")
+        js = nc.jetstream(timeout=10.0)
+        kv = await js.key_value(Names.SOURCES_BUCKET)
+        previous = await read_source_state(js, self.camera)
+        state = SourceState(self.camera, redact(self.source))
+        if previous is not None:
+            state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
+        state.first_gop = state.next_gop
+        await self._save(kv, state)
+
+        live = is_live(self.source)
+        pacing = "live" if live else self.pacing
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+        reader = SourceReader(self.camera, self.source, self.settings.gateway, self.stopping)
+        threading.Thread(target=reader.run, args=(loop, queue, state), daemon=True).start()
+        params: StreamParams | None = None
+        pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
+        try:
+            while True:
+                item = await queue.get()
+                if item is END_OF_SOURCE:
+                    break
+                if isinstance(item, SourceError):
+                    raise item
+                if isinstance(item, SourceProblem):
+                    # One line per failed attempt; the error never contains credentials.
+                    log.warning(
+                        "gateway.source_error",
+                        camera=self.camera,
+                        source=redact(self.source),
+                        error=item.error,
+                        attempt=item.attempt,
+                        retry_in_s=round(item.retry_in_s, 2),
+                    )
+                    if state.state != "reconnecting":
+                        state.state = "reconnecting"
+                        await self._save(kv, state)
+                    continue
+                if isinstance(item, Reconnected):
+                    await self._publish_gap(js, item)
+                    continue
+                if isinstance(item, StreamParams):
+                    params = item
+                    pacer.restart()
+                    if state.state != "running":
+                        state.state = "running"
+                        await self._save(kv, state)
+                    log.info(
+                        "gateway.opened",
+                        camera=self.camera,
+                        source=redact(self.source),
+                        codec=params.codec,
+                        width=params.width,
+                        height=params.height,
+                        pacing=pacing,
+                    )
+                    continue
+                if params is None or not isinstance(item, Gop):
+                    raise SourceError(f"reader sent {type(item).__name__} before stream parameters")
+                if pacing == "realtime":
+                    # File sources played as if live: wall clock against pts, re-anchored after a jump.
+                    await asyncio.sleep(pacer.delay(item, params.time_base))
+                started = time.perf_counter()
+                message = gop_message(self.camera, item, params)
+                headers, body = messages.encode(message)
+                headers[Headers.STAGE] = "gateway"
+                await bus.publish(
+                    js,
+                    Names.subject(Names.VIDEO, self.camera),
+                    body,
+                    headers,
+                    Names.msg_id(self.camera, item.index, "gateway"),
+                )
+                self.published += 1
+                state.next_gop = item.index + 1
+                state.next_frame = item.frame_offset + len(item.packets)
+                await self._save(kv, state)
+                log.info(
+                    "gop.done",
+                    stage="gateway",
+                    camera=self.camera,
+                    gop=item.index,
+                    frames=len(item.packets),
+                    bytes=len(body),
+                    open=item.open,
+                    discontinuity=item.discontinuity,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+            state.state = "stopped" if self.stopping.is_set() else "ended"
+        except BaseException:
+            state.state = "failed"
+            raise
+        finally:
+            self.stopping.set()
+            try:
+                await self._save(kv, state)
+            except Exception as exc:  # noqa: BLE001 - never mask the error that ended the run
+                log.warning("gateway.state_not_saved", camera=self.camera, state=state.state, error=str(exc))
+            finally:
+                await nc.drain()
+        return state
+
+    async def _save(self, kv: KeyValue, state: SourceState) -> None:
+        """Stamp and store the source state (retried through a NATS restart)."""
+        state.updated_at = time.time()
+        await bus.kv_put(kv, self.camera, state.to_json())
+
+    async def _publish_gap(self, js: JetStreamContext, gap: Reconnected) -> None:
+        """Record a reconnect: one log line and a gap event on ``dets.<camera>``."""
+        self.gaps += 1
+        log.warning(
+            "gateway.gap",
+            camera=self.camera,
+            gop=gap.gop,
+            down_s=round(gap.down_s, 2),
+            reason=gap.reason,
+        )
+        message = messages.GapMessage(
+            camera=self.camera, gop=gap.gop, since=gap.since, down_s=gap.down_s, reason=gap.reason
+        )
+        headers, body = messages.encode(message)
+        headers[Headers.STAGE] = "gateway"
+        try:
+            await bus.publish(
+                js,
+                Names.subject(Names.DETECTIONS, self.camera),
+                body,
+                headers,
+                Names.msg_id(self.camera, gap.gop, "gateway-gap"),
+                attempts=2,
+            )
+        except Exception as exc:  # noqa: BLE001 - the video matters more than the event
+            log.warning(
+                "gateway.gap_event_failed",
+                camera=self.camera,
+                gop=gap.gop,
+                error=str(exc) or type(exc).__name__,
+            )
+
+
+def gop_message(camera: str, gop: Gop, params: StreamParams) -> messages.GopMessage:
+    return messages.GopMessage(
+        camera=camera,
+        gop=gop.index,
+        codec=params.codec,
+        width=params.width,
+        height=params.height,
+        time_base=(params.time_base.numerator, params.time_base.denominator),
+        frame_offset=gop.frame_offset,
+        pts=tuple(p.pts for p in gop.packets),
+        dts=tuple(p.dts for p in gop.packets),
+        keyframes=tuple(p.keyframe for p in gop.packets),
+        packets=tuple(p.data for p in gop.packets),
+        extradata=params.extradata,
+        captured_at=time.time(),
+        discontinuity=gop.discontinuity,
+    )
