@@ -1,48 +1,64 @@
-"""Shared fixtures: a real nats-server, generated media, the built face model."""
+"""Fixtures, and the markers every test gets from what it uses.
+
+The server chain, each a fresh one per test::
+
+    nats_server ─▶ nats_settings ─▶ nc ─▶ js
+                        └──────▶ settings (+ the built models)
+
+``nats_server`` is a real nats-server with JetStream on free loopback ports;
+``nats_settings`` points every section at it and at a per-test state/output dir;
+``settings`` adds the models built by ``make models``; ``nc`` is a client
+connected the way a stage connects (closed after the test); ``js`` is its
+JetStream context with the whole topology created. ``nc`` and ``js`` are async:
+use them from ``async def`` tests (pytest-asyncio, ``asyncio_mode = "auto"``).
+
+Markers (registered in pyproject.toml), added in ``pytest_collection_modifyitems``:
+
+* ``integration``: the test uses one of ``SERVER_FIXTURES`` (as defined here: a
+  module that defines its own fixture under one of those names is not judged by
+  it), or carries ``@pytest.mark.integration`` itself because it starts a
+  nats-server, ``LocalSystem`` or ``python -m framepipe`` on its own.
+* ``slow``: listed in ``SLOW`` (measured with ``--durations=0`` on 2 cores: over ~10 s).
+  A name in ``SLOW`` that its module no longer defines is a usage error, not a silent no-op.
+
+``pytest -m "not integration"`` is the fast inner loop; ``make test`` runs everything.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
+from framepipe.core import bus
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import NatsServer
-from framepipe.media.sample import ClipSpec, make_clip
+from tests.helpers import FACE_MODEL, MODELS
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO / ".cache" / "test-media"
-MODELS = REPO / ".cache" / "models"
+#: fixtures that start a nats-server (directly or through the one they depend on).
+SERVER_FIXTURES = frozenset({"nats_server", "nats_settings", "settings", "nc", "js"})
 
-# Small clips keep the suite fast on 2 cores; each is generated once and cached.
-CLIPS = {
-    "h264_bframes.mp4": ClipSpec(width=640, height=360, seconds=3.0, gop=30, bframes=2),
-    "hevc_odd.mkv": ClipSpec(
-        width=641, height=361, seconds=2.0, gop=20, bframes=3, codec="libx265", pix_fmt="yuv444p"
-    ),
-    "hevc_open_gop.mkv": ClipSpec(
-        width=320, height=240, seconds=2.0, gop=15, bframes=3, codec="libx265", open_gop=True
-    ),
-    "h264_odd_long_gop.mp4": ClipSpec(
-        width=481, height=271, seconds=3.0, gop=75, bframes=0, pix_fmt="yuv444p"
-    ),
-}
-
-
-def clip(name: str) -> Path:
-    path = MEDIA / name
-    if not path.is_file():
-        make_clip(path, CLIPS[name])
-    return path
+#: tests over ~10 s with ``--durations=0`` on 2 cores (quiet machine; each measured 10-21 s in two
+#: runs), as ``path::function`` (all its parametrizations). The next ones take 6-9 s.
+SLOW = frozenset(
+    {
+        "tests/test_autoscale_local.py::test_burst_scales_every_stage_up_and_back_down_losing_nothing",
+        "tests/test_faults.py::test_kill_9_of_every_stage_mid_run_loses_and_duplicates_nothing",
+        "tests/test_faults.py::test_nats_server_restart_mid_run_resumes",
+        "tests/test_rtsp.py::test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart",
+        "tests/test_web.py::test_console_plays_annotated_video_in_headless_chromium",
+    }
+)
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The ONNX models built by `make models` (never downloaded by tests)."""
-    if not (MODELS / "face_detection_full_range.onnx").is_file():
+    if not FACE_MODEL.is_file():
         pytest.fail("face models missing: run `make models` before the tests", pytrace=False)
     return MODELS
 
@@ -58,25 +74,77 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def settings(nats_server: NatsServer, tmp_path: Path, models_dir: Path) -> Settings:
-    """Settings pointing at the fixture server and a per-test output dir."""
+def nats_settings(nats_server: NatsServer, tmp_path: Path) -> Settings:
+    """Settings pointing at the fixture server and a per-test state and output dir (no models)."""
     return Settings().replace(
         nats={"url": nats_server.url},
         sink={"output_dir": str(tmp_path / "output")},
-        inference={"models_dir": str(models_dir)},
         local={"state_dir": str(tmp_path / "state"), "shutdown_grace_s": 15.0},
         decoder={"ack_wait_s": 20.0, "retry_backoff_s": 0.2, "max_deliver": 3},
         encoder={"ack_wait_s": 20.0, "retry_backoff_s": 0.2, "max_deliver": 3},
     )
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+@pytest.fixture
+def settings(models_dir: Path, nats_settings: Settings) -> Settings:
+    """``nats_settings`` plus the models dir, for tests that run inference."""
+    return nats_settings.replace(inference={"models_dir": str(models_dir)})
+
+
+@pytest.fixture
+async def nc(nats_settings: Settings) -> AsyncIterator[Client]:
+    """A client of the fixture server, connected as a stage connects; closed after the test."""
+    client = await bus.connect(nats_settings, "test", retry_initial=False)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def js(nc: Client, nats_settings: Settings) -> JetStreamContext:
+    """``nc``'s JetStream context, with every stream, consumer and KV bucket created."""
+    context = nc.jetstream(timeout=10.0)
+    await bus.ensure_topology(context, nats_settings)
+    return context
 
 
 @pytest.fixture(autouse=True)
 def _child_logs_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage processes log JSON lines (tests parse them); no FRAMEPIPE_SECTION__FIELD leaks in."""
     monkeypatch.setenv("FRAMEPIPE_LOG_FORMAT", "json")
     for key in list(os.environ):
         if key.startswith("FRAMEPIPE_") and "__" in key:
             monkeypatch.delenv(key)
+
+
+def _uses_server_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses one of this file's ``SERVER_FIXTURES`` (not a module's namesake)."""
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is None:
+        return False
+    for name in SERVER_FIXTURES.intersection(fixture_info.names_closure):
+        definitions = fixture_info.name2fixturedefs.get(name, ())
+        if definitions and definitions[-1].func.__module__ == __name__:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``integration`` and ``slow`` tests (see the module docstring)."""
+    listed: dict[str, pytest.Item] = {}
+    for item in items:
+        if item.get_closest_marker("integration") is None and _uses_server_fixture(item):
+            item.add_marker(pytest.mark.integration)
+        function = item.nodeid.split("[", 1)[0]
+        if function in SLOW:
+            item.add_marker(pytest.mark.slow)
+        listed.setdefault(function.split("::", 1)[0], item)
+    # A renamed test must not drop out of SLOW silently: each listed name must exist in
+    # its module whenever that module is collected.
+    for entry in SLOW:
+        path, _, name = entry.partition("::")
+        item = listed.get(path)
+        module = getattr(item, "module", None)
+        if module is not None and not hasattr(module, name):
+            raise pytest.UsageError(f"tests/conftest.py SLOW names {entry}, which does not exist")

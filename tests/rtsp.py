@@ -21,7 +21,7 @@ import av
 import pytest
 
 from framepipe.media.sample import ClipSpec, make_clip
-from tests.conftest import MEDIA
+from tests.helpers import MEDIA
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")

@@ -11,10 +11,10 @@ import asyncio
 import dataclasses
 
 import pytest
+from nats.js import JetStreamContext
 
 from framepipe.core import bus, topology
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
-from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.scaling.autoscale import (
@@ -225,26 +225,16 @@ def test_parse_jsz_finds_the_consumer_in_any_account() -> None:
     assert parse_jsz(payload, "VIDEO", "other") is None
 
 
-def test_lag_from_a_real_monitoring_endpoint(settings: Settings, nats_server: NatsServer) -> None:
+async def test_lag_from_a_real_monitoring_endpoint(js: JetStreamContext, nats_server: NatsServer) -> None:
     """Against a real nats-server: 5 GOPs published, 2 fetched but not acked — the decoder's
     lag stays 5 (3 pending + 2 ack-pending), as KEDA would see it."""
-
-    async def go() -> None:
-        nc = await bus.connect(settings, "test", retry_initial=False)
-        try:
-            js = nc.jetstream()
-            await bus.ensure_topology(js, settings)
-            for gop in range(5):
-                await bus.publish(js, "video.cam1", b"gop", {}, Names.msg_id("cam1", gop, "gateway"))
-            spec = topology.consumer_spec(Names.DECODER)
-            sub = await js.pull_subscribe_bind(spec.durable, spec.stream)
-            held = await sub.fetch(2, timeout=5)
-            assert len(held) == 2
-            lags = await asyncio.to_thread(fetch_lags, nats_server.monitor_url)
-            assert (lags["decoder"].num_pending, lags["decoder"].num_ack_pending) == (3, 2)
-            assert lags["decoder"].lag == 5
-            assert lags["inference"].lag == 0
-        finally:
-            await nc.close()
-
-    asyncio.run(go())
+    for gop in range(5):
+        await bus.publish(js, "video.cam1", b"gop", {}, Names.msg_id("cam1", gop, "gateway"))
+    spec = topology.consumer_spec(Names.DECODER)
+    sub = await js.pull_subscribe_bind(spec.durable, spec.stream)
+    held = await sub.fetch(2, timeout=5)
+    assert len(held) == 2
+    lags = await asyncio.to_thread(fetch_lags, nats_server.monitor_url)
+    assert (lags["decoder"].num_pending, lags["decoder"].num_ack_pending) == (3, 2)
+    assert lags["decoder"].lag == 5
+    assert lags["inference"].lag == 0

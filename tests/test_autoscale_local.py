@@ -18,7 +18,7 @@ from framepipe.core.topology import SCALED_STAGES
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.processes import child_preexec
 from framepipe.local.supervisor import LocalSystem
-from tests.test_pipeline import FACES, _faces_clip, _output_gops
+from tests.helpers import FACES, faces_clip, output_gops
 
 GOPS = FACES.frames // FACES.gop
 CAMERAS = ("burst-a", "burst-b", "burst-c", "burst-d")
@@ -57,7 +57,7 @@ def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
         system.start()
         system.wait_ready()
         autoscaler = system.enable_autoscaling(scaling)
-        gateways = {camera: system.add_camera(camera, str(_faces_clip()), "fast") for camera in CAMERAS}
+        gateways = {camera: system.add_camera(camera, str(faces_clip()), "fast") for camera in CAMERAS}
         for camera, gateway in gateways.items():
             result = system.wait_for_camera(camera, gateway, stall_timeout=90)
             assert result.complete, result.reason
@@ -78,17 +78,17 @@ def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
         assert system.drained, "no replica was drained on scale-down"
         assert all(code == 0 for _, code in system.drained), system.drained
         for camera in CAMERAS:
-            assert _output_gops(system.settings, camera) == Counter({g: 1 for g in range(GOPS)})
+            assert output_gops(system.settings, camera) == Counter({g: 1 for g in range(GOPS)})
         scaled = [e for e in logged if e["event"] == "autoscale.scaled"]
         assert [(e["stage"], e["replicas_to"]) for e in scaled] == [(s, n) for _, s, n, _, _ in timeline]
 
 
-def test_replica_drained_while_starting_exits_cleanly(settings: Settings) -> None:
+def test_replica_drained_while_starting_exits_cleanly(nats_settings: Settings) -> None:
     """SIGTERM at any point of a stage process's start-up (even before the interpreter has
     run a line of framepipe, or once it fetches) ends it with exit code 0: scale-down right
     after scale-up is not a crash. The process is started as the supervisor starts it
     (SIGTERM blocked until framepipe's handler is in place)."""
-    env = dict(os.environ) | settings.to_env()
+    env = dict(os.environ) | nats_settings.to_env()
     for delay in (0.0, 0.05, 0.5, 1.5):
         process = subprocess.Popen(
             [sys.executable, "-m", "framepipe", "stage", "decoder"],

@@ -11,8 +11,13 @@ from skimage import data
 from framepipe.media.letterbox import Letterbox
 from framepipe.media.sample import ASTRONAUT_FACE
 from framepipe.stages.inference.backends import OnnxRuntimeBackend
-from framepipe.stages.inference.blazeface import SPECS, BlazeFaceDecoder, iou, make_anchors
-from framepipe.stages.inference.stage import FaceDetector
+from framepipe.stages.inference.detectors.blazeface import (
+    SPECS,
+    BlazeFaceDecoder,
+    FaceDetector,
+    iou,
+    make_anchors,
+)
 
 
 def _detector(models_dir: Path, model: str) -> FaceDetector:

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 
 from framepipe.core import bus, topology
 from framepipe.core.errors import SetupError
@@ -18,21 +19,10 @@ from framepipe.local import natsserver
 from framepipe.local.natsserver import NatsServer
 
 
-async def _with_js(settings: Settings, fn):  # type: ignore[no-untyped-def]
-    nc = await bus.connect(settings, "test", retry_initial=False)
-    try:
-        js = nc.jetstream()
-        await bus.ensure_topology(js, settings)
-        return await fn(js)
-    finally:
-        await nc.close()
-
-
-def test_topology_is_idempotent(settings: Settings) -> None:
-    """Running setup twice succeeds and yields every stream and stage consumer."""
-
-    async def check(js):  # type: ignore[no-untyped-def]
-        await bus.ensure_topology(js, settings)
+class TestTopology:
+    async def test_topology_is_idempotent(self, js: JetStreamContext, nats_settings: Settings) -> None:
+        """Running setup twice succeeds and yields every stream and stage consumer."""
+        await bus.ensure_topology(js, nats_settings)
         names = {s.config.name for s in await js.streams_info()}
         buckets = {f"KV_{Names.LEDGER_BUCKET}", f"KV_{Names.SOURCES_BUCKET}", f"KV_{Names.CAMERAS_BUCKET}"}
         assert names == {s.name for s in topology.STREAMS} | buckets
@@ -41,51 +31,21 @@ def test_topology_is_idempotent(settings: Settings) -> None:
             assert str(getattr(info.config.ack_policy, "value", info.config.ack_policy)) == "explicit"
             assert info.config.max_deliver == -1
 
-    asyncio.run(_with_js(settings, check))
 
-
-def test_publish_is_deduplicated_by_msg_id(settings: Settings) -> None:
-    """Re-publishing the same <cam>:<gop>:<stage> id stores the message once."""
-
-    async def check(js):  # type: ignore[no-untyped-def]
+class TestPublish:
+    async def test_publish_is_deduplicated_by_msg_id(self, js: JetStreamContext) -> None:
+        """Re-publishing the same <cam>:<gop>:<stage> id stores the message once."""
         first = await bus.publish(js, "dets.cam1", b"x", {}, Names.msg_id("cam1", 0, "inference", 0))
         second = await bus.publish(js, "dets.cam1", b"x", {}, Names.msg_id("cam1", 0, "inference", 0))
         assert not first.duplicate
         assert second.duplicate
         assert (await js.stream_info(Names.DETECTIONS)).state.messages == 1
 
-    asyncio.run(_with_js(settings, check))
-
-
-def test_ledger_completes_exactly_once_under_concurrency(settings: Settings) -> None:
-    """Four parts recorded concurrently (and one twice): exactly one caller sees the GOP
-    complete, and it gets every frame back in order."""
-
-    async def check(js):  # type: ignore[no-untyped-def]
-        ledger = GopLedger(await js.key_value(Names.LEDGER_BUCKET))
-
-        def part(p: int) -> tuple[FrameDetections, ...]:
-            return tuple(
-                FrameDetections(frame=p * 2 + i, pts=p * 2 + i, detections=(Detection((0, 0, 1, 1), 0.9),))
-                for i in range(2)
-            )
-
-        results = await asyncio.gather(*(ledger.record("cam1", 5, p, 4, part(p)) for p in (3, 1, 0, 2)))
-        complete = [r for r in results if r is not None]
-        assert len(complete) == 1  # only the compare-and-set that added the last part
-        assert [f.frame for f in complete[0]] == list(range(8))
-        again = await ledger.record("cam1", 5, 1, 4, part(1))
-        assert again is not None
-        assert [f.frame for f in again] == list(range(8))
-
-    asyncio.run(_with_js(settings, check))
-
-
-def test_publish_and_kv_put_ride_through_a_server_restart(settings: Settings, nats_server) -> None:  # type: ignore[no-untyped-def]
-    """A publish and a KV put issued while nats-server is down land exactly once after
-    it comes back (file storage, same port): the client reconnects and retries."""
-
-    async def check(js):  # type: ignore[no-untyped-def]
+    async def test_publish_and_kv_put_ride_through_a_server_restart(
+        self, js: JetStreamContext, nats_server: NatsServer
+    ) -> None:
+        """A publish and a KV put issued while nats-server is down land exactly once after
+        it comes back (file storage, same port): the client reconnects and retries."""
         kv = await js.key_value(Names.SOURCES_BUCKET)
         await asyncio.to_thread(nats_server.stop)
         put = asyncio.create_task(bus.kv_put(kv, "cam1", b'{"next_gop": 3}'))
@@ -104,32 +64,53 @@ def test_publish_and_kv_put_ride_through_a_server_restart(settings: Settings, na
         assert again.seq == ack.seq
         assert (await js.stream_info(Names.VIDEO)).state.messages == 1
 
-    asyncio.run(_with_js(settings, check))
+
+class TestGopLedger:
+    async def test_ledger_completes_exactly_once_under_concurrency(self, js: JetStreamContext) -> None:
+        """Four parts recorded concurrently (and one twice): exactly one caller sees the GOP
+        complete, and it gets every frame back in order."""
+        ledger = GopLedger(await js.key_value(Names.LEDGER_BUCKET))
+
+        def part(p: int) -> tuple[FrameDetections, ...]:
+            return tuple(
+                FrameDetections(frame=p * 2 + i, pts=p * 2 + i, detections=(Detection((0, 0, 1, 1), 0.9),))
+                for i in range(2)
+            )
+
+        results = await asyncio.gather(*(ledger.record("cam1", 5, p, 4, part(p)) for p in (3, 1, 0, 2)))
+        complete = [r for r in results if r is not None]
+        assert len(complete) == 1  # only the compare-and-set that added the last part
+        assert [f.frame for f in complete[0]] == list(range(8))
+        again = await ledger.record("cam1", 5, 1, 4, part(1))
+        assert again is not None
+        assert [f.frame for f in again] == list(range(8))
 
 
-def test_server_on_picked_ports_retries_when_a_port_is_taken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A picked free port that another process binds before nats-server does (a real
-    race: the kernel hands the same range out as ephemeral ports) makes nats-server exit;
-    start() picks new ports and the server comes up. Ports given explicitly are not
-    changed: a taken one is a one-line SetupError."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
-        picks = iter([taken, taken])
-        real_free_port = natsserver.free_port
-        monkeypatch.setattr(
-            natsserver, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host)
-        )
-        server = NatsServer(store_dir=tmp_path / "a" / "js").start(log_file=tmp_path / "a.log")
-        try:
-            assert server.port != taken
-            assert server.monitor_port != taken
-            assert "address already in use" in (tmp_path / "a.log").read_text()
-        finally:
-            server.stop()
-        fixed = NatsServer(store_dir=tmp_path / "b" / "js", port=taken)
-        with pytest.raises(SetupError, match="nats-server exited"):
-            fixed.start(log_file=tmp_path / "b.log")
+class TestNatsServer:
+    @pytest.mark.integration
+    def test_server_on_picked_ports_retries_when_a_port_is_taken(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A picked free port that another process binds before nats-server does (a real
+        race: the kernel hands the same range out as ephemeral ports) makes nats-server exit;
+        start() picks new ports and the server comes up. Ports given explicitly are not
+        changed: a taken one is a one-line SetupError."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            taken = squatter.getsockname()[1]
+            picks = iter([taken, taken])
+            real_free_port = natsserver.free_port
+            monkeypatch.setattr(
+                natsserver, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host)
+            )
+            server = NatsServer(store_dir=tmp_path / "a" / "js").start(log_file=tmp_path / "a.log")
+            try:
+                assert server.port != taken
+                assert server.monitor_port != taken
+                assert "address already in use" in (tmp_path / "a.log").read_text()
+            finally:
+                server.stop()
+            fixed = NatsServer(store_dir=tmp_path / "b" / "js", port=taken)
+            with pytest.raises(SetupError, match="nats-server exited"):
+                fixed.start(log_file=tmp_path / "b.log")

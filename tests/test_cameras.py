@@ -25,7 +25,6 @@ from framepipe.core.cluster_settings import ClusterConfig
 from framepipe.core.loader import load_settings
 from framepipe.core.settings import Settings
 from framepipe.local.cameras import CameraSpec, CameraWatch, delete_camera, list_cameras, put_camera
-from framepipe.local.natsserver import NatsServer
 
 K8S_VERSION = "1.33.0"
 SOURCE = "rtsp://viewer:s3cret@10.0.0.7:554/stream1"
@@ -40,6 +39,7 @@ def _validate(obj: dict[str, Any]) -> None:
 
 
 def test_camera_objects_are_valid_and_keep_the_url_in_a_secret() -> None:
+    """A camera's Deployment and Secret validate, match the camera template; only the Secret has the URL."""
     settings, cluster = load_settings(None, env={}), ClusterConfig()
     deployment, secret = camera_objects(settings, cluster, "Front_Door", SOURCE)
     _validate(deployment)
@@ -69,7 +69,9 @@ def test_camera_objects_are_valid_and_keep_the_url_in_a_secret() -> None:
     assert deployment["metadata"]["annotations"]["framepipe.io/source"] == "rtsp://***@10.0.0.7:554/stream1"
 
 
+@pytest.mark.integration
 def test_cli_kubernetes_without_kubeconfig_is_a_one_line_error(tmp_path: Path) -> None:
+    """`framepipe cameras add --kubernetes` without KUBECONFIG exits 1 with one line, no password in it."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     result = subprocess.run(
         [sys.executable, "-m", "framepipe", "cameras", "add", "door", SOURCE, "--kubernetes"],
@@ -81,9 +83,9 @@ def test_cli_kubernetes_without_kubeconfig_is_a_one_line_error(tmp_path: Path) -
     assert "s3cret" not in result.stderr + result.stdout
 
 
-def test_cameras_bucket_and_watch(nats_server: NatsServer) -> None:
+def test_cameras_bucket_and_watch(nats_settings: Settings) -> None:
     """put/list/delete on FP_CAMERAS, and the supervisor's watch sees a snapshot then changes."""
-    settings = Settings().replace(nats={"url": nats_server.url})
+    settings = nats_settings
     asyncio.run(setup_topology(settings))
     asyncio.run(put_camera(settings, CameraSpec("a", "rtsp://h/a")))
     watch = CameraWatch(settings).start()
@@ -106,8 +108,10 @@ def test_cameras_bucket_and_watch(nats_server: NatsServer) -> None:
         watch.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG not set (no cluster)")
 def test_cluster_add_list_remove_camera() -> None:
+    """On a real cluster: add makes the Deployment and its owned Secret, list shows it, remove deletes it."""
     settings, cluster = load_settings(None, env={}), ClusterConfig()
     kube = KubeCameras(cluster.k8s.namespace)
     name = f"t{uuid.uuid4().hex[:8]}"
@@ -121,7 +125,9 @@ def test_cluster_add_list_remove_camera() -> None:
     assert name not in [camera for camera, _, _ in kube.list()]
 
 
+@pytest.mark.integration
 def test_cli_without_a_running_system_is_a_one_line_error(tmp_path: Path) -> None:
+    """`framepipe cameras add` with no server at the configured URL exits 1 with one line saying so."""
     env = {**os.environ, "FRAMEPIPE_NATS__URL": "nats://127.0.0.1:9"}
     env["FRAMEPIPE_NATS__CONNECT_TIMEOUT_S"] = "1"
     result = subprocess.run(
@@ -133,12 +139,10 @@ def test_cli_without_a_running_system_is_a_one_line_error(tmp_path: Path) -> Non
     assert "no framepipe system is running" in result.stderr
 
 
-def test_empty_camera_bucket_lists_nothing(settings: Settings) -> None:
+@pytest.mark.usefixtures("js")  # the topology, as `framepipe setup` creates it
+async def test_empty_camera_bucket_lists_nothing(nats_settings: Settings) -> None:
     """`framepipe cameras list` before any camera was added is an empty list, not a crash."""
-    from framepipe.local.cameras import list_cameras
-
-    asyncio.run(setup_topology(settings))
-    assert asyncio.run(list_cameras(settings)) == []
+    assert await list_cameras(nats_settings) == []
 
 
 def test_cli_tools_attach_to_the_running_system(tmp_path: Path) -> None:

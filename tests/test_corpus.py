@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import nats.errors
 import pytest
+from nats.js import JetStreamContext
 
 from framepipe.core import bus, logs, messages
 from framepipe.core.messages import Headers
@@ -27,7 +28,7 @@ from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
 from framepipe.stages.decoder import Decoder
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from tests.conftest import clip
+from tests.helpers import clip
 
 
 @pytest.fixture(autouse=True)
@@ -58,14 +59,15 @@ def _near_limit_garbage(good: messages.GopMessage, max_payload: int) -> messages
     )
 
 
-def test_hostile_gops_are_dead_lettered_with_a_reason_and_the_decoder_goes_on(
-    settings: Settings, capfd: pytest.CaptureFixture[str]
+async def test_hostile_gops_are_dead_lettered_with_a_reason_and_the_decoder_goes_on(
+    js: JetStreamContext, nats_settings: Settings, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """H.264 data labelled HEVC, an unknown codec name and a near-max_payload GOP of
     random bytes each land in dlq.decoder with Framepipe-Error-Kind/Error headers and
     one log line; absurd claimed dimensions (0×0, 2^20×2^20, negative) are not trusted:
     the bitstream's real size is used and those GOPs decode; the good GOPs around
     them are decoded; a GOP over max_payload is refused by the client before it is sent."""
+    settings = nats_settings
     logs.configure(json=True)
     good = _gops("corpus")
     assert len(good) == 3
@@ -82,50 +84,40 @@ def test_hostile_gops_are_dead_lettered_with_a_reason_and_the_decoder_goes_on(
         gop(good[1], gop=7),
     ]
 
-    async def scenario() -> tuple[list[dict[str, str]], dict[int, tuple[int, int]]]:
-        nc = await bus.connect(settings, "test-corpus", retry_initial=False)
-        js = nc.jetstream(timeout=10.0)
-        try:
-            await bus.ensure_topology(js, settings)
-            huge = (os.urandom(settings.nats.max_payload),)
-            oversized = gop(good[0], gop=9, packets=huge, pts=(0,), dts=(0,), keyframes=(True,))
-            headers, body = messages.encode(oversized)
-            with pytest.raises(nats.errors.MaxPayloadError):
-                await bus.publish(js, Names.subject(Names.VIDEO, "corpus"), body, headers, "corpus:9:gateway")
-            for message in order:
-                headers, body = messages.encode(message)
-                assert len(body) < settings.nats.max_payload
-                subject = Names.subject(Names.VIDEO, "corpus")
-                await bus.publish(js, subject, body, headers, Names.msg_id("corpus", message.gop, "gateway"))
+    huge = (os.urandom(settings.nats.max_payload),)
+    oversized = gop(good[0], gop=9, packets=huge, pts=(0,), dts=(0,), keyframes=(True,))
+    headers, body = messages.encode(oversized)
+    with pytest.raises(nats.errors.MaxPayloadError):
+        await bus.publish(js, Names.subject(Names.VIDEO, "corpus"), body, headers, "corpus:9:gateway")
+    for message in order:
+        headers, body = messages.encode(message)
+        assert len(body) < settings.nats.max_payload
+        subject = Names.subject(Names.VIDEO, "corpus")
+        await bus.publish(js, subject, body, headers, Names.msg_id("corpus", message.gop, "gateway"))
 
-            runner = Runner(Decoder(settings), settings)
-            task = asyncio.create_task(runner.run(serve_health=False))
-            deadline = asyncio.get_running_loop().time() + 60.0
-            while True:
-                info = await js.consumer_info(Names.VIDEO, Names.DECODER)
-                if info.num_pending == 0 and info.num_ack_pending == 0:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, "the decoder did not get through"
-                await asyncio.sleep(0.2)
-            runner.request_stop()
-            await asyncio.wait_for(task, 15.0)
+    runner = Runner(Decoder(settings), settings)
+    task = asyncio.create_task(runner.run(serve_health=False))
+    deadline = asyncio.get_running_loop().time() + 60.0
+    while True:
+        info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the decoder did not get through"
+        await asyncio.sleep(0.2)
+    runner.request_stop()
+    await asyncio.wait_for(task, 15.0)
 
-            dead = []
-            dlq = await js.stream_info(Names.DLQ)
-            for seq in range(dlq.state.first_seq, dlq.state.last_seq + 1):
-                raw = await js.get_msg(Names.DLQ, seq)
-                dead.append({"subject": raw.subject or "", **(raw.headers or {})})
-            frames = await js.stream_info(Names.FRAMES)
-            decoded: dict[int, tuple[int, int]] = {}
-            for seq in range(frames.state.first_seq, frames.state.last_seq + 1):
-                raw = await js.get_msg(Names.FRAMES, seq)
-                batch = messages.decode(raw.headers, raw.data or b"", messages.FrameBatch)
-                decoded[batch.gop] = batch.source_size
-            return dead, decoded
-        finally:
-            await nc.close()
-
-    dead, decoded = asyncio.run(scenario())
+    dead = []
+    dlq = await js.stream_info(Names.DLQ)
+    for seq in range(dlq.state.first_seq, dlq.state.last_seq + 1):
+        raw = await js.get_msg(Names.DLQ, seq)
+        dead.append({"subject": raw.subject or "", **(raw.headers or {})})
+    frames = await js.stream_info(Names.FRAMES)
+    decoded: dict[int, tuple[int, int]] = {}
+    for seq in range(frames.state.first_seq, frames.state.last_seq + 1):
+        raw = await js.get_msg(Names.FRAMES, seq)
+        batch = messages.decode(raw.headers, raw.data or b"", messages.FrameBatch)
+        decoded[batch.gop] = batch.source_size
     # The good GOPs and those with absurd dimension claims, at the bitstream's real size.
     assert decoded == {g: (width, height) for g in (0, 2, 4, 5, 7)}
     kinds = {int(d[Headers.GOP]): d[Headers.ERROR_KIND] for d in dead}

@@ -9,8 +9,9 @@ import pytest
 
 from framepipe.core.settings import ConfigError, InferenceSettings
 from framepipe.stages.inference.backends import OnnxRuntimeBackend, create_backend, describe_backend
-from framepipe.stages.inference.blazeface import RawDetection
-from framepipe.stages.inference.detectors import YoloDecoder, fill_skipped, select_frames
+from framepipe.stages.inference.detectors.base import RawDetection
+from framepipe.stages.inference.detectors.yolo import YoloDecoder
+from framepipe.stages.inference.frame_selection import fill_skipped, select_frames
 
 
 def _yolo_graph(path: Path, head: np.ndarray) -> None:
@@ -58,6 +59,7 @@ HEAD = np.array(
 
 
 def test_yolo_parser_on_a_synthetic_onnx_graph(tmp_path: Path) -> None:
+    """Each frame of the batch gets the best box per class after class-aware NMS; classes filters."""
     model = tmp_path / "yolo.onnx"
     _yolo_graph(model, HEAD)
     backend = OnnxRuntimeBackend(model)
@@ -81,6 +83,7 @@ def test_yolo_parser_on_a_synthetic_onnx_graph(tmp_path: Path) -> None:
 
 
 def test_yolo_v8_transposed_layout() -> None:
+    """YOLOv8 exports (attributes × boxes, no objectness column) decode with transposed=True."""
     rows = np.array([[50, 50, 20, 40, 0.7, 0.1]], dtype=np.float32)  # cx cy w h person car
     out = YoloDecoder(score_threshold=0.5, transposed=True).decode(rows.T[None])
     assert len(out[0]) == 1
@@ -88,6 +91,7 @@ def test_yolo_v8_transposed_layout() -> None:
 
 
 def test_detect_every_frame_selection() -> None:
+    """detect_every = N picks every Nth frame index, and always a message's first frame."""
     assert select_frames([0, 1, 2, 3, 4, 5], 1) == [True] * 6
     assert select_frames([0, 1, 2, 3, 4, 5], 3) == [True, False, False, True, False, False]
     # A later part of a GOP starts mid-cycle: its first frame is always detected.
@@ -97,6 +101,7 @@ def test_detect_every_frame_selection() -> None:
 
 
 def test_skipped_frames_carry_or_none() -> None:
+    """Skipped frames repeat the last detections (carry) or get none; a count mismatch is an error."""
     a = [RawDetection((1, 1, 2, 2), 0.9)]
     b: list[RawDetection] = []
     selected = [True, False, False, True, False]
@@ -107,6 +112,7 @@ def test_skipped_frames_carry_or_none() -> None:
 
 
 def test_inference_settings_validate_new_fields() -> None:
+    """detect_every below 1 and an unknown skipped_frames are ConfigErrors naming the field."""
     with pytest.raises(ConfigError, match=r"inference\.detect_every"):
         InferenceSettings(detect_every=0)
     with pytest.raises(ConfigError, match=r"inference\.skipped_frames"):
@@ -114,6 +120,7 @@ def test_inference_settings_validate_new_fields() -> None:
 
 
 def test_tensorrt_fallback_builds_onnxruntime(models_dir: Path) -> None:
+    """backend = "tensorrt" with allow_fallback and no TensorRT builds the ONNX Runtime CPU backend."""
     from framepipe.stages.inference.tensorrt import tensorrt_unavailable_reason
 
     if tensorrt_unavailable_reason() is None:  # pragma: no cover

@@ -19,7 +19,6 @@ from framepipe.core.dlq import dead_letter
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
-from framepipe.local.natsserver import NatsServer
 
 
 @pytest.fixture(autouse=True)
@@ -62,9 +61,12 @@ async def _video_messages(settings: Settings) -> list[tuple[dict[str, str], byte
         await nc.close()
 
 
-def test_dlq_cli_list_show_replay_purge(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings().replace(nats={"url": nats_server.url})
-    monkeypatch.setenv("FRAMEPIPE_NATS__URL", nats_server.url)
+def test_dlq_cli_list_show_replay_purge(nats_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead letter is listed (one-line error), shown, replayed to its original subject
+    with its original headers (and removed), and purged."""
+    # Sync on purpose: each `framepipe dlq` command runs its own event loop (asyncio.run).
+    settings = nats_settings
+    monkeypatch.setenv("FRAMEPIPE_NATS__URL", settings.nats.url)
     body = bytes(range(256)) * 3
     asyncio.run(_dead_letter_one(settings, body))
     cli = CliRunner()
@@ -108,7 +110,9 @@ def test_dlq_cli_list_show_replay_purge(nats_server: NatsServer, monkeypatch: py
     assert cli.invoke(app, ["dlq", "list", "--json"]).stdout.strip() == ""
 
 
+@pytest.mark.integration
 def test_bad_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    """`python -m framepipe dlq list` with an invalid setting exits 2 with one line naming the field."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEPIPE_")}
     env["FRAMEPIPE_DECODER__MAX_DELIVER"] = "0"
     proc = subprocess.run(

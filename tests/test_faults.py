@@ -14,17 +14,17 @@ from pathlib import Path
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.supervisor import STAGES, LocalSystem
-from tests.test_pipeline import FACES, _faces_clip, _output_gops, _read_jsonl
+from tests.helpers import FACES, faces_clip, output_gops, read_jsonl
 
 GOPS = FACES.frames // FACES.gop
 
 
 def _assert_complete(system: LocalSystem, settings: Settings, camera: str, gateway_pacing: str) -> None:
-    gateway = system.add_camera(camera, str(_faces_clip()), gateway_pacing)
+    gateway = system.add_camera(camera, str(faces_clip()), gateway_pacing)
     result = system.wait_for_camera(camera, gateway, stall_timeout=90)
     assert result.complete, result.reason
-    assert _output_gops(settings, camera) == Counter({g: 1 for g in range(GOPS)})
-    lines = _read_jsonl(Path(settings.sink.output_dir) / camera / "detections.jsonl")
+    assert output_gops(settings, camera) == Counter({g: 1 for g in range(GOPS)})
+    lines = read_jsonl(Path(settings.sink.output_dir) / camera / "detections.jsonl")
     assert [line["frame"] for line in lines] == list(range(FACES.frames))
 
 
@@ -56,12 +56,12 @@ def test_kill_9_of_every_stage_mid_run_loses_and_duplicates_nothing(settings: Se
     with system:
         system.start()
         system.wait_ready()
-        gateway = system.add_camera("lobby", str(_faces_clip()), "realtime")
+        gateway = system.add_camera("lobby", str(faces_clip()), "realtime")
         result = system.wait_for_camera("lobby", gateway, stall_timeout=90, on_progress=kill_next)
         assert result.complete, result.reason
         assert len(killed) >= 4, killed
-        assert _output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})
-        lines = _read_jsonl(Path(settings.sink.output_dir) / "lobby" / "detections.jsonl")
+        assert output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})
+        lines = read_jsonl(Path(settings.sink.output_dir) / "lobby" / "detections.jsonl")
         assert [line["frame"] for line in lines] == list(range(FACES.frames))
         assert sum(m.restarts for m in system.processes) >= len(killed)
         _assert_complete(system, system.settings, "after", "fast")
@@ -82,11 +82,11 @@ def test_nats_server_restart_mid_run_resumes(settings: Settings, nats_server: Na
     with system:
         system.start()
         system.wait_ready()
-        gateway = system.add_camera("lobby", str(_faces_clip()), "realtime")
+        gateway = system.add_camera("lobby", str(faces_clip()), "realtime")
         result = system.wait_for_camera("lobby", gateway, stall_timeout=90, on_progress=restart)
         assert restarted
         assert result.complete, result.reason
-        assert _output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})
+        assert output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})
         _assert_complete(system, system.settings, "after", "fast")
 
 
@@ -109,9 +109,9 @@ def test_sigterm_drains_within_grace(settings: Settings) -> None:
     with system:
         system.start()
         system.wait_ready()
-        gateway = system.add_camera("lobby", str(_faces_clip()), "realtime")
+        gateway = system.add_camera("lobby", str(faces_clip()), "realtime")
         result = system.wait_for_camera("lobby", gateway, stall_timeout=90, on_progress=term)
         assert codes, "SIGTERM was never sent"
         assert all(c == 0 for c in codes), codes
         assert result.complete, result.reason
-        assert _output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})
+        assert output_gops(system.settings, "lobby") == Counter({g: 1 for g in range(GOPS)})

@@ -20,6 +20,7 @@ def _detect(frames: np.ndarray) -> list[int]:
 
 
 def test_assemble_and_split_round_trip() -> None:
+    """Messages stack into one batch and the results split back by length; a count mismatch is an error."""
     parts = [_frames(1, 3), _frames(2, 1), _frames(3, 4)]
     batch, lengths = assemble(parts)
     assert batch.shape == (8, 2, 2, 3)
@@ -30,6 +31,8 @@ def test_assemble_and_split_round_trip() -> None:
 
 
 def test_messages_share_model_calls_and_get_their_own_results() -> None:
+    """Concurrent messages share model calls of at most max_batch frames and each gets its own results."""
+
     async def scenario() -> tuple[list[list[int]], list[int]]:
         batcher: MicroBatcher[int] = MicroBatcher(_detect, max_batch=8, batch_timeout_s=0.05)
         sizes = [3, 2, 3, 5, 1]  # 8 frames fill one batch at once; 6 wait for the timeout
@@ -45,6 +48,8 @@ def test_messages_share_model_calls_and_get_their_own_results() -> None:
 
 
 def test_a_message_larger_than_max_batch_runs_alone() -> None:
+    """A message over max_batch goes to the model whole, in one call of its own."""
+
     async def scenario() -> tuple[list[int], list[int]]:
         batcher: MicroBatcher[int] = MicroBatcher(_detect, max_batch=4, batch_timeout_s=0.01)
         result = await batcher.submit(_frames(7, 10))
@@ -56,6 +61,7 @@ def test_a_message_larger_than_max_batch_runs_alone() -> None:
 
 
 def test_a_failing_model_call_fails_only_its_batch() -> None:
+    """A model call that raises fails the messages in its batch; the next batch runs normally."""
     calls = 0
 
     def flaky(frames: np.ndarray) -> list[int]:

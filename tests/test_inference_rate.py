@@ -21,8 +21,8 @@ from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
 from framepipe.stages.decoder import Decoder
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from framepipe.stages.inference.detectors import select_by_rate
-from tests.conftest import clip
+from framepipe.stages.inference.frame_selection import select_by_rate
+from tests.helpers import clip
 
 
 def picked(selected: list[bool]) -> list[int]:
@@ -101,9 +101,10 @@ def test_old_frame_batches_decode_without_a_time_base() -> None:
 
 
 @pytest.mark.integration
-def test_decoder_sends_the_time_base_of_real_video(settings: Settings) -> None:
+def test_decoder_sends_the_time_base_of_real_video(nats_settings: Settings) -> None:
     """Real H.264 (30 fps, B-frames) through the decoder stage: each FrameBatch carries
     the stream's time base, and detect_fps = 5 on its pts picks every 6th frame."""
+    settings = nats_settings
     source = clip("h264_bframes.mp4")
     container, stream = open_input(str(source))
     with container:

@@ -21,7 +21,8 @@ from framepipe.core.settings import ConfigError, Settings
 from framepipe.core.topology import Names
 from framepipe.local.runtime import ProcessEntry, Runtime
 from framepipe.local.status import collect_status, render_status
-from framepipe.stages.inference.stage import Inference, build_detector
+from framepipe.stages.inference.detectors import build_detector
+from framepipe.stages.inference.stage import Inference
 
 pytestmark = pytest.mark.integration
 

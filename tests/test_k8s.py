@@ -36,8 +36,8 @@ from framepipe.core.errors import ConfigError
 from framepipe.core.loader import cluster_config_from_tables, load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import SCALED_STAGES, Names
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 KEDA_DIR = REPO.parent / "shared" / "keda"
 K8S_VERSION = "1.33.0"
 Obj = dict[str, Any]
@@ -45,6 +45,7 @@ Obj = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
+    """The default config, no server (this module's own, in place of conftest's ``settings``)."""
     return load_settings(None, env={})
 
 
@@ -344,6 +345,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def nats_server(tmp_path: Path, settings: Settings) -> Iterator[tuple[int, int]]:
+    """A nats-server running the rendered cluster nats.conf: (client port, monitor port)."""
     binary = Path(sys.executable).with_name("nats-server")
     server = str(binary) if binary.is_file() else shutil.which("nats-server")
     if server is None:
@@ -391,6 +393,7 @@ def nats_server(tmp_path: Path, settings: Settings) -> Iterator[tuple[int, int]]
         proc.wait(timeout=10)
 
 
+@pytest.mark.integration  # its nats_server fixture is this module's: the rendered nats.conf
 def test_rendered_nats_config_grants_each_stage_its_subjects(
     nats_server: tuple[int, int], settings: Settings
 ) -> None:

@@ -12,7 +12,7 @@ from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.media.gop import GopCutter, is_clean_random_access, nal_length_size
 from framepipe.media.sample import count_frames
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from tests.conftest import clip
+from tests.helpers import clip
 
 
 def _gops(name: str) -> list[GopMessage]:

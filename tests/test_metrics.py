@@ -22,7 +22,7 @@ from framepipe.local.status import (
 )
 from framepipe.local.supervisor import STAGES, LocalSystem
 from framepipe.media.sample import ClipSpec, make_clip
-from tests.conftest import MEDIA
+from tests.helpers import MEDIA
 
 CLIP = ClipSpec(width=480, height=270, seconds=3.0, gop=15, bframes=2)
 
@@ -36,6 +36,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_histogram_quantile() -> None:
+    """Quantiles interpolate linearly inside the bucket they fall in; no observations give None."""
     # 10 observations: 5 ≤ 0.1 s, 4 in (0.1, 0.5], 1 in (0.5, 1].
     buckets = {0.1: 5.0, 0.5: 9.0, 1.0: 10.0, float("inf"): 10.0}
     assert histogram_quantile(buckets, 0.5) == pytest.approx(0.1)
@@ -45,6 +46,7 @@ def test_histogram_quantile() -> None:
 
 
 def test_readiness_needs_every_check() -> None:
+    """/healthz answers at once; /readyz is 503 until started and every check passes (naming a failed one)."""
     h = health.Health()
     connected = [False]
     h.add_check("nats", lambda: connected[0])

@@ -8,7 +8,6 @@ photo's pixels; ``face_box`` maps it into each frame.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -26,49 +25,16 @@ from framepipe.core.sources import SourceState
 from framepipe.core.topology import Names
 from framepipe.local.supervisor import LocalSystem
 from framepipe.media.gop import GopCutter
-from framepipe.media.sample import ClipSpec, count_frames, face_box, make_clip
+from framepipe.media.sample import count_frames, face_box
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from framepipe.stages.inference.blazeface import iou
-from tests.conftest import MEDIA, MODELS, clip
+from framepipe.stages.inference.detectors.blazeface import iou
+from tests.helpers import FACES, MODELS, clip, faces_clip, output_gops, read_jsonl
 
 pytestmark = pytest.mark.integration
-
-FACES = ClipSpec(width=640, height=360, seconds=4.0, gop=15, bframes=2)
-
-
-def _faces_clip() -> Path:
-    path = MEDIA / "faces_short_gops.mp4"
-    if not path.is_file():
-        make_clip(path, FACES)
-    return path
-
-
-def _read_jsonl(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _playlist_segments(playlist: Path) -> list[str]:
     return [line for line in playlist.read_text().splitlines() if line and not line.startswith("#")]
-
-
-def _output_gops(settings: Settings, camera: str) -> Counter[int]:
-    """How many times each GOP of ``camera`` is stored in the OUTPUT stream."""
-
-    async def scan() -> Counter[int]:
-        nc = await bus.connect(settings, "test-scan", retry_initial=False)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(Names.OUTPUT)
-            seen: Counter[int] = Counter()
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                raw = await js.get_msg(Names.OUTPUT, seq)
-                if raw.headers and raw.headers.get(Headers.CAMERA) == camera:
-                    seen[int(raw.headers[Headers.GOP])] += 1
-            return seen
-        finally:
-            await nc.close()
-
-    return asyncio.run(scan())
 
 
 @pytest.mark.parametrize("name", ["h264_bframes.mp4", "hevc_odd.mkv"])
@@ -94,7 +60,7 @@ def test_cli_run_once_keeps_every_frame_in_order(name: str, tmp_path: Path) -> N
     expected = count_frames(source)
     with av.open(str(playlist)) as container:
         assert sum(1 for _ in container.decode(video=0)) == expected
-    lines = _read_jsonl(out / "cli" / "detections.jsonl")
+    lines = read_jsonl(out / "cli" / "detections.jsonl")
     assert [line["frame"] for line in lines] == list(range(expected))
     assert all(line["camera"] == "cli" for line in lines)
 
@@ -102,7 +68,7 @@ def test_cli_run_once_keeps_every_frame_in_order(name: str, tmp_path: Path) -> N
 def test_two_decoders_two_encoders_exactly_once_and_in_order(settings: Settings) -> None:
     """With 2 decoder and 2 encoder processes every GOP reaches OUTPUT exactly once,
     the playlist is in GOP order, and the face is found on the frames."""
-    source = _faces_clip()
+    source = faces_clip()
     settings = settings.replace(decoder={"fetch_batch": 1}, encoder={"fetch_batch": 1})
     system = LocalSystem(settings, Path(settings.local.state_dir), embedded_nats=False)
     with system:
@@ -112,11 +78,11 @@ def test_two_decoders_two_encoders_exactly_once_and_in_order(settings: Settings)
         result = system.wait_for_camera("lobby", gateway, stall_timeout=120)
     assert result.complete, result.reason
     gops = FACES.frames // FACES.gop
-    assert _output_gops(settings, "lobby") == Counter({g: 1 for g in range(gops)})
+    assert output_gops(settings, "lobby") == Counter({g: 1 for g in range(gops)})
 
     out = Path(settings.sink.output_dir) / "lobby"
     assert _playlist_segments(out / "index.m3u8") == [f"seg_{g:06d}.ts" for g in range(gops)]
-    lines = _read_jsonl(out / "detections.jsonl")
+    lines = read_jsonl(out / "detections.jsonl")
     assert [line["frame"] for line in lines] == list(range(FACES.frames))
 
     logs = Path(settings.local.state_dir) / "logs"
@@ -238,5 +204,5 @@ def test_corrupt_input_is_dead_lettered_and_the_pipeline_keeps_going(settings: S
     text = (out / "index.m3u8").read_text()
     assert _playlist_segments(out / "index.m3u8") == ["seg_000000.ts", "seg_000002.ts"]
     assert text.index("#EXT-X-DISCONTINUITY") < text.index("seg_000002.ts")
-    frames = [line["frame"] for line in _read_jsonl(out / "detections.jsonl")]
+    frames = [line["frame"] for line in read_jsonl(out / "detections.jsonl")]
     assert frames == list(range(30)) + list(range(60, 90))

@@ -32,7 +32,7 @@ from framepipe.core.topology import Names
 from framepipe.media.gop import DemuxedPacket, GopCutter, TimestampNormalizer
 from framepipe.media.sample import ClipSpec
 from framepipe.stages.gateway import backoff_delay, input_options
-from tests.conftest import MODELS
+from tests.helpers import MODELS
 from tests.rtsp import RtspServer, looped_clip, require_gst
 
 CLIP = dict(width=320, height=240, seconds=2.0, gop=15, bframes=2)
@@ -43,6 +43,7 @@ REPEAT = 30  # 60 s per client session: longer than any test needs
 
 
 def test_timestamps_stay_monotonic_across_wraps_jumps_and_reconnects() -> None:
+    """dts keeps growing through reordering, a 33-bit wrap and an hour's leap (jumps) and a new session."""
     norm = TimestampNormalizer(Fraction(1, 90000), max_jump_s=10.0)
     out = [norm(p, d) for p, d in [(None, None), (9000, None), (3000, None), (6000, 3000), (18000, 6000)]]
     dts = [o[1] for o in out]
@@ -92,6 +93,7 @@ def test_idr_without_parameter_sets_waits_for_them_then_reuses_them() -> None:
 
 
 def test_reconnect_marks_the_next_gop_as_a_discontinuity() -> None:
+    """After mark_discontinuity() the next GOP is flagged and keeps counting on."""
     cutter = GopCutter("h264", None, Fraction(1, 30))
     first = list(cutter.cut([DemuxedPacket(0, 0, True, _annexb(0x67, 0x68, 0x65))]))
     cutter.mark_discontinuity()
@@ -102,6 +104,7 @@ def test_reconnect_marks_the_next_gop_as_a_discontinuity() -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    """Reconnect delays double per attempt up to the cap, each jittered within its upper half."""
     cfg = GatewaySettings(reconnect_initial_s=0.5, reconnect_max_s=8.0)
     rng = random.Random(1)
     delays = [[backoff_delay(a, cfg, rng) for _ in range(50)] for a in range(8)]
@@ -113,6 +116,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_credentials_come_from_env_and_never_show() -> None:
+    """Credentials from the environment are URL-quoted into the URL (one in it wins) and redacted."""
     env = {"FRAMEPIPE_SOURCE_USERNAME": "ad min", "FRAMEPIPE_SOURCE_PASSWORD": "p@ss:word"}
     url = with_credentials("rtsp://cam.local:554/live", env)
     assert url == "rtsp://ad%20min:p%40ss%3Aword@cam.local:554/live"
@@ -297,12 +301,13 @@ def test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart(
 
 @pytest.mark.integration
 def test_wrong_url_or_credentials_log_one_line_and_keep_retrying(
-    rtsp_server: RtspServer, settings: Settings, tmp_path: Path
+    rtsp_server: RtspServer, nats_settings: Settings, tmp_path: Path
 ) -> None:
     """A wrong password (401) and a wrong path (404) give one-line errors without
     the credentials, the gateways keep retrying with backoff instead of exiting, and
     stop cleanly on SIGTERM; the right credentials (from the environment or the URL)
     connect over TCP and over UDP."""
+    settings = nats_settings
     asyncio.run(setup_topology(settings))
     env = {**_env(tmp_path), **settings.to_env(), "FRAMEPIPE_LOG_FORMAT": "json"}
     cases = {
@@ -357,11 +362,12 @@ def test_wrong_url_or_credentials_log_one_line_and_keep_retrying(
 
 @pytest.mark.integration
 def test_a_stalled_server_hits_the_read_timeout_and_the_gateway_reconnects(
-    rtsp_server: RtspServer, settings: Settings, tmp_path: Path
+    rtsp_server: RtspServer, nats_settings: Settings, tmp_path: Path
 ) -> None:
     """The server stops answering (SIGSTOP: no RST, no EOF): the read timeout closes the
     input, reconnect attempts time out too, and once the server runs again the gateway
     continues with the gap recorded."""
+    settings = nats_settings
     asyncio.run(setup_topology(settings))
     env = {**_env(tmp_path), **settings.to_env(), "FRAMEPIPE_LOG_FORMAT": "json"}
     env["FRAMEPIPE_GATEWAY__READ_TIMEOUT_S"] = env["FRAMEPIPE_GATEWAY__CONNECT_TIMEOUT_S"] = "1.5"

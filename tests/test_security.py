@@ -21,7 +21,7 @@ from framepipe.core.topology import USERS, Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.supervisor import STAGES, LocalSystem
 from framepipe.web.server import WebServer, is_loopback, resolve_token
-from tests.conftest import clip
+from tests.helpers import clip
 
 Secure = tuple[NatsServer, Settings]
 
@@ -72,6 +72,7 @@ def _connect_error(settings: Settings) -> str:
     return str(caught.value)
 
 
+@pytest.mark.integration  # starts its own nats-server
 def test_passwords_are_generated_once_and_kept_private(secure: Secure, tmp_path: Path) -> None:
     """One strong password per user in a 0600 file, reused at the next start; the server config is 0600."""
     server, _ = secure
@@ -88,6 +89,7 @@ def test_passwords_are_generated_once_and_kept_private(secure: Secure, tmp_path:
     assert saved["passwords"][ADMIN] not in repr(secure[1])
 
 
+@pytest.mark.integration  # starts its own nats-server
 def test_anonymous_and_wrong_password_are_refused_in_one_line(secure: Secure, tmp_path: Path) -> None:
     """No credentials, or a wrong password: one line that says which settings to set,
     without any password in it."""
@@ -107,6 +109,7 @@ def test_anonymous_and_wrong_password_are_refused_in_one_line(secure: Secure, tm
         assert secret not in wrong
 
 
+@pytest.mark.integration  # starts its own nats-server
 def test_local_tools_connect_as_admin_only_to_their_own_server(secure: Secure, tmp_path: Path) -> None:
     """With just the URL and the state dir (what `framepipe status`/`cameras`/`dlq` have), a
     client connects as the local admin; after the server stops the credentials are no
@@ -126,6 +129,7 @@ def test_local_tools_connect_as_admin_only_to_their_own_server(secure: Secure, t
     assert json.loads((Path(admin.local.state_dir) / AUTH_FILE).read_text())["url"] == ""
 
 
+@pytest.mark.integration  # starts its own nats-server
 def test_each_stage_does_its_own_job_and_nothing_else(secure: Secure) -> None:
     """The decoder consumes VIDEO through its durable, publishes FRAMES and acks; it can
     neither publish to video.*/out.* nor consume dets.* or another stage's consumer."""
@@ -167,6 +171,7 @@ def test_each_stage_does_its_own_job_and_nothing_else(secure: Secure) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.integration  # starts its own nats-server
 def test_tls_works_with_the_ca_and_fails_without_it(tmp_path: Path) -> None:
     """local.nats_tls: a self-signed CA and server certificate (keys 0600); clients that
     verify against the CA connect, a client without it gets one line naming the setting."""
@@ -209,6 +214,7 @@ def test_nats_credentials_settings_are_validated() -> None:
             Settings().replace(nats=nats_section)
 
 
+@pytest.mark.integration  # a LocalSystem with its own nats-server
 def test_local_system_runs_each_process_as_its_own_user_and_logs_no_secret(
     tmp_path: Path, models_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,10 +251,11 @@ def test_local_system_runs_each_process_as_its_own_user_and_logs_no_secret(
         assert not any(password in text for text in logs), f"{user}'s password is in a log"
 
 
-def test_web_token_when_exposed(settings: Settings, capfd: pytest.CaptureFixture[str]) -> None:
+def test_web_token_when_exposed(nats_settings: Settings, capfd: pytest.CaptureFixture[str]) -> None:
     """Bound beyond loopback (here forced with require_token=always) every path but /healthz
     needs the token: 401 without or with a wrong one; ?token= sets a cookie that then
     suffices; Bearer works; playlists opened with ?token= carry it to their segments."""
+    settings = nats_settings
     assert resolve_token(settings.web, "127.0.0.1") is None
     assert resolve_token(settings.web, "::1") is None
     exposed = resolve_token(settings.web, "0.0.0.0")

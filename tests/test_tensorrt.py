@@ -34,6 +34,7 @@ IDENTITY = EngineIdentity(
 
 
 def test_cache_key_is_stable_and_changes_with_every_field() -> None:
+    """Equal identities give one engine cache key; changing any single field gives another."""
     assert engine_cache_key(IDENTITY) == engine_cache_key(dataclasses.replace(IDENTITY))
     changes = {
         "model_sha256": "cd" * 32,
@@ -52,6 +53,7 @@ def test_cache_key_is_stable_and_changes_with_every_field() -> None:
 
 
 def test_identity_validates_precision_and_batch_range() -> None:
+    """An unknown precision or an opt batch outside min..max is refused."""
     with pytest.raises(ValueError, match="precision"):
         dataclasses.replace(IDENTITY, precision="int8")
     with pytest.raises(ValueError, match="batch range"):
@@ -59,6 +61,7 @@ def test_identity_validates_precision_and_batch_range() -> None:
 
 
 def test_model_hash_is_the_file_sha256(tmp_path: Path) -> None:
+    """The model hash is the SHA-256 of the file, whatever the read chunk size."""
     import hashlib
 
     model = tmp_path / "m.onnx"
@@ -67,6 +70,7 @@ def test_model_hash_is_the_file_sha256(tmp_path: Path) -> None:
 
 
 def test_cache_hit_miss_and_invalidation(tmp_path: Path) -> None:
+    """A stored engine is found again; another identity, a stale meta or a torn write is a miss."""
     cache = EngineCache(tmp_path / "engines")
     assert cache.lookup(IDENTITY) is None
     path = cache.store(IDENTITY, b"serialized-engine")
@@ -91,6 +95,7 @@ def test_cache_hit_miss_and_invalidation(tmp_path: Path) -> None:
 
 
 def test_optimisation_profile_shapes() -> None:
+    """The dynamic batch axis gets min/opt/max; a bad range or a second dynamic axis is refused."""
     assert optimisation_profile((-1, 3, 192, 192), 1, 8, 32) == (
         (1, 3, 192, 192),
         (8, 3, 192, 192),
@@ -104,6 +109,7 @@ def test_optimisation_profile_shapes() -> None:
 
 
 def test_backend_selection_and_fallback() -> None:
+    """TensorRT is chosen when asked for; unavailable, it falls back if allowed, else one SetupError line."""
     assert select_backend("onnxruntime", None, False) == "onnxruntime"
     assert select_backend("tensorrt", None, False) == "tensorrt"
     assert select_backend("tensorrt", "no CUDA GPU found", True) == "onnxruntime"
@@ -117,6 +123,7 @@ REASON = tensorrt_unavailable_reason()
 
 @pytest.mark.skipif(REASON is not None, reason=f"TensorRT GPU test: {REASON}")
 def test_tensorrt_matches_onnxruntime(models_dir: Path, tmp_path: Path) -> None:  # pragma: no cover
+    """On a GPU the engine matches ONNX Runtime and is built once, then loaded from the cache."""
     from framepipe.stages.inference.backends import OnnxRuntimeBackend
 
     model = models_dir / "face_detection_full_range.onnx"
@@ -136,6 +143,7 @@ def test_tensorrt_matches_onnxruntime(models_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_tensorrt_is_a_one_line_setup_error(tmp_path: Path) -> None:
+    """Without TensorRT, constructing its backend is a SetupError that names inference.backend."""
     if REASON is None:  # pragma: no cover
         pytest.skip("TensorRT is available here")
     with pytest.raises(SetupError, match=r"inference\.backend=tensorrt is unavailable"):

@@ -26,7 +26,7 @@ from framepipe.media.sample import ClipSpec, make_clip
 from framepipe.web.export import export, parse_when
 from framepipe.web.index import CameraIndex, OutputIndex, Segment, render_playlist
 from framepipe.web.server import HLS_JS, WebServer
-from tests.conftest import MEDIA, REPO
+from tests.helpers import MEDIA, REPO
 
 CLIP = ClipSpec(width=640, height=360, seconds=3.0, gop=15, bframes=2)
 LIVE = ClipSpec(width=960, height=540, fps=25, seconds=12.0, gop=25, bframes=0)
@@ -52,6 +52,7 @@ def _uris(playlist: str) -> list[str]:
 
 
 def test_playlist_orders_by_gop_and_waits_for_a_missing_one() -> None:
+    """Segments play in GOP order whatever order they arrive in; a hole is waited for, then skipped."""
     index = OutputIndex(window=0, hole_timeout_s=10.0)
     for gop in (2, 0, 3, 1, 5):  # several encoders: any arrival order
         index.add_segment("cam", _seg(gop, arrived=100.0))
@@ -67,6 +68,7 @@ def test_playlist_orders_by_gop_and_waits_for_a_missing_one() -> None:
 
 
 def test_dead_lettered_gop_is_a_gap_and_the_camera_ends() -> None:
+    """A dead-lettered GOP is a discontinuity, and an ended camera's playlist is the whole recording."""
     index = OutputIndex(window=2)
     index.add_segment("cam", _seg(0, arrived=time.time()))
     index.add_segment("cam", _seg(2, arrived=time.time()))
@@ -84,6 +86,7 @@ def test_dead_lettered_gop_is_a_gap_and_the_camera_ends() -> None:
 
 
 def test_live_window_advances_media_sequence() -> None:
+    """A live playlist holds the last ``window`` segments and its media sequence moves with them."""
     cam = CameraIndex("cam", {g: _seg(g) for g in range(10)})
     text = render_playlist(cam.entries(0.0, 10.0), window=3, ended=False)
     assert _uris(text) == ["seg_000007.ts", "seg_000008.ts", "seg_000009.ts"]
@@ -91,6 +94,7 @@ def test_live_window_advances_media_sequence() -> None:
 
 
 def test_parse_when() -> None:
+    """`export --since/--until` take now, a relative age, epoch seconds or an ISO 8601 time."""
     assert parse_when("now", now=1000.0) == 1000.0
     assert parse_when("15m", now=1000.0) == 100.0
     assert parse_when("1700000000") == 1700000000.0

@@ -14,12 +14,14 @@ from framepipe.stages.encoder import NVENC, SOFTWARE, nvenc_available, pick_code
 
 
 def test_auto_picks_nvenc_only_when_it_opens() -> None:
+    """An explicit codec is kept; "auto" is NVENC only where an NVENC encoder really opens."""
     assert pick_codec("libx264") == "libx264"
     assert pick_codec("auto") == (NVENC if nvenc_available() else SOFTWARE)
 
 
 @pytest.mark.parametrize("codec", [SOFTWARE, NVENC])
 def test_segment_encodes_and_decodes(codec: str) -> None:
+    """Ten frames encode to an MPEG-TS segment of the right duration that decodes back to ten frames."""
     if codec == NVENC and not nvenc_available():
         pytest.skip("no usable NVENC here (needs an NVIDIA GPU and driver)")
     frames = []

@@ -19,9 +19,12 @@ from framepipe.cluster.workloads import STAGES, deployment_name
 from framepipe.core.cluster_settings import ClusterConfig
 from framepipe.core.topology import SCALED_STAGES
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to apply the manifests to"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to apply the manifests to"
+    ),
+]
 
 NS = ClusterConfig().k8s.namespace
 

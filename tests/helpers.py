@@ -1,0 +1,82 @@
+"""What several test modules share: repo paths, generated clips, reading what the pipeline wrote.
+
+Fixtures live in ``tests/conftest.py``; everything else that more than one test
+module uses lives here, so no test module imports another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+from framepipe.core import bus
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.media.sample import ClipSpec, make_clip
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO / ".cache" / "test-media"
+MODELS = REPO / ".cache" / "models"
+#: the file whose absence means `make models` has not been run.
+FACE_MODEL = MODELS / "face_detection_full_range.onnx"
+
+# Small clips keep the suite fast on 2 cores; each is generated once and cached.
+CLIPS = {
+    "h264_bframes.mp4": ClipSpec(width=640, height=360, seconds=3.0, gop=30, bframes=2),
+    "hevc_odd.mkv": ClipSpec(
+        width=641, height=361, seconds=2.0, gop=20, bframes=3, codec="libx265", pix_fmt="yuv444p"
+    ),
+    "hevc_open_gop.mkv": ClipSpec(
+        width=320, height=240, seconds=2.0, gop=15, bframes=3, codec="libx265", open_gop=True
+    ),
+    "h264_odd_long_gop.mp4": ClipSpec(
+        width=481, height=271, seconds=3.0, gop=75, bframes=0, pix_fmt="yuv444p"
+    ),
+}
+
+#: the end-to-end and fault tests' clip: short GOPs, so a run has many of them in flight.
+FACES = ClipSpec(width=640, height=360, seconds=4.0, gop=15, bframes=2)
+
+
+def clip(name: str) -> Path:
+    """One of ``CLIPS``, generated into the media cache the first time it is asked for."""
+    path = MEDIA / name
+    if not path.is_file():
+        make_clip(path, CLIPS[name])
+    return path
+
+
+def faces_clip() -> Path:
+    """The ``FACES`` clip, generated once into the media cache."""
+    path = MEDIA / "faces_short_gops.mp4"
+    if not path.is_file():
+        make_clip(path, FACES)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    """Every line of a JSON-lines file (the sink's detections.jsonl), parsed."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def output_gops(settings: Settings, camera: str) -> Counter[int]:
+    """How many times each GOP of ``camera`` is stored in the OUTPUT stream."""
+
+    async def scan() -> Counter[int]:
+        nc = await bus.connect(settings, "test-scan", retry_initial=False)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(Names.OUTPUT)
+            seen: Counter[int] = Counter()
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                raw = await js.get_msg(Names.OUTPUT, seq)
+                if raw.headers and raw.headers.get(Headers.CAMERA) == camera:
+                    seen[int(raw.headers[Headers.GOP])] += 1
+            return seen
+        finally:
+            await nc.close()
+
+    return asyncio.run(scan())
