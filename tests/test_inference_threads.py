@@ -9,13 +9,13 @@ import pytest
 
 from framepipe.core.settings import ConfigError, InferenceSettings
 from framepipe.stages.inference.backends import (
-    BackendInfo,
     OnnxRuntimeBackend,
     _cgroup_cpu_limit,
     available_cpus,
     backend_info,
     ort_threads,
 )
+from framepipe.stages.inference.contract import BackendInfo
 
 
 def test_auto_threads_share_the_cores_between_replicas() -> None:

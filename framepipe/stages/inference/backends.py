@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
 import structlog
 
 from framepipe.core.errors import SetupError
 from framepipe.core.settings import InferenceSettings
-
-FloatArray = npt.NDArray[np.float32]
+from framepipe.stages.inference.contract import BackendInfo, FloatArray, InferenceBackend
 
 log = structlog.get_logger("framepipe.inference")
-
-
-class InferenceBackend(Protocol):
-    """Runs a detector graph on an NCHW float32 batch; returns its outputs by name."""
-
-    name: str
-
-    def run(self, batch: FloatArray) -> dict[str, FloatArray]: ...
-
-    def close(self) -> None: ...
 
 
 def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -70,22 +55,6 @@ def ort_threads(intra_op_threads: int, replicas: int, cpus: int | None = None) -
     return max(1, (available_cpus() if cpus is None else cpus) // max(1, replicas))
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    """What runs the model, as reported by metrics and ``framepipe status``."""
-
-    backend: str  # onnxruntime | tensorrt
-    device: str  # cpu | cuda | the GPU's name
-    precision: str  # fp32 | fp16
-
-    @property
-    def label(self) -> str:
-        """The short form: onnxruntime-cpu, onnxruntime-cuda, tensorrt-fp16, tensorrt-fp32."""
-        if self.backend == "onnxruntime":
-            return f"onnxruntime-{'cuda' if self.device != 'cpu' else 'cpu'}"
-        return f"{self.backend}-{self.precision}"
-
-
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU, or on the CUDA provider when it is installed and ``use_cuda``."""
 
@@ -107,7 +76,7 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         # A stage shares its node with other stages and replicas: threads come from
         # ort_threads (cores / replicas) rather than ORT's default of every core.
-        self.intra_op_threads = ort_threads(intra_op_threads, 1)
+        self.intra_op_threads: int | None = ort_threads(intra_op_threads, 1)
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         # The detectors are chains of nodes: parallel execution only pays with branches.
@@ -129,6 +98,10 @@ class OnnxRuntimeBackend:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
+    def info(self) -> BackendInfo:
+        device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
+        return BackendInfo(self.name, device, "fp32")
+
     def run(self, batch: FloatArray) -> dict[str, FloatArray]:
         outputs = self.session.run(self.output_names, {self.input_name: batch})
         return dict(zip(self.output_names, outputs, strict=True))
@@ -139,12 +112,7 @@ class OnnxRuntimeBackend:
 
 def backend_info(backend: InferenceBackend) -> BackendInfo:
     """Backend, device and precision of a built backend (what actually runs, after fallbacks)."""
-    providers = getattr(backend, "providers", None)
-    if providers is not None:
-        return BackendInfo(backend.name, "cuda" if "CUDAExecutionProvider" in providers else "cpu", "fp32")
-    identity = getattr(backend, "identity", None)
-    device = str(getattr(identity, "gpu_name", "") or "cuda")
-    return BackendInfo(backend.name, device, str(getattr(backend, "precision", "") or "fp32"))
+    return backend.info()
 
 
 def describe_backend(backend: InferenceBackend) -> str:

@@ -76,7 +76,7 @@ class Inference(Stage[FrameBatch]):
             device=info.device,
             precision=info.precision,
             model=self.model_label,
-            intra_op_threads=getattr(backend, "intra_op_threads", None),
+            intra_op_threads=backend.intra_op_threads,
         )
         # Flush at the detector's own call size (cpu_max_batch on the CPU), not later.
         batcher = MicroBatcher(detector.detect, detector.max_batch, cfg.batch_timeout_s)

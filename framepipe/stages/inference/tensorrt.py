@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from framepipe.core.errors import SetupError
+from framepipe.stages.inference.contract import BackendInfo
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -216,6 +217,8 @@ class TensorRTBackend:
                 max_batch=max_batch,
             )
             self.precision = precision
+            #: the engine runs on the GPU: no CPU thread setting applies.
+            self.intra_op_threads: int | None = None
             cache = EngineCache(cache_dir)
             path = cache.lookup(self.identity)
             if path is None:
@@ -267,6 +270,8 @@ class TensorRTBackend:
         self._outputs: list[str] = []
         self._host: dict[str, Any] = {}
         self._device: dict[str, Any] = {}
+        #: the first input's dimensions, -1 (dynamic: the profile's batch) as None.
+        self.input_shape: list[int | str | None] = []
         max_batch = self.identity.max_batch
         for index in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(index)
@@ -277,9 +282,15 @@ class TensorRTBackend:
             self._host[name] = host
             self._device[name] = cuda.mem_alloc(host.nbytes)
             if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                if not self._inputs:
+                    dims = self._engine.get_tensor_shape(name)
+                    self.input_shape = [None if d < 0 else int(d) for d in dims]
                 self._inputs.append(name)
             else:
                 self._outputs.append(name)
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name, self.identity.gpu_name or "cuda", self.precision)
 
     def run(self, batch: FloatArray) -> dict[str, FloatArray]:
         if self._closed:

@@ -27,7 +27,8 @@ from typing import Any
 
 from framepipe.core.errors import ConfigError
 from framepipe.core.settings import InferenceSettings
-from framepipe.stages.inference.backends import InferenceBackend, backend_info, create_backend
+from framepipe.stages.inference.backends import backend_info, create_backend
+from framepipe.stages.inference.contract import InferenceBackend
 from framepipe.stages.inference.detectors import blazeface, yolo
 from framepipe.stages.inference.detectors.base import Detector, DetectorConfig, DetectorPlugin, RawDetection
 
@@ -74,8 +75,8 @@ def _check_input_size(
     backend: InferenceBackend, cfg: InferenceSettings, input_size: int, setting: str
 ) -> None:
     """A fixed model input that differs from what the decoder sends fails every message: fail now."""
-    shape = getattr(backend, "input_shape", None)
-    if not shape or len(shape) != 4:
+    shape = backend.input_shape
+    if len(shape) != 4:
         return
     height, width = shape[2], shape[3]
     if isinstance(height, int) and isinstance(width, int) and (height, width) != (input_size,) * 2:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from framepipe.core.settings import InferenceSettings
-from framepipe.stages.inference.backends import InferenceBackend
+from framepipe.stages.inference.contract import InferenceBackend
 
 
 @dataclass(frozen=True)
