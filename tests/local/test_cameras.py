@@ -1,7 +1,7 @@
 """Cameras added/removed at run time: the local KV bucket and the Kubernetes objects.
 
 The end-to-end path (``framepipe cameras add`` reaching a running ``framepipe
-run``) is in tests/test_rtsp.py; the cluster test runs only with KUBECONFIG.
+run``) is in tests/stages/test_rtsp.py; the cluster test runs only with KUBECONFIG.
 """
 
 from __future__ import annotations

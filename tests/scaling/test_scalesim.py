@@ -23,6 +23,7 @@ from framepipe.scaling.simulator import (
     weighted_percentile,
 )
 from framepipe.scaling.tuner import settings_for, tune, write_scaling
+from tests.helpers import REPO
 
 MODELS = {
     "decoder": StageModel(gops_per_s=8.0, startup_s=2.0),
@@ -31,7 +32,7 @@ MODELS = {
 }
 # Two quiet hours around a one-hour burst, compressed to minutes.
 BURST = LoadCurve(((0, 1), (600, 12), (1200, 1)), duration_s=1800, name="burst")
-OFFICE_DAY = Path(__file__).resolve().parent.parent / "bench" / "curves" / "office-day.csv"
+OFFICE_DAY = REPO / "bench" / "curves" / "office-day.csv"
 
 
 def test_curve_loading_from_csv_hours_and_toml(tmp_path: Path) -> None:
