@@ -22,10 +22,6 @@ ConfigOption = Annotated[
 DEFAULT_SAMPLE = Path(".cache/media/sample.mp4")
 
 
-def settings_for(config: Path | None) -> Settings:
-    return load_settings(config)
-
-
 def attached_settings(config: Path | None) -> tuple[Settings, Runtime | None]:
     """Settings pointed at the running local system's NATS, when there is one."""
     return attach_to_running(load_settings(config))

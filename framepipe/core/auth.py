@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framepipe.core.settings import Settings
-from framepipe.core.topology import USERS, Names, stage_spec
+from framepipe.core.topology import USERS, Names, process_kind, stage_spec
 
 ADMIN = Names.ADMIN
 # Read-only JetStream API calls any stage may make (stream/KV info, get by sequence).
@@ -54,9 +54,7 @@ def permissions(user: str) -> dict[str, list[str]]:
 
 def user_for_process(name: str) -> str:
     """The NATS user of a supervised process (``decoder-0``, ``gateway-lobby``, ``web``)."""
-    if name.startswith(f"{Names.GATEWAY}-"):
-        return Names.GATEWAY
-    kind = name.rsplit("-", 1)[0]
+    kind = process_kind(name)
     return kind if kind in USERS else ADMIN
 
 

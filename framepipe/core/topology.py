@@ -242,6 +242,13 @@ STAGES: tuple[StageSpec, ...] = (
 )
 
 
+def process_kind(process: str) -> str:
+    """The kind of a supervised process: ``decoder-0`` → decoder, ``gateway-lobby_1`` → gateway."""
+    if process.startswith(f"{Names.GATEWAY}-"):
+        return Names.GATEWAY  # camera names may hold '-' themselves
+    return process.rsplit("-", 1)[0]
+
+
 def stage_spec(name: str) -> StageSpec:
     for spec in STAGES:
         if spec.name == name:

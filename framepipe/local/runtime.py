@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.core.settings import Settings
-from framepipe.core.topology import Names, consumer_stages
+from framepipe.core.topology import consumer_stages, process_kind
 
 RUNTIME_FILE = "runtime.json"
 
@@ -46,9 +46,7 @@ class ProcessEntry:
     @property
     def kind(self) -> str:
         """The stage (or ``gateway``/``web``) the process belongs to."""
-        if self.name.startswith(f"{Names.GATEWAY}-"):
-            return Names.GATEWAY
-        return self.name.rsplit("-", 1)[0] if "-" in self.name else self.name
+        return process_kind(self.name)
 
     @property
     def is_stage(self) -> bool:

@@ -28,7 +28,7 @@ from framepipe.core.errors import SetupError
 from framepipe.core.loader import load_cluster_config
 from framepipe.core.settings import ENV_PREFIX, Settings
 from framepipe.core.sources import is_live, redact
-from framepipe.core.topology import SCALED_STAGES, consumer_stages, validate_camera_name
+from framepipe.core.topology import SCALED_STAGES, consumer_stages, process_kind, validate_camera_name
 from framepipe.local.cameras import CameraSpec, CameraWatch
 from framepipe.local.natsserver import NatsServer, free_port
 from framepipe.local.processes import Managed
@@ -101,7 +101,7 @@ class LocalSystem:
         """Block until every stage replica is pulling (the consumer's ``num_waiting``)."""
         wanted: dict[str, int] = {}
         for managed in self.processes:
-            stage = managed.name.rsplit("-", 1)[0]
+            stage = process_kind(managed.name)
             if stage in STAGES:
                 wanted[stage] = wanted.get(stage, 0) + 1
         deadline = time.monotonic() + timeout
@@ -188,7 +188,7 @@ class LocalSystem:
 
     def replicas(self, stage: str) -> list[Managed]:
         """The stage's processes that count as replicas (started, not draining)."""
-        return [m for m in self.processes if m.name.rsplit("-", 1)[0] == stage and not m.draining]
+        return [m for m in self.processes if process_kind(m.name) == stage and not m.draining]
 
     def scale(self, stage: str, count: int) -> None:
         """Start replicas, or drain the newest ones (SIGTERM: finish, ack, exit)."""
