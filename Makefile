@@ -8,7 +8,12 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets
+# The contract checks' npm packages (AsyncAPI parser, NATS JetStream client, ajv): gitignored.
+CONTRACT_NPM := .cache/npm-contract
+CONTRACT_STAMP := $(CONTRACT_NPM)/.installed-v1
+CONTRACT_PACKAGES := @asyncapi/parser@3.6.6 @nats-io/jetstream@3.4.0 @nats-io/transport-node@3.4.0 ajv@8.20.0
+
+.PHONY: install models sample demo test lint bench bench-quick clean web-assets contract-tools contract asyncapi rules
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +39,29 @@ $(HLSJS):
 
 web-assets: $(HLSJS)
 
+$(CONTRACT_STAMP):
+	npm install --prefix $(CONTRACT_NPM) --no-audit --no-fund --no-save --silent $(CONTRACT_PACKAGES)
+	touch $(CONTRACT_STAMP)
+
+contract-tools: $(CONTRACT_STAMP)
+
+# docs/asyncapi.json and docs/schemas/, regenerated from framepipe/core (commit the result).
+asyncapi: $(STAMP)
+	$(BIN)/python -m framepipe.core.asyncapi docs
+
+# The AsyncAPI document through the official parser (tests/core/test_schemas.py does it too).
+contract: contract-tools
+	NODE_PATH=$(CONTRACT_NPM)/node_modules node tests/node/validate-asyncapi.cjs docs/asyncapi.json
+
+# Prometheus rules: syntax and unit tests with promtool (Debian package `prometheus`).
+rules:
+	promtool check rules monitoring/prometheus/rules.yml
+	promtool test rules monitoring/prometheus/rules_test.yml
+
 demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
 
-test: $(STAMP) models web-assets
+test: $(STAMP) models web-assets contract-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -22,6 +22,9 @@ MEDIA = REPO / ".cache" / "test-media"
 MODELS = REPO / ".cache" / "models"
 #: the file whose absence means `make models` has not been run.
 FACE_MODEL = MODELS / "face_detection_full_range.onnx"
+#: npm packages of the contract checks (`make contract-tools`), and the Node programs using them.
+NODE_MODULES = REPO / ".cache" / "npm-contract" / "node_modules"
+NODE_PROGRAMS = REPO / "tests" / "node"
 
 # Small clips keep the suite fast on 2 cores; each is generated once and cached.
 CLIPS = {

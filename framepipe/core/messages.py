@@ -1,4 +1,4 @@
-"""Versioned message envelopes: headers for routing, msgpack for the body.
+"""Versioned message envelopes: headers for routing, msgpack (or JSON) for the body.
 
 Every message carries ``Framepipe-Version`` and ``Framepipe-Kind`` headers. The
 body is a msgpack map whose large fields (encoded packets, segments) are raw
@@ -7,6 +7,10 @@ dominant bytes field (``TAIL``: the pixel tensor of a frame batch, the segment o
 an output) sends it after the map instead, its offset in the ``Framepipe-Tail``
 header: the writer copies it once and the reader gets a ``memoryview`` of the
 received body, not two msgpack copies of megabytes per message.
+The kinds of the product streams that applications read (``FORMAT = "json"``:
+DETECTIONS) are JSON objects instead, with a ``kind`` member and a
+``Content-Type: application/json`` header, readable with the nats CLI and from any
+language; their JSON Schemas are :mod:`framepipe.core.schemas`.
 Decoding checks the version, the kind and every field's type; any mismatch is a
 :class:`SchemaError`, which the runner routes to the dead-letter stream.
 """
@@ -14,6 +18,7 @@ Decoding checks the version, the kind and every field's type; any mismatch is a
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -48,6 +53,11 @@ class Headers:
     ORIGINAL_STREAM_SEQ = "Framepipe-Original-Seq"
     DELIVERIES = "Framepipe-Deliveries"
     MSG_ID = "Nats-Msg-Id"
+    #: ``application/json`` on JSON bodies (product streams); absent on msgpack bodies.
+    CONTENT_TYPE = "Content-Type"
+
+
+JSON_CONTENT_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ class Message:
     KIND: ClassVar[str] = ""
     #: a bytes field sent as the body's raw tail rather than inside the msgpack map.
     TAIL: ClassVar[str | None] = None
+    #: "msgpack" (internal streams) or "json" (product streams applications read).
+    FORMAT: ClassVar[str] = "msgpack"
 
     camera: str
     gop: int
@@ -266,6 +278,7 @@ class DetectionsMessage(Message):
     """DETECTIONS: per-frame boxes of one part, for applications."""
 
     KIND: ClassVar[str] = "detections"
+    FORMAT: ClassVar[str] = "json"
 
     part: int
     parts: int
@@ -302,6 +315,7 @@ class GapMessage(Message):
     """DETECTIONS: the camera's input was interrupted; ``gop`` is the first GOP after the gap."""
 
     KIND: ClassVar[str] = "gap"
+    FORMAT: ClassVar[str] = "json"
 
     since: float
     down_s: float
@@ -323,6 +337,9 @@ def encode(message: Message) -> tuple[dict[str, str], bytes]:
         Headers.GOP: str(message.gop),
     }
     wire = message.to_wire()
+    if message.FORMAT == "json":
+        headers[Headers.CONTENT_TYPE] = JSON_CONTENT_TYPE
+        return headers, json.dumps({"kind": message.KIND, **wire}, separators=(",", ":")).encode()
     if message.TAIL is None:
         return headers, msgpack.packb(wire, use_bin_type=True)
     tail = wire.pop(message.TAIL)
@@ -336,6 +353,16 @@ def _unpack(kind: str, body: bytes | memoryview) -> Any:
         return msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
         raise SchemaError(f"{kind} body is not valid msgpack: {type(exc).__name__}") from None
+
+
+def _parse_json(kind: str, body: bytes) -> Any:
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{kind} body is not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(raw, dict) or raw.pop("kind", None) != kind:
+        raise SchemaError(f'{kind} JSON body must be an object with "kind": {kind!r}')
+    return raw
 
 
 def _split_tail(kind: str, tail_field: str | None, offset_header: str, body: bytes) -> Any:
@@ -369,7 +396,10 @@ def decode(headers: typing.Mapping[str, str] | None, body: bytes, expect: type[M
     if kind != expect.KIND:
         raise SchemaError(f"expected a {expect.KIND!r} message, got {kind!r}")
     offset_header = headers.get(Headers.TAIL)
-    if offset_header is None:
+    if headers.get(Headers.CONTENT_TYPE) == JSON_CONTENT_TYPE:
+        # msgpack bodies of the same kind (older writers, still in the stream) read below.
+        raw = _parse_json(kind, body)
+    elif offset_header is None:
         raw = _unpack(kind, body)
     else:
         raw = _split_tail(kind, expect.TAIL, offset_header, body)
@@ -382,6 +412,7 @@ def decode(headers: typing.Mapping[str, str] | None, body: bytes, expect: type[M
 
 
 __all__ = [
+    "JSON_CONTENT_TYPE",
     "KINDS",
     "Detection",
     "DetectionsMessage",

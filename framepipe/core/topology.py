@@ -102,6 +102,9 @@ class StreamSpec:
     work_queue: bool
     max_age_setting: str | None = None
     max_bytes_setting: str | None = None
+    #: a product stream applications read: JSON bodies with a published schema
+    #: (:mod:`framepipe.core.schemas`); the others keep binary envelopes.
+    product: bool = False
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -111,7 +114,7 @@ class StreamSpec:
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.VIDEO, False, "video_max_age_s", "video_max_bytes"),
     StreamSpec(Names.FRAMES, True),
-    StreamSpec(Names.DETECTIONS, False, "detections_max_age_s"),
+    StreamSpec(Names.DETECTIONS, False, "detections_max_age_s", product=True),
     StreamSpec(Names.ENCODE, True),
     StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
     StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
