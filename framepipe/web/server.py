@@ -5,10 +5,11 @@ JetStream (an ordered consumer keeps the index, a direct get fetches a
 segment's bytes), so any number of encoder replicas on any machines feed one
 server with no shared filesystem. ``/`` is the console (a static page; hls.js
 is vendored at build time by ``make web-assets``), ``/api/cameras`` and
-``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise; bound to
-any other address (or with ``web.require_token = "always"``) every path but
-``/healthz`` needs a token (``web.token``, else generated and printed once as
-the URL to open): ``?token=`` (which also sets a cookie, so the console's and
+``/api/pipeline`` feed it; ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are
+the contract applications code against (:mod:`framepipe.core.asyncapi`). Binds
+127.0.0.1 unless told otherwise; bound to any other address (or with
+``web.require_token = "always"``) every path but ``/healthz`` needs a token
+(``web.token``, else generated and printed once as the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 """
 
@@ -37,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from framepipe.core import bus, messages, topology
+from framepipe.core import asyncapi, bus, messages, topology
 from framepipe.core.errors import SchemaError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
@@ -48,6 +49,8 @@ from framepipe.web.index import OutputIndex, Segment
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
 HLS_JS = STATIC / "vendor" / "hls.min.js"
+#: docs/asyncapi.json and docs/schemas/*, rendered by this build (the same bytes as the docs).
+CONTRACT_FILES: dict[str, bytes] = {rel: text.encode() for rel, text in asyncapi.rendered_files().items()}
 SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
@@ -336,6 +339,8 @@ class WebServer:
             return 200, CONTENT_TYPES[".js"], HLS_JS.read_bytes()
         if path == "/healthz":
             return 200, "text/plain", b"ok"
+        if (contract := CONTRACT_FILES.get(path.lstrip("/"))) is not None:
+            return 200, "application/json", contract
         if path == "/api/cameras":
             return 200, "application/json", json.dumps(self.index.summary()).encode()
         if path == "/api/pipeline":
