@@ -5,12 +5,13 @@ JetStream (an ordered consumer keeps the index, a direct get fetches a
 segment's bytes), so any number of encoder replicas on any machines feed one
 server with no shared filesystem. ``/`` is the console (a static page; hls.js
 is vendored at build time by ``make web-assets``), ``/api/cameras`` and
-``/api/pipeline`` feed it; ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are
-the contract applications code against (:mod:`framepipe.core.asyncapi`). Binds
-127.0.0.1 unless told otherwise; bound to any other address (or with
-``web.require_token = "always"``) every path but ``/healthz`` needs a token
-(``web.token``, else generated and printed once as the URL to open): ``?token=`` (which also sets a cookie, so the console's and
+``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise; bound to
+any other address (or with ``web.require_token = "always"``) every path but
+``/healthz`` needs a token (``web.token``, else generated and printed once as
+the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
+``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
+applications code against (:mod:`framepipe.core.asyncapi`).
 """
 
 from __future__ import annotations
