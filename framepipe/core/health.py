@@ -27,6 +27,16 @@ BATCH_SIZE = Histogram(
 )
 ERRORS = Counter("framepipe_errors_total", "Failed attempts, by error kind", ["stage", "kind"])
 BACKEND = Gauge("framepipe_backend_info", "Backend/codec in use (value 1)", ["stage", "backend"])
+BACKLOG_MESSAGES = Gauge(
+    "framepipe_backlog_messages",
+    "A consumer's num_pending + num_ack_pending, as JetStream reports it (core/backlog.py)",
+    ["stage", "stream", "consumer"],
+)
+BACKLOG_AGE = Gauge(
+    "framepipe_backlog_age_seconds",
+    "Age of the consumer's oldest unacknowledged message, 0 when none (core/backlog.py)",
+    ["stage", "stream", "consumer"],
+)
 INFERENCE_BACKEND = Gauge(
     "framepipe_inference_backend_info",
     "The model and what runs it (value 1)",

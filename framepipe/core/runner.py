@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from framepipe.core import bus, health, messages
+from framepipe.core import backlog, bus, health, messages
 from framepipe.core.dlq import dead_letter
 from framepipe.core.errors import PoisonError
 from framepipe.core.messages import Headers
@@ -156,6 +156,7 @@ class Runner:
         self.health.ready = True
         self.log.info("stage.started", stream=self.spec.stream, consumer=self.spec.durable)
         heartbeat = asyncio.create_task(self._heartbeat())
+        backlog_task = asyncio.create_task(self._sample_backlog(js))
         window = self.window()
         working: set[asyncio.Task[None]] = set()
         try:
@@ -189,6 +190,7 @@ class Runner:
             if working:
                 _raise_failures(set((await asyncio.wait(working))[0]))
             heartbeat.cancel()
+            backlog_task.cancel()
             self.health.ready = False
             await self.stage.close()
             # Everything handled was acked synchronously; close without a drain
@@ -223,6 +225,19 @@ class Runner:
             for msg in list(self._held.values()):
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+
+    async def _sample_backlog(self, js: JetStreamContext) -> None:
+        """Export the consumer's backlog (count and oldest unacked age) as JetStream sees it."""
+        spec, nc = self.spec, self.nc
+        labels = (self.stage.name, spec.stream, spec.durable)
+        while nc is not None:
+            try:
+                found = await backlog.sample(nc, js, spec)
+                health.BACKLOG_MESSAGES.labels(*labels).set(found.messages)
+                health.BACKLOG_AGE.labels(*labels).set(round(found.oldest_age_s, 3))
+            except Exception as exc:  # noqa: BLE001 - a metric must never stop the work
+                self.log.debug("stage.backlog_sample_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(backlog.SAMPLE_INTERVAL_S)
 
     async def _handle_held(self, js: JetStreamContext, msg: Msg) -> None:
         await self._handle(js, msg)
