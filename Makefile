@@ -55,8 +55,8 @@ contract: contract-tools
 
 # Prometheus rules: syntax and unit tests with promtool (Debian package `prometheus`).
 rules:
-	promtool check rules monitoring/prometheus/rules.yml
-	promtool test rules monitoring/prometheus/rules_test.yml
+	promtool check rules framepipe/cluster/monitoring/rules.yml
+	cd framepipe/cluster/monitoring && promtool test rules rules_test.yml
 
 demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
