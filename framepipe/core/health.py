@@ -27,6 +27,10 @@ BATCH_SIZE = Histogram(
 )
 ERRORS = Counter("framepipe_errors_total", "Failed attempts, by error kind", ["stage", "kind"])
 BACKEND = Gauge("framepipe_backend_info", "Backend/codec in use (value 1)", ["stage", "backend"])
+CAMERA_FRAMES = Counter("framepipe_camera_frames_total", "Frames handled, by camera", ["stage", "camera"])
+PUBLISHED = Counter(
+    "framepipe_published_total", "Messages a stage published, by stream and kind", ["stage", "stream", "kind"]
+)
 BACKLOG_MESSAGES = Gauge(
     "framepipe_backlog_messages",
     "A consumer's num_pending + num_ack_pending, as JetStream reports it (core/backlog.py)",
@@ -37,6 +41,15 @@ BACKLOG_AGE = Gauge(
     "Age of the consumer's oldest unacknowledged message, 0 when none (core/backlog.py)",
     ["stage", "stream", "consumer"],
 )
+CAMERA_STATE = Gauge(
+    "framepipe_camera_state", "The camera's source state (1 for the current one)", ["camera", "state"]
+)
+CAMERA_UPDATED = Gauge(
+    "framepipe_camera_updated_timestamp_seconds",
+    "When the gateway last stored the camera's state (it does on every GOP), Unix time",
+    ["camera"],
+)
+CAMERA_NEXT_GOP = Gauge("framepipe_camera_next_gop", "GOPs the gateway has published so far", ["camera"])
 INFERENCE_BACKEND = Gauge(
     "framepipe_inference_backend_info",
     "The model and what runs it (value 1)",

@@ -75,6 +75,7 @@ class WorkContext:
         headers[Headers.STAGE] = self.stage
         await bus.publish(self.js, subject, body, headers, msg_id)
         self.published += 1
+        health.PUBLISHED.labels(self.stage, Names.stream_of(subject), message.KIND).inc()
 
 
 class Stage(abc.ABC, Generic[M]):
@@ -291,6 +292,7 @@ class Runner:
             return
         if done.frames:
             health.FRAMES.labels(self.stage.name).inc(done.frames)
+            health.CAMERA_FRAMES.labels(self.stage.name, camera).inc(done.frames)
         if done.gop_complete:
             health.GOPS.labels(self.stage.name).inc()
         log.info(

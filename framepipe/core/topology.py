@@ -63,6 +63,12 @@ class Names:
         return f"{cls.SUBJECT_PREFIX[stream]}.>"
 
     @classmethod
+    def stream_of(cls, subject: str) -> str:
+        """The stream a subject belongs to (``dets.lobby`` → DETECTIONS); "" if none."""
+        prefix = subject.partition(".")[0]
+        return next((stream for stream, p in cls.SUBJECT_PREFIX.items() if p == prefix), "")
+
+    @classmethod
     def dlq_subject(cls, stage: str) -> str:
         return f"{cls.SUBJECT_PREFIX[cls.DLQ]}.{stage}"
 

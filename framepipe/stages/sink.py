@@ -28,6 +28,7 @@ from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, ConsumerSpec, Names, consumer_spec, validate_camera_name
+from framepipe.stages.camera_metrics import export_source_states
 
 log = structlog.get_logger("framepipe.sink")
 PLAYLIST = "index.m3u8"
@@ -202,8 +203,13 @@ class OutputWriter:
             )
 
     async def _watch_sources(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.5)
+            ticks += 1
+            if ticks % 10 == 1 and self.js is not None:  # every 5 s: the per-camera gauges
+                with contextlib.suppress(Exception):
+                    await export_source_states(self.js)
             for output in list(self.cameras.values()):
                 with contextlib.suppress(Exception):
                     await self.check_complete(output)
