@@ -49,6 +49,7 @@ SLOW = frozenset(
         "tests/local/test_autoscale_local.py::test_burst_scales_every_stage_up_and_back_down_losing_nothing",
         "tests/local/test_faults.py::test_kill_9_of_every_stage_mid_run_loses_and_duplicates_nothing",
         "tests/local/test_faults.py::test_nats_server_restart_mid_run_resumes",
+        "tests/local/test_contract_live.py::TestLiveContract::test_prometheus_clients_and_schemas_on_a_live_run",
         "tests/stages/test_rtsp.py::test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart",
         "tests/web/test_web.py::test_console_plays_annotated_video_in_headless_chromium",
     }
@@ -146,5 +147,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path, _, name = entry.partition("::")
         item = listed.get(path)
         module = getattr(item, "module", None)
-        if module is not None and not hasattr(module, name):
+        owner = module
+        for part in name.split("::")[:-1]:  # a test method: Class::method
+            owner = getattr(owner, part, None)
+        if module is not None and not hasattr(owner, name.rsplit("::", 1)[-1]):
             raise pytest.UsageError(f"tests/conftest.py SLOW names {entry}, which does not exist")
