@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from framepipe.client import Received, connect
 from framepipe.cluster import monitoring
 from framepipe.core import asyncapi, bus, messages, schemas
+from framepipe.core.errors import ConfigError
 from framepipe.core.messages import DetectionsMessage
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
@@ -248,3 +249,32 @@ class TestNodeClientRejects:
         assert summary["messages"] == 2
         assert [bad["seq"] for bad in summary["invalid"]] == [2]
         assert "box" in json.dumps(summary["invalid"])
+
+
+class TestClient:
+    """framepipe.client follows a camera live and refuses what is not a product stream."""
+
+    async def test_follow_yields_messages_published_later(
+        self, js: JetStreamContext, nats_settings: Settings
+    ) -> None:
+        """With follow=True a detection published after the read began arrives; other cameras do not."""
+        async with connect(nats_settings.nats.url) as client:
+            reader = client.detections(CAMERA, since=time.time())
+            first = asyncio.ensure_future(reader.__anext__())
+            await asyncio.sleep(0.5)
+            for camera, msg_id in (("other", "o1"), (CAMERA, "c1")):
+                headers, body = messages.encode(DetectionsMessage(camera, 4, 0, 1, (), "test"))
+                await bus.publish(js, Names.subject(Names.DETECTIONS, camera), body, headers, msg_id)
+            item = await asyncio.wait_for(first, 10)
+            await reader.aclose()
+        assert isinstance(item.message, DetectionsMessage)
+        assert (item.message.camera, item.message.gop, item.subject) == (CAMERA, 4, "dets.contract")
+
+    async def test_internal_streams_and_missing_events_are_refused(self, nats_settings: Settings) -> None:
+        """Reading VIDEO is a ConfigError; so is events() in a build without an EVENTS stream."""
+        async with connect(nats_settings.nats.url) as client:
+            with pytest.raises(ConfigError, match="not a product stream"):
+                await client.read(Names.VIDEO, CAMERA).__anext__()
+            if getattr(Names, "EVENTS", None) is None:
+                with pytest.raises(ConfigError, match="no EVENTS stream"):
+                    await client.events(CAMERA).__anext__()
