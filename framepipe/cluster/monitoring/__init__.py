@@ -1,7 +1,7 @@
 """Monitoring manifests: a PodMonitor, the PrometheusRule and the Grafana dashboard ConfigMap.
 
-The rules (``monitoring/rules.yml``, unit-tested with ``promtool test rules``) and the
-dashboard (``monitoring/grafana-dashboard.json``) are files beside this module; this
+The rules (``rules.yml``, unit-tested with ``promtool test rules rules_test.yml``) and the
+dashboard (``grafana-dashboard.json``) are files in this package; this
 module wraps them for the Prometheus operator and a Grafana dashboard sidecar into
 ``k8s/monitoring/``, a kustomization of its own (apply it where the operator's CRDs are
 installed: ``kubectl apply -k k8s/monitoring``). The PodMonitor scrapes every
@@ -20,7 +20,7 @@ from framepipe.cluster.nats import APP, Obj, labels
 from framepipe.cluster.workloads import STAGES
 from framepipe.core.cluster_settings import ClusterConfig
 
-FILES = Path(__file__).with_name("monitoring")
+FILES = Path(__file__).parent
 RULES = FILES / "rules.yml"
 DASHBOARD = FILES / "grafana-dashboard.json"
 #: the label the rules' ``up`` alerts group by (relabelled from the pod's component).
