@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from framepipe.core import bus, messages
@@ -47,9 +48,29 @@ class Received:
     stream: str
     stream_seq: int
     subject: str
-    #: when JetStream stored it (UTC).
+    #: when JetStream stored it (UTC), floored to the microsecond: passed back as ``since`` it
+    #: includes this message.
     time: datetime
     message: messages.Message
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stored_time(msg: Msg) -> datetime:
+    """The stored time from the ack subject's nanoseconds, floored to a microsecond.
+
+    nats-py's ``metadata.timestamp`` goes through a float and may round *up* by a
+    microsecond, which would make ``since=item.time`` skip the item itself.
+    """
+    tokens = (msg.reply or "").split(".")
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending> (9 tokens), or the
+    # 11/12-token form with domain and account hash before the stream.
+    index = 7 if len(tokens) == 9 else 9
+    if len(tokens) > index and tokens[index].isdigit():
+        return EPOCH + timedelta(microseconds=int(tokens[index]) // 1000)
+    stamp = msg.metadata.timestamp
+    return stamp.astimezone(UTC) if stamp else datetime.now(UTC)
 
 
 def _start(since: datetime | float | None) -> dict[str, Any]:
@@ -118,7 +139,7 @@ class FramepipeClient:
                         stream,
                         meta.sequence.stream,
                         msg.subject,
-                        meta.timestamp.astimezone(UTC) if meta.timestamp else datetime.now(UTC),
+                        _stored_time(msg),
                         messages.decode(headers, msg.data, kind),
                     )
                 if not follow and msg.metadata.num_pending == 0:

@@ -202,10 +202,10 @@ class TestLiveContract:
         assert len(everything) == detections["messages"]
         assert all(isinstance(item.message, DetectionsMessage) for item in everything)
         assert all(item.time.timestamp() >= started - 1 for item in everything)
-        middle = everything[len(everything) // 2]
-        later = asyncio.run(_read_detections(settings, since=middle.time))
-        assert [i.stream_seq for i in later] == [i.stream_seq for i in everything if i.time >= middle.time]
-        assert middle.stream_seq in {i.stream_seq for i in later}
+        for start in (everything[0], everything[len(everything) // 2], everything[-1]):
+            later = asyncio.run(_read_detections(settings, since=start.time))
+            assert [i.stream_seq for i in later] == [i.stream_seq for i in everything if i.time >= start.time]
+            assert start.stream_seq in {i.stream_seq for i in later}  # its own time includes it
         assert asyncio.run(_read_detections(settings, since=time.time() + 60)) == []
 
         # --- the sink's detections.jsonl lines follow their schema.
