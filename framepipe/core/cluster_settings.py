@@ -89,7 +89,7 @@ class ScalingSettings:
     """
 
     min_replicas: int = 1
-    max_replicas: int = 8
+    max_replicas: int = 32
     lag_threshold: int = 8
     activation_lag_threshold: int = 0
     polling_interval_s: int = 10
@@ -118,6 +118,9 @@ class ScalingSettings:
     feed_forward: bool = True
     #: the share of a replica's measured throughput the feed-forward demand plans to use.
     feed_forward_utilization: float = 0.8
+    #: one replica's measured throughput in GOPs/s (``bench/results/scaling.json``); the
+    #: feed-forward demand needs it, so 0 leaves this stage on the lag trigger alone.
+    gops_per_replica: float = 0.0
 
     def validate(self, where: str) -> None:
         _check(self.min_replicas >= 0, f"{where}.min_replicas", f"must be >= 0, got {self.min_replicas}")
@@ -164,6 +167,11 @@ class ScalingSettings:
             )
         _check(
             self.scale_down_pods >= 0, f"{where}.scale_down_pods", f"must be >= 0, got {self.scale_down_pods}"
+        )
+        _check(
+            self.gops_per_replica >= 0,
+            f"{where}.gops_per_replica",
+            f"must be >= 0, got {self.gops_per_replica}",
         )
         _check(
             0 < self.feed_forward_utilization <= 1,

@@ -33,6 +33,7 @@ from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.autoscale import StageScaler
 from framepipe.scaling.curves import LoadCurve
+from framepipe.scaling.demand import CameraLoad, expected_replicas
 
 EPSILON = 1e-9
 
@@ -157,10 +158,20 @@ def simulate(
     static: dict[str, int] | None = None,
     step_s: float = 1.0,
     label: str = "autoscaled",
+    feed_forward: bool = True,
 ) -> SimResult:
-    """Run the curve; ``static`` fixes each stage's replicas instead of autoscaling."""
+    """Run the curve; ``static`` fixes each stage's replicas instead of autoscaling.
+
+    With ``feed_forward`` each stage whose settings enable it also gets the demand
+    trigger: the replicas the curve's current cameras need at the model's rate
+    (:func:`framepipe.scaling.demand.expected_replicas`, the rule the cluster serves).
+    """
     stages = SCALED_STAGES
-    scalers = {s: StageScaler(getattr(scaling, s)) for s in stages}
+    scalers = {
+        s: StageScaler(getattr(scaling, s), feed_forward=feed_forward and getattr(scaling, s).feed_forward)
+        for s in stages
+    }
+    rates = {s: models[s].gops_per_s for s in stages}
     queues = {s: _Queue() for s in stages}
     desired = {s: (static or {}).get(s, max(getattr(scaling, s).min_replicas, 0)) for s in stages}
     starting: dict[str, list[float]] = {s: [] for s in stages}  # ready-at times of new pods
@@ -190,7 +201,10 @@ def simulate(
                 next_poll[stage] = t + scalers[stage].scaling.polling_interval_s
                 # num_pending + num_ack_pending: waiting, plus what busy replicas hold.
                 lag = math.ceil(queues[stage].size + busy[stage] * model.held_per_replica - EPSILON)
-                decision = scalers[stage].decide(t, desired[stage], lag)
+                demand = expected_replicas(
+                    [CameraLoad("curve", cameras * curve.gops_per_camera_s)], rates, scaling
+                ).get(stage)
+                decision = scalers[stage].decide(t, desired[stage], lag, demand)
                 change = decision.desired - desired[stage]
                 if change > 0:
                     starting[stage] += [t + model.startup_s] * change
@@ -232,10 +246,14 @@ def static_peak(curve: LoadCurve, models: dict[str, StageModel]) -> dict[str, in
 
 
 def compare(
-    curve: LoadCurve, scaling: StageScaling, models: dict[str, StageModel], step_s: float = 1.0
+    curve: LoadCurve,
+    scaling: StageScaling,
+    models: dict[str, StageModel],
+    step_s: float = 1.0,
+    feed_forward: bool = True,
 ) -> tuple[SimResult, SimResult]:
     """The autoscaled run and the static-peak run of the same curve."""
-    auto = simulate(curve, scaling, models, step_s=step_s)
+    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward)
     fixed = simulate(
         curve, scaling, models, static=static_peak(curve, models), step_s=step_s, label="static peak"
     )
