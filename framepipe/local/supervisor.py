@@ -35,6 +35,7 @@ from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
+from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
 from framepipe.scaling.jsz import JszReader
 
 log = structlog.get_logger("framepipe.supervisor")
@@ -232,7 +233,21 @@ class LocalSystem:
         def read_lags() -> dict[str, int | None]:
             return {stage: None if lag is None else lag.lag for stage, lag in reader.read().items()}
 
-        self.autoscaler = Autoscaler(scaling, read_lags, lambda stage: len(self.replicas(stage)), self.scale)
+        # Feed-forward: the cameras this supervisor runs a gateway for, at the measured rates.
+        rates = configured_rates(scaling, Path("bench/results/scaling.json"))
+
+        def read_demand() -> dict[str, float]:
+            gateways = [CameraLoad(m.name) for m in self.processes if m.name.startswith("gateway-")]
+            return expected_replicas(gateways, rates, scaling)
+
+        self.autoscaler = Autoscaler(
+            scaling,
+            read_lags,
+            lambda stage: len(self.replicas(stage)),
+            self.scale,
+            read_demand=read_demand if rates else None,
+            demand_stages=tuple(rates),
+        )
         log.info(
             "autoscale.enabled",
             **{

@@ -406,7 +406,8 @@ class Autoscaler:
     between health checks), so process changes never race with restarts.
 
     ``replicas`` gives the current count per stage (the supervisor's view);
-    ``apply(stage, n)`` starts or drains processes. Every change is one
+    ``apply(stage, n)`` starts or drains processes. ``read_demand`` adds the
+    feed-forward trigger to the ``demand_stages`` (those with a measured rate). Every change is one
     ``autoscale.scaled`` log line, and :attr:`timeline` keeps them for reports.
     A stage whose consumer is missing gets no lag; the others are unaffected.
     """
@@ -421,11 +422,14 @@ class Autoscaler:
         stages: tuple[str, ...] = SCALED_STAGES,
         clock: Callable[[], float] = time.monotonic,
         read_demand: DemandReader | None = None,
+        demand_stages: tuple[str, ...] = SCALED_STAGES,
     ) -> None:
         self.scalers = {
             stage: StageScaler(
                 getattr(scaling, stage),
-                feed_forward=read_demand is not None and getattr(scaling, stage).feed_forward,
+                feed_forward=read_demand is not None
+                and stage in demand_stages
+                and getattr(scaling, stage).feed_forward,
             )
             for stage in stages
         }

@@ -85,3 +85,15 @@ def load_rates(path: Path) -> dict[str, float]:
         raise ConfigError(
             f"{path} has no summary.per_replica.<stage>.gops_per_s: re-run `make bench`"
         ) from None
+
+
+def configured_rates(scaling: StageScaling, measured: Path | None = None) -> dict[str, float]:
+    """Per-replica GOPs/s: ``[scaling.<stage>] gops_per_replica`` where set, else the
+    benchmark's figure from ``measured`` if that file exists (the local system)."""
+    from_file = load_rates(measured) if measured is not None and measured.is_file() else {}
+    rates = {}
+    for stage in SCALED_STAGES:
+        rate = getattr(scaling, stage).gops_per_replica or from_file.get(stage, 0.0)
+        if rate > 0:
+            rates[stage] = rate
+    return rates
