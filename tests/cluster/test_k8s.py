@@ -27,8 +27,8 @@ import nats.errors
 import pytest
 import yaml
 
-from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, render_tree
 from framepipe.cluster.keda import scaled_object
+from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, render_tree
 from framepipe.cluster.nats import CLIENT_LABEL, NATS_HEADLESS, USERS, nats_conf, password_env
 from framepipe.cluster.workloads import METRICS_PORT, STAGES, grace_seconds
 from framepipe.core import bus, topology
