@@ -237,7 +237,9 @@ class LocalSystem:
         rates = configured_rates(scaling, Path("bench/results/scaling.json"))
 
         def read_demand() -> dict[str, float]:
-            gateways = [CameraLoad(m.name) for m in self.processes if m.name.startswith("gateway-")]
+            gateways = [
+                CameraLoad(m.name) for m in self.processes if m.name.startswith("gateway-") and m.alive
+            ]
             return expected_replicas(gateways, rates, scaling)
 
         self.autoscaler = Autoscaler(

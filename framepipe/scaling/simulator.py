@@ -48,6 +48,13 @@ class StageModel:
     startup_s: float = 20.0
     #: messages a busy replica holds delivered but unacked (KEDA counts them as lag).
     held_per_replica: float = 1.0
+    #: throughput of each replica beyond the first, as a share of the first's (1: linear;
+    #: below 1 where replicas share cores, as on one machine). Calibrated against real runs.
+    efficiency: float = 1.0
+
+    def capacity(self, ready: int) -> float:
+        """Messages/s that ``ready`` replicas serve together."""
+        return self.messages_per_s * (min(ready, 1) + max(ready - 1, 0) * self.efficiency)
 
     @property
     def messages_per_s(self) -> float:
@@ -219,7 +226,7 @@ def simulate(
             if starting[stage] and min(starting[stage]) <= t:
                 ready[stage] += sum(1 for at in starting[stage] if at <= t)
                 starting[stage] = [at for at in starting[stage] if at > t]
-            served = queues[stage].take(ready[stage] * model.messages_per_s * step_s)
+            served = queues[stage].take(model.capacity(ready[stage]) * step_s)
             busy[stage] = sum(m for _, m in served) / (model.messages_per_s * step_s)
             gops = [(origin, messages / model.messages_per_gop) for origin, messages in served]
             if index + 1 < len(stages):

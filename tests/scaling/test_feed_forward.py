@@ -12,7 +12,7 @@ from framepipe.cli.scale import capacity_warnings, verdict_line
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.settings import Settings
 from framepipe.core.topology import SCALED_STAGES
-from framepipe.scaling.autoscale import StageScaler
+from framepipe.scaling.autoscale import Autoscaler, StageScaler
 from framepipe.scaling.curves import load_curve
 from framepipe.scaling.demand import CameraLoad, demand_document, expected_replicas
 from framepipe.scaling.simulator import StageModel, simulate
@@ -108,3 +108,31 @@ def test_utilization_is_validated(utilization: float) -> None:
 
     with pytest.raises(ConfigError, match="feed_forward_utilization"):
         ScalingSettings(feed_forward_utilization=utilization).validate("scaling.decoder")
+
+
+class TestAutoscalerDemand:
+    """Autoscaler with read_demand (what the local supervisor runs)."""
+
+    def test_only_stages_with_a_rate_get_the_demand_trigger(self) -> None:
+        """The encoder (with a rate) follows the cameras' demand at once; the decoder (without)
+        stays on its lag and is never counted as a failed demand read."""
+        counts = {"decoder": 1, "encoder": 1}
+        applied: list[tuple[str, int]] = []
+
+        def apply(stage: str, n: int) -> None:
+            applied.append((stage, n))
+            counts[stage] = n
+
+        autoscaler = Autoscaler(
+            StageScaling(),
+            lambda: {"decoder": 0, "encoder": 0},
+            counts.__getitem__,
+            apply,
+            stages=("decoder", "encoder"),
+            clock=lambda: 0.0,
+            read_demand=lambda: {"encoder": 4.2},
+            demand_stages=("encoder",),
+        )
+        autoscaler.step()
+        assert applied == [("encoder", 5)]
+        assert autoscaler.scalers["decoder"].failures.get("demand") is None
