@@ -30,6 +30,9 @@ out = Console()
 
 DEFAULT_THROUGHPUT = Path("bench/results/scaling.json")
 DEFAULT_STARTUP_S = {"decoder": 5.0, "inference": 20.0, "encoder": 5.0}
+#: what `scale simulate` holds a run to unless told otherwise: the oldest waiting GOP
+#: at most this old for 95 % of the day.
+DEFAULT_TARGET_AGE_S = 30.0
 
 CurveOpt = Annotated[Path, typer.Option("--curve", help="Load curve: CSV (t_s|hour,cameras) or TOML.")]
 ConfigOpt = Annotated[
@@ -163,8 +166,15 @@ def simulate_command(
     rate: RateOpt = None,
     startup: StartupOpt = None,
     target_age: Annotated[
-        float | None, typer.Option(help="Target p95 backlog age (s), for the report.")
-    ] = None,
+        float, typer.Option(help="Target p95 backlog age (s); a run that misses it exits 1.")
+    ] = DEFAULT_TARGET_AGE_S,
+    feed_forward: Annotated[
+        bool,
+        typer.Option(
+            "--feed-forward/--lag-only",
+            help="Add the cameras' demand trigger beside the lag trigger (where [scaling.<stage>] allows).",
+        ),
+    ] = True,
     step: Annotated[float, typer.Option(help="Simulation step (s).")] = 1.0,
     out_dir: OutOpt = Path("bench/results"),
 ) -> None:
@@ -172,18 +182,53 @@ def simulate_command(
     load = load_curve(curve)
     scaling = load_cluster_config(config).scaling
     models = stage_models(load, throughput, rate, startup, _stage_settings(config))
+    for line in capacity_warnings(load, scaling, models):
+        console.print(f"[yellow]warning:[/] {escape(line)}")
     started = time.perf_counter()
-    auto, fixed = compare(load, scaling, models, step_s=step)
+    auto, fixed = compare(load, scaling, models, step_s=step, feed_forward=feed_forward)
     json_path, png_path = _write(
         load, scaling, models, auto, fixed, target_age, out_dir, f"scale-sim-{load.name}"
     )
     out.print(_summary_table(auto, fixed, target_age))
+    verdict = verdict_line(auto, target_age)
     ratio = auto.replica_seconds() / fixed.replica_seconds()
-    out.print(
-        f"replica-seconds autoscaled/static = {ratio:.2f} "
-        f"(simulated in {time.perf_counter() - started:.1f} s)"
-    )
+    if verdict:
+        out.print(f"MISSES the target: {verdict}; the replica-seconds ratio ({ratio:.2f}) is no saving")
+    else:
+        out.print(
+            f"meets the target (p95 backlog age ≤ {target_age} s); replica-seconds autoscaled/static = "
+            f"{ratio:.2f} (simulated in {time.perf_counter() - started:.1f} s)"
+        )
     out.print(f"report → {json_path}\nplot   → {png_path}")
+    if verdict:
+        raise typer.Exit(1)
+
+
+def capacity_warnings(curve: LoadCurve, scaling: StageScaling, models: dict[str, StageModel]) -> list[str]:
+    """One line per stage whose max_replicas cannot carry the curve's peak."""
+    lines = []
+    for stage, needed in static_peak(curve, models).items():
+        top = getattr(scaling, stage).max_replicas
+        if needed > top:
+            lines.append(
+                f"{stage}: max_replicas {top} cannot carry the peak of {curve.peak:g} cameras "
+                f"({needed} replicas at {models[stage].gops_per_s:g} GOPs/s each); "
+                f"raise [scaling.{stage}] max_replicas"
+            )
+    return lines
+
+
+def verdict_line(auto: SimResult, target_age: float) -> str:
+    """Why a run is not a success (empty when it is): it misses the p95 target, or its
+    backlog is still older than the target when the curve ends (it never caught up)."""
+    p95 = float(auto.summary()["backlog_age_s"]["p95"])
+    final = max((auto.age[s][-1] for s in auto.age if auto.age[s]), default=0.0)
+    reasons = []
+    if p95 > target_age:
+        reasons.append(f"p95 backlog age {p95:g} s > {target_age:g} s")
+    if final > target_age:
+        reasons.append(f"never caught up (backlog {final:.0f} s old when the curve ends)")
+    return "; ".join(reasons)
 
 
 @app.command("tune")

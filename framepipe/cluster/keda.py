@@ -1,4 +1,14 @@
-"""KEDA ScaledObjects: each scaled stage's nats-jetstream trigger and HPA behavior."""
+"""KEDA ScaledObjects: each scaled stage's triggers and HPA behavior.
+
+Two triggers, of which KEDA/HPA take the higher proposal:
+
+* ``lag``: ``nats-jetstream`` on the stage's consumer backlog;
+* ``demand`` (feed-forward, where ``[scaling.<stage>]`` has ``feed_forward`` and a
+  measured ``gops_per_replica``): ``kubernetes-workload`` counting the camera
+  gateway pods, the cluster's camera registry (one Deployment per camera). Its
+  ``value`` is how many cameras one replica carries, so the HPA's
+  ``ceil(cameras / value)`` is :func:`framepipe.scaling.demand.expected_replicas`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +17,85 @@ from framepipe.cluster.workloads import deployment_name
 from framepipe.core.cluster_settings import ClusterConfig, ScalingSettings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import stage_spec
+from framepipe.scaling.autoscale import HPA_TOLERANCE
+from framepipe.scaling.demand import DEFAULT_GOPS_PER_S
+
+#: the gateway pods, one per camera (cluster/cameras.py labels them).
+GATEWAY_PODS = "app.kubernetes.io/component=gateway,framepipe.io/camera"
+
+
+def _rules(window: int, select: str, policies: list[Obj], tolerance: float) -> Obj:
+    rules: Obj = {"stabilizationWindowSeconds": window, "selectPolicy": select, "policies": policies}
+    if tolerance != HPA_TOLERANCE:
+        # behavior.*.tolerance needs Kubernetes >= 1.33 (HPAConfigurableTolerance); the
+        # cluster-wide default is left implicit so older clusters accept the object.
+        rules["tolerance"] = str(tolerance)
+    return rules
+
+
+def behavior(scaling: ScalingSettings) -> Obj:
+    """``horizontalPodAutoscalerConfig.behavior`` from one stage's settings."""
+    down = [
+        {"type": "Percent", "value": scaling.scale_down_percent, "periodSeconds": scaling.scale_down_period_s}
+    ]
+    if scaling.scale_down_pods:
+        down.append(
+            {"type": "Pods", "value": scaling.scale_down_pods, "periodSeconds": scaling.scale_down_period_s}
+        )
+    up = [
+        {"type": "Percent", "value": scaling.scale_up_percent, "periodSeconds": scaling.scale_up_period_s},
+        {"type": "Pods", "value": scaling.scale_up_pods, "periodSeconds": scaling.scale_up_period_s},
+    ]
+    return {
+        "scaleUp": _rules(
+            scaling.scale_up_stabilization_s, scaling.scale_up_select_policy, up, scaling.scale_up_tolerance
+        ),
+        "scaleDown": _rules(
+            scaling.scale_down_stabilization_s,
+            scaling.scale_down_select_policy,
+            down,
+            scaling.scale_down_tolerance,
+        ),
+    }
+
+
+def cameras_per_replica(scaling: ScalingSettings) -> float:
+    """How many cameras one replica of the stage carries at its planned utilization."""
+    return round(scaling.gops_per_replica * scaling.feed_forward_utilization / DEFAULT_GOPS_PER_S, 3)
+
+
+def triggers(settings: Settings, cluster: ClusterConfig, stage: str) -> list[Obj]:
+    scaling: ScalingSettings = getattr(cluster.scaling, stage)
+    consumer = stage_spec(stage).consumer
+    out: list[Obj] = [
+        {
+            "type": "nats-jetstream",
+            "name": "lag",
+            "metadata": {
+                "natsServerMonitoringEndpoint": monitoring_endpoint(settings, cluster),
+                "account": trigger_account(cluster),
+                "stream": consumer.stream,
+                "consumer": consumer.durable,
+                "lagThreshold": str(scaling.lag_threshold),
+                "activationLagThreshold": str(scaling.activation_lag_threshold),
+                "useHttps": "false",
+            },
+        }
+    ]
+    if scaling.feed_forward and scaling.gops_per_replica > 0:
+        out.append(
+            {
+                "type": "kubernetes-workload",
+                "name": "demand",
+                "metadata": {"podSelector": GATEWAY_PODS, "value": str(cameras_per_replica(scaling))},
+            }
+        )
+    return out
 
 
 def scaled_object(settings: Settings, cluster: ClusterConfig, stage: str) -> Obj:
-    """KEDA ScaledObject: nats-jetstream trigger on the stage's consumer backlog."""
+    """KEDA ScaledObject of one scaled stage."""
     scaling: ScalingSettings = getattr(cluster.scaling, stage)
-    spec_ = stage_spec(stage).consumer
     name = deployment_name(stage)
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -30,51 +113,8 @@ def scaled_object(settings: Settings, cluster: ClusterConfig, stage: str) -> Obj
             },
             "advanced": {
                 "restoreToOriginalReplicaCount": False,
-                "horizontalPodAutoscalerConfig": {
-                    "behavior": {
-                        "scaleUp": {
-                            "stabilizationWindowSeconds": scaling.scale_up_stabilization_s,
-                            "selectPolicy": "Max",
-                            "policies": [
-                                {
-                                    "type": "Percent",
-                                    "value": scaling.scale_up_percent,
-                                    "periodSeconds": scaling.scale_up_period_s,
-                                },
-                                {
-                                    "type": "Pods",
-                                    "value": scaling.scale_up_pods,
-                                    "periodSeconds": scaling.scale_up_period_s,
-                                },
-                            ],
-                        },
-                        "scaleDown": {
-                            "stabilizationWindowSeconds": scaling.scale_down_stabilization_s,
-                            "selectPolicy": "Max",
-                            "policies": [
-                                {
-                                    "type": "Percent",
-                                    "value": scaling.scale_down_percent,
-                                    "periodSeconds": scaling.scale_down_period_s,
-                                }
-                            ],
-                        },
-                    }
-                },
+                "horizontalPodAutoscalerConfig": {"behavior": behavior(scaling)},
             },
-            "triggers": [
-                {
-                    "type": "nats-jetstream",
-                    "metadata": {
-                        "natsServerMonitoringEndpoint": monitoring_endpoint(settings, cluster),
-                        "account": trigger_account(cluster),
-                        "stream": spec_.stream,
-                        "consumer": spec_.durable,
-                        "lagThreshold": str(scaling.lag_threshold),
-                        "activationLagThreshold": str(scaling.activation_lag_threshold),
-                        "useHttps": "false",
-                    },
-                }
-            ],
+            "triggers": triggers(settings, cluster, stage),
         },
     }

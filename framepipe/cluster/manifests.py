@@ -39,6 +39,7 @@ from framepipe.cluster.nats import (
     nats_objects,
     network_policies,
 )
+from framepipe.cluster.scheduling import priority_classes
 from framepipe.cluster.workloads import (
     CONFIG_MAP,
     STAGES,
@@ -83,6 +84,7 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
     nats_hash = digest(conf, auth)
     base_resources = [
         "namespace.yaml",
+        "priorityclasses.yaml",
         "nats.yaml",
         "setup-job.yaml",
         "stages.yaml",
@@ -100,6 +102,7 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
     }
     files = {
         "base/namespace.yaml": _dump([namespace(cluster)]),
+        "base/priorityclasses.yaml": _dump(priority_classes()),
         "base/nats.yaml": _dump(nats_objects(settings, cluster, nats_hash)),
         "base/setup-job.yaml": _dump([setup_job(settings, cluster, config_hash)]),
         "base/stages.yaml": _dump(

@@ -33,6 +33,8 @@ CLUSTER_PORT = 6222
 NATS_UID = 1000
 NATS_STORE = "/data/jetstream"
 NATS_PID = "/var/run/nats/nats.pid"
+#: the PriorityClass of NATS and the camera gateways (cluster/scheduling.py renders it).
+INGEST_PRIORITY = "framepipe-ingest"
 
 
 def labels(component: str) -> dict[str, str]:
@@ -85,10 +87,17 @@ def svc_host(name: str, cluster: ClusterConfig) -> str:
 
 
 def monitoring_endpoint(settings: Settings, cluster: ClusterConfig) -> str:
-    """``host:port`` KEDA polls for ``/jsz`` (the monitoring Service)."""
+    """``host:port`` KEDA polls for ``/jsz``: the headless Service.
+
+    In a clustered NATS KEDA reads each consumer from its leader. It finds the
+    nodes from ``/varz``: the advertised client URLs (pod IPs) with this port, or,
+    with none advertised, ``<server>.<this host>`` from the route URLs. Only the
+    headless Service makes that second name resolve (``framepipe-nats-0.<headless>``),
+    and the NetworkPolicy lets the KEDA namespace reach every pod's monitoring port.
+    """
     if cluster.k8s.nats_monitoring_endpoint:
         return cluster.k8s.nats_monitoring_endpoint
-    return f"{svc_host(NATS_MONITORING, cluster)}:{settings.nats.monitor_port}"
+    return f"{svc_host(NATS_HEADLESS, cluster)}:{settings.nats.monitor_port}"
 
 
 def trigger_account(cluster: ClusterConfig) -> str:
@@ -236,6 +245,7 @@ def nats_objects(settings: Settings, cluster: ClusterConfig, config_hash: str) -
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
+                    "priorityClassName": INGEST_PRIORITY,
                     "securityContext": pod_security(NATS_UID),
                     "topologySpreadConstraints": [
                         {

@@ -25,6 +25,7 @@ from framepipe.cluster.nats import (
     resources,
     selector,
 )
+from framepipe.cluster.scheduling import INGEST, PIPELINE
 from framepipe.core.cluster_settings import ClusterConfig
 from framepipe.core.errors import ConfigError
 from framepipe.core.settings import Settings
@@ -172,7 +173,7 @@ def stage_deployment(settings: Settings, cluster: ClusterConfig, stage: str, con
     spec["template"] = _template(
         stage,
         config_hash,
-        _pod_spec([container], grace_seconds(settings, cluster, stage), volumes),
+        _pod_spec([container], grace_seconds(settings, cluster, stage), volumes, priorityClassName=PIPELINE),
         metrics=True,
     )
     return {
@@ -202,7 +203,7 @@ def gateway_deployment(
         "gateway",
         probes=False,
     )
-    spec = _pod_spec([container], 30)
+    spec = _pod_spec([container], 30, priorityClassName=INGEST)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -227,7 +228,10 @@ def setup_job(settings: Settings, cluster: ClusterConfig, config_hash: str) -> O
     """``framepipe setup`` (ensure_topology); named by config hash so a new config reruns it."""
     container = _app_container(settings, cluster, "setup", ["setup"], "setup", probes=False)
     template = _template(
-        "setup", config_hash, _pod_spec([container], 30, restartPolicy="OnFailure"), metrics=False
+        "setup",
+        config_hash,
+        _pod_spec([container], 30, restartPolicy="OnFailure", priorityClassName=PIPELINE),
+        metrics=False,
     )
     return {
         "apiVersion": "batch/v1",

@@ -36,6 +36,8 @@ from framepipe.core.errors import ConfigError
 from framepipe.core.topology import STAGES
 
 V = TypeVar("V")
+#: the HPA's ``behavior.*.selectPolicy`` values.
+SELECT_POLICIES = ("Max", "Min", "Disabled")
 #: what runs in a cluster: NATS, the setup Job, then every stage of the table.
 WORKLOADS = ("nats", "setup", *(spec.name for spec in STAGES))
 
@@ -87,7 +89,7 @@ class ScalingSettings:
     """
 
     min_replicas: int = 1
-    max_replicas: int = 8
+    max_replicas: int = 32
     lag_threshold: int = 8
     activation_lag_threshold: int = 0
     polling_interval_s: int = 10
@@ -101,6 +103,24 @@ class ScalingSettings:
     scale_down_period_s: int = 60
     fallback_replicas: int = 2
     fallback_failure_threshold: int = 3
+    #: ``behavior.scale{Up,Down}.tolerance`` (Kubernetes >= 1.33, HPAConfigurableTolerance):
+    #: no change while 1 - down <= usage ratio <= 1 + up. 0.1 is the cluster-wide default
+    #: and is not rendered.
+    scale_up_tolerance: float = 0.1
+    scale_down_tolerance: float = 0.1
+    #: ``behavior.scale{Up,Down}.selectPolicy``: Max (the biggest change), Min, Disabled.
+    scale_up_select_policy: str = "Max"
+    scale_down_select_policy: str = "Max"
+    #: a Pods scale-down policy besides the Percent one (replicas per period; 0: none).
+    scale_down_pods: int = 0
+    #: a second trigger: the replicas the registered cameras need, from each stage's
+    #: measured cost (``framepipe.scaling.demand``); KEDA/HPA take the higher of the two.
+    feed_forward: bool = True
+    #: the share of a replica's measured throughput the feed-forward demand plans to use.
+    feed_forward_utilization: float = 0.8
+    #: one replica's measured throughput in GOPs/s (``bench/results/scaling.json``); the
+    #: feed-forward demand needs it, so 0 leaves this stage on the lag trigger alone.
+    gops_per_replica: float = 0.0
 
     def validate(self, where: str) -> None:
         _check(self.min_replicas >= 0, f"{where}.min_replicas", f"must be >= 0, got {self.min_replicas}")
@@ -134,6 +154,29 @@ class ScalingSettings:
             1 <= self.fallback_replicas <= self.max_replicas,
             f"{where}.fallback_replicas",
             f"must be 1..max_replicas ({self.max_replicas}), got {self.fallback_replicas}",
+        )
+        for name in ("scale_up_tolerance", "scale_down_tolerance"):
+            value = getattr(self, name)
+            _check(value >= 0, f"{where}.{name}", f"must be >= 0, got {value}")
+        for name in ("scale_up_select_policy", "scale_down_select_policy"):
+            value = getattr(self, name)
+            _check(
+                value in SELECT_POLICIES,
+                f"{where}.{name}",
+                f"must be one of {', '.join(SELECT_POLICIES)}, got {value!r}",
+            )
+        _check(
+            self.scale_down_pods >= 0, f"{where}.scale_down_pods", f"must be >= 0, got {self.scale_down_pods}"
+        )
+        _check(
+            self.gops_per_replica >= 0,
+            f"{where}.gops_per_replica",
+            f"must be >= 0, got {self.gops_per_replica}",
+        )
+        _check(
+            0 < self.feed_forward_utilization <= 1,
+            f"{where}.feed_forward_utilization",
+            f"must be in (0, 1], got {self.feed_forward_utilization}",
         )
 
 

@@ -34,7 +34,9 @@ from framepipe.local.natsserver import NatsServer, free_port
 from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
-from framepipe.scaling.autoscale import Autoscaler, cap_scaling, fetch_lags
+from framepipe.scaling.autoscale import Autoscaler, cap_scaling
+from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
+from framepipe.scaling.jsz import JszReader
 
 log = structlog.get_logger("framepipe.supervisor")
 #: the stages that run as replicas of a consumer, from the topology table.
@@ -226,12 +228,28 @@ class LocalSystem:
             scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
         cap = self.settings.local.max_replicas or os.cpu_count() or 1
         scaling = cap_scaling(scaling, cap)
-        monitor_url = self.monitor_url
+        reader = JszReader(self.monitor_url)
 
-        def read_lags() -> dict[str, int]:
-            return {stage: lag.lag for stage, lag in fetch_lags(monitor_url).items()}
+        def read_lags() -> dict[str, int | None]:
+            return {stage: None if lag is None else lag.lag for stage, lag in reader.read().items()}
 
-        self.autoscaler = Autoscaler(scaling, read_lags, lambda stage: len(self.replicas(stage)), self.scale)
+        # Feed-forward: the cameras this supervisor runs a gateway for, at the measured rates.
+        rates = configured_rates(scaling, Path("bench/results/scaling.json"))
+
+        def read_demand() -> dict[str, float]:
+            gateways = [
+                CameraLoad(m.name) for m in self.processes if m.name.startswith("gateway-") and m.alive
+            ]
+            return expected_replicas(gateways, rates, scaling)
+
+        self.autoscaler = Autoscaler(
+            scaling,
+            read_lags,
+            lambda stage: len(self.replicas(stage)),
+            self.scale,
+            read_demand=read_demand if rates else None,
+            demand_stages=tuple(rates),
+        )
         log.info(
             "autoscale.enabled",
             **{

@@ -4,129 +4,79 @@ A stage in the cluster is scaled by two controllers in series, and this module
 reproduces both so that a setting tuned on a laptop (or in the simulator)
 behaves the same when rendered into a ScaledObject:
 
-* **KEDA** polls the ``nats-jetstream`` trigger every ``pollingInterval``. The
-  metric is the consumer's lag, ``num_pending + num_ack_pending`` from the
-  monitoring endpoint ``/jsz?acc=…&consumers=true&config=true``. KEDA alone
-  moves a Deployment between 0 and ``max(1, minReplicaCount)``: it activates
-  when the lag exceeds ``activationLagThreshold`` and deactivates once the
-  trigger has been inactive for ``cooldownPeriod``. Above zero it hands over to
-  the HPA; after ``fallback.failureThreshold`` failed polls it pins the
-  Deployment to ``fallback.replicas``.
-* **HPA** (``AverageValue`` target ``lagThreshold``): the usage ratio is
-  ``lag / (threshold × current)``; inside the 10 % tolerance band nothing
-  changes, otherwise ``desired = ceil(lag / threshold)``. Recommendations are
-  stabilised (scale-up takes the *lowest* recommendation of its window,
-  scale-down the *highest* of its window), then rate-limited by the behavior
-  policies (``selectPolicy: Max``) over their periods, then clamped to
-  ``[max(1, min), max]``.
+* **KEDA** polls each trigger every ``pollingInterval``: the ``nats-jetstream``
+  lag (``num_pending + num_ack_pending`` of the consumer, read by
+  :mod:`framepipe.scaling.jsz`) and, with ``feed_forward``, the ``metrics-api``
+  demand (the replicas the registered cameras need, :mod:`framepipe.scaling.demand`).
+  KEDA alone moves a Deployment between 0 and ``max(1, minReplicaCount)``: it
+  activates when a trigger is active and scales to zero once no trigger has
+  been active for ``cooldownPeriod`` (never while a trigger errors). A trigger
+  that failed more than ``fallback.failureThreshold`` polls in a row reports
+  ``fallback.replicas × target`` instead, which the HPA turns into
+  ``fallback.replicas`` through its usual rules (a metric, not a pinned count).
+* **HPA** (``AverageValue`` targets): a count above max or below min is
+  corrected first, whatever the metrics say. Otherwise each metric proposes
+  ``ceil(total / target)`` unless its usage ratio ``total / (target × current)``
+  is within the tolerances (``1 - down <= ratio <= 1 + up``); the highest
+  proposal wins, but an unreadable metric blocks a scale-down and all of them
+  unreadable block any change. Proposals are stabilised (scale-up takes the
+  *lowest* of its window, scale-down the *highest*; the window starts with the
+  current count, so a restarted controller does not scale down at once), then
+  rate-limited by the behavior policies (``selectPolicy`` Max, Min or
+  Disabled) and clamped to ``[max(1, min), max]``.
 
-Everything here is pure (time is an argument), so unit tests can replay the
-worked examples of the Kubernetes documentation; :class:`Autoscaler` is the
-small poller the local supervisor runs.
+Everything here is pure (time is an argument), so unit tests replay upstream
+test cases; :class:`Autoscaler` is the small poller the local supervisor runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import BusError
-from framepipe.core.topology import SCALED_STAGES, stage_spec
+from framepipe.core.topology import SCALED_STAGES
 
 log = structlog.get_logger("framepipe.autoscale")
 
 #: ``--horizontal-pod-autoscaler-tolerance``'s default.
 HPA_TOLERANCE = 0.1
+LAG, DEMAND = "lag", "demand"
 
 
-# -- the metric -----------------------------------------------------------
 @dataclass(frozen=True)
-class ConsumerLag:
-    stream: str
-    consumer: str
-    num_pending: int
-    num_ack_pending: int
+class Tolerances:
+    """The band around a usage ratio of 1 inside which the HPA changes nothing."""
 
-    @property
-    def lag(self) -> int:
-        """What KEDA's nats-jetstream scaler reports: not yet delivered + delivered, unacked."""
-        return self.num_pending + self.num_ack_pending
+    scale_up: float = HPA_TOLERANCE
+    scale_down: float = HPA_TOLERANCE
 
-
-def jsz_url(monitor_url: str, account: str | None = None) -> str:
-    query = {"consumers": "true", "config": "true"}
-    if account:
-        query["acc"] = account
-    else:
-        query["accounts"] = "true"
-    return f"{monitor_url.rstrip('/')}/jsz?{urllib.parse.urlencode(query)}"
+    def within(self, usage_ratio: float) -> bool:
+        # Two comparisons, not abs(1 - ratio): the bounds are 1 ± tolerance as floats.
+        return (1.0 - self.scale_down) <= usage_ratio <= (1.0 + self.scale_up)
 
 
-def parse_jsz(payload: Mapping[str, Any], stream: str, consumer: str) -> ConsumerLag | None:
-    """Find one consumer's lag in a ``/jsz`` answer (any account); ``None`` if absent."""
-    for account in payload.get("account_details") or []:
-        for stream_detail in account.get("stream_detail") or []:
-            if stream_detail.get("name") != stream:
-                continue
-            for detail in stream_detail.get("consumer_detail") or []:
-                if detail.get("name") == consumer:
-                    return ConsumerLag(
-                        stream,
-                        consumer,
-                        int(detail.get("num_pending") or 0),
-                        int(detail.get("num_ack_pending") or 0),
-                    )
-    return None
-
-
-def fetch_lags(
-    monitor_url: str,
-    stages: tuple[str, ...] = SCALED_STAGES,
-    *,
-    account: str | None = None,
-    timeout: float = 5.0,
-) -> dict[str, ConsumerLag]:
-    """Lag of each stage's durable consumer, from one ``/jsz`` request."""
-    url = jsz_url(monitor_url, account)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = json.loads(response.read())
-    except (OSError, ValueError) as exc:
-        raise BusError(f"cannot read consumer lag from {url}: {exc}") from None
-    lags: dict[str, ConsumerLag] = {}
-    for stage in stages:
-        spec = stage_spec(stage).consumer
-        found = parse_jsz(payload, spec.stream, spec.durable)
-        if found is None:
-            raise BusError(f"consumer {spec.stream}/{spec.durable} is not in {url}; run `framepipe setup`")
-        lags[stage] = found
-    return lags
-
-
-# -- HPA --------------------------------------------------------------------
 def hpa_desired(
-    current: int, metric_total: float, target_average: float, tolerance: float = HPA_TOLERANCE
+    current: int, metric_total: float, target_average: float, tolerance: float | Tolerances = HPA_TOLERANCE
 ) -> int:
-    """The HPA's raw recommendation for an ``AverageValue`` external metric.
-
-    ``current`` must be at least 1 (an HPA never runs a Deployment at zero).
-    """
+    """The HPA's raw proposal for an ``AverageValue`` external metric (``current`` >= 1)."""
     if current < 1:
         raise ValueError("the HPA needs at least one current replica")
-    usage_ratio = metric_total / (target_average * current)
-    if abs(1.0 - usage_ratio) <= tolerance:
+    band = tolerance if isinstance(tolerance, Tolerances) else Tolerances(tolerance, tolerance)
+    if band.within(metric_total / (target_average * current)):
         return current
     return math.ceil(metric_total / target_average)
+
+
+# -- behavior ---------------------------------------------------------------
+SelectPolicy = Literal["Max", "Min", "Disabled"]
 
 
 @dataclass(frozen=True)
@@ -144,9 +94,15 @@ class Behavior:
     scale_up: tuple[Policy, ...] = (Policy("Percent", 100, 15), Policy("Pods", 4, 15))
     scale_down_window_s: int = 300
     scale_down: tuple[Policy, ...] = (Policy("Percent", 100, 15),)
+    scale_up_select: SelectPolicy = "Max"
+    scale_down_select: SelectPolicy = "Max"
+    tolerances: Tolerances = Tolerances()
 
     @classmethod
     def from_settings(cls, scaling: ScalingSettings) -> Behavior:
+        down = [Policy("Percent", scaling.scale_down_percent, scaling.scale_down_period_s)]
+        if scaling.scale_down_pods:
+            down.append(Policy("Pods", scaling.scale_down_pods, scaling.scale_down_period_s))
         return cls(
             scale_up_window_s=scaling.scale_up_stabilization_s,
             scale_up=(
@@ -154,8 +110,25 @@ class Behavior:
                 Policy("Pods", scaling.scale_up_pods, scaling.scale_up_period_s),
             ),
             scale_down_window_s=scaling.scale_down_stabilization_s,
-            scale_down=(Policy("Percent", scaling.scale_down_percent, scaling.scale_down_period_s),),
+            scale_down=tuple(down),
+            scale_up_select=_select(scaling.scale_up_select_policy),
+            scale_down_select=_select(scaling.scale_down_select_policy),
+            tolerances=Tolerances(scaling.scale_up_tolerance, scaling.scale_down_tolerance),
         )
+
+    @property
+    def horizon_s(self) -> int:
+        """How long recommendations and scale events matter."""
+        periods = [p.period_s for p in self.scale_up + self.scale_down]
+        return max(self.scale_up_window_s, self.scale_down_window_s, *periods)
+
+
+def _select(name: str) -> SelectPolicy:
+    if name == "Min":
+        return "Min"
+    if name == "Disabled":
+        return "Disabled"
+    return "Max"
 
 
 @dataclass(frozen=True)
@@ -164,36 +137,55 @@ class ScaleEvent:
     change: int  # > 0 replicas added, < 0 removed
 
 
-def _changed_within(events: list[ScaleEvent], now: float, period_s: int, sign: int) -> int:
-    return sum(abs(e.change) for e in events if e.at > now - period_s and e.change * sign > 0)
+def _period_start(current: int, events: list[ScaleEvent], now: float, period_s: int) -> int:
+    """Replicas at the start of a policy period: what was added in it is taken off again,
+    what was removed is put back."""
+    recent = [e.change for e in events if e.at > now - period_s]
+    return current - sum(c for c in recent if c > 0) + sum(-c for c in recent if c < 0)
 
 
-def scale_up_limit(current: int, events: list[ScaleEvent], policies: tuple[Policy, ...], now: float) -> int:
-    """Most replicas the scale-up policies allow now (``selectPolicy: Max``)."""
-    best = -1
+def scale_up_limit(
+    current: int,
+    events: list[ScaleEvent],
+    policies: tuple[Policy, ...],
+    now: float,
+    select: SelectPolicy = "Max",
+) -> int:
+    """Most replicas the scale-up policies allow now (never fewer than ``current``)."""
+    if select == "Disabled" or not policies:
+        return current
+    proposals = []
     for policy in policies:
-        added = _changed_within(events, now, policy.period_s, +1)
-        removed = _changed_within(events, now, policy.period_s, -1)
-        start = current - added + removed
+        start = _period_start(current, events, now, policy.period_s)
         if policy.kind == "Pods":
-            proposed = start + policy.value
+            proposals.append(start + policy.value)
         else:
-            proposed = math.ceil(start * (1 + policy.value / 100))
-        best = max(best, proposed)
-    return best
+            proposals.append(math.ceil(start * (1 + policy.value / 100)))
+    # Max picks the policy that allows the biggest change, Min the smallest.
+    limit = max(proposals) if select == "Max" else min(proposals)
+    return max(limit, current)
 
 
-def scale_down_limit(current: int, events: list[ScaleEvent], policies: tuple[Policy, ...], now: float) -> int:
-    """Fewest replicas the scale-down policies allow now (``selectPolicy: Max``)."""
-    best = current
+def scale_down_limit(
+    current: int,
+    events: list[ScaleEvent],
+    policies: tuple[Policy, ...],
+    now: float,
+    select: SelectPolicy = "Max",
+) -> int:
+    """Fewest replicas the scale-down policies allow now (never more than ``current``)."""
+    if select == "Disabled" or not policies:
+        return current
+    proposals = []
     for policy in policies:
-        added = _changed_within(events, now, policy.period_s, +1)
-        removed = _changed_within(events, now, policy.period_s, -1)
-        start = current - added + removed
-        # The HPA truncates a percentage scale-down (and rounds a scale-up up).
-        proposed = start - policy.value if policy.kind == "Pods" else int(start * (1 - policy.value / 100))
-        best = min(best, proposed)
-    return best
+        start = _period_start(current, events, now, policy.period_s)
+        # A percentage scale-down keeps the truncated count (a scale-up rounds up).
+        proposals.append(
+            start - policy.value if policy.kind == "Pods" else int(start * (1 - policy.value / 100))
+        )
+    # The biggest change down is the fewest replicas.
+    limit = min(proposals) if select == "Max" else max(proposals)
+    return min(limit, current)
 
 
 @dataclass(frozen=True)
@@ -207,6 +199,8 @@ class Decision:
     active: bool
     recommendation: int | None = None
     reason: str = ""
+    demand: float | None = None
+    fallback: bool = False
 
     @property
     def changed(self) -> bool:
@@ -215,90 +209,171 @@ class Decision:
 
 @dataclass
 class StageScaler:
-    """KEDA + HPA state for one Deployment; :meth:`decide` is called every polling interval."""
+    """KEDA + HPA state for one Deployment; :meth:`decide` is called every polling interval.
+
+    With ``feed_forward`` the stage has the demand trigger besides the lag trigger,
+    so :meth:`decide` expects a demand reading (``None`` means the read failed).
+    """
 
     scaling: ScalingSettings
-    tolerance: float = HPA_TOLERANCE
+    tolerance: float | None = None
+    feed_forward: bool = False
     behavior: Behavior = field(init=False)
-    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    #: HPA stabilization history; seeded with the current count on the first evaluation.
+    recommendations: list[tuple[float, int]] | None = None
     events: list[ScaleEvent] = field(default_factory=list)
     last_active: float | None = None
-    failures: int = 0
+    #: consecutive failed reads per trigger (KEDA's ``status.health``).
+    failures: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.behavior = Behavior.from_settings(self.scaling)
+        if self.tolerance is not None:
+            self.behavior = dataclasses.replace(
+                self.behavior, tolerances=Tolerances(self.tolerance, self.tolerance)
+            )
 
     @property
     def hpa_min(self) -> int:
         return max(1, self.scaling.min_replicas)
 
-    def decide(self, now: float, current: int, lag: int | None) -> Decision:
+    def decide(self, now: float, current: int, lag: int | None, demand: float | None = None) -> Decision:
         """The replica count KEDA + HPA would set now; record it as applied."""
-        decision = self._decide(now, current, lag)
-        if decision.changed:
-            self.events.append(ScaleEvent(now, decision.desired - current))
-        horizon = max(
-            self.behavior.scale_up_window_s,
-            self.behavior.scale_down_window_s,
-            *(p.period_s for p in self.behavior.scale_up + self.behavior.scale_down),
-        )
-        self.recommendations = [(t, r) for t, r in self.recommendations if t > now - horizon]
+        readings: dict[str, float | None] = {LAG: lag}
+        if self.feed_forward:
+            readings[DEMAND] = demand
+        decision = self._decide(now, current, readings)
+        decision = dataclasses.replace(decision, lag=lag, demand=demand if self.feed_forward else None)
+        horizon = self.behavior.horizon_s
+        if self.recommendations is not None:
+            self.recommendations = [(t, r) for t, r in self.recommendations if t > now - horizon]
         self.events = [e for e in self.events if e.at > now - horizon]
         return decision
 
-    def _decide(self, now: float, current: int, lag: int | None) -> Decision:
+    # -- KEDA -----------------------------------------------------------------
+    def _trigger_values(
+        self, readings: Mapping[str, float | None]
+    ) -> tuple[dict[str, float], bool, bool, bool]:
+        """Metric values fed to the HPA, and whether any trigger is active, failing, in fallback."""
         s = self.scaling
-        if lag is None:
-            self.failures += 1
-            if self.failures >= s.fallback_failure_threshold:
-                return Decision(now, current, s.fallback_replicas, None, False, reason="fallback")
-            return Decision(now, current, current, None, False, reason="metric unavailable")
-        self.failures = 0
-        active = lag > s.activation_lag_threshold
+        values: dict[str, float] = {}
+        active = error = fallback = False
+        for name, value in readings.items():
+            target = s.lag_threshold if name == LAG else 1.0
+            if value is None:
+                self.failures[name] = self.failures.get(name, 0) + 1
+                if self.failures[name] > s.fallback_failure_threshold:
+                    # KEDA answers the HPA with the metric that yields fallback.replicas.
+                    values[name] = s.fallback_replicas * target
+                    active = fallback = True
+                else:
+                    error = True
+                continue
+            self.failures[name] = 0
+            values[name] = float(value)
+            activation = s.activation_lag_threshold if name == LAG else 0.0
+            active = active or value > activation
+        return values, active, error, fallback
+
+    def _decide(self, now: float, current: int, readings: Mapping[str, float | None]) -> Decision:
+        s = self.scaling
+        values, active, error, fallback = self._trigger_values(readings)
+        why = "fallback" if fallback else ""
         if active:
             self.last_active = now
         if current == 0:
+            # The HPA is idle at zero replicas; only KEDA's activation brings the stage back.
             if active:
-                return Decision(now, 0, self.hpa_min, lag, True, reason="activated")
-            return Decision(now, 0, 0, lag, False, reason="idle")
-        if s.min_replicas == 0 and not active:
+                return Decision(
+                    now, 0, self.hpa_min, None, True, reason=why or "activated", fallback=fallback
+                )
+            return Decision(now, 0, 0, None, False, reason="metric unavailable" if error else "idle")
+        if s.min_replicas == 0 and not active and not error:
+            # KEDA never scales to zero while a trigger errors (the fallback could not act).
             idle_since = self.last_active if self.last_active is not None else -math.inf
             if now - idle_since >= s.cooldown_period_s:
-                self.recommendations.clear()
-                return Decision(now, current, 0, lag, False, reason="cooldown elapsed")
-        raw = hpa_desired(current, lag, s.lag_threshold, self.tolerance)
+                self.recommendations = None
+                return Decision(now, current, 0, None, False, reason="cooldown elapsed")
+        return self._hpa(now, current, values, len(readings) - len(values), active, fallback, why)
+
+    # -- HPA ------------------------------------------------------------------
+    def _hpa(
+        self,
+        now: float,
+        current: int,
+        values: Mapping[str, float],
+        invalid: int,
+        active: bool,
+        fallback: bool,
+        why: str,
+    ) -> Decision:
+        s, b = self.scaling, self.behavior
+        if self.recommendations is None:
+            self.recommendations = [(now, current)]
+        if current > s.max_replicas:
+            return self._applied(
+                Decision(now, current, s.max_replicas, None, active, reason="above max replicas")
+            )
+        if current < self.hpa_min:
+            return self._applied(
+                Decision(now, current, self.hpa_min, None, active, reason="below min replicas")
+            )
+        proposals = [
+            hpa_desired(current, value, s.lag_threshold if name == LAG else 1.0, b.tolerances)
+            for name, value in values.items()
+        ]
+        if not proposals or (invalid and max(proposals) < current):
+            # All metrics unreadable, or one unreadable and the rest would scale down: hold.
+            return Decision(
+                now, current, current, None, active, reason="metric unavailable", fallback=fallback
+            )
+        raw = max(proposals)
         stabilized = self._stabilize(now, current, raw)
-        desired, reason = self._rate_limit(now, current, stabilized)
-        if desired == current and raw != current and not reason:
-            reason = "stabilization window"
+        desired, limited = self._rate_limit(now, current, stabilized)
+        reason = limited or why
         if not reason:
-            reason = "tolerance" if raw == current else "lag"
-        return Decision(now, current, desired, lag, active, recommendation=raw, reason=reason)
+            if desired == current and raw != current:
+                reason = "stabilization window"
+            elif raw == current:
+                reason = "tolerance"
+            else:
+                reason = DEMAND if DEMAND in values and raw == proposals[-1] and raw > proposals[0] else LAG
+        decision = Decision(
+            now, current, desired, None, active, recommendation=raw, reason=reason, fallback=fallback
+        )
+        return self._applied(decision)
+
+    def _applied(self, decision: Decision) -> Decision:
+        if decision.changed:
+            self.events.append(ScaleEvent(decision.at, decision.desired - decision.current))
+        return decision
 
     def _stabilize(self, now: float, current: int, raw: int) -> int:
         b = self.behavior
         up, down = raw, raw
-        for at, recommendation in self.recommendations:
+        history = self.recommendations or []
+        for at, recommendation in history:
             if at > now - b.scale_up_window_s:
                 up = min(up, recommendation)
             if at > now - b.scale_down_window_s:
                 down = max(down, recommendation)
-        self.recommendations.append((now, raw))
+        history.append((now, raw))
+        self.recommendations = history
         return min(max(current, up), down)
 
     def _rate_limit(self, now: float, current: int, desired: int) -> tuple[int, str]:
         s, b = self.scaling, self.behavior
         if desired > current:
-            limit = max(current, scale_up_limit(current, self.events, b.scale_up, now))
+            limit = scale_up_limit(current, self.events, b.scale_up, now, b.scale_up_select)
             ceiling = min(s.max_replicas, limit)
             if desired > ceiling:
                 return ceiling, "max replicas" if ceiling == s.max_replicas else "scale-up rate limit"
         elif desired < current:
-            limit = min(current, scale_down_limit(current, self.events, b.scale_down, now))
+            limit = scale_down_limit(current, self.events, b.scale_down, now, b.scale_down_select)
             floor = max(self.hpa_min, limit)
             if desired < floor:
                 return floor, "min replicas" if floor == self.hpa_min else "scale-down rate limit"
-        return max(self.hpa_min, min(s.max_replicas, desired)), ""
+        return desired, ""
 
 
 def cap_scaling(scaling: StageScaling, cap: int) -> StageScaling:
@@ -317,19 +392,24 @@ def cap_scaling(scaling: StageScaling, cap: int) -> StageScaling:
 
 
 # -- the poller -----------------------------------------------------------
-LagReader = Callable[[], Mapping[str, int]]
+#: stage → lag, or None where that stage's consumer could not be read.
+LagReader = Callable[[], Mapping[str, int | None]]
+#: stage → expected replicas from the registered cameras.
+DemandReader = Callable[[], Mapping[str, float]]
 Apply = Callable[[str, int], None]
 
 
 class Autoscaler:
-    """Polls the lag of each stage and applies KEDA + HPA decisions through ``apply``.
+    """Polls the lag (and the demand) of each stage and applies KEDA + HPA decisions.
 
     The owner calls :meth:`step` from its own loop (the supervisor does so
     between health checks), so process changes never race with restarts.
 
     ``replicas`` gives the current count per stage (the supervisor's view);
-    ``apply(stage, n)`` starts or drains processes. Every change is one
+    ``apply(stage, n)`` starts or drains processes. ``read_demand`` adds the
+    feed-forward trigger to the ``demand_stages`` (those with a measured rate). Every change is one
     ``autoscale.scaled`` log line, and :attr:`timeline` keeps them for reports.
+    A stage whose consumer is missing gets no lag; the others are unaffected.
     """
 
     def __init__(
@@ -341,11 +421,36 @@ class Autoscaler:
         *,
         stages: tuple[str, ...] = SCALED_STAGES,
         clock: Callable[[], float] = time.monotonic,
+        read_demand: DemandReader | None = None,
+        demand_stages: tuple[str, ...] = SCALED_STAGES,
     ) -> None:
-        self.scalers = {stage: StageScaler(getattr(scaling, stage)) for stage in stages}
+        self.scalers = {
+            stage: StageScaler(
+                getattr(scaling, stage),
+                feed_forward=read_demand is not None
+                and stage in demand_stages
+                and getattr(scaling, stage).feed_forward,
+            )
+            for stage in stages
+        }
         self.read_lags, self.replicas, self.apply, self.clock = read_lags, replicas, apply, clock
+        self.read_demand = read_demand
         self.timeline: list[tuple[float, str, int, int | None, str]] = []
         self._next: dict[str, float] = {}
+
+    def _read(self) -> tuple[Mapping[str, int | None], Mapping[str, float] | None]:
+        try:
+            lags: Mapping[str, int | None] = self.read_lags()
+        except BusError as exc:
+            log.warning("autoscale.metric_unavailable", trigger=LAG, error=str(exc))
+            lags = {}
+        demand: Mapping[str, float] | None = None
+        if self.read_demand is not None:
+            try:
+                demand = self.read_demand()
+            except BusError as exc:
+                log.warning("autoscale.metric_unavailable", trigger=DEMAND, error=str(exc))
+        return lags, demand
 
     def step(self) -> list[Decision]:
         """Evaluate every stage whose polling interval has come round."""
@@ -353,17 +458,13 @@ class Autoscaler:
         due = [stage for stage in self.scalers if now >= self._next.get(stage, -math.inf)]
         if not due:
             return []
-        try:
-            lags: Mapping[str, int] | None = self.read_lags()
-        except BusError as exc:
-            log.warning("autoscale.metric_unavailable", error=str(exc))
-            lags = None
+        lags, demand = self._read()
         decisions = []
         for stage in due:
             scaler = self.scalers[stage]
             self._next[stage] = now + scaler.scaling.polling_interval_s
-            lag = None if lags is None else lags.get(stage)
-            decision = scaler.decide(now, self.replicas(stage), lag)
+            stage_demand = None if demand is None else demand.get(stage)
+            decision = scaler.decide(now, self.replicas(stage), lags.get(stage), stage_demand)
             decisions.append(decision)
             if decision.changed:
                 self.timeline.append((now, stage, decision.desired, decision.lag, decision.reason))
@@ -373,6 +474,7 @@ class Autoscaler:
                     replicas_from=decision.current,
                     replicas_to=decision.desired,
                     lag=decision.lag,
+                    demand=decision.demand,
                     recommendation=decision.recommendation,
                     reason=decision.reason,
                 )

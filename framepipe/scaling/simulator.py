@@ -33,6 +33,7 @@ from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.autoscale import StageScaler
 from framepipe.scaling.curves import LoadCurve
+from framepipe.scaling.demand import CameraLoad, expected_replicas
 
 EPSILON = 1e-9
 
@@ -47,6 +48,13 @@ class StageModel:
     startup_s: float = 20.0
     #: messages a busy replica holds delivered but unacked (KEDA counts them as lag).
     held_per_replica: float = 1.0
+    #: throughput of each replica beyond the first, as a share of the first's (1: linear;
+    #: below 1 where replicas share cores, as on one machine). Calibrated against real runs.
+    efficiency: float = 1.0
+
+    def capacity(self, ready: int) -> float:
+        """Messages/s that ``ready`` replicas serve together."""
+        return self.messages_per_s * (min(ready, 1) + max(ready - 1, 0) * self.efficiency)
 
     @property
     def messages_per_s(self) -> float:
@@ -157,10 +165,20 @@ def simulate(
     static: dict[str, int] | None = None,
     step_s: float = 1.0,
     label: str = "autoscaled",
+    feed_forward: bool = True,
 ) -> SimResult:
-    """Run the curve; ``static`` fixes each stage's replicas instead of autoscaling."""
+    """Run the curve; ``static`` fixes each stage's replicas instead of autoscaling.
+
+    With ``feed_forward`` each stage whose settings enable it also gets the demand
+    trigger: the replicas the curve's current cameras need at the model's rate
+    (:func:`framepipe.scaling.demand.expected_replicas`, the rule the cluster serves).
+    """
     stages = SCALED_STAGES
-    scalers = {s: StageScaler(getattr(scaling, s)) for s in stages}
+    scalers = {
+        s: StageScaler(getattr(scaling, s), feed_forward=feed_forward and getattr(scaling, s).feed_forward)
+        for s in stages
+    }
+    rates = {s: models[s].gops_per_s for s in stages}
     queues = {s: _Queue() for s in stages}
     desired = {s: (static or {}).get(s, max(getattr(scaling, s).min_replicas, 0)) for s in stages}
     starting: dict[str, list[float]] = {s: [] for s in stages}  # ready-at times of new pods
@@ -190,7 +208,10 @@ def simulate(
                 next_poll[stage] = t + scalers[stage].scaling.polling_interval_s
                 # num_pending + num_ack_pending: waiting, plus what busy replicas hold.
                 lag = math.ceil(queues[stage].size + busy[stage] * model.held_per_replica - EPSILON)
-                decision = scalers[stage].decide(t, desired[stage], lag)
+                demand = expected_replicas(
+                    [CameraLoad("curve", cameras * curve.gops_per_camera_s)], rates, scaling
+                ).get(stage)
+                decision = scalers[stage].decide(t, desired[stage], lag, demand)
                 change = decision.desired - desired[stage]
                 if change > 0:
                     starting[stage] += [t + model.startup_s] * change
@@ -205,7 +226,7 @@ def simulate(
             if starting[stage] and min(starting[stage]) <= t:
                 ready[stage] += sum(1 for at in starting[stage] if at <= t)
                 starting[stage] = [at for at in starting[stage] if at > t]
-            served = queues[stage].take(ready[stage] * model.messages_per_s * step_s)
+            served = queues[stage].take(model.capacity(ready[stage]) * step_s)
             busy[stage] = sum(m for _, m in served) / (model.messages_per_s * step_s)
             gops = [(origin, messages / model.messages_per_gop) for origin, messages in served]
             if index + 1 < len(stages):
@@ -232,10 +253,14 @@ def static_peak(curve: LoadCurve, models: dict[str, StageModel]) -> dict[str, in
 
 
 def compare(
-    curve: LoadCurve, scaling: StageScaling, models: dict[str, StageModel], step_s: float = 1.0
+    curve: LoadCurve,
+    scaling: StageScaling,
+    models: dict[str, StageModel],
+    step_s: float = 1.0,
+    feed_forward: bool = True,
 ) -> tuple[SimResult, SimResult]:
     """The autoscaled run and the static-peak run of the same curve."""
-    auto = simulate(curve, scaling, models, step_s=step_s)
+    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward)
     fixed = simulate(
         curve, scaling, models, static=static_peak(curve, models), step_s=step_s, label="static peak"
     )

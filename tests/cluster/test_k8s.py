@@ -27,8 +27,9 @@ import nats.errors
 import pytest
 import yaml
 
+from framepipe.cluster.keda import scaled_object
 from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, render_tree
-from framepipe.cluster.nats import CLIENT_LABEL, NATS_MONITORING, USERS, nats_conf, password_env
+from framepipe.cluster.nats import CLIENT_LABEL, NATS_HEADLESS, USERS, nats_conf, password_env
 from framepipe.cluster.workloads import METRICS_PORT, STAGES, grace_seconds
 from framepipe.core import bus, topology
 from framepipe.core.cluster_settings import ClusterConfig, K8sSettings
@@ -165,11 +166,56 @@ def test_keda_objects_validate_against_crd_schemas(rendered: dict[str, list[Obj]
         )
 
 
+def test_scaling_options_render_and_validate(rendered: dict[str, list[Obj]], settings: Settings) -> None:
+    """Feed-forward (a kubernetes-workload trigger on the camera gateway pods), tolerances,
+    selectPolicy and a Pods scale-down policy render into a ScaledObject the KEDA CRD accepts."""
+    jsonschema = pytest.importorskip("jsonschema")
+    cluster = cluster_config_from_tables(
+        None,
+        {
+            "encoder": {
+                "gops_per_replica": 1.6,
+                "feed_forward_utilization": 0.8,
+                "scale_up_tolerance": 0.05,
+                "scale_down_select_policy": "Min",
+                "scale_down_pods": 2,
+            }
+        },
+    )
+    so = scaled_object(settings, cluster, "encoder")
+    crd = keda_schema("ScaledObject")
+    errors = sorted(jsonschema.Draft7Validator(crd["schema"]).iter_errors(so), key=str)
+    assert not errors, f"{errors[0].message} at {list(errors[0].path)}"
+    lag, demand = so["spec"]["triggers"]
+    assert lag["name"] == "lag"
+    assert demand == {
+        "type": "kubernetes-workload",
+        "name": "demand",
+        "metadata": {
+            "podSelector": "app.kubernetes.io/component=gateway,framepipe.io/camera",
+            "value": "1.28",
+        },
+    }
+    b = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert b["scaleUp"]["tolerance"] == "0.05"
+    assert "tolerance" not in b["scaleDown"]  # the cluster default stays implicit (pre-1.33 clusters)
+    assert b["scaleDown"]["selectPolicy"] == "Min"
+    assert {"type": "Pods", "value": 2, "periodSeconds": 60} in b["scaleDown"]["policies"]
+    # The selector is what the camera template's gateway pods carry: one pod per camera.
+    (gateway,) = by_kind(rendered["camera"], "Deployment").values()
+    pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/component"] == "gateway"
+    assert "framepipe.io/camera" in pod_labels
+    # Without a measured rate there is no demand trigger (no guess).
+    assert len(scaled_object(settings, ClusterConfig(), "encoder")["spec"]["triggers"]) == 1
+
+
 @pytest.mark.parametrize("overlay", ["cpu", "gpu"])
 def test_scaled_objects_mean_what_the_pipeline_does(
     rendered: dict[str, list[Obj]], settings: Settings, overlay: str
 ) -> None:
-    """Each ScaledObject targets a Deployment, a consumer setup creates, and the NATS monitoring Service."""
+    """Each ScaledObject targets a Deployment, a consumer setup creates, and the headless NATS
+    Service, under which KEDA can reach each node (``<pod>.<headless>``) to read the leader."""
     objects = rendered[overlay]
     deployments = by_kind(objects, "Deployment")
     services = by_kind(objects, "Service")
@@ -185,8 +231,8 @@ def test_scaled_objects_mean_what_the_pipeline_does(
         assert so["metadata"]["namespace"] == deployments[ref["name"]]["metadata"]["namespace"]
         targets[ref["name"]] = targets.get(ref["name"], 0) + 1
         assert "replicas" not in deployments[ref["name"]]["spec"], "KEDA owns replicas of a scaled Deployment"
-        (trigger,) = so["spec"]["triggers"]
-        assert trigger["type"] == "nats-jetstream"
+        trigger = so["spec"]["triggers"][0]
+        assert (trigger["type"], trigger["name"]) == ("nats-jetstream", "lag")
         md = trigger["metadata"]
         assert (md["stream"], md["consumer"]) in created
         assert md["stream"] in streams
@@ -197,16 +243,19 @@ def test_scaled_objects_mean_what_the_pipeline_does(
         ]
         host, port = md["natsServerMonitoringEndpoint"].split(":")
         ns = so["metadata"]["namespace"]
-        assert host == f"{NATS_MONITORING}.{ns}.svc.cluster.local"
-        monitor = services[NATS_MONITORING]
-        assert [p["port"] for p in monitor["spec"]["ports"]] == [int(port)] == [settings.nats.monitor_port]
+        assert host == f"{NATS_HEADLESS}.{ns}.svc.cluster.local"
+        monitor = services[NATS_HEADLESS]
+        assert monitor["spec"]["clusterIP"] == "None"
+        assert statefulset["spec"]["serviceName"] == NATS_HEADLESS
+        assert int(port) == settings.nats.monitor_port
+        monitor_port = next(p for p in monitor["spec"]["ports"] if p["port"] == int(port))
         pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
         assert monitor["spec"]["selector"].items() <= pod_labels.items()
         ports = {
             p["name"]: p["containerPort"]
             for p in statefulset["spec"]["template"]["spec"]["containers"][0]["ports"]
         }
-        assert ports[monitor["spec"]["ports"][0]["targetPort"]] == int(port)
+        assert ports[monitor_port["targetPort"]] == int(port)
         assert re.search(rf"^\s*{re.escape(md['account'])} {{\n\s*jetstream: enabled", conf, re.M)
         assert int(md["lagThreshold"]) >= 1
         assert int(md["activationLagThreshold"]) >= 0
@@ -475,7 +524,7 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     scaled = (tmp_path / "k8s" / "base" / "scaledobjects.yaml").read_text()
     assert "lagThreshold: '6'" in scaled
-    assert "framepipe-nats-monitoring.video.svc.cluster.local:8222" in scaled
+    assert "framepipe-nats-headless.video.svc.cluster.local:8222" in scaled
     assert "FRAMEPIPE_DECODER__ACK_WAIT_S=45.0" in (tmp_path / "k8s" / "base" / "framepipe.env").read_text()
 
 

@@ -23,12 +23,11 @@ from framepipe.scaling.autoscale import (
     ScaleEvent,
     StageScaler,
     cap_scaling,
-    fetch_lags,
     hpa_desired,
-    parse_jsz,
     scale_down_limit,
     scale_up_limit,
 )
+from framepipe.scaling.jsz import fetch_lags, parse_jsz
 
 QUIET = ScalingSettings(
     min_replicas=1,
@@ -47,8 +46,10 @@ QUIET = ScalingSettings(
     [
         (10, 200, 20),  # usage ratio 2.0: double
         (4, 43, 4),  # ratio 1.075, inside the 10 % band: no change
-        # 44/40 is 1.1000000000000001 in float64: just outside, as in the HPA controller.
-        (4, 44, 5),
+        # 44/40 and 1 + 0.1 are the same float64: inside the band under the Kubernetes
+        # >= 1.33 rule (1 - down <= ratio <= 1 + up); the older abs(1 - ratio) <= 0.1
+        # put it just outside (abs gives 0.10000000000000009).
+        (4, 44, 4),
         (4, 45, 5),  # ratio 1.125: ceil(4.5)
         (4, 37, 4),  # ratio 0.925: inside the band
         (4, 35, 4),  # ratio 0.875 is outside, but ceil(3.5) is 4 anyway
@@ -155,13 +156,14 @@ def test_min_replicas_is_the_floor_when_idle() -> None:
 
 
 def test_fallback_after_failed_polls() -> None:
-    """KEDA fallback: after ``failure_threshold`` polls without a metric the stage is pinned
-    to ``fallback_replicas``; before that it is left alone."""
+    """KEDA fallback: once more than ``failure_threshold`` polls in a row failed, the HPA
+    is fed the metric of ``fallback_replicas``; before that the stage is left alone."""
     scaler = StageScaler(dataclasses.replace(QUIET, fallback_failure_threshold=3, fallback_replicas=4))
-    assert scaler.decide(0, 2, None).desired == 2
-    assert scaler.decide(10, 2, None).desired == 2
-    assert scaler.decide(20, 2, None).desired == 4
-    assert scaler.decide(30, 4, 10).desired == 1
+    for at in (0, 10, 20):
+        assert scaler.decide(at, 2, None).desired == 2
+    fallback = scaler.decide(30, 2, None)
+    assert (fallback.desired, fallback.reason, fallback.fallback) == (4, "fallback", True)
+    assert scaler.decide(40, 4, 10).desired == 1
 
 
 def test_cap_scaling_holds_every_stage_to_the_local_cap() -> None:

@@ -1,0 +1,332 @@
+"""The simulator against a real run: the same compressed curve, real processes, same rates.
+
+A compressed volatile curve (default five minutes: cameras 1 → 3 → 2 → 1) is
+replayed on the local system: every stage is a real process on a real
+nats-server, each camera a real gateway playing a generated 360p30 clip in
+real time (1-second GOPs), started and stopped on the curve's schedule, and the
+local autoscaler scales the stages on their lag (lag trigger only, so the run
+tests the KEDA/HPA dynamics and the queue model rather than the demand
+estimate). Every second the script records each stage's replicas and the age
+of its oldest unacknowledged message (``ack_floor + 1``'s publish time).
+
+Then the same curve runs in ``simulate`` with the same ``[scaling.*]`` and the
+per-replica rates **measured in this run** (busy seconds per GOP from the
+stages' ``gop.done`` log events). The simulator's error in backlog age (mean
+and p95 of the oldest age across stages) and in replica-seconds is reported
+before and after calibrating two parameters by grid search: the efficiency of
+each replica beyond the first (replicas share the machine's cores) and the
+start-up delay. The simulator's age is the oldest *waiting* message; the real
+one includes the message in service, so one service time is added to the
+simulated age while a stage is busy.
+
+Not in CI: it takes the curve's duration plus about a minute, and its figures
+depend on how loaded the machine is (say so when quoting them). Writes
+``bench/results/scaling-reality.json`` and ``scaling-reality.png``.
+
+    python -m bench.scaling_reality [--seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import json
+import math
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RESULTS,
+    bench_settings,
+    clip,
+    gop_done_events,
+    pyplot,
+    save_figure,
+    write_result,
+)
+from bench.latency import RealtimePipeline
+from framepipe.core import bus, topology
+from framepipe.core.cluster_settings import StageScaling
+from framepipe.core.settings import Settings
+from framepipe.core.topology import SCALED_STAGES
+from framepipe.local.processes import Managed
+from framepipe.media.sample import ClipSpec
+from framepipe.scaling.autoscale import cap_scaling
+from framepipe.scaling.curves import LoadCurve
+from framepipe.scaling.simulator import SimResult, StageModel, percentile, simulate
+
+#: (share of the run, cameras): a ramp, a peak, a dip, the drain.
+SHAPE = ((0.0, 1), (0.2, 3), (0.5, 2), (0.8, 1))
+MAX_REPLICAS = 3
+
+
+def scaling_for_run() -> StageScaling:
+    """The shipped settings, compressed for a short run and lag-only."""
+    base = StageScaling()
+    tuned = {
+        s: dataclasses.replace(
+            getattr(base, s),
+            polling_interval_s=5,
+            scale_down_stabilization_s=30,
+            scale_down_period_s=30,
+            feed_forward=False,
+        )
+        for s in SCALED_STAGES
+    }
+    return cap_scaling(StageScaling(**tuned), MAX_REPLICAS)
+
+
+async def _oldest_ages(settings: Settings) -> dict[str, float]:
+    """Per stage, seconds since the oldest unacknowledged message was published (0 if none)."""
+    nc = await bus.connect(settings, "bench-age", retry_initial=False)
+    try:
+        js = nc.jetstream(timeout=5.0)
+        out: dict[str, float] = {}
+        for stage in SCALED_STAGES:
+            spec = topology.stage_spec(stage).consumer
+            info = await js.consumer_info(spec.stream, spec.durable)
+            if not (info.num_pending or info.num_ack_pending):
+                out[stage] = 0.0
+                continue
+            seq = (info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 1
+            try:
+                msg = await js.get_msg(spec.stream, seq)
+            except Exception:  # noqa: BLE001 - acked meanwhile (work queue): nothing older waits
+                out[stage] = 0.0
+                continue
+            out[stage] = max(0.0, time.time() - msg.time.timestamp()) if msg.time else 0.0
+        return out
+    finally:
+        await nc.close()
+
+
+def real_run(seconds: float, workdir: Path) -> dict[str, Any]:
+    curve = [(round(share * seconds), cameras) for share, cameras in SHAPE]
+    source = clip(ClipSpec(width=640, height=360, fps=30, seconds=seconds, gop=30, bframes=0))
+    settings = bench_settings(local={"max_replicas": MAX_REPLICAS})
+    samples: list[dict[str, Any]] = []
+    with RealtimePipeline(settings, workdir) as rt:
+        system = rt.system
+        system.monitor_url = rt.server.monitor_url  # the bench's own nats-server, not an embedded one
+        system.enable_autoscaling(scaling_for_run())
+        cameras: list[tuple[str, Managed]] = []
+        wall_start = time.time()
+        started = time.monotonic()
+        serial = itertools.count()
+        while (now := time.monotonic() - started) < seconds:
+            wanted = next(c for t, c in reversed(curve) if now >= t)
+            while len(cameras) < wanted:
+                name = f"rc{next(serial)}"
+                cameras.append((name, system.add_camera(name, str(source), "realtime")))
+            while len(cameras) > wanted:
+                _, managed = cameras.pop()
+                _stop(managed)
+            system.supervise()
+            ages = asyncio.run(_oldest_ages(rt.settings))
+            samples.append(
+                {
+                    "t_s": round(now, 2),
+                    "cameras": wanted,
+                    "replicas": {s: len(system.replicas(s)) for s in SCALED_STAGES},
+                    "age_s": {s: round(a, 2) for s, a in ages.items()},
+                }
+            )
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started - now)))
+        for _, managed in cameras:
+            _stop(managed)
+        intervals = handler_intervals(sorted((workdir / "state" / "logs").glob("*.log")), wall_start)
+    run = {"curve": curve, "samples": samples, "intervals": intervals}
+    run["rates"] = measured_rates(run)
+    return run
+
+
+def _stop(gateway: Managed) -> None:
+    """A camera leaves: its gateway gets SIGTERM and drains what it has read."""
+    if gateway.process is not None and gateway.process.poll() is None:
+        gateway.process.terminate()
+
+
+def handler_intervals(logs: list[Path], wall_start: float) -> dict[str, list[list[Any]]]:
+    """Per process log: [start_s, end_s, camera, gop] of each handled message, from run start."""
+    out: dict[str, list[list[Any]]] = {}
+    for log in logs:
+        rows = []
+        for event in gop_done_events([log]):
+            if event.get("stage") not in SCALED_STAGES:
+                continue
+            end = (
+                datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+                - wall_start
+            )
+            start = end - float(event.get("duration_ms", 0.0)) / 1000
+            rows.append([round(start, 3), round(end, 3), str(event.get("camera")), int(event.get("gop", -1))])
+        if rows:
+            out[log.stem] = rows
+    return out
+
+
+def measured_rates(run: dict[str, Any]) -> dict[str, float]:
+    """One replica's GOPs/s per stage, measured while the stage still had one replica (before its
+    first scale-up; the whole run if it never had one alone): distinct GOPs ÷ the union of the
+    handler intervals (messages in flight overlap). Contention from later replicas is what
+    the efficiency parameter models, so it must not leak into the single-replica rate."""
+    rates: dict[str, float] = {}
+    for stage in SCALED_STAGES:
+        alone_until = next((s["t_s"] for s in run["samples"] if s["replicas"][stage] > 1), math.inf)
+        rows = [r for name, rs in run["intervals"].items() if name.startswith(f"{stage}-") for r in rs]
+        early = [r for r in rows if r[1] <= alone_until]
+        chosen = early if len({(r[2], r[3]) for r in early}) >= 10 else rows
+        busy, reach = 0.0, -math.inf
+        for start, end, _, _ in sorted(chosen):
+            if end > reach:
+                busy += end - max(start, reach)
+                reach = end
+        gops = len({(r[2], r[3]) for r in chosen})
+        if busy > 0 and gops:
+            rates[stage] = round(gops / busy, 3)
+    return rates
+
+
+def simulated(run: dict[str, Any], seconds: float, efficiency: float, startup: float) -> SimResult:
+    settings = Settings()
+    curve = LoadCurve(tuple((float(t), float(c)) for t, c in run["curve"]), seconds, 30.0, 30, "reality")
+    parts = math.ceil(30 / settings.decoder.frames_per_part)
+    models = {
+        s: StageModel(
+            run["rates"][s],
+            parts if s == "inference" else 1,
+            startup,
+            held_per_replica=float(settings.consumer(s).in_flight),
+            efficiency=efficiency,
+        )
+        for s in SCALED_STAGES
+    }
+    return simulate(curve, scaling_for_run(), models, feed_forward=False)
+
+
+def errors(run: dict[str, Any], sim: SimResult) -> dict[str, float]:
+    real_rs = sum(sum(s["replicas"].values()) for s in run["samples"])
+    sim_rs = sim.replica_seconds()
+    real_age = [max(s["age_s"].values()) for s in run["samples"]]
+    service = {s: 1.0 / run["rates"][s] for s in SCALED_STAGES}
+    sim_age = [
+        max(
+            sim.age[s][i] + (service[s] if sim.lag[s][i] > 0 or sim.ready[s][i] else 0.0)
+            for s in SCALED_STAGES
+        )
+        for i in range(len(sim.times))
+    ]
+
+    def rel(a: float, b: float) -> float:
+        return round(abs(a - b) / b, 3) if b > 0 else 0.0
+
+    return {
+        "replica_seconds_real": real_rs,
+        "replica_seconds_sim": round(sim_rs, 1),
+        "replica_seconds_error": rel(sim_rs, real_rs),
+        "age_mean_real_s": round(sum(real_age) / len(real_age), 2),
+        "age_mean_sim_s": round(sum(sim_age) / len(sim_age), 2),
+        "age_mean_error": rel(sum(sim_age) / len(sim_age), sum(real_age) / len(real_age)),
+        "age_p95_real_s": percentile(real_age, 95),
+        "age_p95_sim_s": round(percentile(sim_age, 95), 2),
+        "age_p95_error": rel(percentile(sim_age, 95), percentile(real_age, 95)),
+    }
+
+
+def plot(run: dict[str, Any], raw: SimResult, tuned: SimResult, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    t = [s["t_s"] for s in run["samples"]]
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    for stage, color in zip(SCALED_STAGES, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+        axes[0].step(
+            t,
+            [s["replicas"][stage] for s in run["samples"]],
+            where="post",
+            color=color,
+            label=f"{stage} real",
+        )
+        axes[0].step(
+            tuned.times, tuned.replicas[stage], where="post", color=color, linestyle=":", label=f"{stage} sim"
+        )
+    axes[0].set_ylabel("replicas")
+    axes[0].legend(fontsize=7, ncol=3)
+    axes[1].plot(t, [max(s["age_s"].values()) for s in run["samples"]], color="black", label="real")
+    for sim, style, label in ((raw, "--", "sim, uncalibrated"), (tuned, ":", "sim, calibrated")):
+        axes[1].plot(
+            sim.times,
+            [max(sim.age[s][i] for s in SCALED_STAGES) for i in range(len(sim.times))],
+            linestyle=style,
+            label=label,
+        )
+    axes[1].set_ylabel("oldest backlog (s)")
+    axes[1].set_xlabel("s")
+    axes[1].legend(fontsize=8)
+    return save_figure(plt, fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--from-json", type=Path, help="Re-analyse the real run saved in an earlier result.")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        run = {k: saved["run"][k] for k in ("curve", "samples", "intervals")}
+        run["rates"] = measured_rates(run)
+        args.seconds = float(saved["params"]["seconds"])
+    else:
+        with tempfile.TemporaryDirectory(prefix="fp-reality-") as tmp:
+            run = real_run(args.seconds, Path(tmp))
+        # Keep the real run before analysing it: `--from-json` can redo the analysis.
+        raw_run = {
+            "params": {"seconds": args.seconds},
+            "run": {k: run[k] for k in ("curve", "samples", "intervals")},
+        }
+        (RESULTS / "scaling-reality.json").write_text(json.dumps(raw_run))
+    raw = simulated(run, args.seconds, 1.0, 20.0)
+    grid = []
+    efficiencies = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+    for efficiency, startup in itertools.product(efficiencies, (2.0, 5.0, 10.0, 20.0, 30.0)):
+        e = errors(run, simulated(run, args.seconds, efficiency, startup))
+        worst = max(e["replica_seconds_error"], e["age_mean_error"])
+        grid.append({"efficiency": efficiency, "startup_s": startup, "worst_error": worst, **e})
+    best = min(grid, key=lambda g: g["worst_error"])
+    tuned = simulated(run, args.seconds, best["efficiency"], best["startup_s"])
+    result: dict[str, Any] = {
+        "params": {"seconds": args.seconds, "shape": SHAPE, "max_replicas": MAX_REPLICAS},
+        "measured_rates_gops_per_s": run["rates"],
+        "uncalibrated": errors(run, raw) | {"efficiency": 1.0, "startup_s": 20.0},
+        "calibrated": best,
+        "grid": grid,
+        "run": {k: run[k] for k in ("curve", "samples", "intervals")},
+        "summary": {
+            "uncalibrated": {k: v for k, v in errors(run, raw).items() if k.endswith("error")},
+            "calibrated": {
+                k: best[k]
+                for k in (
+                    "efficiency",
+                    "startup_s",
+                    "replica_seconds_error",
+                    "age_mean_error",
+                    "age_p95_error",
+                )
+            },
+        },
+    }
+    plot(run, raw, tuned, RESULTS / "scaling-reality.png")
+    return write_result(
+        result,
+        RESULTS / "scaling-reality.json",
+        f"python -m bench.scaling_reality --seconds {args.seconds:g}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The lag trigger's metric, read from the NATS monitoring endpoint as KEDA reads it.
+
+KEDA's ``nats-jetstream`` scaler asks ``/jsz?acc=<account>&consumers=true&config=true``
+and reports ``num_pending + num_ack_pending`` of one durable consumer. It keeps
+only the account whose name or id is the trigger's ``account``. A consumer
+that is not there is an error for that trigger alone: the stream's last
+sequence is never used instead (kedacore/keda #7657 scaled to max that way).
+
+In a clustered NATS only the consumer's leader knows its current counts, so
+when ``meta_cluster.cluster_size > 1`` the scaler finds the leader: it asks
+``/varz`` for the nodes (``connect_urls``, else the route ``cluster.urls``),
+asks each node's ``/varz`` for its ``server_name`` and ``/jsz`` for the
+consumer, and keeps the answer of the node whose name is the consumer's
+``cluster.leader``. The leader's URL is remembered until an answer from it no
+longer has the consumer or names another leader.
+
+In Kubernetes the node hosts come from ``/varz`` and the monitoring port from
+the trigger's endpoint. On one machine the nodes share 127.0.0.1 and differ by
+port, so :class:`JszReader` also takes the nodes' monitoring URLs directly.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from framepipe.core.errors import BusError
+from framepipe.core.topology import SCALED_STAGES, stage_spec
+
+log = structlog.get_logger("framepipe.autoscale")
+Payload = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ConsumerLag:
+    stream: str
+    consumer: str
+    num_pending: int
+    num_ack_pending: int
+    leader: str = ""
+
+    @property
+    def lag(self) -> int:
+        """What KEDA's nats-jetstream scaler reports: not yet delivered + delivered, unacked."""
+        return self.num_pending + self.num_ack_pending
+
+
+def jsz_url(monitor_url: str, account: str | None = None) -> str:
+    query = {"consumers": "true", "config": "true"}
+    if account:
+        query["acc"] = account
+    else:
+        query["accounts"] = "true"
+    return f"{monitor_url.rstrip('/')}/jsz?{urllib.parse.urlencode(query)}"
+
+
+def _account_matches(detail: Payload, account: str | None) -> bool:
+    return account is None or account in (detail.get("name"), detail.get("id"))
+
+
+def parse_jsz(payload: Payload, stream: str, consumer: str, account: str | None = None) -> ConsumerLag | None:
+    """One consumer's lag in a ``/jsz`` answer (only ``account``, by name or id, if given)."""
+    for detail in payload.get("account_details") or []:
+        if not _account_matches(detail, account):
+            continue
+        for stream_detail in detail.get("stream_detail") or []:
+            if stream_detail.get("name") != stream:
+                continue
+            for found in stream_detail.get("consumer_detail") or []:
+                if found.get("name") == consumer:
+                    return ConsumerLag(
+                        stream,
+                        consumer,
+                        int(found.get("num_pending") or 0),
+                        int(found.get("num_ack_pending") or 0),
+                        str((found.get("cluster") or {}).get("leader") or ""),
+                    )
+    return None
+
+
+def cluster_size(payload: Payload) -> int:
+    return int((payload.get("meta_cluster") or {}).get("cluster_size") or 0)
+
+
+def _get_json(url: str, timeout: float) -> Payload:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        raise BusError(f"cannot read {url}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BusError(f"{url} did not answer a JSON object")
+    return data
+
+
+def node_monitor_urls(base_url: str, varz: Payload) -> list[str]:
+    """Monitoring URLs of the cluster's nodes as KEDA derives them from ``/varz``:
+    the host of each advertised client URL with the base URL's port, or, with
+    nothing advertised, ``<node>.<base host>`` for the first label of each route URL."""
+    base = urllib.parse.urlsplit(base_url)
+    port = f":{base.port}" if base.port else ""
+    advertised = [str(u) for u in varz.get("connect_urls") or []]
+    if advertised:
+        hosts = [u.rsplit(":", 1)[0] if ":" in u else u for u in advertised]
+        return [f"{base.scheme}://{host}{port}" for host in hosts]
+    routes = [str(u) for u in (varz.get("cluster") or {}).get("urls") or []]
+    return [f"{base.scheme}://{u.split('.', 1)[0]}.{base.netloc}" for u in routes]
+
+
+@dataclass
+class JszReader:
+    """Reads each scaled stage's consumer lag, from the consumer's leader when clustered."""
+
+    monitor_url: str
+    account: str | None = None
+    #: the nodes' monitoring URLs, when /varz cannot name them (one machine, many ports).
+    nodes: tuple[str, ...] = ()
+    timeout: float = 5.0
+    #: consumer → the monitoring URL of its leader, as last found.
+    leaders: dict[str, str] = field(default_factory=dict)
+
+    def read(self, stages: tuple[str, ...] = SCALED_STAGES) -> dict[str, ConsumerLag | None]:
+        """Each stage's lag; ``None`` (and one log line) where its consumer cannot be read.
+
+        Raises :class:`BusError` only when the endpoint itself does not answer.
+        """
+        base = _get_json(jsz_url(self.monitor_url, self.account), self.timeout)
+        cache: dict[str, Payload] = {self.monitor_url: base}
+        out: dict[str, ConsumerLag | None] = {}
+        for stage in stages:
+            spec = stage_spec(stage).consumer
+            try:
+                out[stage] = self._one(spec.stream, spec.durable, base, cache)
+            except BusError as exc:
+                log.warning("autoscale.lag_unavailable", stage=stage, error=str(exc))
+                out[stage] = None
+        return out
+
+    def _jsz(self, url: str, cache: dict[str, Payload]) -> Payload:
+        if url not in cache:
+            cache[url] = _get_json(jsz_url(url, self.account), self.timeout)
+        return cache[url]
+
+    def _one(self, stream: str, consumer: str, base: Payload, cache: dict[str, Payload]) -> ConsumerLag:
+        key = f"{stream}/{consumer}"
+        cached = self.leaders.get(key)
+        if cached:
+            found = parse_jsz(self._jsz(cached, cache), stream, consumer, self.account)
+            if found is not None and self._name(cached) == found.leader:
+                return found
+            del self.leaders[key]  # the leader moved or the consumer went: look again
+        found = parse_jsz(base, stream, consumer, self.account)
+        if cluster_size(base) <= 1:
+            if found is None:
+                raise BusError(f"consumer {key} is not in {self.monitor_url}/jsz; run `framepipe setup`")
+            return found
+        for url in self._node_urls():
+            answer = parse_jsz(self._jsz(url, cache), stream, consumer, self.account)
+            if answer is not None and answer.leader and self._name(url) == answer.leader:
+                self.leaders[key] = url
+                return answer
+        raise BusError(f"no node of the NATS cluster at {self.monitor_url} is the leader of consumer {key}")
+
+    def _node_urls(self) -> list[str]:
+        if self.nodes:
+            return list(self.nodes)
+        return node_monitor_urls(
+            self.monitor_url, _get_json(f"{self.monitor_url.rstrip('/')}/varz", self.timeout)
+        )
+
+    def _name(self, url: str) -> str:
+        return str(_get_json(f"{url.rstrip('/')}/varz", self.timeout).get("server_name") or "")
+
+
+def fetch_lags(
+    monitor_url: str,
+    stages: tuple[str, ...] = SCALED_STAGES,
+    *,
+    account: str | None = None,
+    timeout: float = 5.0,
+) -> dict[str, ConsumerLag | None]:
+    """Lag of each stage's durable consumer (one-shot :class:`JszReader`)."""
+    return JszReader(monitor_url, account, timeout=timeout).read(stages)
