@@ -8,7 +8,7 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets
+.PHONY: install models sample demo test lint bench bench-quick clean web-assets base-image image image-gpu image-test image-tags
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,54 @@ bench: $(STAMP) models
 
 bench-quick: $(STAMP) models
 	$(BIN)/python -m bench.run_all --quick $(BENCH_ARGS)
+
+# --- container images (docs/kubernetes.md) ------------------------------------------------
+# `make image` builds docker/Dockerfile with podman; the tag is the one the k8s manifests use
+# (k8s.image in framepipe/core/cluster_settings.py; tests/cluster/test_image_build.py keeps them equal).
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE       ?= ghcr.io/framepipe/framepipe:$(VERSION)
+GPU_IMAGE   ?= ghcr.io/framepipe/framepipe-gpu:$(VERSION)
+# The usual public Python base; `make image BASE_IMAGE=$(LOCAL_BASE)` where no registry of base
+# images is reachable (then `make base-image` first makes it from Debian's packages with mmdebstrap).
+BASE_IMAGE  ?= docker.io/library/python:3.11-slim-bookworm
+LOCAL_BASE  := localhost/framepipe-base:bookworm
+BASE_TAR    := .cache/image/base-bookworm.tar
+PODMAN_BUILD := podman build --isolation=chroot --network=host
+# no manuals, translations or docs in the base (copyright files stay); the merged-usr hook
+# spares the base the usrmerge package and the Perl it pulls in
+BASE_DPKG_EXCLUDES := $(foreach p,/usr/share/man/* /usr/share/info/* /usr/share/locale/* /usr/share/doc/*,--dpkgopt='path-exclude=$(p)') \
+	--dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-include=/usr/share/locale/locale.alias'
+
+$(BASE_TAR):
+	mkdir -p $(dir $@)
+	mmdebstrap --variant=minbase --format=tar --include=python3,python3-venv,python-is-python3,ca-certificates \
+	  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr $(BASE_DPKG_EXCLUDES) bookworm $@.part
+	mv $@.part $@
+
+# Imported once: a new import is a new image ID, which would rebuild every layer above it
+# (to refresh: podman rmi $(LOCAL_BASE); rm $(BASE_TAR)).
+base-image: $(BASE_TAR)
+	podman image exists $(LOCAL_BASE) \
+	  || podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' $(BASE_TAR) $(LOCAL_BASE)
+
+# A TLS-inspecting proxy's CA for pip (PIP_CERT, as pip reads it here) is mounted into the
+# build's RUN steps only; it never lands in a layer.
+BUILD_CA ?= $(PIP_CERT)
+BUILD_CA_ARGS := $(if $(BUILD_CA),--volume $(abspath $(BUILD_CA)):/run/build-ca.crt:ro --build-arg PIP_CERT=/run/build-ca.crt)
+
+image: web-assets $(if $(filter $(LOCAL_BASE),$(BASE_IMAGE)),base-image)
+	$(PODMAN_BUILD) -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) $(BUILD_CA_ARGS) -t $(IMAGE) .
+	podman image inspect --format '{{.Id}} {{.Size}}' $(IMAGE)
+
+# Same stages on NVIDIA's TensorRT base (from NVIDIA's registry: not built by CI or here).
+image-gpu: web-assets
+	$(PODMAN_BUILD) -f docker/Dockerfile.gpu $(if $(GPU_BASE_IMAGE),--build-arg BASE_IMAGE=$(GPU_BASE_IMAGE)) \
+	  $(BUILD_CA_ARGS) -t $(GPU_IMAGE) .
+
+image-tags:
+	@echo $(IMAGE) $(GPU_IMAGE)
+
+# Slow and opt-in (not in .ci/run): runs the built image's filesystem under chroot, read-only,
+# as the image's non-root user (docker/image_smoke.sh says how).
+image-test:
+	docker/image_smoke.sh $(IMAGE)
