@@ -153,9 +153,17 @@ def check_models(models_dir: Path, names: tuple[str, ...] = tuple(MODELS)) -> li
             ) from None
         [source] = session.get_inputs()
         batch, *image_shape = source.shape
-        blanks = np.zeros((2, *image_shape), dtype=np.float32)
-        outputs = session.run(None, {source.name: blanks})
-        if isinstance(batch, int) or any(np.asarray(out).shape[0] != 2 for out in outputs):
-            raise SetupError(f"model {path} pins its batch size: rebuild it with `framepipe models build`")
+        pinned = SetupError(f"model {path} pins its batch size: rebuild it with `framepipe models build`")
+        if isinstance(batch, int):
+            raise pinned
+        try:
+            outputs = session.run(None, {source.name: np.zeros((2, *image_shape), dtype=np.float32)})
+        except Exception as exc:  # noqa: BLE001 - e.g. a Reshape inside that still pins batch 1
+            raise SetupError(
+                f"model {path} fails on a batch of 2 ({' '.join(str(exc).split())[:200]}): "
+                "rebuild it with `framepipe models build`"
+            ) from None
+        if any(np.asarray(out).shape[0] != 2 for out in outputs):
+            raise pinned
         lines.append(f"{path}: ok (input {source.name} {source.shape}, batch of 2 ran)")
     return lines
