@@ -6,7 +6,7 @@
 #   - as the image's own USER (a non-root UID), with the image's ENV and WORKDIR;
 #   - in a private mount namespace (unshare), so nothing stays mounted if it stops half-way.
 # It checks: framepipe --version is the project's version; `framepipe models check` runs the
-# baked-in models; no compiler is on the PATH; the root is not writable; and
+# baked-in models; hls.js is there; no compiler is on the PATH; the root is not writable; and
 # `framepipe run --source <sample> --once` (embedded NATS and every stage, all inside the image)
 # writes a playlist with every frame of the sample and one detections line per frame.
 # Needs root (podman image mount, mount, chroot). Usage: docker/image_smoke.sh IMAGE [SECONDS]
@@ -17,6 +17,7 @@ seconds="${2:-4}"
 [ "$(id -u)" = 0 ] || { echo "error: run as root (podman image mount, chroot)" >&2; exit 2; }
 podman image exists "$image" || { echo "error: no image $image: run \`make image\` first" >&2; exit 2; }
 
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "$0")/../pyproject.toml")"
 user="$(podman image inspect --format '{{.Config.User}}' "$image")"
 workdir="$(podman image inspect --format '{{.Config.WorkingDir}}' "$image")"
 mapfile -t image_env < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image" | sed '/^$/d')
@@ -32,9 +33,9 @@ echo "image $image (USER $user, WORKDIR $workdir), root filesystem read-only at 
 
 # One script inside a private mount namespace: its mounts go away with it.
 unshare --mount --propagation private bash -euo pipefail -s -- "$rootfs" "$jail" "$user" "$workdir" \
-  "$seconds" "${image_env[@]}" <<'OUTER'
-rootfs="$1" jail="$2" user="$3" workdir="$4" seconds="$5"
-shift 5
+  "$seconds" "$version" "${image_env[@]}" <<'OUTER'
+rootfs="$1" jail="$2" user="$3" workdir="$4" seconds="$5" version="$6"
+shift 6
 mount --bind "$rootfs" "$jail"
 mount -o remount,bind,ro "$jail"
 mount -t tmpfs -o mode=1777,size=2g tmpfs "$jail/tmp"
@@ -49,9 +50,13 @@ in_image() { inside "${image_env[@]}" "$@"; }
 image_env=("$@")
 
 echo "== framepipe --version"
-in_image framepipe --version
+got="$(in_image framepipe --version)"
+echo "$got"
+[ "$got" = "framepipe $version" ] || { echo "error: expected framepipe $version (pyproject.toml)" >&2; exit 1; }
 echo "== framepipe models check"
 in_image framepipe models check
+echo "== the console's hls.js is in the package"
+in_image python -c "from framepipe.web.server import HLS_JS; assert HLS_JS.stat().st_size > 100_000, HLS_JS; print(HLS_JS)"
 echo "== no compiler on the PATH, root filesystem not writable"
 in_image sh -c 'for c in cc gcc g++ c++ clang; do if command -v $c; then echo "compiler $c found" >&2; exit 1; fi; done'
 if in_image sh -c 'touch /opt/framepipe/written 2>/dev/null || touch /written 2>/dev/null'; then
