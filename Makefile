@@ -80,9 +80,9 @@ $(BASE_TAR):
 
 # Imported once: a new import is a new image ID, which would rebuild every layer above it
 # (to refresh: podman rmi $(LOCAL_BASE); rm $(BASE_TAR)).
-base-image: $(BASE_TAR)
-	podman image exists $(LOCAL_BASE) \
-	  || podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' $(BASE_TAR) $(LOCAL_BASE)
+base-image:
+	podman image exists $(LOCAL_BASE) || { $(MAKE) --no-print-directory $(BASE_TAR) \
+	  && podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' $(BASE_TAR) $(LOCAL_BASE); }
 
 # A TLS-inspecting proxy's CA for pip (PIP_CERT, as pip reads it here) is mounted into the
 # build's RUN steps only; it never lands in a layer.
