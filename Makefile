@@ -13,7 +13,7 @@ CONTRACT_NPM := .cache/npm-contract
 CONTRACT_STAMP := $(CONTRACT_NPM)/.installed-v1
 CONTRACT_PACKAGES := @asyncapi/parser@3.6.6 @nats-io/jetstream@3.4.0 @nats-io/transport-node@3.4.0 ajv@8.20.0
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets contract-tools contract asyncapi rules
+.PHONY: install models sample demo test lint bench bench-quick clean web-assets contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,54 @@ bench: $(STAMP) models
 
 bench-quick: $(STAMP) models
 	$(BIN)/python -m bench.run_all --quick $(BENCH_ARGS)
+
+# --- container images (docs/kubernetes.md) ------------------------------------------------
+# `make image` builds docker/Dockerfile with podman; the tag is the one the k8s manifests use
+# (k8s.image in framepipe/core/cluster_settings.py; tests/cluster/test_image_build.py keeps them equal).
+VERSION     := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE       ?= ghcr.io/framepipe/framepipe:$(VERSION)
+GPU_IMAGE   ?= ghcr.io/framepipe/framepipe-gpu:$(VERSION)
+# The usual public Python base; `make image BASE_IMAGE=$(LOCAL_BASE)` where no registry of base
+# images is reachable (then `make base-image` first makes it from Debian's packages with mmdebstrap).
+BASE_IMAGE  ?= docker.io/library/python:3.11-slim-bookworm
+LOCAL_BASE  := localhost/framepipe-base:bookworm
+BASE_TAR    := .cache/image/base-bookworm.tar
+PODMAN_BUILD := podman build --isolation=chroot --network=host
+# no manuals, translations or docs in the base (copyright files stay); the merged-usr hook
+# spares the base the usrmerge package and the Perl it pulls in
+BASE_DPKG_EXCLUDES := $(foreach p,/usr/share/man/* /usr/share/info/* /usr/share/locale/* /usr/share/doc/*,--dpkgopt='path-exclude=$(p)') \
+	--dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-include=/usr/share/locale/locale.alias'
+
+$(BASE_TAR):
+	mkdir -p $(dir $@)
+	mmdebstrap --variant=minbase --format=tar --include=python3,python3-venv,python-is-python3,ca-certificates \
+	  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr $(BASE_DPKG_EXCLUDES) bookworm $@.part
+	mv $@.part $@
+
+# Imported once: a new import is a new image ID, which would rebuild every layer above it
+# (to refresh: podman rmi $(LOCAL_BASE); rm $(BASE_TAR)).
+base-image:
+	podman image exists $(LOCAL_BASE) || { $(MAKE) --no-print-directory $(BASE_TAR) \
+	  && podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' $(BASE_TAR) $(LOCAL_BASE); }
+
+# A TLS-inspecting proxy's CA for pip (PIP_CERT, as pip reads it here) is mounted into the
+# build's RUN steps only; it never lands in a layer.
+BUILD_CA ?= $(PIP_CERT)
+BUILD_CA_ARGS := $(if $(BUILD_CA),--volume $(abspath $(BUILD_CA)):/run/build-ca.crt:ro --build-arg PIP_CERT=/run/build-ca.crt)
+
+image: web-assets $(if $(filter $(LOCAL_BASE),$(BASE_IMAGE)),base-image)
+	$(PODMAN_BUILD) -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) $(BUILD_CA_ARGS) -t $(IMAGE) .
+	podman image inspect --format '{{.Id}} {{.Size}}' $(IMAGE)
+
+# Same stages on NVIDIA's TensorRT base (from NVIDIA's registry: not built by CI or here).
+image-gpu: web-assets
+	$(PODMAN_BUILD) -f docker/Dockerfile.gpu $(if $(GPU_BASE_IMAGE),--build-arg BASE_IMAGE=$(GPU_BASE_IMAGE)) \
+	  $(BUILD_CA_ARGS) -t $(GPU_IMAGE) .
+
+image-tags:
+	@echo $(IMAGE) $(GPU_IMAGE)
+
+# Slow and opt-in (not in .ci/run): runs the built image's filesystem under chroot, read-only,
+# as the image's non-root user (docker/image_smoke.sh says how).
+image-test:
+	docker/image_smoke.sh $(IMAGE)

@@ -29,6 +29,18 @@ def models_build(
         out.print(str(path))
 
 
+@models_app.command("check")
+def models_check(
+    config: ConfigOption = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Where the ONNX files are.")] = None,
+) -> None:
+    """Open each built model with ONNX Runtime and run a batch through it."""
+    from framepipe.stages.inference.models import check_models
+
+    for line in check_models(models_dir or Path(load_settings(config).inference.models_dir)):
+        out.print(line, soft_wrap=True)
+
+
 def sample(
     path: Annotated[Path, typer.Option("--out", help="Where to write the clip.")] = DEFAULT_SAMPLE,
     seconds: Annotated[float, typer.Option(help="Length in seconds.")] = 10.0,

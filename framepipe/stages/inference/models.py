@@ -127,3 +127,43 @@ def build_models(models_dir: Path, names: tuple[str, ...] = tuple(MODELS)) -> li
             staged.replace(target)
             built.append(target)
     return [onnx_path(models_dir, n) for n in names]
+
+
+def check_models(models_dir: Path, names: tuple[str, ...] = tuple(MODELS)) -> list[str]:
+    """Open each built model with ONNX Runtime and run a batch of two blank images through it.
+
+    Returns one line per model. A missing file, one that ONNX Runtime cannot open or one that
+    still pins batch 1 raises :class:`SetupError` saying to rebuild it: this is what an image's
+    build (and an operator in a pod) runs to know the baked-in models work.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the converted graphs' unused initialisers are no news
+    lines: list[str] = []
+    for name in names:
+        path = onnx_path(models_dir, name)
+        if not path.is_file():
+            raise SetupError(f"model {path} is missing: run `framepipe models build`")
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's errors (InvalidProtobuf...) derive from Exception alone
+            raise SetupError(
+                f"ONNX Runtime cannot open {path} ({exc}): rebuild it with `framepipe models build`"
+            ) from None
+        [source] = session.get_inputs()
+        batch, *image_shape = source.shape
+        pinned = SetupError(f"model {path} pins its batch size: rebuild it with `framepipe models build`")
+        if isinstance(batch, int):
+            raise pinned
+        try:
+            outputs = session.run(None, {source.name: np.zeros((2, *image_shape), dtype=np.float32)})
+        except Exception as exc:  # noqa: BLE001 - e.g. a Reshape inside that still pins batch 1
+            raise SetupError(
+                f"model {path} fails on a batch of 2 ({' '.join(str(exc).split())[:200]}): "
+                "rebuild it with `framepipe models build`"
+            ) from None
+        if any(np.asarray(out).shape[0] != 2 for out in outputs):
+            raise pinned
+        lines.append(f"{path}: ok (input {source.name} {source.shape}, batch of 2 ran)")
+    return lines
