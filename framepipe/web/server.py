@@ -10,6 +10,7 @@ any other address (or with ``web.require_token = "always"``) every path but
 ``/healthz`` needs a token (``web.token``, else generated and printed once as
 the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
+``/whep/<camera>`` is the WebRTC live view (``web/whep.py``), under the same token rules.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.web.index import OutputIndex, Segment
+from framepipe.web.whep import SESSION_PATH, CameraFeed, WhepError, WhepHub
 
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
 HLS_JS = STATIC / "vendor" / "hls.min.js"
 SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
+WHEP_PATH = re.compile(r"^/whep/([A-Za-z0-9_-]{1,64})$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
 TOKEN_COOKIE = "framepipe_token"
@@ -123,6 +126,7 @@ class WebServer:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._watcher: asyncio.Future[None] | None = None
+        self.whep: WhepHub | None = None
 
     @property
     def url(self) -> str:
@@ -181,6 +185,8 @@ class WebServer:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.whep is not None:
+            await self.whep.close()
         if self._nc is not None:
             await self._nc.close()
 
@@ -204,6 +210,39 @@ class WebServer:
             deliver_policy=js_api.DeliverPolicy.ALL,
         )
         self._watcher = asyncio.ensure_future(self._watch_sources())
+        self.whep = WhepHub(
+            self.settings.webrtc,
+            known_camera=self._known_camera,
+            loopback=is_loopback(self.host),
+            follow_captures=self._follow_captures,
+        )
+
+    async def _known_camera(self, camera: str) -> bool:
+        """A camera with segments, or one whose gateway has registered (a viewer may come first)."""
+        if camera in self.index.cameras():
+            return True
+        assert self._js is not None
+        try:
+            return await read_source_state(self._js, camera) is not None
+        except Exception:  # noqa: BLE001 - no state (or no bucket yet): not a camera
+            return False
+
+    async def _follow_captures(self, feed: CameraFeed) -> Any:
+        """VIDEO headers of one camera: when each GOP was captured, for the live delay shown."""
+        assert self._js is not None
+
+        async def on_gop(msg: Msg) -> None:
+            gop = (msg.headers or {}).get(Headers.GOP, "")
+            if gop.isdigit():
+                feed.add_capture(int(gop), msg.metadata.timestamp.timestamp())
+
+        return await self._js.subscribe(
+            Names.subject(Names.VIDEO, feed.camera),
+            cb=on_gop,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
 
     async def _on_segment(self, msg: Msg) -> None:
         try:
@@ -224,6 +263,8 @@ class WebServer:
                 arrived=time.time(),
             ),
         )
+        if self.whep is not None and seg.camera in self.whep.feeds:
+            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data))
 
     async def _on_dead_letter(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -287,17 +328,40 @@ class WebServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def refuse_unauthorized(self, path: str) -> bool:
+                token, _ = presented_token(self.path, self.headers)
+                if path == "/healthz" or server.authorized(token):
+                    return False
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(UNAUTHORIZED)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(UNAUTHORIZED)
+                return True
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(min(length, 256 * 1024))
+                    server.whep_request(self, "POST", path, body)
+
+            def do_DELETE(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    server.whep_request(self, "DELETE", path, b"")
+
+            def do_PATCH(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    server.whep_request(self, "PATCH", path, b"")
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                token, in_query = presented_token(self.path, self.headers)
-                if path != "/healthz" and not server.authorized(token):
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(UNAUTHORIZED)))
-                    self.end_headers()
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        self.wfile.write(UNAUTHORIZED)
+                _, in_query = presented_token(self.path, self.headers)
+                if self.refuse_unauthorized(path):
                     return
                 try:
                     status, ctype, body = server.route(path)
@@ -337,7 +401,11 @@ class WebServer:
         if path == "/healthz":
             return 200, "text/plain", b"ok"
         if path == "/api/cameras":
-            return 200, "application/json", json.dumps(self.index.summary()).encode()
+            cameras = self.index.summary()
+            live = self.whep.stats() if self.whep is not None else {}
+            for camera in cameras:
+                camera["webrtc"] = live.get(str(camera["camera"]))
+            return 200, "application/json", json.dumps(cameras).encode()
         if path == "/api/pipeline":
             return 200, "application/json", json.dumps(self._call(self._pipeline())).encode()
         if match := PLAYLIST_PATH.match(path):
@@ -351,6 +419,47 @@ class WebServer:
                 return 404, "text/plain", b"no such segment"
             return 200, "video/mp2t", data
         return 404, "text/plain", b"not found"
+
+    def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
+        """WHEP: POST an offer to /whep/<camera>, DELETE /whep/session/<id>; one-line errors."""
+        headers: dict[str, str] = {}
+        try:
+            if self.whep is None:
+                raise WhepError(503, "503: the server is starting; retry")
+            if method == "POST" and (match := WHEP_PATH.match(path)):
+                ctype = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if ctype != "application/sdp":
+                    raise WhepError(415, "415: send the SDP offer as Content-Type: application/sdp")
+                offer = body.decode("utf-8", "replace")
+                session_id, answer = self._call(self.whep.create(match.group(1), offer), 30.0)
+                status, ctype, payload = 201, "application/sdp", answer.encode()
+                headers["Location"] = SESSION_PATH + session_id
+            elif method == "DELETE" and path.startswith(SESSION_PATH):
+                if not self._call(self.whep.delete(path[len(SESSION_PATH) :])):
+                    raise WhepError(404, "404: no such WHEP session (ended already?)")
+                status, ctype, payload = 200, "text/plain", b"session ended\n"
+            elif path.startswith("/whep/"):
+                # Trickle ICE (PATCH) is not offered: the answer carries every candidate.
+                headers["Allow"] = "POST" if WHEP_PATH.match(path) else "DELETE"
+                raise WhepError(405, f"405: {method} is not supported here; POST an offer, DELETE a session")
+            else:
+                raise WhepError(404, "404: not found")
+        except WhepError as exc:
+            if exc.retry_after_s is not None:
+                headers["Retry-After"] = str(exc.retry_after_s)
+            status, ctype, payload = exc.status, "text/plain", (exc.message + "\n").encode()
+            log.info("whep.refused", path=path, status=exc.status, reason=exc.message)
+        except Exception as exc:  # noqa: BLE001 - a failed request must not kill the server
+            log.warning("web.error", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
+            status, ctype, payload = 503, "text/plain", b"503: unavailable; retry\n"
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            handler.wfile.write(payload)
 
 
 def _tokenize_playlist(body: bytes, token: str) -> bytes:
