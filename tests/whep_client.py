@@ -39,12 +39,14 @@ def http(url: str, method: str, body: bytes = b"", content_type: str = "applicat
         return Reply(error.code, error.read().decode(), dict(error.headers))
 
 
-async def make_offer(codec: str = "video/H264") -> tuple[RTCPeerConnection, str]:
-    """A recvonly video offer that lists only ``codec`` (``video/VP8`` for an offer without H.264)."""
+async def make_offer(codec: str | None = None) -> tuple[RTCPeerConnection, str]:
+    """A recvonly video offer with every codec aiortc has, VP8 first as browsers list them, or
+    only ``codec`` (``video/VP8`` for an offer without H.264)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = pc.addTransceiver("video", direction="recvonly")
-    codecs = RTCRtpReceiver.getCapabilities("video").codecs
-    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == codec.lower()])
+    if codec is not None:
+        codecs = RTCRtpReceiver.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == codec.lower()])
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp
 

@@ -318,13 +318,12 @@ class WhepHub:
         # Counted before the first await, so parallel offers cannot overshoot the limits.
         self.sessions[session.id] = session
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            pc.addTrack(track)
+            # The transceiver exists before the offer is applied, so the offer's video m-line takes
+            # it and its H.264-only preference (browsers list VP8 first; we have only H.264 to send).
+            transceiver = pc.addTransceiver(track, direction="sendonly")
             codecs = RTCRtpSender.getCapabilities("video").codecs
-            h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"]
-            for transceiver in pc.getTransceivers():
-                if transceiver.sender.track is track:
-                    transceiver.setCodecPreferences(h264)
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == "video/h264"])
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except WhepError:
             await self._end(session.id, "rejected")
