@@ -168,6 +168,7 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
     )
     paths = {"webrtc": "", "hls": "?live=hls"}
     samples: dict[str, list[list[float]]] = {}
+    server_delays: list[float] = []
     chrome: subprocess.Popen[bytes] | None = None
     try:
         system = LocalSystem(settings, workdir / "st", embedded_nats=False)
@@ -203,6 +204,10 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
                 time.sleep(1.0)
                 for page in probes.values():
                     page.evaluate(PROBE_JS)  # re-arms after a reload; no-op otherwise
+                for camera in json.loads(_get(url + "api/cameras")):
+                    delay = (camera.get("webrtc") or {}).get("delay_s")
+                    if delay is not None:
+                        server_delays.append(delay)
             for name, page in probes.items():
                 samples[name] = page.evaluate("window.__fpSamples || []")
                 page.close()
@@ -212,7 +217,12 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
             chrome.terminate()
             chrome.wait(10)
         server.stop()
-    result: dict[str, Any] = {"params": {"seconds": seconds, "gop": gop, "fps": fps}, "paths": {}}
+    result: dict[str, Any] = {
+        "params": {"seconds": seconds, "gop": gop, "fps": fps},
+        "paths": {},
+        # The web server's own capture → send delay (median of its recent frames), sampled each second.
+        "server_capture_to_send_s": _percentiles(server_delays),
+    }
     for name, rows in samples.items():
         first_shown: dict[int, float] = {}
         for value, shown_ms in rows:
@@ -232,6 +242,7 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         "webrtc_p95_s": webrtc.get("p95"),
         "hls_p50_s": hls.get("p50"),
         "hls_p95_s": hls.get("p95"),
+        "server_capture_to_send_p50_s": result["server_capture_to_send_s"]["p50"],
         "webrtc_over_hls_p50": ratio(webrtc.get("p50", 0.0), hls.get("p50", 0.0)),
         "webrtc_p95_goal_s": gop_s + 1.0,
         "webrtc_meets_goal": bool(webrtc.get("n") and webrtc["p95"] < gop_s + 1.0),
