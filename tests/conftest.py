@@ -51,6 +51,7 @@ SLOW = frozenset(
         "tests/local/test_faults.py::test_nats_server_restart_mid_run_resumes",
         "tests/stages/test_rtsp.py::test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart",
         "tests/web/test_web.py::test_console_plays_annotated_video_in_headless_chromium",
+        "tests/web/test_whep.py::test_aiortc_viewer_receives_every_frame_of_a_live_camera_in_order",
     }
 )
 

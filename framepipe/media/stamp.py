@@ -26,7 +26,7 @@ def block_size(height: int) -> int:
 
 
 def check(value: int) -> int:
-    """The 4 check bits of ``value``: CRC-4 (x^4 + x + 1), so any one flipped block, or up to 4 adjacent ones, shows."""
+    """The 4 check bits of ``value``: CRC-4 (x^4 + x + 1): one flipped block, or 4 adjacent, shows."""
     crc = 0
     for i in range(VALUE_BITS - 1, -1, -1):
         top = ((crc >> 3) & 1) ^ ((value >> i) & 1)

@@ -96,7 +96,8 @@ def check_offer(sdp: str) -> None:
         if media.direction not in (None, "recvonly", "sendrecv"):
             continue
         for codec in media.rtp.codecs:
-            if codec.mimeType.lower() == "video/h264" and str(codec.parameters.get("packetization-mode")) == "1":
+            mode = str(codec.parameters.get("packetization-mode"))
+            if codec.mimeType.lower() == "video/h264" and mode == "1":
                 return
     raise WhepError(406, "406: the offer has no H.264 (packetization-mode=1) video to receive; enable H.264")
 

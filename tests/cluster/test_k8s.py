@@ -306,7 +306,7 @@ def test_network_policy_admits_only_framepipe_clients(
 
 
 def test_web_server_is_a_deployment_and_service_with_its_webrtc_ports(rendered: dict[str, list[Obj]]) -> None:
-    """`framepipe web` on all addresses behind a Service; the UDP range its sysctl sets is what its policy opens."""
+    """`framepipe web` on all addresses behind a Service; its sysctl's UDP range is what its policy opens."""
     objects = rendered["cpu"]
     deployment = by_kind(objects, "Deployment")["framepipe-web"]
     pod = deployment["spec"]["template"]["spec"]
@@ -321,7 +321,7 @@ def test_web_server_is_a_deployment_and_service_with_its_webrtc_ports(rendered: 
         {"name": "http", "port": WEB_PORT, "targetPort": "http", "protocol": "TCP"}
     ]
     (sysctl,) = pod["securityContext"]["sysctls"]
-    assert sysctl == {"name": "net.ipv4.ip_local_port_range", "value": "%d %d" % WEBRTC_UDP_PORTS}
+    assert sysctl == {"name": "net.ipv4.ip_local_port_range", "value": "{} {}".format(*WEBRTC_UDP_PORTS)}
     policy = by_kind(objects, "NetworkPolicy")["framepipe-web"]
     (rule,) = policy["spec"]["ingress"]
     assert {"protocol": "UDP", "port": WEBRTC_UDP_PORTS[0], "endPort": WEBRTC_UDP_PORTS[1]} in rule["ports"]

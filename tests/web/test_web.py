@@ -227,7 +227,9 @@ def _box_pixels(png: Path, rect: dict[str, float]) -> int:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("live", ["webrtc", "hls"])
-def test_console_plays_annotated_video_in_headless_chromium(settings: Settings, tmp_path: Path, live: str) -> None:
+def test_console_plays_annotated_video_in_headless_chromium(
+    settings: Settings, tmp_path: Path, live: str
+) -> None:
     """While a camera streams in real time, the console (started by the supervisor like
     `framepipe demo` does) plays its annotated video in Chromium, over WebRTC by default and
     over HLS when WebRTC is unavailable (here: disabled); the screenshot of the playing video

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from fractions import Fraction
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from framepipe.media.codec import encode_segment
 from framepipe.media.sample import ClipSpec, astronaut, make_clip, render_frame
 from framepipe.media.stamp import paint_stamp, read_stamp
 from framepipe.web.server import WebServer
-from framepipe.web.whep import WhepError, check_offer
+from framepipe.web.whep import CameraFeed, PacketTrack, WhepError, check_offer
 from tests.helpers import MEDIA, REPO
 from tests.whep_client import WhepViewer, http, make_offer, stamps
 
@@ -63,7 +64,8 @@ def _segment(gop: int) -> bytes:
 
 
 async def _publish_segment(js: JetStreamContext, camera: str, gop: int) -> None:
-    message = SegmentMessage(camera=camera, gop=gop, container="mpegts", duration_s=1.0, frames=(), data=_segment(gop))
+    data = _segment(gop)
+    message = SegmentMessage(camera=camera, gop=gop, container="mpegts", duration_s=1.0, frames=(), data=data)
     headers, body = messages.encode(message)
     await js.publish(Names.subject(Names.OUTPUT, camera), body, headers=headers)
 
@@ -120,16 +122,40 @@ class TestCheckOffer:
         check_offer(h264)
         pc, vp8 = await make_offer("video/VP8")
         await pc.close()
-        for sdp, status in (("hello", 400), ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", 400), (vp8, 406)):
+        no_video = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+        for sdp, status in (("hello", 400), (no_video, 400), (vp8, 406)):
             with pytest.raises(WhepError) as caught:
                 check_offer(sdp)
             assert caught.value.status == status, caught.value.message
             assert "\n" not in caught.value.message
 
 
+class TestCameraFeed:
+    async def test_segments_play_in_gop_order_with_rising_timestamps_across_a_restart(self) -> None:
+        """Out-of-order segments play in GOP order; after a lost GOP and a camera restart (pts from 0
+        again) the track keeps going from a keyframe with RTP timestamps that only rise."""
+        feed = CameraFeed("door")
+        track = PacketTrack()
+        feed.tracks.add(track)
+        try:
+            feed.add_segment(1, _segment(1))
+            feed.add_segment(0, _segment(0))  # a second encoder replica finished GOP 0 later
+            received = [await asyncio.wait_for(track.recv(), 5) for _ in range(50)]
+            feed.add_segment(3, _segment(0))  # GOP 2 lost; the camera restarted: its pts begin at 0
+            received += [await asyncio.wait_for(track.recv(), 5) for _ in range(25)]
+        finally:
+            await feed.close()
+        ticks = [int(p.pts) for p in received]
+        assert all(b > a for a, b in pairwise(ticks)), "RTP timestamps must rise"
+        decoder = av.CodecContext.create("h264", "r")
+        frames = [f for p in received for f in decoder.decode(p)]
+        assert [read_stamp(f.to_ndarray(format="rgb24")) for f in frames] == [*range(50), *range(25)]
+        assert feed.sent == 75
+
+
 class TestWhepEndpoint:
     async def test_bad_input_is_one_line_with_its_status(self, server: WebServer) -> None:
-        """415, 400, 404, 406, 405 and an unknown session's 404 are one line each; a good viewer still plays."""
+        """415, 400, 404, 406, 405 and an unknown session's 404 are one line each; a viewer still plays."""
         url = server.url.rstrip("/")
         _, h264 = await make_offer()
         pc, vp8 = await make_offer("video/VP8")
@@ -145,14 +171,17 @@ class TestWhepEndpoint:
         for target, method, body, ctype, status in cases:
             reply = await asyncio.to_thread(http, target, method, body, ctype)
             assert reply.status == status, (target, method, reply)
-            assert reply.body.count("\n") == 1 and reply.body.startswith(str(status)), reply.body
+            assert reply.body.count("\n") == 1, reply.body
+            assert reply.body.startswith(str(status)), reply.body
         assert _server_counts(server)[:2] == (0, 0)
         viewer = WhepViewer(server.url, "door")
         assert (await viewer.connect()).status == 201
         playlist = await asyncio.to_thread(http, f"{url}/door/index.m3u8", "GET")
-        assert playlist.status == 200 and "seg_000000.ts" in playlist.body
+        assert playlist.status == 200
+        assert "seg_000000.ts" in playlist.body
         reply = await viewer.close()
-        assert reply is not None and reply.status == 200
+        assert reply is not None
+        assert reply.status == 200
 
     async def test_twenty_viewers_over_the_limit_get_503(self, server: WebServer) -> None:
         """24 parallel offers for one camera (limit 4): 4 sessions, 20 one-line 503s with Retry-After."""
@@ -178,7 +207,8 @@ class TestWhepEndpoint:
             viewer = WhepViewer(server.url, "door")
             assert (await viewer.connect()).status == 201
             reply = await viewer.close()
-            assert reply is not None and reply.status == 200
+            assert reply is not None
+            assert reply.status == 200
 
         for _ in range(2):  # warm up: the first connections start aiortc's and both loops' helper threads
             await asyncio.gather(*(cycle() for _ in range(4)))
@@ -253,6 +283,7 @@ def test_aiortc_viewer_receives_every_frame_of_a_live_camera_in_order(settings: 
             got, sent = asyncio.run(watch())
         finally:
             web.stop()
+    print(f"WHEP viewer: {len(got)} of {LIVE.frames} frames decoded, in order")  # shown with -s
     assert sent == LIVE.frames, "the server did not send every access unit"
     # The receiver's last frames stay inside aiortc once the stream stops: its jitter buffer ends
     # a frame only when the next one starts, and its H.264 decoder holds as many as the encoder's
