@@ -62,10 +62,11 @@ RTP_CLOCK = 90_000
 TIME_BASE = Fraction(1, RTP_CLOCK)
 #: access units a viewer may have queued (about 2 s at 25 fps) before it skips to a keyframe.
 TRACK_QUEUE = 50
-#: a segment that arrives out of GOP order is waited for this long before it is skipped.
-REORDER_WAIT_S = 0.5
+#: a segment that arrives out of GOP order is waited for this long before it is skipped
+#: (about one GOP: encoder replicas finish neighbouring GOPs up to a GOP apart).
+REORDER_WAIT_S = 1.0
 #: segments queued beyond this are dropped, oldest first: a live view never falls behind.
-MAX_QUEUED_SEGMENTS = 3
+MAX_QUEUED_SEGMENTS = 4
 #: sending fell this far behind the wall clock (a late segment): restart the clock at now.
 RESYNC_AFTER_S = 0.5
 SESSION_PATH = "/whep/session/"
@@ -169,17 +170,24 @@ class CameraFeed:
         self._anchor: tuple[float, float] | None = None  # (wall clock, dts) of the clock's start
         self._epoch = time.time()
         self.sent = 0
+        self.skipped: list[int] = []
         self.delays: deque[float] = deque(maxlen=100)
         self.captured: dict[int, float] = {}
         self.task = asyncio.ensure_future(self._run())
 
     def add_segment(self, gop: int, data: bytes) -> None:
         if self._next_gop is not None and gop < self._next_gop:
-            return  # arrived after a later GOP was sent: a live view skips it
+            self._skip(gop, "late")  # arrived after a later GOP was sent: a live view skips it
+            return
         self._pending[gop] = _Pending(gop, data, time.monotonic())
         while len(self._pending) > MAX_QUEUED_SEGMENTS:
+            self._skip(min(self._pending), "behind")
             del self._pending[min(self._pending)]
         self._wake.set()
+
+    def _skip(self, gop: int, reason: str) -> None:
+        self.skipped.append(gop)
+        log.warning("whep.gop_skipped", camera=self.camera, gop=gop, reason=reason)
 
     def add_capture(self, gop: int, stored_at: float) -> None:
         """When the camera's GOP reached VIDEO (≈ when its last frame was captured)."""
@@ -201,7 +209,9 @@ class CameraFeed:
             return self._pending.pop(first.gop)
         waited = time.monotonic() - first.arrived
         if waited >= REORDER_WAIT_S:
-            return self._pending.pop(first.gop)  # the GOP in between is lost or very late
+            for gop in range(self._next_gop, first.gop):
+                self._skip(gop, "missing")  # lost (dead-lettered) or very late
+            return self._pending.pop(first.gop)
         return REORDER_WAIT_S - waited
 
     async def _run(self) -> None:
@@ -397,6 +407,11 @@ class WhepHub:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per watched camera: viewers, frames sent, capture-to-send delay."""
         return {
-            camera: {"viewers": self.viewers(camera), "sent": feed.sent, "delay_s": feed.delay_s()}
+            camera: {
+                "viewers": self.viewers(camera),
+                "sent": feed.sent,
+                "skipped_gops": len(feed.skipped),
+                "delay_s": feed.delay_s(),
+            }
             for camera, feed in self.feeds.items()
         }
