@@ -27,9 +27,13 @@ class Reply:
     headers: dict[str, str]
 
 
-def http(url: str, method: str, body: bytes = b"", content_type: str = "application/sdp") -> Reply:
+def http(
+    url: str, method: str, body: bytes = b"", content_type: str = "application/sdp", token: str = ""
+) -> Reply:
     """One HTTP request; error statuses are replies, not exceptions."""
     request = urllib.request.Request(url, data=body or None, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     if body:
         request.add_header("Content-Type", content_type)
     try:

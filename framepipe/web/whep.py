@@ -304,7 +304,8 @@ class WhepHub:
         return RTCConfiguration(iceServers=servers if urls else [])
 
     def viewers(self, camera: str) -> int:
-        return sum(1 for s in self.sessions.values() if s.camera == camera)
+        # list(): HTTP handler threads read while the event loop changes the dict.
+        return sum(1 for s in list(self.sessions.values()) if s.camera == camera)
 
     async def create(self, camera: str, sdp: str) -> tuple[str, str]:
         """A new session for ``camera`` from an SDP offer: (session id, SDP answer)."""
@@ -413,5 +414,5 @@ class WhepHub:
                 "skipped_gops": len(feed.skipped),
                 "delay_s": feed.delay_s(),
             }
-            for camera, feed in self.feeds.items()
+            for camera, feed in list(self.feeds.items())
         }

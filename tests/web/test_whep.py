@@ -183,6 +183,26 @@ class TestWhepEndpoint:
         assert reply is not None
         assert reply.status == 200
 
+    async def test_offers_need_the_token_like_hls(
+        self, js: JetStreamContext, nats_settings: Settings
+    ) -> None:
+        """With a token required, an offer or DELETE without it is 401 and one with it is answered."""
+        await _publish_segment(js, "door", 0)
+        settings = nats_settings.replace(web={"require_token": "always", "token": "t" * 24})
+        web = await asyncio.to_thread(lambda: WebServer(settings, port=0).start())
+        try:
+            url = f"{web.url}whep/door"
+            pc, offer = await make_offer()
+            assert (await asyncio.to_thread(http, url, "POST", offer.encode())).status == 401
+            reply = await asyncio.to_thread(http, url, "POST", offer.encode(), token="t" * 24)
+            await pc.close()
+            assert reply.status == 201, reply
+            session = web.url.rstrip("/") + reply.headers["Location"]
+            assert (await asyncio.to_thread(http, session, "DELETE")).status == 401
+            assert (await asyncio.to_thread(http, session, "DELETE", token="t" * 24)).status == 200
+        finally:
+            await asyncio.to_thread(web.stop)
+
     async def test_twenty_viewers_over_the_limit_get_503(self, server: WebServer) -> None:
         """24 parallel offers for one camera (limit 4): 4 sessions, 20 one-line 503s with Retry-After."""
         viewers = [WhepViewer(server.url, "door") for _ in range(24)]
