@@ -243,6 +243,10 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         "hls_p50_s": hls.get("p50"),
         "hls_p95_s": hls.get("p95"),
         "server_capture_to_send_p50_s": result["server_capture_to_send_s"]["p50"],
+        # what the WebRTC leg (network, jitter buffer, decode, paint) adds to the server's delay
+        "webrtc_added_by_browser_p50_s": round(
+            webrtc.get("p50", 0.0) - result["server_capture_to_send_s"]["p50"], 3
+        ),
         "webrtc_over_hls_p50": ratio(webrtc.get("p50", 0.0), hls.get("p50", 0.0)),
         "webrtc_p95_goal_s": gop_s + 1.0,
         "webrtc_meets_goal": bool(webrtc.get("n") and webrtc["p95"] < gop_s + 1.0),
