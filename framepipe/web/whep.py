@@ -382,6 +382,12 @@ class WhepHub:
             if not feed.tracks:
                 await self._close_feed(session.camera)
         await session.pc.close()
+        # aiortc starts a sender when DTLS connects (a task of its own): a close that lands in
+        # between stops nothing, and that sender's RTCP loop would run forever. Stop them again.
+        await asyncio.sleep(0)
+        for transceiver in session.pc.getTransceivers():
+            with contextlib.suppress(Exception):
+                await transceiver.sender.stop()
         log.info("whep.session_end", camera=session.camera, session=session_id[:8], reason=reason)
         return True
 
