@@ -44,15 +44,15 @@ from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
+from framepipe.web import whep_http
 from framepipe.web.index import OutputIndex, Segment
-from framepipe.web.whep import SESSION_PATH, CameraFeed, WhepError, WhepHub
+from framepipe.web.whep import CameraFeed, WhepHub
 
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
 HLS_JS = STATIC / "vendor" / "hls.min.js"
 SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
-WHEP_PATH = re.compile(r"^/whep/([A-Za-z0-9_-]{1,64})$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
 TOKEN_COOKIE = "framepipe_token"
@@ -421,45 +421,7 @@ class WebServer:
         return 404, "text/plain", b"not found"
 
     def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
-        """WHEP: POST an offer to /whep/<camera>, DELETE /whep/session/<id>; one-line errors."""
-        headers: dict[str, str] = {}
-        try:
-            if self.whep is None:
-                raise WhepError(503, "503: the server is starting; retry")
-            if method == "POST" and (match := WHEP_PATH.match(path)):
-                ctype = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if ctype != "application/sdp":
-                    raise WhepError(415, "415: send the SDP offer as Content-Type: application/sdp")
-                offer = body.decode("utf-8", "replace")
-                session_id, answer = self._call(self.whep.create(match.group(1), offer), 30.0)
-                status, ctype, payload = 201, "application/sdp", answer.encode()
-                headers["Location"] = SESSION_PATH + session_id
-            elif method == "DELETE" and path.startswith(SESSION_PATH):
-                if not self._call(self.whep.delete(path[len(SESSION_PATH) :])):
-                    raise WhepError(404, "404: no such WHEP session (ended already?)")
-                status, ctype, payload = 200, "text/plain", b"session ended\n"
-            elif path.startswith("/whep/"):
-                # Trickle ICE (PATCH) is not offered: the answer carries every candidate.
-                headers["Allow"] = "POST" if WHEP_PATH.match(path) else "DELETE"
-                raise WhepError(405, f"405: {method} is not supported here; POST an offer, DELETE a session")
-            else:
-                raise WhepError(404, "404: not found")
-        except WhepError as exc:
-            if exc.retry_after_s is not None:
-                headers["Retry-After"] = str(exc.retry_after_s)
-            status, ctype, payload = exc.status, "text/plain", (exc.message + "\n").encode()
-            log.info("whep.refused", path=path, status=exc.status, reason=exc.message)
-        except Exception as exc:  # noqa: BLE001 - a failed request must not kill the server
-            log.warning("web.error", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
-            status, ctype, payload = 503, "text/plain", b"503: unavailable; retry\n"
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Type", ctype)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            handler.wfile.write(payload)
+        whep_http.respond(handler, self.whep, self._call, method, path, body)
 
 
 def _tokenize_playlist(body: bytes, token: str) -> bytes:
