@@ -52,6 +52,7 @@ SLOW = frozenset(
         "tests/local/test_contract_live.py::TestLiveContract::test_prometheus_clients_and_schemas_on_a_live_run",
         "tests/stages/test_rtsp.py::test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart",
         "tests/web/test_web.py::test_console_plays_annotated_video_in_headless_chromium",
+        "tests/web/test_whep.py::test_aiortc_viewer_receives_every_frame_of_a_live_camera_in_order",
     }
 )
 

@@ -9,7 +9,8 @@ current config renders (a test keeps them equal).
 Layout written under ``root``::
 
     base/               namespace, NATS, setup Job, stage Deployments,
-                        ScaledObjects, NetworkPolicy, config/secret generators
+                        ScaledObjects, NetworkPolicy, config/secret generators,
+                        the web server (console, HLS, WebRTC): Deployment, Service, NetworkPolicy
     monitoring/         PodMonitor, PrometheusRule, Grafana dashboard (needs the Prometheus operator)
     overlays/cpu/       base as is (ONNX Runtime on CPU)
     overlays/gpu/       inference on a GPU with TensorRT (+ NVDEC/NVENC if enabled)
@@ -40,6 +41,7 @@ from framepipe.cluster.nats import (
     network_policies,
 )
 from framepipe.cluster.scheduling import priority_classes
+from framepipe.cluster.web import web_objects
 from framepipe.cluster.workloads import (
     CONFIG_MAP,
     STAGES,
@@ -90,6 +92,7 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
         "stages.yaml",
         "scaledobjects.yaml",
         "networkpolicy.yaml",
+        "web.yaml",
     ]
     base: dict[str, Any] = {
         "namespace": cluster.k8s.namespace,
@@ -113,6 +116,7 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
             [scaled_object(settings, cluster, stage) for stage in SCALED_STAGES]
         ),
         "base/networkpolicy.yaml": _dump(network_policies(settings, cluster)),
+        "base/web.yaml": _dump(web_objects(settings, cluster, config_hash)),
         "base/framepipe.env": env_file,
         "base/nats.conf": conf,
     }

@@ -66,6 +66,7 @@ def config_env(settings: Settings, cluster: ClusterConfig) -> str:
     # Per pod, from the NATS auth Secret: the URL, and never a credential in a ConfigMap.
     for key in ("URL", "USER", "PASSWORD"):
         env.pop(f"FRAMEPIPE_NATS__{key}", None)
+    env.pop("FRAMEPIPE_WEBRTC__ICE_CREDENTIAL", None)  # the web pod reads it from its Secret
     for key, value in env.items():
         if "\n" in value:
             raise ConfigError(f"setting {key} contains a newline, which an env file cannot hold")

@@ -373,6 +373,36 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class WebRtcSettings:
+    """Live view over WebRTC (WHEP, ``POST /whep/<camera>``) in the web server."""
+
+    enabled: bool = True
+    #: comma-separated ``stun:``/``turn:``/``turns:`` URLs for real networks; none on loopback.
+    ice_servers: str = ""
+    ice_username: str = ""
+    ice_credential: str = field(default="", repr=False)
+    #: comma-separated addresses ICE offers; empty: 127.0.0.1 when the server is bound to
+    #: loopback, else every interface's non-loopback address.
+    host_addresses: str = ""
+    max_viewers_per_camera: int = 8
+    max_viewers: int = 32
+    #: a session whose ICE/DTLS has not connected this long after its answer is closed.
+    connect_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        _positive("webrtc", max_viewers_per_camera=self.max_viewers_per_camera, max_viewers=self.max_viewers)
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(f"webrtc.connect_timeout_s must be > 0, got {self.connect_timeout_s}")
+        for url in self.ice_urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"webrtc.ice_servers: {url!r} is not a stun:, turn: or turns: URL")
+
+    @property
+    def ice_urls(self) -> list[str]:
+        return [u.strip() for u in self.ice_servers.split(",") if u.strip()]
+
+
+@dataclass(frozen=True)
 class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -383,6 +413,7 @@ class Settings:
     sink: SinkSettings = field(default_factory=SinkSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
 
     def consumer(self, stage: str) -> ConsumerSettings:
         section = getattr(self, stage, None)

@@ -105,10 +105,12 @@ def encode_segment(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = time_base
         stream.codec_context.thread_count = threads
+        # No B-frames: WebRTC passes these packets through (web/whep.py), and browsers' WebRTC
+        # H.264 decoders return nothing for a reordered frame (Chromium: EAGAIN, then keyframe requests).
         if codec == "libx264":
-            stream.options = {"preset": preset, "crf": str(crf), "x264-params": "scenecut=0"}
+            stream.options = {"preset": preset, "crf": str(crf), "x264-params": "scenecut=0:bframes=0"}
         elif codec.endswith("_nvenc"):
-            stream.options = {"preset": "p4", "rc": "vbr", "cq": str(crf)}
+            stream.options = {"preset": "p4", "rc": "vbr", "cq": str(crf), "bf": "0"}
         for frame in frames:
             if frame.width != width or frame.height != height or frame.format.name != "yuv420p":
                 converted = frame.reformat(width=width, height=height, format="yuv420p")

@@ -16,6 +16,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from framepipe.media.stamp import paint_stamp
+
 # Face of the astronaut photo (512×512), x1, y1, x2, y2 in its pixels. Read off
 # the image by eye (forehead to chin, ear to ear) and checked by drawing it.
 ASTRONAUT_FACE = (172.0, 62.0, 282.0, 180.0)
@@ -40,6 +42,8 @@ class ClipSpec:
     open_gop: bool = False
     crf: int = 26
     pix_fmt: str = "yuv420p"  # 4:2:0 needs even sizes; use yuv444p for odd ones
+    #: paint each frame's number as a machine-readable code (``media.stamp``; live-view tests)
+    stamp: bool = False
 
     @property
     def frames(self) -> int:
@@ -60,9 +64,10 @@ class ClipSpec:
     def cache_name(self) -> str:
         """A file name that changes with every field, so a cached clip is never stale."""
         suffix = ".mkv" if self.codec == "libx265" else ".mp4"
+        stamp = "_stamp" if self.stamp else ""
         return (
             f"{self.codec}_{self.width}x{self.height}_{self.fps}fps_{self.seconds:g}s_gop{self.gop}"
-            f"_b{self.bframes}{'_open' if self.open_gop else ''}_crf{self.crf}_{self.pix_fmt}{suffix}"
+            f"_b{self.bframes}{'_open' if self.open_gop else ''}_crf{self.crf}_{self.pix_fmt}{stamp}{suffix}"
         )
 
 
@@ -149,7 +154,10 @@ def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
             )
             stream.options = {"preset": "ultrafast", "crf": str(spec.crf), "x265-params": params}
         for index in range(spec.frames):
-            frame = av.VideoFrame.from_ndarray(render_frame(spec, index, photo, background), format="rgb24")
+            rgb = render_frame(spec, index, photo, background)
+            if spec.stamp:
+                paint_stamp(rgb, index)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, spec.fps)
             for packet in stream.encode(frame):

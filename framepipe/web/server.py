@@ -12,6 +12,7 @@ the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
 applications code against (:mod:`framepipe.core.asyncapi`).
+``/whep/<camera>`` is the WebRTC live view (``web/whep.py``), under the same token rules.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
+from framepipe.web import whep_http
 from framepipe.web.index import OutputIndex, Segment
+from framepipe.web.whep import CameraFeed, WhepHub
 
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
@@ -127,6 +130,7 @@ class WebServer:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._watcher: asyncio.Future[None] | None = None
+        self.whep: WhepHub | None = None
 
     @property
     def url(self) -> str:
@@ -185,6 +189,8 @@ class WebServer:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.whep is not None:
+            await self.whep.close()
         if self._nc is not None:
             await self._nc.close()
 
@@ -208,6 +214,39 @@ class WebServer:
             deliver_policy=js_api.DeliverPolicy.ALL,
         )
         self._watcher = asyncio.ensure_future(self._watch_sources())
+        self.whep = WhepHub(
+            self.settings.webrtc,
+            known_camera=self._known_camera,
+            loopback=is_loopback(self.host),
+            follow_captures=self._follow_captures,
+        )
+
+    async def _known_camera(self, camera: str) -> bool:
+        """A camera with segments, or one whose gateway has registered (a viewer may come first)."""
+        if camera in self.index.cameras():
+            return True
+        assert self._js is not None
+        try:
+            return await read_source_state(self._js, camera) is not None
+        except Exception:  # noqa: BLE001 - no state (or no bucket yet): not a camera
+            return False
+
+    async def _follow_captures(self, feed: CameraFeed) -> Any:
+        """VIDEO headers of one camera: when each GOP was captured, for the live delay shown."""
+        assert self._js is not None
+
+        async def on_gop(msg: Msg) -> None:
+            gop = (msg.headers or {}).get(Headers.GOP, "")
+            if gop.isdigit():
+                feed.add_capture(int(gop), msg.metadata.timestamp.timestamp())
+
+        return await self._js.subscribe(
+            Names.subject(Names.VIDEO, feed.camera),
+            cb=on_gop,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
 
     async def _on_segment(self, msg: Msg) -> None:
         try:
@@ -228,6 +267,8 @@ class WebServer:
                 arrived=time.time(),
             ),
         )
+        if self.whep is not None and seg.camera in self.whep.feeds:
+            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data))
 
     async def _on_dead_letter(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -291,17 +332,40 @@ class WebServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def refuse_unauthorized(self, path: str) -> bool:
+                token, _ = presented_token(self.path, self.headers)
+                if path == "/healthz" or server.authorized(token):
+                    return False
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(UNAUTHORIZED)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(UNAUTHORIZED)
+                return True
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(min(length, 256 * 1024))
+                    server.whep_request(self, "POST", path, body)
+
+            def do_DELETE(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    server.whep_request(self, "DELETE", path, b"")
+
+            def do_PATCH(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if not self.refuse_unauthorized(path):
+                    server.whep_request(self, "PATCH", path, b"")
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                token, in_query = presented_token(self.path, self.headers)
-                if path != "/healthz" and not server.authorized(token):
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(UNAUTHORIZED)))
-                    self.end_headers()
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        self.wfile.write(UNAUTHORIZED)
+                _, in_query = presented_token(self.path, self.headers)
+                if self.refuse_unauthorized(path):
                     return
                 try:
                     status, ctype, body = server.route(path)
@@ -332,8 +396,8 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path == "/console.js":
-            return 200, CONTENT_TYPES[".js"], (STATIC / "console.js").read_bytes()
+        if path in ("/console.js", "/whep.js"):
+            return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():
                 return 404, "text/plain", b"hls.js is not vendored: run `make web-assets`"
@@ -343,7 +407,11 @@ class WebServer:
         if (contract := CONTRACT_FILES.get(path.lstrip("/"))) is not None:
             return 200, "application/json", contract
         if path == "/api/cameras":
-            return 200, "application/json", json.dumps(self.index.summary()).encode()
+            cameras = self.index.summary()
+            live = self.whep.stats() if self.whep is not None else {}
+            for camera in cameras:
+                camera["webrtc"] = live.get(str(camera["camera"]))
+            return 200, "application/json", json.dumps(cameras).encode()
         if path == "/api/pipeline":
             return 200, "application/json", json.dumps(self._call(self._pipeline())).encode()
         if match := PLAYLIST_PATH.match(path):
@@ -357,6 +425,9 @@ class WebServer:
                 return 404, "text/plain", b"no such segment"
             return 200, "video/mp2t", data
         return 404, "text/plain", b"not found"
+
+    def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
+        whep_http.respond(handler, self.whep, self._call, method, path, body)
 
 
 def _tokenize_playlist(body: bytes, token: str) -> bytes:

@@ -29,7 +29,15 @@ import yaml
 
 from framepipe.cluster.keda import scaled_object
 from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, render_tree
-from framepipe.cluster.nats import CLIENT_LABEL, NATS_HEADLESS, USERS, nats_conf, password_env
+from framepipe.cluster.nats import (
+    CLIENT_LABEL,
+    NATS_HEADLESS,
+    NATS_MONITORING,
+    USERS,
+    nats_conf,
+    password_env,
+)
+from framepipe.cluster.web import WEB_PORT, WEBRTC_UDP_PORTS
 from framepipe.cluster.workloads import METRICS_PORT, STAGES, grace_seconds
 from framepipe.core import bus, topology
 from framepipe.core.cluster_settings import ClusterConfig, K8sSettings
@@ -337,7 +345,7 @@ def test_network_policy_admits_only_framepipe_clients(
 ) -> None:
     """NATS' client port admits pods carrying the client label (all of ours); KEDA reaches monitoring."""
     objects = rendered["cpu"]
-    (policy,) = by_kind(objects, "NetworkPolicy").values()
+    policy = by_kind(objects, "NetworkPolicy")["framepipe-nats"]
     nats_pods = by_kind(objects, "StatefulSet")["framepipe-nats"]["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= nats_pods.items()
     rules = {tuple(p["port"] for p in rule["ports"]): rule["from"] for rule in policy["spec"]["ingress"]}
@@ -351,6 +359,28 @@ def test_network_policy_admits_only_framepipe_clients(
         ]
     (keda_peer,) = rules[(settings.nats.monitor_port,)]
     assert keda_peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "keda"}
+
+
+def test_web_server_is_a_deployment_and_service_with_its_webrtc_ports(rendered: dict[str, list[Obj]]) -> None:
+    """`framepipe web` on all addresses behind a Service; its sysctl's UDP range is what its policy opens."""
+    objects = rendered["cpu"]
+    deployment = by_kind(objects, "Deployment")["framepipe-web"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["web", "--host", "0.0.0.0", "--port", str(WEB_PORT)]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FRAMEPIPE_WEB__TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    service = by_kind(objects, "Service")["framepipe-web"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": WEB_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    (sysctl,) = pod["securityContext"]["sysctls"]
+    assert sysctl == {"name": "net.ipv4.ip_local_port_range", "value": "{} {}".format(*WEBRTC_UDP_PORTS)}
+    policy = by_kind(objects, "NetworkPolicy")["framepipe-web"]
+    (rule,) = policy["spec"]["ingress"]
+    assert {"protocol": "UDP", "port": WEBRTC_UDP_PORTS[0], "endPort": WEBRTC_UDP_PORTS[1]} in rule["ports"]
 
 
 def test_setup_job_runs_setup_and_auth_matches_secret(rendered: dict[str, list[Obj]]) -> None:

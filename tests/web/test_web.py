@@ -30,7 +30,7 @@ from tests.helpers import MEDIA, REPO
 
 CLIP = ClipSpec(width=640, height=360, seconds=3.0, gop=15, bframes=2)
 LIVE = ClipSpec(width=960, height=540, fps=25, seconds=12.0, gop=25, bframes=0)
-SCREENSHOT = REPO / "output" / "test-artifacts" / "console.png"
+SCREENSHOT = REPO / "output" / "test-artifacts" / "console-{live}.png"
 
 
 def _clip(name: str, spec: ClipSpec) -> Path:
@@ -226,16 +226,22 @@ def _box_pixels(png: Path, rect: dict[str, float]) -> int:
 
 
 @pytest.mark.integration
-def test_console_plays_annotated_video_in_headless_chromium(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("live", ["webrtc", "hls"])
+def test_console_plays_annotated_video_in_headless_chromium(
+    settings: Settings, tmp_path: Path, live: str
+) -> None:
     """While a camera streams in real time, the console (started by the supervisor like
-    `framepipe demo` does) plays its annotated video in Chromium; the screenshot
-    of the playing video shows the detection boxes."""
+    `framepipe demo` does) plays its annotated video in Chromium, over WebRTC by default and
+    over HLS when WebRTC is unavailable (here: disabled); the screenshot of the playing video
+    shows the detection boxes."""
     browser = _chromium()
     if browser is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does)")
     if not HLS_JS.is_file():
         pytest.skip("hls.js is not vendored: run `make web-assets` (npm)")
     source = _clip("web_live.mp4", LIVE)
+    if live == "hls":
+        settings = settings.replace(webrtc={"enabled": False})
     system = LocalSystem(settings, Path(settings.local.state_dir), embedded_nats=False)
     chrome: subprocess.Popen[bytes] | None = None
     devtools: DevTools | None = None
@@ -285,12 +291,15 @@ def test_console_plays_annotated_video_in_headless_chromium(settings: Settings, 
             shot = devtools.call("Page.captureScreenshot", format="png")
             png = tmp_path / "console.png"
             png.write_bytes(base64.b64decode(shot["data"]))
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(png, SCREENSHOT)
+            screenshot = Path(str(SCREENSHOT).format(live=live))
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, screenshot)
             green = _box_pixels(png, state["rect"])
-            assert green >= 60, f"only {green} box-coloured pixels in the video ({state}); see {SCREENSHOT}"
+            assert green >= 60, f"only {green} box-coloured pixels in the video ({state}); see {screenshot}"
             summary = devtools.evaluate("document.getElementById('summary').textContent")
             assert "1 camera" in summary
+            mode = devtools.evaluate("document.querySelector('.cam').dataset.mode")
+            assert mode == live, f"the console plays over {mode}, not {live}"
         finally:
             if devtools:
                 devtools.close()

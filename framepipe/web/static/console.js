@@ -1,4 +1,5 @@
-// framepipe console: live annotated cameras (hls.js), detections, backlog and replicas per stage.
+// framepipe console: live annotated cameras (WebRTC, whep.js; hls.js as the fallback), detections,
+// live latency, backlog and replicas per stage. `?live=hls` forces HLS.
 "use strict";
 const players = {};
 const history = {};
@@ -19,6 +20,16 @@ function addCamera(cam) {
   meta.append(el("strong", {}, cam), el("span", { class: "dets" }, ""));
   box.append(video, meta);
   document.getElementById("grid").append(box);
+  const forceHls = new URLSearchParams(location.search).get("live") === "hls";
+  if (window.playLive && !forceHls) {
+    const live = playLive(cam, video, () => playHls(cam, video));
+    if (live.mode === "webrtc") players[cam] = live;  // else the fallback registered itself
+  } else {
+    playHls(cam, video);
+  }
+}
+
+function playHls(cam, video) {
   const src = "/" + encodeURIComponent(cam) + "/index.m3u8";
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 2 });
@@ -29,12 +40,24 @@ function addCamera(cam) {
       if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
-    players[cam] = { video, hls };
+    players[cam] = { video, hls, mode: "hls" };
   } else {
     video.src = src;  // native HLS (Safari)
     video.play().catch(() => {});
-    players[cam] = { video };
+    players[cam] = { video, mode: "hls" };
   }
+}
+
+// How far behind the camera the picture is: capture → send on the server plus the browser's
+// jitter buffer (WebRTC), or hls.js's distance from the playlist's live edge (HLS).
+function latencyText(cam, c) {
+  const p = players[cam];
+  if (!p) return "";
+  if (p.mode === "webrtc" && c.webrtc && c.webrtc.delay_s !== null) {
+    return ` · WebRTC ${(c.webrtc.delay_s + (p.bufferS || 0)).toFixed(2)} s behind`;
+  }
+  if (p.mode === "hls" && p.hls && p.hls.latency) return ` · HLS ${p.hls.latency.toFixed(1)} s behind live edge`;
+  return " · " + p.mode;
 }
 
 async function refreshCameras() {
@@ -43,9 +66,10 @@ async function refreshCameras() {
   for (const c of cams) {
     if (!players[c.camera]) addCamera(c.camera);
     const box = document.getElementById("cam-" + c.camera);
+    box.dataset.mode = players[c.camera].mode;
     box.querySelector(".dets").textContent =
       `${c.frames_with_faces}/${c.frames} recent frames with faces · ${c.segments} segments` +
-      (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "");
+      (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "") + latencyText(c.camera, c);
     faces += c.detections_total;
   }
   document.getElementById("summary").textContent =
