@@ -41,6 +41,30 @@ def _run_local(
     linger: bool = False,
     autoscale: bool | None = None,
 ) -> int:
+    from framepipe.local.signals import stop_on_signals
+
+    try:
+        with stop_on_signals():  # SIGTERM/SIGHUP drain like Ctrl-C
+            return _run_system(
+                settings, source, camera, once, pacing, replicas, web=web, linger=linger, autoscale=autoscale
+            )
+    except KeyboardInterrupt:  # before the system was up, or while it started
+        console.print("interrupted: stopped")
+        return 130
+
+
+def _run_system(
+    settings: Settings,
+    source: str,
+    camera: str,
+    once: bool,
+    pacing: str | None,
+    replicas: dict[str, int],
+    *,
+    web: bool,
+    linger: bool,
+    autoscale: bool | None,
+) -> int:
     from framepipe.local.supervisor import LocalSystem, require_model
 
     require_model(settings)
