@@ -69,9 +69,10 @@ def _run_system(
 
     require_model(settings)
     output = Path(settings.sink.output_dir)
-    _prepare_output(output, camera)
     state_dir = Path(settings.local.state_dir)
     with LocalSystem(settings, state_dir) as system:
+        system.claim_state_dir()  # before anything of a running system could be touched
+        _prepare_output(output, camera)
         with console.status("starting nats-server and stages..."):
             system.start(replicas)
             system.wait_ready()

@@ -34,6 +34,7 @@ from framepipe.local.natsserver import NatsServer, free_port
 from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
+from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling, fetch_lags
 
 log = structlog.get_logger("framepipe.supervisor")
@@ -76,9 +77,15 @@ class LocalSystem:
         #: cameras of the FP_CAMERAS bucket: its watch (from watch_cameras()) and their gateways.
         self.camera_watch: CameraWatch | None = None
         self.kv_cameras: dict[str, tuple[CameraSpec, Managed]] = {}
+        self.state_lock = StateLock(state_dir)
 
     # -- lifecycle -------------------------------------------------------
+    def claim_state_dir(self) -> None:
+        """One system per state folder: SetupError naming the running one (:mod:`.statelock`)."""
+        self.state_lock.acquire()
+
     def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
+        self.claim_state_dir()
         if fresh and self.embedded:
             shutil.rmtree(self.state_dir / "jetstream", ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +271,9 @@ class LocalSystem:
                     managed.process.wait()
         if self.server:
             self.server.stop()
-        remove_runtime(runtime_path(self.state_dir))
+        if self.state_lock.held:
+            remove_runtime(runtime_path(self.state_dir))
+        self.state_lock.release()
 
     def __enter__(self) -> LocalSystem:
         return self
