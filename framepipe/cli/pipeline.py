@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,9 +20,37 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
+PACINGS = ("realtime", "fast")
+
+
+def _check_writable(output: Path) -> None:
+    """The output folder exists (made if need be) and takes a file, or ConfigError in one line."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".framepipe-probe-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"output folder {output} cannot be written ({why}): choose another --output"
+        ) from None
+
+
+def _check_run_arguments(source: str, pacing: str | None, counts: dict[str, int | None]) -> None:
+    """What `run` refuses before it starts anything (one line, exit 2)."""
+    if Path(source).is_dir():
+        raise ConfigError(f"source {source} is a directory: give a video file or an rtsp:// or http:// URL")
+    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
+        raise ConfigError(f"source {source} does not exist")
+    if pacing is not None and pacing not in PACINGS:
+        raise ConfigError(f"--pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
+    for flag, count in counts.items():
+        if count is not None and count < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {count}")
 
 
 def _prepare_output(output: Path, camera: str) -> None:
+    _check_writable(output)
     target = output / camera
     if target.exists():
         if not (target / ".state").is_dir():
@@ -88,7 +117,7 @@ def _run_system(
         console_url = system.start_web() if web else None
         if console_url:
             out.print(f"Console (live annotated video): {console_url}")
-        gateway_process = system.add_camera(camera, source, pacing)
+        gateway_process = system.add_camera(camera, source, pacing, once=once)
         if not once:
             console.print(f"running; HLS output in {output / camera}; Ctrl-C to stop")
             system.watch_cameras()  # `framepipe cameras add|remove` while this runs
@@ -160,8 +189,8 @@ def run(
     settings = load_settings(config)
     if output is not None:
         settings = settings.replace(sink={"output_dir": str(output)})
-    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
-        raise ConfigError(f"source {source} does not exist")
+    counts = {"--decoders": decoders, "--inference": inference, "--encoders": encoders}
+    _check_run_arguments(source, pacing, counts)
     replicas = {
         k: v
         for k, v in ((Names.DECODER, decoders), (Names.INFERENCE, inference), (Names.ENCODER, encoders))

@@ -124,11 +124,15 @@ class LocalSystem:
             self.supervise()
             time.sleep(0.2)
 
-    def add_camera(self, camera: str, source: str, pacing: str | None = None) -> Managed:
+    def add_camera(
+        self, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+    ) -> Managed:
         validate_camera_name(camera)
         argv = [sys.executable, "-m", "framepipe", "gateway", "--camera", camera, "--source", source]
         if pacing:
             argv += ["--pacing", pacing]
+        if once:  # a live source that fails ends the gateway (and `run --once`) instead of retrying
+            argv += ["--once"]
         managed = self._add(f"gateway-{camera}", argv, restart=False)
         self._write_runtime()
         return managed

@@ -139,9 +139,18 @@ class SourceReader:
     """One camera's demux thread: GOPs and source events onto the gateway's queue."""
 
     def __init__(
-        self, camera: str, source: str, settings: GatewaySettings, stopping: threading.Event
+        self,
+        camera: str,
+        source: str,
+        settings: GatewaySettings,
+        stopping: threading.Event,
+        *,
+        once: bool = False,
     ) -> None:
         self.camera = camera
+        #: read a live source once (``run --once``): a failed open or read ends the reader
+        #: with the error, the end of the stream ends it; no reconnect.
+        self.once = once
         #: as configured (credentials possibly inside): redacted wherever it is shown.
         self.source = source
         self.settings = settings
@@ -154,7 +163,7 @@ class SourceReader:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
         cfg = self.settings
-        live = is_live(self.source)
+        live = is_live(self.source) and not self.once  # reconnects until stopped
         url = with_credentials(self.source)
         options = input_options(url, cfg)
         next_gop, next_frame = start.next_gop, start.next_frame
@@ -194,6 +203,10 @@ class SourceReader:
                         first_index=next_gop,
                         first_frame=next_frame,
                     )
+                    if next_gop > 0 and next_gop == start.next_gop:
+                        # The camera's numbering goes on from an earlier gateway (removed and
+                        # added again, maybe with another source, or restarted): a new recording.
+                        cutter.mark_discontinuity()
                     if down_since is not None:
                         cutter.mark_discontinuity()
                         put(Reconnected(next_gop, time.time() - down_since, down_since, down_reason))
