@@ -147,6 +147,9 @@ class Gateway:
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             state.state = "stopped" if self.stopping.is_set() else "ended"
+            state.lost_frames = reader.lost_frames
+            if reader.lost_frames:
+                log.warning("gateway.input_damaged", camera=self.camera, lost_frames=reader.lost_frames)
         except BaseException:
             state.state = "failed"
             raise
