@@ -146,7 +146,7 @@ class Runner:
 
     async def run(self, *, serve_health: bool = True) -> None:
         if serve_health and self.consumer.metrics_port >= 0:
-            port = self.health.serve(self.consumer.metrics_port)
+            port = self.health.serve(self.consumer.metrics_port, self.consumer.metrics_host)
             self.log.info("stage.health", port=port)
         self.nc = await bus.connect(self.settings, f"framepipe-{self.stage.name}")
         js = self.nc.jetstream(timeout=10.0)

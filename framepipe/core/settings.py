@@ -105,6 +105,9 @@ class ConsumerSettings:
     retry_backoff_s: float = 1.0
     replicas: int = 1
     metrics_port: int = 0
+    #: where /metrics, /healthz and /readyz listen: loopback on a laptop (camera names and
+    #: internals stay off the network); the Kubernetes manifests set 0.0.0.0 (probes, scrapes).
+    metrics_host: str = "127.0.0.1"
 
     def _check(self, section: str) -> None:
         _positive(
