@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
+import typer
+
+from framepipe import __version__
 from framepipe.cli import cameras, dlq, k8s, media, pipeline, processes, scale, viewing
 from framepipe.cli.errors import Typer, report
 from framepipe.core import logs
@@ -15,8 +19,19 @@ app = Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"framepipe {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     logs.configure()
 
 
