@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 $(MODELS): | $(STAMP)
-	$(BIN)/framepipe models build
+	$(BIN)/framepipe models build --models-dir .cache/models
 
 models: $(MODELS)
 

@@ -215,7 +215,7 @@ def demo(
     settings = load_settings(config).replace(sink={"output_dir": str(output)})
     if not settings.inference.model_path.is_file() and not settings.inference.model_file:
         with console.status("building the face model (first run)..."):
-            build_models(Path(settings.inference.models_dir))
+            build_models(settings.inference.models_path)
     if not DEFAULT_SAMPLE.is_file():
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)
