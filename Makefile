@@ -8,7 +8,7 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets
+.PHONY: install models sample demo test smoke lint bench bench-quick clean web-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: $(STAMP) models sample web-assets
 
 test: $(STAMP) models web-assets
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The newcomer pass: misuse of the command line, signals, a second run in one folder.
+smoke: $(STAMP) models
+	$(BIN)/python -m pytest -q tests/cli/test_newcomer.py tests/local/test_lifecycle.py tests/local/test_statelock.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check framepipe tests bench
