@@ -233,7 +233,8 @@ class Runner:
         meta = msg.metadata
         headers: Mapping[str, str] = msg.headers or {}
         camera = headers.get(Headers.CAMERA, "?")
-        gop = headers.get(Headers.GOP, "?")
+        gop_header = headers.get(Headers.GOP, "")
+        gop = int(gop_header) if gop_header.isdigit() else None  # logs carry gop as an int
         log = self.log.bind(camera=camera, gop=gop, seq=meta.sequence.stream)
         ctx = WorkContext(
             js=js,
@@ -278,8 +279,10 @@ class Runner:
             health.FRAMES.labels(self.stage.name).inc(done.frames)
         if done.gop_complete:
             health.GOPS.labels(self.stage.name).inc()
+        # One gop.done per GOP per stage: a message that is one part of a GOP (inference works
+        # on parts) logs part.done until the part that completes the GOP.
         log.info(
-            "gop.done",
+            "gop.done" if done.gop_complete else "part.done",
             duration_ms=round(duration * 1000, 1),
             frames=done.frames,
             published=ctx.published,
