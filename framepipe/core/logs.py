@@ -3,6 +3,8 @@
 Stages log one canonical event per unit of work (``gop.done``) with the
 camera, gop, stage and duration bound, plus warnings for retries and dead
 letters. Everything goes to stderr so stdout stays free for CLI output.
+Every line of a local run carries its ``run`` id (``FRAMEPIPE_RUN_ID``, set by the
+supervisor for itself and its children), so the logs of two runs can be told apart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -31,6 +35,19 @@ def _stderr_logger(*args: object) -> StderrLogger:
     return StderrLogger()
 
 
+#: the environment variable holding the id of the local run a process belongs to.
+RUN_ID_ENV = "FRAMEPIPE_RUN_ID"
+
+
+def add_run_id(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: ``run`` = ``$FRAMEPIPE_RUN_ID`` when set (read per line: the
+    supervisor sets it after logging was configured)."""
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:
+        event.setdefault("run", run_id)
+    return event
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     level_name = (level or os.environ.get("FRAMEPIPE_LOG_LEVEL", "info")).upper()
     numeric = getattr(logging, level_name, logging.INFO)
@@ -43,6 +60,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_run_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ from framepipe.core.auth import user_for_process
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import SetupError
 from framepipe.core.loader import load_cluster_config
+from framepipe.core.logs import RUN_ID_ENV
 from framepipe.core.settings import ENV_PREFIX, Settings
 from framepipe.core.sources import is_live, redact
 from framepipe.core.topology import SCALED_STAGES, consumer_stages, process_kind, validate_camera_name
@@ -78,6 +80,9 @@ class LocalSystem:
         self.camera_watch: CameraWatch | None = None
         self.kv_cameras: dict[str, tuple[CameraSpec, Managed]] = {}
         self.state_lock = StateLock(state_dir)
+        #: on every log line of this system and its children (core.logs.add_run_id).
+        self.run_id = uuid.uuid4().hex[:12]
+        os.environ[RUN_ID_ENV] = self.run_id  # this process's lines; child_env copies it
 
     # -- lifecycle -------------------------------------------------------
     def claim_state_dir(self) -> None:
