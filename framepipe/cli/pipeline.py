@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
+from framepipe.core import logs
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_settings
 from framepipe.core.settings import Settings
@@ -101,6 +102,8 @@ def _run_system(
     state_dir = Path(settings.local.state_dir)
     with LocalSystem(settings, state_dir) as system:
         system.claim_state_dir()  # before anything of a running system could be touched
+        # The supervisor's JSON events go to their own file; the console keeps the human lines.
+        logs.configure(file=state_dir / "logs" / "supervisor.log")
         _prepare_output(output, camera)
         with console.status("starting nats-server and stages..."):
             system.start(replicas)

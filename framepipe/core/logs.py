@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,6 +36,19 @@ def _stderr_logger(*args: object) -> StderrLogger:
     return StderrLogger()
 
 
+class FileLineLogger:
+    """Appends each line to a file (the local supervisor's log: its console stays for people)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def msg(self, message: str) -> None:
+        with open(self.path, "a") as out:
+            out.write(message + "\n")
+
+    log = debug = info = warning = warn = error = err = critical = exception = fatal = msg
+
+
 #: the environment variable holding the id of the local run a process belongs to.
 RUN_ID_ENV = "FRAMEPIPE_RUN_ID"
 
@@ -48,12 +62,16 @@ def add_run_id(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
-def configure(level: str | None = None, *, json: bool | None = None) -> None:
+def configure(level: str | None = None, *, json: bool | None = None, file: Path | None = None) -> None:
+    """Log to stderr (JSON unless it is a terminal), or with ``file`` as JSON lines to that file."""
     level_name = (level or os.environ.get("FRAMEPIPE_LOG_LEVEL", "info")).upper()
     numeric = getattr(logging, level_name, logging.INFO)
     use_json = (not sys.stderr.isatty()) if json is None else json
     if os.environ.get("FRAMEPIPE_LOG_FORMAT") in ("json", "console"):
         use_json = os.environ["FRAMEPIPE_LOG_FORMAT"] == "json"
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        use_json = True
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -67,6 +85,6 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=_stderr_logger,
+        logger_factory=_stderr_logger if file is None else lambda *args: FileLineLogger(file),
         cache_logger_on_first_use=True,
     )

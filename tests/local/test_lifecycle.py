@@ -90,6 +90,9 @@ def test_sigterm_and_sighup_stop_the_run_in_order(tmp_path: Path, signum: int) -
     assert run.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
+    # The console holds lines for people; the supervisor's JSON events are in their own log.
+    assert not [line for line in stderr.splitlines() if line.startswith("{")]
+    assert '"system.started"' in (tmp_path / "state" / "logs" / "supervisor.log").read_text()
     assert _survivors(children, within=5) == set()
 
 
