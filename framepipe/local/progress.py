@@ -86,6 +86,13 @@ class ProgressWatch:
                     f"({', '.join(sorted({str(g['reason']) for g in gaps_list}))}); "
                     "inspect them with `framepipe status` and the DLQ stream"
                 )
+            lost = progress.get("lost_frames")
+            if isinstance(lost, int) and lost > 0:
+                reason = "; ".join(
+                    filter(None, [reason, f"{lost} frames of the input were lost (damaged input; "
+                                  f"gateway.frames_lost in {gateway.log_file})"])
+                )  # fmt: skip
+                return CameraResult(camera, False, segments, gaps_list, self.playlist, reason)
             return CameraResult(camera, not gaps_list, segments, gaps_list, self.playlist, reason)
         if gateway.process is not None and gateway.process.poll() not in (None, 0):
             return CameraResult(

@@ -16,6 +16,7 @@ import pytest
 
 from framepipe.local.natsserver import free_port
 from tests.helpers import MODELS, faces_clip
+from tests.stages.test_damaged_input import damaged_ts
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,17 @@ class TestRunOnceEnds:
         assert "the gateway for cam1 failed" in line
         assert "cannot open" in line
         assert "refused" in line.lower()
+
+    def test_damaged_input_is_not_a_silent_success(self, tmp_path: Path) -> None:
+        """A TS with garbage mid-file: exit 1 and one line counting the lost frames (it was rc 0
+        with no word), the playlist written with a discontinuity where the frames are missing."""
+        source = damaged_ts(tmp_path)
+        result = framepipe(tmp_path, "run", "--source", str(source), "--once", "--output", "out", timeout=240)
+        assert result.returncode == 1
+        assert "frames of the input were lost" in error_line(result)
+        playlist = (tmp_path / "out" / "cam1" / "index.m3u8").read_text()
+        assert "#EXT-X-DISCONTINUITY" in playlist
+        assert "#EXT-X-ENDLIST" in playlist
 
 
 class TestNoSystem:

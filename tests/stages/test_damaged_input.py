@@ -25,7 +25,8 @@ SPEC = ClipSpec(width=320, height=240, seconds=10.0, gop=30, bframes=0)
 FRAMES, STEP = 300, 3000
 
 
-def _damaged(tmp_path: Path) -> Path:
+def damaged_ts(tmp_path: Path) -> Path:
+    """The clip with garbage over a sixth of it, mid-file (the newcomer pass uses it too)."""
     clean = MEDIA / "damage_base.ts"
     if not clean.is_file():
         make_clip(clean, SPEC)
@@ -61,7 +62,7 @@ class TestDamagedInput:
         hole, the GOP after the hole marked a discontinuity, and no GOP spans the hole (its
         segment would claim seconds it has no frames for)."""
         with capture_logs() as logs:
-            gops, reader = _read(_damaged(tmp_path))
+            gops, reader = _read(damaged_ts(tmp_path))
         kept = sum(len(g.packets) for g in gops)
         assert kept < FRAMES  # the damage did lose frames
         holes = [e for e in logs if e["event"] == "gateway.frames_lost"]
