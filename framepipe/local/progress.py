@@ -84,7 +84,7 @@ class ProgressWatch:
                 reason = (
                     f"GOPs {[g['gop'] for g in gaps_list]} were dead-lettered "
                     f"({', '.join(sorted({str(g['reason']) for g in gaps_list}))}); "
-                    "inspect them with `framepipe status` and the DLQ stream"
+                    "inspect them with `framepipe dlq list` (and `framepipe dlq show SEQ`)"
                 )
             lost = progress.get("lost_frames")
             if isinstance(lost, int) and lost > 0:
