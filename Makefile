@@ -13,7 +13,7 @@ CONTRACT_NPM := .cache/npm-contract
 CONTRACT_STAMP := $(CONTRACT_NPM)/.installed-v1
 CONTRACT_PACKAGES := @asyncapi/parser@3.6.6 @nats-io/jetstream@3.4.0 @nats-io/transport-node@3.4.0 ajv@8.20.0
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
+.PHONY: install models sample demo test smoke lint bench bench-quick clean web-assets contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 $(MODELS): | $(STAMP)
-	$(BIN)/framepipe models build
+	$(BIN)/framepipe models build --models-dir .cache/models
 
 models: $(MODELS)
 
@@ -63,6 +63,10 @@ demo: $(STAMP) models sample web-assets
 
 test: $(STAMP) models web-assets contract-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The newcomer pass: misuse of the command line, signals, a second run in one folder.
+smoke: $(STAMP) models
+	$(BIN)/python -m pytest -q tests/cli/test_newcomer.py tests/local/test_lifecycle.py tests/local/test_statelock.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check framepipe tests bench

@@ -302,11 +302,12 @@ class StageHarness:
 
 
 def gop_done_events(logs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """The stages' canonical ``gop.done`` log events (one per message handled)."""
+    """The stages' canonical ``gop.done`` and ``part.done`` log events (one per message handled:
+    a stage that works on parts of a GOP logs ``part.done`` for all but the last)."""
     events = []
     for log in logs:
         for line in Path(log).read_text(errors="replace").splitlines():
-            if '"gop.done"' in line:
+            if '"gop.done"' in line or '"part.done"' in line:
                 try:
                     events.append(json.loads(line))
                 except json.JSONDecodeError:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-import framepipe
+from framepipe import __version__
 from framepipe.cli import cameras, dlq, k8s, media, pipeline, processes, scale, viewing
 from framepipe.cli.errors import Typer, report
 from framepipe.core import logs
@@ -19,16 +19,17 @@ app = Typer(
 )
 
 
-def _print_version(wanted: bool) -> None:
-    if wanted:
-        print(f"framepipe {framepipe.__version__}")
-        raise typer.Exit()
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"framepipe {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     logs.configure()

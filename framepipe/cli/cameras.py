@@ -12,12 +12,12 @@ import typer
 from framepipe.cli.errors import Typer
 from framepipe.cluster.cameras import KubeCameras, camera_objects
 from framepipe.core.cluster_settings import ClusterConfig
-from framepipe.core.errors import BusError, ConfigError, SetupError
+from framepipe.core.errors import BusError, ConfigError, UnreachableError
 from framepipe.core.loader import load_config, load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.sources import redact
 from framepipe.core.topology import validate_camera_name
-from framepipe.local.cameras import CameraSpec, check_source, delete_camera, list_cameras, put_camera
+from framepipe.local.cameras import CameraSpec, add_camera, check_source, delete_camera, list_cameras
 from framepipe.local.runtime import attach_to_running, runtime_path
 
 app = Typer(help="Add, remove and list cameras of the running system (or the cluster).")
@@ -35,7 +35,7 @@ def _local_settings(config: Path | None) -> Settings:
     try:  # fail in one line instead of the client's endless reconnect loop
         socket.create_connection(settings.nats.host_port, timeout=settings.nats.connect_timeout_s).close()
     except OSError:
-        raise SetupError(
+        raise UnreachableError(
             f"no framepipe system is running (nothing at {settings.nats.url}, no {runtime}): "
             "start `framepipe run --source ...` first"
         ) from None
@@ -73,7 +73,16 @@ def add(
         settings, cluster, kube = _kube(config)
         kube.add(*camera_objects(settings, cluster, name, source))
     else:
-        _local(put_camera(_local_settings(config), CameraSpec(name, source, pacing)))
+        settings = _local_settings(config)
+        _, runtime = attach_to_running(settings)
+        run_camera = runtime is not None and any(
+            p.name == f"gateway-{name}" and p.alive for p in runtime.processes
+        )
+        if run_camera and not any(spec.name == name for spec in _local(list_cameras(settings))):
+            raise ConfigError(
+                f"camera {name} is the one `framepipe run --source` started: choose another name"
+            )
+        _local(add_camera(settings, CameraSpec(name, source, pacing)))
     typer.echo(f"camera {name} added ({redact(source)})")
 
 

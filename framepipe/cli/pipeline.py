@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,15 +14,44 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
+from framepipe.core import logs
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
+PACINGS = ("realtime", "fast")
+
+
+def _check_writable(output: Path) -> None:
+    """The output folder exists (made if need be) and takes a file, or ConfigError in one line."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".framepipe-probe-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"output folder {output} cannot be written ({why}): choose another --output"
+        ) from None
+
+
+def _check_run_arguments(source: str, pacing: str | None, counts: dict[str, int | None]) -> None:
+    """What `run` refuses before it starts anything (one line, exit 2)."""
+    if Path(source).is_dir():
+        raise ConfigError(f"source {source} is a directory: give a video file or an rtsp:// or http:// URL")
+    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
+        raise ConfigError(f"source {source} does not exist")
+    if pacing is not None and pacing not in PACINGS:
+        raise ConfigError(f"--pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
+    for flag, count in counts.items():
+        if count is not None and count < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {count}")
 
 
 def _prepare_output(output: Path, camera: str) -> None:
+    _check_writable(output)
     target = output / camera
     if target.exists():
         if not (target / ".state").is_dir():
@@ -41,13 +71,40 @@ def _run_local(
     linger: bool = False,
     autoscale: bool | None = None,
 ) -> int:
+    from framepipe.local.signals import stop_on_signals
+
+    try:
+        with stop_on_signals():  # SIGTERM/SIGHUP drain like Ctrl-C
+            return _run_system(
+                settings, source, camera, once, pacing, replicas, web=web, linger=linger, autoscale=autoscale
+            )
+    except KeyboardInterrupt:  # before the system was up, or while it started
+        console.print("interrupted: stopped")
+        return 130
+
+
+def _run_system(
+    settings: Settings,
+    source: str,
+    camera: str,
+    once: bool,
+    pacing: str | None,
+    replicas: dict[str, int],
+    *,
+    web: bool,
+    linger: bool,
+    autoscale: bool | None,
+) -> int:
     from framepipe.local.supervisor import LocalSystem, require_model
 
     require_model(settings)
     output = Path(settings.sink.output_dir)
-    _prepare_output(output, camera)
     state_dir = Path(settings.local.state_dir)
     with LocalSystem(settings, state_dir) as system:
+        system.claim_state_dir()  # before anything of a running system could be touched
+        # The supervisor's JSON events go to their own file; the console keeps the human lines.
+        logs.configure(file=state_dir / "logs" / "supervisor.log")
+        _prepare_output(output, camera)
         with console.status("starting nats-server and stages..."):
             system.start(replicas)
             system.wait_ready()
@@ -63,7 +120,7 @@ def _run_local(
         console_url = system.start_web() if web else None
         if console_url:
             out.print(f"Console (live annotated video): {console_url}")
-        gateway_process = system.add_camera(camera, source, pacing)
+        gateway_process = system.add_camera(camera, source, pacing, once=once)
         if not once:
             console.print(f"running; HLS output in {output / camera}; Ctrl-C to stop")
             system.watch_cameras()  # `framepipe cameras add|remove` while this runs
@@ -135,8 +192,8 @@ def run(
     settings = load_settings(config)
     if output is not None:
         settings = settings.replace(sink={"output_dir": str(output)})
-    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
-        raise ConfigError(f"source {source} does not exist")
+    counts = {"--decoders": decoders, "--inference": inference, "--encoders": encoders}
+    _check_run_arguments(source, pacing, counts)
     replicas = {
         k: v
         for k, v in ((Names.DECODER, decoders), (Names.INFERENCE, inference), (Names.ENCODER, encoders))
@@ -161,7 +218,7 @@ def demo(
     settings = load_settings(config).replace(sink={"output_dir": str(output)})
     if not settings.inference.model_path.is_file() and not settings.inference.model_file:
         with console.status("building the face model (first run)..."):
-            build_models(Path(settings.inference.models_dir))
+            build_models(settings.inference.models_path)
     if not DEFAULT_SAMPLE.is_file():
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)

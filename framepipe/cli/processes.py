@@ -57,12 +57,15 @@ def gateway(
     camera: Annotated[str, typer.Option(help="Camera name (letters, digits, _ -).")],
     source: Annotated[str, typer.Option(help="File path or URL.")],
     pacing: Annotated[str | None, typer.Option(help="realtime | fast")] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Live source: fail instead of reconnecting; its end ends the run.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Publish a camera/file as GOPs to the VIDEO stream."""
     from framepipe.stages.gateway import Gateway
 
-    gw = Gateway(load_settings(config), camera, source, pacing)
+    gw = Gateway(load_settings(config), camera, source, pacing, once=once)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()

@@ -49,7 +49,7 @@ def deployment_name(component: str) -> str:
 
 def cluster_settings(settings: Settings, cluster: ClusterConfig) -> Settings:
     """The stage settings as the pods see them (ports, paths and replicas fixed by the cluster)."""
-    port = {"metrics_port": METRICS_PORT}
+    port = {"metrics_port": METRICS_PORT, "metrics_host": "0.0.0.0"}  # in a pod: probes and scrapes
     return settings.replace(
         streams={"storage": "file", "replicas": cluster.k8s.stream_replicas},
         decoder=port,

@@ -24,7 +24,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from framepipe.core.auth import client_credentials
-from framepipe.core.errors import BusError
+from framepipe.core.errors import BusError, UnreachableError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
 from framepipe.core.topology import BUCKETS, STREAMS, ConsumerSpec, StreamSpec, consumer_specs
@@ -114,7 +114,7 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             if not isinstance(exc, (NoServersError, OSError, TimeoutError)):
                 raise
             if asyncio.get_running_loop().time() >= deadline:
-                raise BusError(
+                raise UnreachableError(
                     f"cannot reach NATS at {where}: {exc or type(exc).__name__}; "
                     "is nats-server running? (`framepipe run` starts one for you)"
                 ) from None

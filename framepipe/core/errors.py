@@ -32,6 +32,12 @@ class BusError(FramepipeError, ConnectionError):
     """Talking to NATS failed."""
 
 
+class UnreachableError(BusError):
+    """No system answers: nothing listens where NATS should be (nothing running, wrong URL)."""
+
+    exit_code = 3
+
+
 class RetryableError(FramepipeError):
     """Transient failure: the same input may succeed later."""
 

@@ -94,7 +94,7 @@ class Health:
     def port(self) -> int | None:
         return self._server.server_address[1] if self._server else None
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
         health = self
 
         class Handler(BaseHTTPRequestHandler):

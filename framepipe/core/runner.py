@@ -147,7 +147,7 @@ class Runner:
 
     async def run(self, *, serve_health: bool = True) -> None:
         if serve_health and self.consumer.metrics_port >= 0:
-            port = self.health.serve(self.consumer.metrics_port)
+            port = self.health.serve(self.consumer.metrics_port, self.consumer.metrics_host)
             self.log.info("stage.health", port=port)
         self.nc = await bus.connect(self.settings, f"framepipe-{self.stage.name}")
         js = self.nc.jetstream(timeout=10.0)
@@ -249,7 +249,8 @@ class Runner:
         meta = msg.metadata
         headers: Mapping[str, str] = msg.headers or {}
         camera = headers.get(Headers.CAMERA, "?")
-        gop = headers.get(Headers.GOP, "?")
+        gop_header = headers.get(Headers.GOP, "")
+        gop = int(gop_header) if gop_header.isdigit() else None  # logs carry gop as an int
         log = self.log.bind(camera=camera, gop=gop, seq=meta.sequence.stream)
         ctx = WorkContext(
             js=js,
@@ -295,8 +296,10 @@ class Runner:
             health.CAMERA_FRAMES.labels(self.stage.name, camera).inc(done.frames)
         if done.gop_complete:
             health.GOPS.labels(self.stage.name).inc()
+        # One gop.done per GOP per stage: a message that is one part of a GOP (inference works
+        # on parts) logs part.done until the part that completes the GOP.
         log.info(
-            "gop.done",
+            "gop.done" if done.gop_complete else "part.done",
             duration_ms=round(duration * 1000, 1),
             frames=done.frames,
             published=ctx.published,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framepipe.core.errors import ConfigError
+from framepipe.core.paths import resolve_models_dir
 
 ENV_PREFIX = "FRAMEPIPE_"
 #: tables of the same TOML file that only the cluster manifests and the autoscaler read.
@@ -105,6 +106,9 @@ class ConsumerSettings:
     retry_backoff_s: float = 1.0
     replicas: int = 1
     metrics_port: int = 0
+    #: where /metrics, /healthz and /readyz listen: loopback on a laptop (camera names and
+    #: internals stay off the network); the Kubernetes manifests set 0.0.0.0 (probes, scrapes).
+    metrics_host: str = "127.0.0.1"
 
     def _check(self, section: str) -> None:
         _positive(
@@ -286,7 +290,12 @@ class InferenceSettings(ConsumerSettings):
         if self.model_file:
             return Path(self.model_file)
         variant = "full_range" if self.family == "blazeface-full" else "short_range"
-        return Path(self.models_dir) / f"face_detection_{variant}.onnx"
+        return self.models_path / f"face_detection_{variant}.onnx"
+
+    @property
+    def models_path(self) -> Path:
+        """``models_dir`` resolved so that any working directory finds the built models."""
+        return resolve_models_dir(self.models_dir)
 
 
 _MODEL_ALIASES: dict[str, Literal["blazeface-full", "blazeface-short", "yolo"]] = {

@@ -72,6 +72,8 @@ class SourceState:
     next_frame: int = 0
     first_gop: int = 0
     updated_at: float = 0.0
+    #: frames missing from the input (holes in its timestamps; see media.loss).
+    lost_frames: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()

@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from framepipe.core import bus
 from framepipe.core.errors import ConfigError, SetupError
 from framepipe.core.settings import Settings
+from framepipe.core.sources import redact
 from framepipe.core.topology import Names
 
 log = structlog.get_logger("framepipe.cameras")
@@ -62,6 +63,32 @@ async def put_camera(settings: Settings, spec: CameraSpec) -> None:
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
         kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        await kv.put(spec.name, spec.to_json())
+    finally:
+        await nc.close()
+
+
+async def add_camera(settings: Settings, spec: CameraSpec) -> None:
+    """Add ``spec``; adding it again with the same source is a no-op (its pacing may change).
+
+    A camera that exists with another source is refused (ConfigError): its recording would
+    mix two sources in one playlist. Removing it first and adding it again starts a new
+    recording instead (the gateway marks the first GOP a discontinuity).
+    """
+    nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+    try:
+        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        try:
+            entry = await kv.get(spec.name)
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value:
+            current = CameraSpec.from_json(spec.name, entry.value)
+            if current.source != spec.source:
+                raise ConfigError(
+                    f"camera {spec.name} already exists with source {redact(current.source)}: remove it "
+                    f"first (`framepipe cameras remove {spec.name}`) or add the new source under another name"
+                )
         await kv.put(spec.name, spec.to_json())
     finally:
         await nc.close()

@@ -31,6 +31,29 @@ def read_progress(output_dir: Path, camera: str) -> dict[str, object] | None:
         return None
 
 
+def last_error(log_file: Path) -> str:
+    """The reason a process gave for failing: its last ``error: ...`` line (the CLI error
+    boundary's), else the ``error`` of its last JSON log line that has one; "" if none."""
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - 65536))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ").strip()
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        error = event.get("error") if isinstance(event, dict) else None
+        if isinstance(error, str):
+            return error
+    return ""
+
+
 class ProgressWatch:
     """Follows one camera until its playlist is closed, its gateway fails, or it stalls."""
 
@@ -61,8 +84,15 @@ class ProgressWatch:
                 reason = (
                     f"GOPs {[g['gop'] for g in gaps_list]} were dead-lettered "
                     f"({', '.join(sorted({str(g['reason']) for g in gaps_list}))}); "
-                    "inspect them with `framepipe status` and the DLQ stream"
+                    "inspect them with `framepipe dlq list` (and `framepipe dlq show SEQ`)"
                 )
+            lost = progress.get("lost_frames")
+            if isinstance(lost, int) and lost > 0:
+                reason = "; ".join(
+                    filter(None, [reason, f"{lost} frames of the input were lost (damaged input; "
+                                  f"gateway.frames_lost in {gateway.log_file})"])
+                )  # fmt: skip
+                return CameraResult(camera, False, segments, gaps_list, self.playlist, reason)
             return CameraResult(camera, not gaps_list, segments, gaps_list, self.playlist, reason)
         if gateway.process is not None and gateway.process.poll() not in (None, 0):
             return CameraResult(
@@ -71,8 +101,8 @@ class ProgressWatch:
                 max(count, 0),
                 gaps_list,
                 self.playlist,
-                f"the gateway for {camera} failed (exit {gateway.process.returncode}); "
-                f"see {gateway.log_file}",
+                f"the gateway for {camera} failed (exit {gateway.process.returncode})"
+                f"{': ' + why if (why := last_error(gateway.log_file)) else ''}; see {gateway.log_file}",
             )
         if time.monotonic() - self.last_change > self.stall_timeout:
             return CameraResult(

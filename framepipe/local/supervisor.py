@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ from framepipe.core.auth import user_for_process
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import SetupError
 from framepipe.core.loader import load_cluster_config
+from framepipe.core.logs import RUN_ID_ENV
 from framepipe.core.settings import ENV_PREFIX, Settings
 from framepipe.core.sources import is_live, redact
 from framepipe.core.topology import SCALED_STAGES, consumer_stages, process_kind, validate_camera_name
@@ -34,6 +36,7 @@ from framepipe.local.natsserver import NatsServer, free_port
 from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
+from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
 from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
 from framepipe.scaling.jsz import JszReader
@@ -78,9 +81,18 @@ class LocalSystem:
         #: cameras of the FP_CAMERAS bucket: its watch (from watch_cameras()) and their gateways.
         self.camera_watch: CameraWatch | None = None
         self.kv_cameras: dict[str, tuple[CameraSpec, Managed]] = {}
+        self.state_lock = StateLock(state_dir)
+        #: on every log line of this system and its children (core.logs.add_run_id).
+        self.run_id = uuid.uuid4().hex[:12]
+        os.environ[RUN_ID_ENV] = self.run_id  # this process's lines; child_env copies it
 
     # -- lifecycle -------------------------------------------------------
+    def claim_state_dir(self) -> None:
+        """One system per state folder: SetupError naming the running one (:mod:`.statelock`)."""
+        self.state_lock.acquire()
+
     def start(self, replicas: dict[str, int] | None = None, *, fresh: bool = True) -> None:
+        self.claim_state_dir()
         if fresh and self.embedded:
             shutil.rmtree(self.state_dir / "jetstream", ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -119,11 +131,15 @@ class LocalSystem:
             self.supervise()
             time.sleep(0.2)
 
-    def add_camera(self, camera: str, source: str, pacing: str | None = None) -> Managed:
+    def add_camera(
+        self, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+    ) -> Managed:
         validate_camera_name(camera)
         argv = [sys.executable, "-m", "framepipe", "gateway", "--camera", camera, "--source", source]
         if pacing:
             argv += ["--pacing", pacing]
+        if once:  # a live source that fails ends the gateway (and `run --once`) instead of retrying
+            argv += ["--once"]
         managed = self._add(f"gateway-{camera}", argv, restart=False)
         self._write_runtime()
         return managed
@@ -282,7 +298,9 @@ class LocalSystem:
                     managed.process.wait()
         if self.server:
             self.server.stop()
-        remove_runtime(runtime_path(self.state_dir))
+        if self.state_lock.held:
+            remove_runtime(runtime_path(self.state_dir))
+        self.state_lock.release()
 
     def __enter__(self) -> LocalSystem:
         return self

@@ -56,6 +56,8 @@ class CameraProgress:
     detections_bytes: int = 0
     ended: bool = False
     discontinuity_pending: bool = False
+    #: frames the gateway found missing from a damaged input (its source state), once ended.
+    lost_frames: int = 0
 
 
 class CameraOutput:
@@ -125,10 +127,10 @@ class CameraOutput:
             self._save()
         return appended
 
-    def finish_if_complete(self, source_state: str, source_next_gop: int) -> bool:
+    def finish_if_complete(self, source_state: str, source_next_gop: int, lost_frames: int = 0) -> bool:
         p = self.progress
         if not p.ended and source_state == "ended" and p.next_gop >= source_next_gop:
-            p.ended = True
+            p.ended, p.lost_frames = True, lost_frames
             self._save()
         return p.ended
 
@@ -192,7 +194,7 @@ class OutputWriter:
         if output.progress.ended or self.js is None:
             return
         state = await read_source_state(self.js, output.camera)
-        if state is not None and output.finish_if_complete(state.state, state.next_gop):
+        if state is not None and output.finish_if_complete(state.state, state.next_gop, state.lost_frames):
             p = output.progress
             log.info(
                 "camera.complete",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from datetime import datetime
 from pathlib import Path
 
 import av
+import av.error
 from nats.js import api as js_api
 
 from framepipe.core import bus, messages
-from framepipe.core.errors import ConfigError
+from framepipe.core.errors import ConfigError, FramepipeError
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 
@@ -88,9 +90,46 @@ async def collect_segments(settings: Settings, camera: str, since: float, until:
     return found
 
 
+def segment_format(segment: bytes) -> str:
+    """``codec WxH`` of one MPEG-TS segment (what one MP4 track must keep throughout)."""
+    try:
+        with av.open(io.BytesIO(segment), "r", format="mpegts") as source:
+            ctx = source.streams.video[0].codec_context
+            return f"{ctx.name} {ctx.width}x{ctx.height}"
+    except (av.error.FFmpegError, IndexError):
+        return "unreadable"
+
+
+def check_one_format(gops: list[int], segments: list[bytes]) -> None:
+    """ConfigError at the first GOP whose format differs: the camera's source changed there."""
+    first = segment_format(segments[0])
+    for gop, segment in zip(gops[1:], segments[1:], strict=True):
+        if (other := segment_format(segment)) != first:
+            raise ConfigError(
+                f"the recording changes format at GOP {gop} ({first} → {other}; the camera's source "
+                "changed): one MP4 holds one format, so export the time before or after it (--since/--until)"
+            )
+
+
 def remux(segments: list[bytes], out: Path) -> float:
-    """Concatenated MPEG-TS segments → MP4 (stream copy); returns the duration in seconds."""
+    """Concatenated MPEG-TS segments → MP4 (stream copy); returns the duration in seconds.
+
+    Written to a hidden temporary name beside ``out`` and renamed when complete, so a
+    failure leaves no half-written file (and an existing ``out`` is kept until then).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        duration = _remux_to(segments, partial)
+        os.replace(partial, out)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise FramepipeError(f"cannot write {out}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return duration
+
+
+def _remux_to(segments: list[bytes], out: Path) -> float:
     with av.open(io.BytesIO(b"".join(segments)), "r", format="mpegts") as source:
         video = source.streams.video[0]
         with av.open(str(out), "w", format="mp4") as target:
@@ -123,5 +162,7 @@ def export(settings: Settings, camera: str, since: float, until: float, out: Pat
     if not found:
         raise ConfigError(f"no segments of {camera} stored between the given times")
     gops = sorted(found)
-    duration = remux([found[g] for g in gops], out)
+    segments = [found[g] for g in gops]
+    check_one_format(gops, segments)
+    duration = remux(segments, out)
     return Exported(out, len(gops), gops[0], gops[-1], duration)

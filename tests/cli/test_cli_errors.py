@@ -6,7 +6,14 @@ import pytest
 from typer.testing import CliRunner
 
 from framepipe.cli.errors import Typer
-from framepipe.core.errors import BusError, ConfigError, FramepipeError, SetupError, SourceError
+from framepipe.core.errors import (
+    BusError,
+    ConfigError,
+    FramepipeError,
+    SetupError,
+    SourceError,
+    UnreachableError,
+)
 
 
 def _app(error: Exception) -> Typer:
@@ -30,7 +37,8 @@ class TestBoundary:
         [
             (ConfigError("decoder.threads must be > 0, got 0"), 2),
             (SetupError("face model is missing: run `make models`"), 1),
-            (BusError("cannot reach NATS at nats://127.0.0.1:4222"), 1),
+            (BusError("NATS refused user 'decoder'"), 1),
+            (UnreachableError("cannot reach NATS at nats://127.0.0.1:4222"), 3),
             (SourceError("cannot open cam.mp4"), 1),
         ],
     )

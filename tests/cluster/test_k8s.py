@@ -32,7 +32,6 @@ from framepipe.cluster.manifests import check_tree, find_kubectl, render_files, 
 from framepipe.cluster.nats import (
     CLIENT_LABEL,
     NATS_HEADLESS,
-    NATS_MONITORING,
     USERS,
     nats_conf,
     password_env,
@@ -300,6 +299,7 @@ def test_stage_pods_load_their_settings(
         (container,) = pod["containers"]
         loaded = load_settings(None, env=_pod_env(objects, container))
         assert loaded.consumer(stage).metrics_port == METRICS_PORT
+        assert loaded.consumer(stage).metrics_host == "0.0.0.0"  # probes reach the pod IP
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         named = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def test_replica_drained_while_starting_exits_cleanly(nats_settings: Settings) -
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=child_preexec,
+            preexec_fn=functools.partial(child_preexec, os.getpid()),
         )
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)

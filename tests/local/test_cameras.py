@@ -127,14 +127,14 @@ def test_cluster_add_list_remove_camera() -> None:
 
 @pytest.mark.integration
 def test_cli_without_a_running_system_is_a_one_line_error(tmp_path: Path) -> None:
-    """`framepipe cameras add` with no server at the configured URL exits 1 with one line saying so."""
+    """`framepipe cameras add` with no server at the configured URL: exit 3, one line saying so."""
     env = {**os.environ, "FRAMEPIPE_NATS__URL": "nats://127.0.0.1:9"}
     env["FRAMEPIPE_NATS__CONNECT_TIMEOUT_S"] = "1"
     result = subprocess.run(
         [sys.executable, "-m", "framepipe", "cameras", "add", "door", SOURCE],
         env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.strip().count("\n") == 0
     assert "no framepipe system is running" in result.stderr
 

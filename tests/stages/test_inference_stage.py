@@ -224,3 +224,22 @@ def test_backend_is_reported_in_metrics_and_status(settings: Settings, tmp_path:
     text = console.export_text()
     assert "Inference backends" in text
     assert "yolo:yolo.onnx" in text
+
+
+def test_one_gop_done_per_gop_with_an_int_gop(settings: Settings, tmp_path: Path) -> None:
+    """A GOP in two FRAMES parts: the stage logs part.done for the first and one gop.done for
+    the GOP, whose gop is an int (it logged gop.done per part, gop a string, before)."""
+    import dataclasses
+
+    from structlog.testing import capture_logs
+
+    settings = yolo_settings(settings, yolo_graph(tmp_path / "yolo.onnx"))
+    first = dataclasses.replace(frame_batch([True, False]), parts=2, gop_frames=4)
+    second = dataclasses.replace(
+        frame_batch([False, True]), part=1, parts=2, gop_frames=4, frame_indices=(2, 3), pts=(1024, 1536)
+    )
+    with capture_logs() as logs:
+        asyncio.run(run_stage(settings, [first, second]))
+    done = [e for e in logs if e["event"] in ("gop.done", "part.done")]
+    assert sorted(e["event"] for e in done) == ["gop.done", "part.done"]
+    assert all(e["gop"] == 0 for e in done)

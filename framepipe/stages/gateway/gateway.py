@@ -39,8 +39,12 @@ log = structlog.get_logger("framepipe.gateway")
 
 
 class Gateway:
-    def __init__(self, settings: Settings, camera: str, source: str, pacing: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+    ) -> None:
         self.settings = settings
+        #: a live source read once: fail instead of reconnecting (see SourceReader.once).
+        self.once = once
         self.camera = validate_camera_name(camera)
         self.source = source
         self.pacing = pacing or settings.gateway.pacing
@@ -67,7 +71,7 @@ class Gateway:
         pacing = "live" if live else self.pacing
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
-        reader = SourceReader(self.camera, self.source, self.settings.gateway, self.stopping)
+        reader = SourceReader(self.camera, self.source, self.settings.gateway, self.stopping, once=self.once)
         threading.Thread(target=reader.run, args=(loop, queue, state), daemon=True).start()
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
@@ -143,6 +147,9 @@ class Gateway:
                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             state.state = "stopped" if self.stopping.is_set() else "ended"
+            state.lost_frames = reader.lost_frames
+            if reader.lost_frames:
+                log.warning("gateway.input_damaged", camera=self.camera, lost_frames=reader.lost_frames)
         except BaseException:
             state.state = "failed"
             raise

@@ -33,6 +33,7 @@ from framepipe.core.errors import SourceError
 from framepipe.core.settings import GatewaySettings
 from framepipe.core.sources import SourceState, is_live, redact, with_credentials
 from framepipe.media.gop import DemuxedPacket, GopCutter, TimestampNormalizer
+from framepipe.media.loss import FrameLossDetector
 from framepipe.stages.gateway.credentials import ffmpeg_error_text
 
 log = structlog.get_logger("framepipe.gateway")
@@ -139,9 +140,20 @@ class SourceReader:
     """One camera's demux thread: GOPs and source events onto the gateway's queue."""
 
     def __init__(
-        self, camera: str, source: str, settings: GatewaySettings, stopping: threading.Event
+        self,
+        camera: str,
+        source: str,
+        settings: GatewaySettings,
+        stopping: threading.Event,
+        *,
+        once: bool = False,
     ) -> None:
         self.camera = camera
+        #: read a live source once (``run --once``): a failed open or read ends the reader
+        #: with the error, the end of the stream ends it; no reconnect.
+        self.once = once
+        #: frames missing from the input (holes in its timestamps), for the source state.
+        self.lost_frames = 0
         #: as configured (credentials possibly inside): redacted wherever it is shown.
         self.source = source
         self.settings = settings
@@ -154,11 +166,13 @@ class SourceReader:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
         cfg = self.settings
-        live = is_live(self.source)
+        live = is_live(self.source) and not self.once  # reconnects until stopped
         url = with_credentials(self.source)
         options = input_options(url, cfg)
         next_gop, next_frame = start.next_gop, start.next_frame
         normalizer: TimestampNormalizer | None = None
+        #: holes in the input's timestamps (frames a damaged input lost), counted in ``lost_frames``.
+        holes = FrameLossDetector()
         attempt = 0
         down_since: float | None = None
         down_reason = ""
@@ -186,6 +200,7 @@ class SourceReader:
                         normalizer = TimestampNormalizer(params.time_base)
                     else:
                         normalizer.restart(params.time_base)
+                    holes.restart()
                     cutter = GopCutter(
                         params.codec,
                         params.extradata,
@@ -194,6 +209,10 @@ class SourceReader:
                         first_index=next_gop,
                         first_frame=next_frame,
                     )
+                    if next_gop > 0 and next_gop == start.next_gop:
+                        # The camera's numbering goes on from an earlier gateway (removed and
+                        # added again, maybe with another source, or restarted): a new recording.
+                        cutter.mark_discontinuity()
                     if down_since is not None:
                         cutter.mark_discontinuity()
                         put(Reconnected(next_gop, time.time() - down_since, down_since, down_reason))
@@ -206,9 +225,26 @@ class SourceReader:
                                 received, attempt = True, 0
                             pts, dts, jumped = normalizer(raw_pts, raw_dts)
                             if jumped:
+                                holes.restart()
                                 cutter.mark_discontinuity()
                                 log.warning(
                                     "gateway.timestamp_jump", camera=self.camera, at_gop=cutter.next_index
+                                )
+                            if missing := holes.push(dts):
+                                # The frames after a hole reference frames that are gone: end
+                                # the GOP here; the next IDR starts a GOP marked discontinuous.
+                                for gop in cutter.flush():
+                                    put(gop)
+                                cutter.frames_seen += missing
+                                cutter.mark_discontinuity()
+                                self.lost_frames += missing
+                                log.warning(
+                                    "gateway.frames_lost",
+                                    camera=self.camera,
+                                    gop=cutter.next_index,
+                                    frames=missing,
+                                    lost_total=self.lost_frames,
+                                    why="damaged input: the demuxer skipped what it could not read",
                                 )
                             for gop in cutter.push(DemuxedPacket(pts, dts, keyframe, data)):
                                 put(gop)
@@ -225,7 +261,8 @@ class SourceReader:
                             "gateway.skipped_leading_packets",
                             camera=self.camera,
                             packets=cutter.skipped_before_first,
-                            why="stream started before its first IDR frame (or its SPS/PPS)",
+                            why="stream started before its first IDR frame (or its SPS/PPS), or frames "
+                            "after a hole in a damaged input referenced lost ones",
                         )
                 if self.stopping.is_set():
                     return
