@@ -96,3 +96,14 @@ def test_latency_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
     assert set(trial["breakdown"]) == {"decoder", "inference", "encoder", "sink"}
     assert all(stage["work_s"] > 0 for stage in trial["breakdown"].values())
     assert result["summary"]["ratio_p50_over_monolith_gop"] > 0
+
+
+def test_selection_tiny_writes_results(tmp_path: Path) -> None:
+    """`bench.selection` counts what the decoder letterboxes and publishes at detect_fps = 5."""
+    from bench import selection
+
+    out = tmp_path / "selection.json"
+    selection.main(["--resolutions", "360p", "--seconds", "1", "--repeats", "1", "--out", str(out)])
+    summary = _read(out)["summary"]["360p"]
+    assert summary["letterboxed_frames"] == {"every": 30, "selected": 5}
+    assert summary["bus_bytes_factor"] == pytest.approx(6.0, rel=0.01)
