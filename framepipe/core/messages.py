@@ -302,6 +302,11 @@ class SegmentMessage(Message):
     frames: tuple[FrameDetections, ...]
     data: bytes | memoryview
     discontinuity: bool = False
+    #: "burn-in": boxes are in the pixels; "overlay": the camera's own video, boxes only in
+    #: ``frames`` (players draw them at each frame's pts).
+    mode: str = "burn-in"
+    #: seconds per ``frames[].pts`` unit (the source's time base); (0, 1): unknown (older encoders).
+    time_base: tuple[int, int] = (0, 1)
 
 
 @dataclass(frozen=True)
