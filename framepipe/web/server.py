@@ -337,8 +337,8 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path == "/console.js":
-            return 200, CONTENT_TYPES[".js"], (STATIC / "console.js").read_bytes()
+        if path in ("/console.js", "/overlay.js"):
+            return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():
                 return 404, "text/plain", b"hls.js is not vendored: run `make web-assets`"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from framepipe.core import bus
@@ -18,11 +19,13 @@ from framepipe.core.messages import Detection, FrameDetections, SegmentMessage
 from framepipe.core.settings import OutputSettings, Settings
 from framepipe.core.topology import Names
 from framepipe.local.supervisor import LocalSystem
+from framepipe.media.annotate import BOX_COLOUR
 from framepipe.media.gop import GopCutter
 from framepipe.media.overlay import segment_metadata
-from framepipe.media.sample import ClipSpec, make_clip
+from framepipe.media.sample import ClipSpec, face_box, make_clip
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from framepipe.stages.output_modes import set_mode
+from framepipe.web.export import export
 from tests.helpers import MEDIA, read_jsonl
 
 #: an Annex B camera (H.264 in MPEG-TS, as RTSP delivers it): 12 GOPs of 0.5 s.
@@ -58,10 +61,13 @@ class TestOutputSettings:
 
 
 @pytest.mark.integration
-def test_mode_change_takes_effect_at_the_next_gop_of_a_running_system(settings: Settings) -> None:
+def test_mode_change_takes_effect_at_the_next_gop_of_a_running_system(
+    settings: Settings, tmp_path: Path
+) -> None:
     """A camera streams in real time in burn-in; switching it to overlay while it runs turns
     the following GOPs into the camera's own packets, byte for byte, with the boxes in the
-    sidecars; the one playlist still decodes to every source frame."""
+    sidecars; the one playlist still decodes to every source frame; `export --burn-in`
+    draws the overlay GOPs' boxes onto the face, a plain export does not."""
     source = _camera_clip()
     container, stream = open_input(str(source))
     with container:
@@ -107,3 +113,33 @@ def test_mode_change_takes_effect_at_the_next_gop_of_a_running_system(settings: 
         assert sum(1 for _ in playlist.decode(video=0)) == CAMERA.frames
     lines = read_jsonl(out / "detections.jsonl")
     assert [line["frame"] for line in lines] == list(range(CAMERA.frames))
+    since, until = time.time() - 600, time.time()
+    plain = export(settings, "flip", since, until, tmp_path / "plain.mp4")
+    burnt = export(settings, "flip", since, until, tmp_path / "burnt.mp4", burn_in=True)
+    assert plain.segments == burnt.segments == 12
+    # Frames of the last (overlay) GOP with a detection: the box drawn is the detection's,
+    # and the detection is on the face.
+    probe = [(f["frame"], f["detections"][0]["box"]) for f in sidecars[-1]["frames"] if f["detections"]][::5]
+    assert len(probe) >= 2
+    for index, box in probe:
+        assert _iou(box, face_box(CAMERA, index)) >= 0.5, (index, box)
+        assert _outline_share(tmp_path / "plain.mp4", index, box) < 0.2, index
+        assert _outline_share(tmp_path / "burnt.mp4", index, box) > 0.8, index
+
+
+def _iou(a: list[float], b: tuple[float, float, float, float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def _outline_share(video: Path, index: int, box: list[float]) -> float:
+    """Share of ``box``'s outline (±4 px) in frame ``index`` of ``video`` that has the box colour."""
+    with av.open(str(video)) as container:
+        frame = next(f for i, f in enumerate(container.decode(video=0)) if i == index)
+    image = frame.to_ndarray(format="rgb24").astype(np.int16)
+    close = np.abs(image - BOX_COLOUR.astype(np.int16)).max(axis=2) <= 60
+    x1, y1, x2, y2 = (round(v) for v in box)
+    edges = [close[max(0, y - 4) : y + 5, x1:x2].any(axis=0) for y in (y1, y2)]
+    edges += [close[y1:y2, max(0, x - 4) : x + 5].any(axis=1) for x in (x1, x2)]
+    return float(np.mean(np.concatenate(edges)))

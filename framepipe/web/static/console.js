@@ -17,7 +17,10 @@ function addCamera(cam) {
   video.muted = true;
   const meta = el("div", { class: "meta" });
   meta.append(el("strong", {}, cam), el("span", { class: "dets" }, ""));
-  box.append(video, meta);
+  const stage = el("div", { class: "stage" });
+  const canvas = el("canvas", { class: "overlay" });
+  stage.append(video, canvas);
+  box.append(stage, meta);
   document.getElementById("grid").append(box);
   const src = "/" + encodeURIComponent(cam) + "/index.m3u8";
   if (window.Hls && Hls.isSupported()) {
@@ -29,6 +32,7 @@ function addCamera(cam) {
       if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
+    if (window.attachOverlay) attachOverlay(cam, video, hls, canvas);  // overlay.js
     players[cam] = { video, hls };
   } else {
     video.src = src;  // native HLS (Safari)
