@@ -87,7 +87,7 @@ def encode_segment(
     time_base: Fraction,
     *,
     codec: str = "libx264",
-    preset: str = "veryfast",
+    preset: str = "superfast",
     crf: int = 23,
     threads: int = 1,
     tune: str = "",

@@ -107,3 +107,15 @@ def test_selection_tiny_writes_results(tmp_path: Path) -> None:
     summary = _read(out)["summary"]["360p"]
     assert summary["letterboxed_frames"] == {"every": 30, "selected": 5}
     assert summary["bus_bytes_factor"] == pytest.approx(6.0, rel=0.01)
+
+
+def test_encoder_presets_tiny_writes_results(tmp_path: Path) -> None:
+    """`bench.encoder_presets` times every preset/tune/threads configuration against the default."""
+    from bench import encoder_presets
+
+    out = tmp_path / "presets.json"
+    encoder_presets.main(["--resolutions", "360p", "--seconds", "1", "--rounds", "1", "--out", str(out)])
+    rows = _read(out)["summary"]["360p"]
+    assert set(rows) == {c.label for c in encoder_presets.CONFIGS}
+    assert rows["veryfast t1"]["speed_vs_default"] == 1.0
+    assert all(r["kbit_s"] > 0 and r["psnr_y_db"] > 25 for r in rows.values())
