@@ -21,7 +21,17 @@ from typing import Any
 
 from bench.common import RESULTS, machine
 
-BENCHMARKS = ("codec", "inference", "e2e", "bus", "scaling", "latency")
+BENCHMARKS = (
+    "codec",
+    "inference",
+    "e2e",
+    "bus",
+    "scaling",
+    "latency",
+    "selection",
+    "encoder_presets",
+    "density",
+)
 
 
 def _row(bench: str, what: str, value: str, baseline: str, ratio: Any) -> str:
@@ -125,6 +135,17 @@ def table(results: Path) -> str:
                     f"{per['gops_per_s']} ({per['frames_per_s']} fps)",
                     "1 replica",
                     "–",
+                )
+            )
+    if (r := load("density")) is not None:
+        for case, s in r["summary"].items():
+            rows.append(
+                _row(
+                    "density",
+                    f"{case} real-time cameras (detect_fps 5)",
+                    f"{s['cameras_sustained']}",
+                    f"bare-cost limit {s['limit_cameras']}, monolith {s['monolith_cameras']}",
+                    s["ratio_to_limit"],
                 )
             )
     if (r := load("latency")) is not None:

@@ -11,6 +11,7 @@ import typer
 
 from framepipe.cli.errors import Typer
 from framepipe.cluster.cameras import KubeCameras, camera_objects
+from framepipe.core import bus
 from framepipe.core.cluster_settings import ClusterConfig
 from framepipe.core.errors import BusError, ConfigError, UnreachableError
 from framepipe.core.loader import load_config, load_settings
@@ -19,6 +20,7 @@ from framepipe.core.sources import redact
 from framepipe.core.topology import validate_camera_name
 from framepipe.local.cameras import CameraSpec, add_camera, check_source, delete_camera, list_cameras
 from framepipe.local.runtime import attach_to_running, runtime_path
+from framepipe.stages.output_modes import check_mode, set_mode
 
 app = Typer(help="Add, remove and list cameras of the running system (or the cluster).")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")]
@@ -114,3 +116,30 @@ def list_(kubernetes: KubeOpt = False, config: ConfigOpt = None) -> None:
         return
     for spec in _local(list_cameras(_local_settings(config))):
         typer.echo(f"{spec.name}\t{redact(spec.source)}\t{spec.pacing or ''}".rstrip())
+
+
+@app.command("mode")
+def mode(
+    name: Annotated[str, typer.Argument(help="Camera name.")],
+    output_mode: Annotated[
+        str, typer.Argument(metavar="MODE", help="burn-in | overlay | default (back to [output] mode).")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Set a camera's output mode; the encoders apply it from the next GOP (no restart)."""
+
+    validate_camera_name(name)
+    chosen = None if output_mode == "default" else check_mode(output_mode)
+    settings = _local_settings(config)
+
+    async def apply() -> None:
+        nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+        try:
+            await set_mode(nc.jetstream(timeout=10.0), name, chosen)
+        finally:
+            await nc.close()
+
+    _local(apply())
+    typer.echo(
+        f"camera {name}: output mode {chosen or f'default ({settings.output.mode})'} from its next GOP"
+    )

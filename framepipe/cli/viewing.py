@@ -59,14 +59,17 @@ def export(
     camera: Annotated[str, typer.Option(help="Camera name.")],
     since: Annotated[str, typer.Option(help="Start: now, 15m (ago), epoch seconds or ISO 8601.")] = "1d",
     until: Annotated[str, typer.Option(help="End, same formats.")] = "now",
+    burn_in: Annotated[
+        bool, typer.Option("--burn-in", help="Draw the boxes into the video (re-encodes; for overlay mode).")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Cut a recording of one camera from the OUTPUT stream into an MP4 (no re-encode)."""
+    """Cut a recording of one camera from the OUTPUT stream into an MP4 (no re-encode unless --burn-in)."""
     from framepipe.web.export import export as do_export
     from framepipe.web.export import parse_when
 
     settings, _ = attached_settings(config)
-    result = do_export(settings, camera, parse_when(since), parse_when(until), path)
+    result = do_export(settings, camera, parse_when(since), parse_when(until), path, burn_in=burn_in)
     out.print(
         f"{result.segments} segments (GOPs {result.first_gop}..{result.last_gop}, "
         f"{result.duration_s:.1f}s) → {result.path}"

@@ -256,11 +256,18 @@ class FrameBatch(Message):
     #: as in messages from decoders older than this field (inference then treats
     #: ``detect_fps`` as "every frame").
     time_base: tuple[int, int] = (0, 1)
+    #: per frame of ``frame_indices``: does ``pixels`` hold it (the model runs on it)? The
+    #: decoder letterboxes and sends only those; empty: every frame is in ``pixels``.
+    selected: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         n, h, w, c = self.shape
-        if n != len(self.frame_indices) or n != len(self.pts):
-            raise SchemaError("frames shape does not match frame_indices/pts")
+        if len(self.frame_indices) != len(self.pts):
+            raise SchemaError("frames frame_indices and pts differ in length")
+        if self.selected and (len(self.selected) != len(self.frame_indices) or not self.selected[0]):
+            raise SchemaError("frames selected must cover every frame and select the first")
+        if n != (sum(self.selected) if self.selected else len(self.frame_indices)):
+            raise SchemaError("frames shape does not match frame_indices/pts/selected")
         if self.time_base != (0, 1) and (self.time_base[0] <= 0 or self.time_base[1] <= 0):
             raise SchemaError(f"frames time_base must be positive, got {self.time_base}")
         if len(self.pixels) != n * h * w * c:
@@ -308,6 +315,11 @@ class SegmentMessage(Message):
     frames: tuple[FrameDetections, ...]
     data: bytes | memoryview
     discontinuity: bool = False
+    #: "burn-in": boxes are in the pixels; "overlay": the camera's own video, boxes only in
+    #: ``frames`` (players draw them at each frame's pts).
+    mode: str = "burn-in"
+    #: seconds per ``frames[].pts`` unit (the source's time base); (0, 1): unknown (older encoders).
+    time_base: tuple[int, int] = (0, 1)
 
 
 @dataclass(frozen=True)

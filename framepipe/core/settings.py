@@ -311,15 +311,49 @@ _MODEL_ALIASES: dict[str, Literal["blazeface-full", "blazeface-short", "yolo"]] 
 class EncoderSettings(ConsumerSettings):
     #: "auto": h264_nvenc when a GPU encoder opens, else libx264; or an FFmpeg encoder name.
     codec: str = "auto"
-    preset: str = "veryfast"
+    #: superfast, from bench.encoder_presets (720p/1080p, crf 23, 2-core VM): about 2x less
+    #: CPU per frame than veryfast at ~1.8x the bitrate (720p ~1.7 Mbit/s) and no worse PSNR;
+    #: ultrafast is ~3x cheaper but ~5x the bitrate. One thread: cores go to more replicas.
+    preset: str = "superfast"
     crf: int = 23
     threads: int = 1
+    #: libx264 --tune ("zerolatency", "fastdecode", ...); empty: none. zerolatency measured
+    #: no steady gain (a segment is a whole GOP anyway, so its latency buys nothing here).
+    tune: str = ""
+    #: scale burned-in output to this height before encoding (width keeps the aspect,
+    #: rounded to even); 0: the source size. Never scales up.
+    output_height: int = 0
 
     def __post_init__(self) -> None:
         self._check("encoder")
+        if self.output_height < 0 or self.output_height % 2:
+            raise ConfigError(
+                f"encoder.output_height must be even and >= 0 (0: source size), got {self.output_height}"
+            )
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"encoder.crf must be 0..51, got {self.crf}")
         _positive("encoder", threads=self.threads)
+
+
+#: what OUTPUT segments are: "burn-in" (boxes drawn into re-encoded video), "overlay" (the
+#: camera's own GOP remuxed, boxes as timed metadata the console draws).
+OUTPUT_MODES = ("burn-in", "overlay")
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """``[output]``: the default mode of every camera; ``framepipe cameras mode`` overrides
+    it per camera (read by the encoder at every GOP, so a change needs no restart).
+
+    "burn-in" is the default: a newcomer's first recording shows boxes in any player
+    (VLC, ffplay, a browser), where overlay's boxes need the console or ``export --burn-in``.
+    """
+
+    mode: Literal["burn-in", "overlay"] = "burn-in"
+
+    def __post_init__(self) -> None:
+        if self.mode not in OUTPUT_MODES:
+            raise ConfigError(f"output.mode must be one of {', '.join(OUTPUT_MODES)}, got {self.mode!r}")
 
 
 @dataclass(frozen=True)
@@ -420,6 +454,7 @@ class Settings:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     web: WebSettings = field(default_factory=WebSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)

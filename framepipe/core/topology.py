@@ -44,6 +44,7 @@ class Names:
     LEDGER_BUCKET = "FP_GOP_LEDGER"
     SOURCES_BUCKET = "FP_SOURCES"
     CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
+    OUTPUT_MODES_BUCKET = "FP_OUTPUT_MODES"  # camera → output mode overriding [output] mode
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
@@ -139,6 +140,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.LEDGER_BUCKET, "ledger_ttl_s"),
     BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s"),
     BucketSpec(Names.CAMERAS_BUCKET, None),
+    BucketSpec(Names.OUTPUT_MODES_BUCKET, None),
 )
 
 

@@ -75,19 +75,29 @@ def frame_duration(pts: list[int]) -> int:
     return int(median(steps)) if steps else 1
 
 
+def output_size(width: int, height: int, output_height: int = 0) -> tuple[int, int]:
+    """Even frame size to encode: the source's, or scaled down to ``output_height`` (aspect kept)."""
+    if output_height and output_height < height:
+        width, height = round(width * output_height / height), output_height
+    return width - width % 2, height - height % 2
+
+
 def encode_segment(
     frames: list[av.VideoFrame],
     time_base: Fraction,
     *,
     codec: str = "libx264",
-    preset: str = "veryfast",
+    preset: str = "superfast",
     crf: int = 23,
     threads: int = 1,
+    tune: str = "",
+    output_height: int = 0,
 ) -> tuple[bytes, float]:
     """Encode RGB/YUV frames (with source pts) into one MPEG-TS segment.
 
     The segment keeps the source timestamps, so consecutive segments form one
     continuous timeline and an HLS player needs no discontinuity between them.
+    ``output_height`` scales the frames down before encoding (0: source size).
     Returns (segment bytes, duration in seconds).
     """
     if not frames:
@@ -95,8 +105,7 @@ def encode_segment(
     pts = [f.pts if f.pts is not None else i for i, f in enumerate(frames)]
     step = frame_duration(pts)
     rate = Fraction(1, 1) / (step * time_base) if step * time_base > 0 else Fraction(30)
-    width = frames[0].width - frames[0].width % 2
-    height = frames[0].height - frames[0].height % 2
+    width, height = output_size(frames[0].width, frames[0].height, output_height)
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mpegts") as container:
         stream = container.add_stream(codec, rate=rate.limit_denominator(100000))
@@ -109,6 +118,8 @@ def encode_segment(
         # H.264 decoders return nothing for a reordered frame (Chromium: EAGAIN, then keyframe requests).
         if codec == "libx264":
             stream.options = {"preset": preset, "crf": str(crf), "x264-params": "scenecut=0:bframes=0"}
+            if tune:
+                stream.options = {**stream.options, "tune": tune}
         elif codec.endswith("_nvenc"):
             stream.options = {"preset": "p4", "rc": "vbr", "cq": str(crf), "bf": "0"}
         for frame in frames:

@@ -1,7 +1,13 @@
-"""Decoder stage: GOP → model-sized frames, split into parts under max_payload."""
+"""Decoder stage: GOP → model-sized frames, split into parts under max_payload.
+
+Only the frames the model runs on (``detect_fps`` / ``detect_every``) are letterboxed and
+published; each part still lists every source frame (``frame_indices``, ``pts``) with
+``selected`` saying which ones its pixels hold, so detections stay one per source frame.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -12,6 +18,7 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.codec import decode_gop
 from framepipe.media.letterbox import Letterbox
+from framepipe.stages.frame_selection import model_frames
 
 # Envelope overhead (pts lists, headers) stays well below this share of a message.
 PAYLOAD_SHARE = 0.85
@@ -34,19 +41,50 @@ def split(count: int, per_part: int) -> list[range]:
     return ranges
 
 
-def decode_letterboxed(gop: GopMessage, size: int, threads: int) -> tuple[np.ndarray, list[int], Letterbox]:
-    """Every frame of the GOP letterboxed to ``size``² RGB, in one (n, size, size, 3) tensor,
-    with its pts."""
+def decode_letterboxed(
+    gop: GopMessage, size: int, threads: int, selected: list[bool] | None = None
+) -> tuple[np.ndarray, list[int], Letterbox]:
+    """The GOP's frames (every one, or those ``selected``) letterboxed to ``size``² RGB in one
+    (n, size, size, 3) tensor, with the pts of every frame."""
+    tensor, pts, _, letterbox = decode_selected(gop, size, threads, lambda pts: selected or [True] * len(pts))
+    return tensor, pts, letterbox
+
+
+def decode_selected(
+    gop: GopMessage, size: int, threads: int, choose: Callable[[list[int]], list[bool]]
+) -> tuple[np.ndarray, list[int], list[bool], Letterbox]:
+    """Decode every frame (later frames reference earlier ones) but letterbox only those
+    ``choose(pts)`` selects: (tensor of the selected frames, pts of all, selected, letterbox)."""
     letterbox = Letterbox(size, gop.width, gop.height)
     decoded = list(decode_gop(gop, threads))
-    tensor = np.zeros((len(decoded), size, size, 3), dtype=np.uint8)
-    pts = []
-    for index, frame in enumerate(decoded):
+    pts = [int(frame.pts if frame.pts is not None else 0) for frame in decoded]
+    selected = choose(pts)
+    if len(selected) != len(decoded) or not selected[0]:
+        raise ValueError("a frame selection must cover every frame and select the first")
+    tensor = np.zeros((sum(selected), size, size, 3), dtype=np.uint8)
+    row = 0
+    for frame, chosen in zip(decoded, selected, strict=True):
+        if not chosen:
+            continue
         if (frame.width, frame.height) != (letterbox.source_width, letterbox.source_height):
             letterbox = Letterbox(size, frame.width, frame.height)
-        letterbox.apply(frame, out=tensor[index])
-        pts.append(int(frame.pts if frame.pts is not None else 0))
-    return tensor, pts, letterbox
+        letterbox.apply(frame, out=tensor[row])
+        row += 1
+    return tensor, pts, selected, letterbox
+
+
+def part_ranges(selected: list[bool], per_part: int) -> list[tuple[range, range]]:
+    """(source frames, tensor rows) of each part: even parts of ≤ ``per_part`` selected
+    frames, each starting at a selected frame (a skipped frame carries detections from
+    an earlier frame of its own part only: parts may land on different replicas)."""
+    chosen = [i for i, s in enumerate(selected) if s]
+    rows = split(len(chosen), per_part)
+    out = []
+    for index, part in enumerate(rows):
+        start = 0 if index == 0 else chosen[part.start]
+        stop = chosen[rows[index + 1].start] if index + 1 < len(rows) else len(selected)
+        out.append((range(start, stop), part))
+    return out
 
 
 def frame_batches(
@@ -56,13 +94,17 @@ def frame_batches(
     pts: list[int],
     letterbox: Letterbox,
     settings: Settings,
+    selected: list[bool] | None = None,
 ) -> list[FrameBatch]:
-    """The decoded GOP as FrameBatch parts, each under ``max_payload``."""
+    """The decoded GOP as FrameBatch parts, each under ``max_payload``; ``frames`` holds the
+    ``selected`` frames only (None: every frame)."""
+    selected = selected if selected is not None else [True] * len(pts)
     per_part = frames_per_part(letterbox.size, settings.nats.max_payload, settings.decoder.frames_per_part)
-    parts = split(len(frames), per_part)
+    parts = part_ranges(selected, per_part)
     batches = []
-    for index, part in enumerate(parts):
-        chunk = np.ascontiguousarray(frames[part.start : part.stop])
+    for index, (sources, rows) in enumerate(parts):
+        chunk = np.ascontiguousarray(frames[rows.start : rows.stop])
+        part_selected = tuple(selected[sources.start : sources.stop])
         batches.append(
             FrameBatch(
                 camera=gop.camera,
@@ -70,8 +112,8 @@ def frame_batches(
                 part=index,
                 parts=len(parts),
                 video_seq=video_seq,
-                frame_indices=tuple(gop.frame_offset + i for i in part),
-                pts=tuple(pts[i] for i in part),
+                frame_indices=tuple(gop.frame_offset + i for i in sources),
+                pts=tuple(pts[i] for i in sources),
                 source_size=(letterbox.source_width, letterbox.source_height),
                 scale=letterbox.scale,
                 pad=letterbox.pad,
@@ -79,10 +121,12 @@ def frame_batches(
                 # A view of the tensor: the envelope's raw tail copies it once, into the body.
                 pixels=chunk.data.cast("B"),
                 frame_offset=gop.frame_offset,
-                gop_frames=len(frames),
+                gop_frames=len(pts),
                 # Frame pts are in the GOP's time base: inference turns them into seconds
                 # for detect_fps.
                 time_base=gop.time_base,
+                # Empty when every frame is there: what older inference replicas expect.
+                selected=() if all(part_selected) else part_selected,
             )
         )
     return batches
@@ -93,16 +137,22 @@ class Decoder(Stage[GopMessage]):
     consumer: ClassVar[ConsumerSpec] = consumer_spec(Names.DECODER)
     input_kind = GopMessage
 
-    def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], Letterbox]:
-        return decode_letterboxed(gop, self.settings.inference.input_size, self.settings.decoder.threads)
+    def _decode(self, gop: GopMessage) -> tuple[np.ndarray, list[int], list[bool], Letterbox]:
+        cfg = self.settings.inference
+
+        def choose(pts: list[int]) -> list[bool]:
+            indices = range(gop.frame_offset, gop.frame_offset + len(pts))
+            return model_frames(cfg, indices, pts, gop.time_base)
+
+        return decode_selected(gop, cfg.input_size, self.settings.decoder.threads, choose)
 
     async def process(self, message: GopMessage, ctx: WorkContext) -> Done:
-        frames, pts, letterbox = await self.offload(self._decode, message)
-        batches = frame_batches(message, ctx.stream_seq, frames, pts, letterbox, self.settings)
+        frames, pts, selected, letterbox = await self.offload(self._decode, message)
+        batches = frame_batches(message, ctx.stream_seq, frames, pts, letterbox, self.settings, selected)
         for batch in batches:
             await ctx.publish(
                 Names.subject(Names.FRAMES, message.camera),
                 batch,
                 Names.msg_id(message.camera, message.gop, self.name, batch.part),
             )
-        return Done(frames=len(frames), fields={"parts": len(batches)})
+        return Done(frames=len(pts), fields={"parts": len(batches), "letterboxed": len(frames)})

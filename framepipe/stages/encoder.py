@@ -1,4 +1,5 @@
-"""Encoder stage: re-read the GOP from VIDEO, draw detections, encode a segment."""
+"""Encoder stage: re-read the GOP from VIDEO, then per the camera's output mode draw
+detections and encode a segment (burn-in), or remux the camera's own packets (overlay)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.codec import decode_gop, encode_segment
+from framepipe.media.remux import remux_gop
+from framepipe.stages.output_modes import OutputModes
 
 NVENC = "h264_nvenc"
 SOFTWARE = "libx264"
@@ -55,8 +58,10 @@ class Encoder(Stage[EncodeItem]):
         super().__init__(settings)
         #: the FFmpeg encoder, chosen once in setup() ("auto" probes NVENC, which takes a while).
         self.codec = ""
+        self.modes = OutputModes(settings)
 
     async def setup(self, js: JetStreamContext) -> None:
+        await self.modes.setup(js)
         self.codec = await asyncio.to_thread(pick_codec, self.settings.encoder.codec)
         health.set_backend(self.name, self.codec)
 
@@ -75,6 +80,8 @@ class Encoder(Stage[EncodeItem]):
             preset=cfg.preset,
             crf=cfg.crf,
             threads=cfg.threads,
+            tune=cfg.tune,
+            output_height=cfg.output_height,
         )
         return data, duration, len(annotated)
 
@@ -92,7 +99,12 @@ class Encoder(Stage[EncodeItem]):
                 f"VIDEO seq {message.video_seq} holds {gop.camera}/{gop.gop}, "
                 f"expected {message.camera}/{message.gop}"
             )
-        data, duration, count = await self.offload(self._annotate_and_encode, gop, message)
+        mode = await self.modes.mode(message.camera)
+        if mode == "overlay":
+            data, duration = await self.offload(remux_gop, gop)
+            count = len(gop.packets)
+        else:
+            data, duration, count = await self.offload(self._annotate_and_encode, gop, message)
         segment = SegmentMessage(
             camera=message.camera,
             gop=message.gop,
@@ -101,10 +113,12 @@ class Encoder(Stage[EncodeItem]):
             frames=message.frames,
             data=data,
             discontinuity=gop.discontinuity,
+            mode=mode,
+            time_base=gop.time_base,
         )
         await ctx.publish(
             Names.subject(Names.OUTPUT, message.camera),
             segment,
             Names.msg_id(message.camera, message.gop, self.name),
         )
-        return Done(frames=count, fields={"segment_bytes": len(data)})
+        return Done(frames=count, fields={"segment_bytes": len(data), "mode": mode})

@@ -1,4 +1,6 @@
-"""Sink: OUTPUT segments → ``<output>/<camera>/index.m3u8``, segments, detections.jsonl.
+"""Sink: OUTPUT segments → ``<output>/<camera>/index.m3u8``, segments, detections.jsonl,
+and each segment's detections per frame beside it (``seg_<gop>.json``, what the console
+draws over overlay-mode video).
 
 Segments arrive in any order (several encoders). Each one is written to disk
 under its GOP number and acked at once; the playlist and ``detections.jsonl``
@@ -28,6 +30,7 @@ from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, ConsumerSpec, Names, consumer_spec, validate_camera_name
+from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages.camera_metrics import export_source_states
 
 log = structlog.get_logger("framepipe.sink")
@@ -79,6 +82,7 @@ class CameraOutput:
 
     def add_segment(self, segment: SegmentMessage) -> None:
         _write_atomic(self.dir / segment_name(segment.gop), segment.data)
+        _write_atomic(self.dir / sidecar_name(segment.gop), json.dumps(segment_metadata(segment)).encode())
         meta = {
             "duration": segment.duration_s,
             "discontinuity": segment.discontinuity,

@@ -2,7 +2,8 @@
 
 Segments are selected by the time JetStream stored them (when the encoder
 published them), ordered by GOP sequence, de-duplicated, and remuxed without
-re-encoding (they share one timeline: the encoder keeps the source pts).
+re-encoding (they share one timeline: the encoder keeps the source pts), or with
+``--burn-in`` re-encoded with the boxes drawn in (overlay-mode recordings).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from framepipe.core import bus, messages
 from framepipe.core.errors import ConfigError, FramepipeError
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
+from framepipe.web.burn_in import burn_in as burn_in_segments
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -58,9 +60,11 @@ class Exported:
     duration_s: float
 
 
-async def collect_segments(settings: Settings, camera: str, since: float, until: float) -> dict[int, bytes]:
+async def collect_segments(
+    settings: Settings, camera: str, since: float, until: float
+) -> dict[int, messages.SegmentMessage]:
     nc = await bus.connect(settings, "framepipe-export", retry_initial=False)
-    found: dict[int, bytes] = {}
+    found: dict[int, messages.SegmentMessage] = {}
     try:
         js = nc.jetstream(timeout=10.0)
         info = await js.stream_info(Names.OUTPUT)
@@ -80,7 +84,7 @@ async def collect_segments(settings: Settings, camera: str, since: float, until:
                 stored = msg.metadata.timestamp.timestamp()
                 if since <= stored <= until:
                     seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
-                    found.setdefault(seg.gop, bytes(seg.data))
+                    found.setdefault(seg.gop, seg)
                 if msg.metadata.num_pending == 0 or stored > until:
                     break
         finally:
@@ -154,7 +158,11 @@ def _remux_to(segments: list[bytes], out: Path) -> float:
     return float((last - first) * video.time_base)
 
 
-def export(settings: Settings, camera: str, since: float, until: float, out: Path) -> Exported:
+def export(
+    settings: Settings, camera: str, since: float, until: float, out: Path, burn_in: bool = False
+) -> Exported:
+    """The recording as an MP4: a stream copy, or with ``burn_in`` an annotated re-encode
+    (boxes drawn into overlay segments; see :mod:`framepipe.web.burn_in`)."""
     validate_camera_name(camera)
     if until < since:
         raise ConfigError("--until is before --since")
@@ -163,6 +171,9 @@ def export(settings: Settings, camera: str, since: float, until: float, out: Pat
         raise ConfigError(f"no segments of {camera} stored between the given times")
     gops = sorted(found)
     segments = [found[g] for g in gops]
-    check_one_format(gops, segments)
-    duration = remux(segments, out)
+    check_one_format(gops, [bytes(segment.data) for segment in segments])
+    if burn_in:
+        duration = burn_in_segments(segments, out, settings.encoder)
+    else:
+        duration = remux([bytes(segment.data) for segment in segments], out)
     return Exported(out, len(gops), gops[0], gops[-1], duration)

@@ -1,6 +1,7 @@
 """HTTP server: HLS from the OUTPUT stream, the web console and its JSON API.
 
-``/<camera>/index.m3u8`` and ``/<camera>/seg_<gop>.ts`` are served from
+``/<camera>/index.m3u8``, ``/<camera>/seg_<gop>.ts`` and its detections per frame
+``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video) are served from
 JetStream (an ordered consumer keeps the index, a direct get fetches a
 segment's bytes), so any number of encoder replicas on any machines feed one
 server with no shared filesystem. ``/`` is the console (a static page; hls.js
@@ -46,6 +47,7 @@ from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
+from framepipe.media.overlay import segment_metadata
 from framepipe.web import whep_http
 from framepipe.web.index import OutputIndex, Segment
 from framepipe.web.whep import CameraFeed, WhepHub
@@ -56,6 +58,7 @@ HLS_JS = STATIC / "vendor" / "hls.min.js"
 #: docs/asyncapi.json and docs/schemas/*, rendered by this build (the same bytes as the docs).
 CONTRACT_FILES: dict[str, bytes] = {rel: text.encode() for rel, text in asyncapi.rendered_files().items()}
 SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
+SIDECAR_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.json$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
@@ -292,6 +295,12 @@ class WebServer:
         raw = await self._js.get_msg(Names.OUTPUT, seq)
         return bytes(messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data)
 
+    async def _segment_sidecar(self, seq: int) -> bytes:
+        assert self._js is not None
+        raw = await self._js.get_msg(Names.OUTPUT, seq)
+        segment = messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage)
+        return json.dumps(segment_metadata(segment)).encode()
+
     async def _pipeline(self) -> dict[str, Any]:
         assert self._js is not None
         stages: dict[str, dict[str, int]] = {}
@@ -396,7 +405,7 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js"):
+        if path in ("/console.js", "/whep.js", "/overlay.js"):
             return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():
@@ -419,6 +428,11 @@ class WebServer:
             if playlist is None:
                 return 404, "text/plain", b"no such camera (yet)"
             return 200, "application/vnd.apple.mpegurl", playlist.encode()
+        if match := SIDECAR_PATH.match(path):
+            seg = self.index.segment(match.group(1), int(match.group(2)))
+            if seg is None:
+                return 404, "text/plain", b"no such segment"
+            return 200, "application/json", self._call(self._segment_sidecar(seg.seq))
         if match := SEGMENT_PATH.match(path):
             data = self.segment(match.group(1), int(match.group(2)))
             if data is None:

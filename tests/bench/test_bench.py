@@ -96,3 +96,26 @@ def test_latency_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
     assert set(trial["breakdown"]) == {"decoder", "inference", "encoder", "sink"}
     assert all(stage["work_s"] > 0 for stage in trial["breakdown"].values())
     assert result["summary"]["ratio_p50_over_monolith_gop"] > 0
+
+
+def test_selection_tiny_writes_results(tmp_path: Path) -> None:
+    """`bench.selection` counts what the decoder letterboxes and publishes at detect_fps = 5."""
+    from bench import selection
+
+    out = tmp_path / "selection.json"
+    selection.main(["--resolutions", "360p", "--seconds", "1", "--repeats", "1", "--out", str(out)])
+    summary = _read(out)["summary"]["360p"]
+    assert summary["letterboxed_frames"] == {"every": 30, "selected": 5}
+    assert summary["bus_bytes_factor"] == pytest.approx(6.0, rel=0.01)
+
+
+def test_encoder_presets_tiny_writes_results(tmp_path: Path) -> None:
+    """`bench.encoder_presets` times every preset/tune/threads configuration against the default."""
+    from bench import encoder_presets
+
+    out = tmp_path / "presets.json"
+    encoder_presets.main(["--resolutions", "360p", "--seconds", "1", "--rounds", "1", "--out", str(out)])
+    rows = _read(out)["summary"]["360p"]
+    assert set(rows) == {c.label for c in encoder_presets.CONFIGS}
+    assert rows["veryfast t1"]["speed_vs_default"] == 1.0
+    assert all(r["kbit_s"] > 0 and r["psnr_y_db"] > 25 for r in rows.values())

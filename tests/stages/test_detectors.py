@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from framepipe.core.settings import ConfigError, InferenceSettings
+from framepipe.stages.frame_selection import fill_skipped, select_frames
 from framepipe.stages.inference.backends import OnnxRuntimeBackend, create_backend, describe_backend
 from framepipe.stages.inference.detectors.base import RawDetection
 from framepipe.stages.inference.detectors.yolo import YoloDecoder
-from framepipe.stages.inference.frame_selection import fill_skipped, select_frames
 
 
 def _yolo_graph(path: Path, head: np.ndarray) -> None:

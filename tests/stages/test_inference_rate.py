@@ -20,8 +20,8 @@ from framepipe.core.settings import ConfigError, InferenceSettings, Settings
 from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
 from framepipe.stages.decoder import Decoder
+from framepipe.stages.frame_selection import select_by_rate
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from framepipe.stages.inference.frame_selection import select_by_rate
 from tests.helpers import clip
 
 

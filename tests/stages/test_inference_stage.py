@@ -177,6 +177,21 @@ def test_detect_fps_runs_the_model_on_every_sixth_frame(
         assert with_boxes == [0, 12]
 
 
+def test_frames_the_decoder_skipped_get_carried_detections(settings: Settings, tmp_path: Path) -> None:
+    """A batch as the decoder sends it at detect_fps = 5 holds the pixels of frames 0, 6, 12
+    only (`selected`); DETECTIONS still has all 18 frames, the skipped ones carrying."""
+    import dataclasses
+
+    model = yolo_graph(tmp_path / "yolo.onnx")
+    full = frame_batch([i in (0, 12) for i in range(18)])
+    selected = tuple(i % 6 == 0 for i in range(18))
+    pixels = np.frombuffer(full.pixels, dtype=np.uint8).reshape(full.shape)[np.asarray(selected)]
+    sparse = dataclasses.replace(full, shape=(3, SIZE, SIZE, 3), pixels=pixels.tobytes(), selected=selected)
+    (out,) = asyncio.run(run_stage(yolo_settings(settings, model), [sparse]))
+    assert [f.frame for f in out.frames] == list(range(18))
+    assert [f.frame for f in out.frames if f.detections] == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17]
+
+
 def test_unknown_family_and_missing_model_fail_in_one_line(settings: Settings, tmp_path: Path) -> None:
     """Config errors name the setting and what to do, on one line."""
     with pytest.raises(ConfigError, match=r"inference\.model must be") as unknown:

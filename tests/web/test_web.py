@@ -22,7 +22,7 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.local.supervisor import LocalSystem
 from framepipe.media.annotate import BOX_COLOUR
-from framepipe.media.sample import ClipSpec, make_clip
+from framepipe.media.sample import ClipSpec, face_box, make_clip
 from framepipe.web.export import export, parse_when
 from framepipe.web.index import CameraIndex, OutputIndex, Segment, render_playlist
 from framepipe.web.server import HLS_JS, WebServer
@@ -225,15 +225,43 @@ def _box_pixels(png: Path, rect: dict[str, float]) -> int:
     return int((distance <= 45).sum())
 
 
+def _iou(a: list[float] | tuple[float, ...], b: list[float] | tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _box_edge_pixels(png: Path, rect: dict[str, float], box: list[float], source_width: int) -> float:
+    """Share of the on-screen outline of ``box`` (source pixels) that has the box colour."""
+    with av.open(str(png)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
+    scale = rect["width"] / source_width
+    x1, y1, x2, y2 = (round(rect["x" if i % 2 == 0 else "y"] + v * scale) for i, v in enumerate(box))
+    close = np.abs(image - BOX_COLOUR.astype(np.int16)).max(axis=2) <= 45
+    hits = total = 0
+    for x in range(x1, x2 + 1, 2):  # top and bottom edges, ±3 px for rounding and line width
+        for y in (y1, y2):
+            total += 1
+            hits += bool(close[y - 3 : y + 4, x].any())
+    for y in range(y1, y2 + 1, 2):
+        for x in (x1, x2):
+            total += 1
+            hits += bool(close[y, x - 3 : x + 4].any())
+    return hits / max(1, total)
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("live", ["webrtc", "hls"])
+@pytest.mark.parametrize(("live", "mode"), [("webrtc", "burn-in"), ("hls", "burn-in"), ("hls", "overlay")])
 def test_console_plays_annotated_video_in_headless_chromium(
-    settings: Settings, tmp_path: Path, live: str
+    settings: Settings, tmp_path: Path, live: str, mode: str
 ) -> None:
     """While a camera streams in real time, the console (started by the supervisor like
     `framepipe demo` does) plays its annotated video in Chromium, over WebRTC by default and
     over HLS when WebRTC is unavailable (here: disabled); the screenshot of the playing video
-    shows the detection boxes."""
+    shows the detection boxes. In overlay mode the video is the camera's own and the console
+    draws the sidecar's boxes on a canvas: the boxes of the frame on screen land on the face
+    (the clip's known face box) in the screenshot."""
     browser = _chromium()
     if browser is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does)")
@@ -242,6 +270,7 @@ def test_console_plays_annotated_video_in_headless_chromium(
     source = _clip("web_live.mp4", LIVE)
     if live == "hls":
         settings = settings.replace(webrtc={"enabled": False})
+    settings = settings.replace(output={"mode": mode})
     system = LocalSystem(settings, Path(settings.local.state_dir), embedded_nats=False)
     chrome: subprocess.Popen[bytes] | None = None
     devtools: DevTools | None = None
@@ -288,18 +317,36 @@ def test_console_plays_annotated_video_in_headless_chromium(
                     break
                 time.sleep(0.5)
             assert state.get("t", 0) > 1.0, f"the video did not play: {state}"
+            drawn: dict[str, Any] = {}
+            if mode == "overlay":
+                while time.monotonic() < deadline + 30:
+                    drawn = devtools.evaluate("window.framepipeOverlay.door") or {}
+                    if drawn.get("mode") == "overlay" and drawn.get("boxes"):
+                        break
+                    time.sleep(0.3)
+                # Hold the frame: the canvas keeps the boxes of the frame the video shows.
+                devtools.evaluate("document.querySelector('video').pause()")
+                time.sleep(0.5)
+                drawn = devtools.evaluate("window.framepipeOverlay.door") or {}
+                assert drawn.get("mode") == "overlay", f"no overlay segment on screen: {drawn}"
             shot = devtools.call("Page.captureScreenshot", format="png")
             png = tmp_path / "console.png"
             png.write_bytes(base64.b64decode(shot["data"]))
-            screenshot = Path(str(SCREENSHOT).format(live=live))
+            screenshot = Path(str(SCREENSHOT).format(live=f"{live}-{mode}"))
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(png, screenshot)
             green = _box_pixels(png, state["rect"])
             assert green >= 60, f"only {green} box-coloured pixels in the video ({state}); see {screenshot}"
+            if mode == "overlay":
+                (box, *_) = drawn["boxes"]
+                truth = face_box(LIVE, drawn["frame"])
+                assert _iou(box, truth) >= 0.5, (drawn, truth)
+                outline = _box_edge_pixels(png, state["rect"], box, LIVE.width)
+                assert outline >= 0.8, f"{outline:.0%} of the drawn box outline on screen; see {screenshot}"
             summary = devtools.evaluate("document.getElementById('summary').textContent")
             assert "1 camera" in summary
-            mode = devtools.evaluate("document.querySelector('.cam').dataset.mode")
-            assert mode == live, f"the console plays over {mode}, not {live}"
+            played = devtools.evaluate("document.querySelector('.cam').dataset.mode")
+            assert played == live, f"the console plays over {played}, not {live}"
         finally:
             if devtools:
                 devtools.close()

@@ -23,10 +23,10 @@ from framepipe.core.runner import Done, LogValue, Stage, WorkContext
 from framepipe.core.settings import InferenceSettings, Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.letterbox import Letterbox
+from framepipe.stages.frame_selection import fill_skipped, select_by_rate, select_frames
 from framepipe.stages.inference.backends import backend_info, describe_backend
 from framepipe.stages.inference.batching import MicroBatcher
 from framepipe.stages.inference.detectors import Detector, RawDetection, build_detector
-from framepipe.stages.inference.frame_selection import fill_skipped, select_by_rate, select_frames
 
 log = structlog.get_logger("framepipe.inference")
 
@@ -89,7 +89,8 @@ class Inference(Stage[FrameBatch]):
         await super().close()
 
     def select(self, message: FrameBatch) -> list[bool] | None:
-        """Frames of ``message`` to run the model on; None: every frame."""
+        """Frames of a message from a decoder older than ``FrameBatch.selected`` (which sent
+        every frame) to run the model on; None: every frame."""
         cfg = self.settings.inference
         if cfg.detect_fps > 0:
             if message.has_timestamps:
@@ -110,9 +111,14 @@ class Inference(Stage[FrameBatch]):
     async def process(self, message: FrameBatch, ctx: WorkContext) -> Done:
         cfg, loaded = self.settings.inference, self.loaded
         frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.shape)
-        selected = self.select(message)
         fields: dict[str, LogValue] = {}
-        if selected is not None and not all(selected):
+        # The decoder sent only the frames the model runs on; older decoders sent every frame.
+        selected = None if message.selected else self.select(message)
+        if message.selected:
+            detected = await loaded.batcher.submit(frames)
+            raw = fill_skipped(message.selected, detected, carry=cfg.skipped_frames == "carry")
+            fields["detected"] = len(detected)
+        elif selected is not None and not all(selected):
             detected = await loaded.batcher.submit(frames[np.asarray(selected)])
             raw = fill_skipped(selected, detected, carry=cfg.skipped_frames == "carry")
             fields["detected"] = len(detected)

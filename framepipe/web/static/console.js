@@ -18,18 +18,21 @@ function addCamera(cam) {
   video.muted = true;
   const meta = el("div", { class: "meta" });
   meta.append(el("strong", {}, cam), el("span", { class: "dets" }, ""));
-  box.append(video, meta);
+  const stage = el("div", { class: "stage" });
+  const canvas = el("canvas", { class: "overlay" });
+  stage.append(video, canvas);
+  box.append(stage, meta);
   document.getElementById("grid").append(box);
   const forceHls = new URLSearchParams(location.search).get("live") === "hls";
   if (window.playLive && !forceHls) {
-    const live = playLive(cam, video, () => playHls(cam, video));
+    const live = playLive(cam, video, () => playHls(cam, video, canvas));
     if (live.mode === "webrtc") players[cam] = live;  // else the fallback registered itself
   } else {
-    playHls(cam, video);
+    playHls(cam, video, canvas);
   }
 }
 
-function playHls(cam, video) {
+function playHls(cam, video, canvas) {
   const src = "/" + encodeURIComponent(cam) + "/index.m3u8";
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 2 });
@@ -40,6 +43,7 @@ function playHls(cam, video) {
       if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
+    if (window.attachOverlay && canvas) attachOverlay(cam, video, hls, canvas);  // overlay.js
     players[cam] = { video, hls, mode: "hls" };
   } else {
     video.src = src;  // native HLS (Safari)

@@ -1,5 +1,8 @@
-"""Which frames of a message the model runs on (``detect_every``, ``detect_fps``), and
-what the frames it skips carry. Nothing here depends on the detector family.
+"""Which frames the model runs on (``detect_every``, ``detect_fps``), and what the frames
+it skips carry. Nothing here depends on the detector family.
+
+The decoder chooses (:func:`model_frames`), so a skipped frame is never letterboxed nor
+sent over the bus; inference expands the results back to every frame (:func:`fill_skipped`).
 """
 
 from __future__ import annotations
@@ -7,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import TypeVar
+
+from framepipe.core.settings import InferenceSettings
 
 #: one detection as the detector returns it (the stage's RawDetection).
 DetectionT = TypeVar("DetectionT")
@@ -67,3 +72,15 @@ def fill_skipped(
         else:
             out.append(list(last) if carry else [])
     return out
+
+
+def model_frames(
+    cfg: InferenceSettings, frame_indices: Sequence[int], pts: Sequence[int], time_base: tuple[int, int]
+) -> list[bool]:
+    """Which of these frames (one GOP, presentation order) the model runs on, by the
+    ``[inference]`` settings: ``detect_fps`` by timestamp, else ``detect_every``, else all."""
+    if cfg.detect_fps > 0:
+        return select_by_rate(pts, time_base, cfg.detect_fps)
+    if cfg.detect_every > 1:
+        return select_frames(frame_indices, cfg.detect_every)
+    return [True] * len(frame_indices)

@@ -1,0 +1,252 @@
+"""Cameras per node: the most real-time cameras sustained, per output mode and resolution.
+
+For each resolution (720p30, 1080p30) and output mode (burn-in, overlay), at
+``detect_fps = 5``, real-time cameras play the same clip on one running pipeline
+(every stage a process on a real nats-server). A trial of N cameras is *sustained*
+when every GOP arrives and per-GOP latency does not climb by a GOP over the clip
+(:class:`bench.latency.RealtimePipeline`). The camera count is searched: doubling
+from a start, then bisection between the last sustained and the first failed count.
+
+Beside it, measured in the same run:
+
+- the **limit** from bare-library costs: per camera-second, decode of every frame,
+  letterbox and model of ``detect_fps`` frames, and a remux of the GOP (overlay) or a
+  second decode + draw + libx264 of every frame (burn-in); limit = cores / that cost;
+- the **monolith**: the same work in one process (decode once, select, detect, remux or
+  draw + encode), as cameras per core × cores.
+
+Short trials (``--seconds``, 20 s by default, not the 60 s of the issue) keep it usable
+on a shared machine; read the figures with the load average recorded beside them.
+Not part of CI. Writes ``bench/results/density.json`` and ``density.png``.
+
+    python -m bench.density [--quick] [--resolutions 720p,1080p] [--modes burn-in,overlay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from bench.common import RESULTS, bench_settings, clip, load_gops, pyplot, ratio, save_figure, write_result
+from bench.latency import RealtimePipeline
+from framepipe.core.messages import Detection, GopMessage
+from framepipe.core.settings import Settings
+from framepipe.media.annotate import draw_detections_yuv420
+from framepipe.media.codec import decode_gop, encode_segment
+from framepipe.media.letterbox import Letterbox
+from framepipe.media.remux import remux_gop
+from framepipe.media.sample import ClipSpec
+from framepipe.stages.frame_selection import model_frames
+from framepipe.stages.inference.backends import OnnxRuntimeBackend
+from framepipe.stages.inference.detectors.blazeface import BlazeFaceDecoder, FaceDetector
+
+MODES = ("burn-in", "overlay")
+
+
+def _detector(settings: Settings) -> FaceDetector:
+    cfg = settings.inference
+    return FaceDetector(
+        OnnxRuntimeBackend(cfg.model_path, cfg.intra_op_threads),
+        BlazeFaceDecoder(cfg.model, cfg.score_threshold, cfg.nms_iou),
+        cfg.cpu_max_batch,
+    )
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def bare_costs(gops: list[GopMessage], settings: Settings) -> dict[str, float]:
+    """Seconds of each bare-library step per camera-second of video (this process, one core)."""
+    cfg, enc = settings.inference, settings.encoder
+    detector = _detector(settings)
+    frames = [list(decode_gop(g)) for g in gops]
+    seconds = sum(len(f) for f in frames) / 30.0
+    decode = _timed(lambda: [list(decode_gop(g)) for g in gops])
+    chosen = []
+    for g, fs in zip(gops, frames, strict=True):
+        picked = model_frames(cfg, range(len(fs)), [int(f.pts or 0) for f in fs], g.time_base)
+        chosen.append([f for f, s in zip(fs, picked, strict=True) if s])
+    boxes = [Letterbox(cfg.input_size, g.width, g.height) for g in gops]
+    tensors: list[np.ndarray] = []
+    letterbox = _timed(
+        lambda: tensors.extend(
+            np.stack([b.apply(f) for f in fs]) for b, fs in zip(boxes, chosen, strict=True)
+        )
+    )
+    model = _timed(lambda: [detector.detect(t) for t in tensors])
+    remux = _timed(lambda: [remux_gop(g) for g in gops])
+    face = [Detection((100.0, 100.0, 300.0, 300.0), 0.9)]
+
+    def encode() -> None:
+        for g, fs in zip(gops, frames, strict=True):
+            drawn = [draw_detections_yuv420(f, face) for f in fs]
+            encode_segment(drawn, Fraction(*g.time_base), preset=enc.preset, crf=enc.crf, tune=enc.tune)
+
+    encoded = _timed(encode)
+    detector.backend.close()
+    per_s = {k: v / seconds for k, v in {"decode": decode, "letterbox": letterbox, "model": model}.items()}
+    per_s["remux"] = remux / seconds
+    per_s["burn_in"] = (decode + encoded) / seconds  # the encoder decodes the GOP again
+    return {k: round(v, 5) for k, v in per_s.items()}
+
+
+def limit(costs: dict[str, float], mode: str, cores: int) -> float:
+    """Cameras the cores could carry at the bare costs (nothing for the bus or processes)."""
+    per_camera = costs["decode"] + costs["letterbox"] + costs["model"]
+    per_camera += costs["remux"] if mode == "overlay" else costs["burn_in"]
+    return cores / per_camera if per_camera > 0 else 0.0
+
+
+def monolith_cameras(gops: list[GopMessage], settings: Settings, mode: str, cores: int) -> float:
+    """Real-time cameras of an in-process monolith (decode once, select, detect, output), × cores."""
+    cfg, enc = settings.inference, settings.encoder
+    detector = _detector(settings)
+    started = time.perf_counter()
+    frames_done = 0
+    for gop in gops:
+        frames = list(decode_gop(gop))
+        picked = model_frames(cfg, range(len(frames)), [int(f.pts or 0) for f in frames], gop.time_base)
+        box = Letterbox(cfg.input_size, gop.width, gop.height)
+        found = detector.detect(np.stack([box.apply(f) for f, s in zip(frames, picked, strict=True) if s]))
+        if mode == "overlay":
+            remux_gop(gop)
+        else:
+            dets = iter(found)
+            last: list[Detection] = []
+            drawn: list[av.VideoFrame] = []
+            for frame, chosen in zip(frames, picked, strict=True):
+                if chosen:
+                    last = [Detection(box.to_source(d.box), d.score) for d in next(dets)]
+                drawn.append(draw_detections_yuv420(frame, last) if last else frame)
+            encode_segment(drawn, Fraction(*gop.time_base), preset=enc.preset, crf=enc.crf, tune=enc.tune)
+        frames_done += len(frames)
+    detector.backend.close()
+    fps = frames_done / (time.perf_counter() - started)
+    return fps / 30.0 * cores
+
+
+def search(trial: Callable[[int], dict[str, Any]], start: int, cap: int) -> list[dict[str, Any]]:
+    """Trials: double from ``start`` until one fails (or ``cap``), then bisect; returns them all."""
+    trials: list[dict[str, Any]] = []
+    good, bad = 0, cap + 1
+    n = max(1, min(start, cap))
+    while bad - good > 1:
+        result = trial(n)
+        trials.append(result)
+        if result["sustained"]:
+            good = n
+            n = min(n * 2, cap) if bad > cap else (good + bad) // 2
+        else:
+            bad = n
+            n = (good + bad) // 2
+        if n in (good, bad) or n < 1:
+            break
+    return trials
+
+
+def run_case(resolution: str, mode: str, seconds: float, cap: int, start: int) -> dict[str, Any]:
+    spec = ClipSpec.named(resolution, gop=30, seconds=seconds)
+    source = clip(spec)
+    gops = load_gops(source)
+    cores = os.cpu_count() or 1
+    settings = bench_settings(
+        decoder={"replicas": cores},
+        encoder={"replicas": cores if mode == "burn-in" else 1},
+    ).replace(inference={"detect_fps": 5.0}, output={"mode": mode})
+    costs = bare_costs(gops[: max(2, len(gops) // 4)], settings)
+    bound = limit(costs, mode, cores)
+    mono = monolith_cameras(gops[: max(2, len(gops) // 4)], settings, mode, cores)
+    with (
+        tempfile.TemporaryDirectory(prefix="fp-density-") as tmp,
+        RealtimePipeline(settings, Path(tmp)) as rt,
+    ):
+        counter = iter(range(1000))
+
+        def trial(n: int) -> dict[str, Any]:
+            result = rt.trial(source, n, f"d{next(counter)}", spec.gop / spec.fps, stall_s=30.0)
+            print(f"  {resolution} {mode}: {n} cameras → sustained={result['sustained']}", flush=True)
+            result.pop("samples", None)
+            return result
+
+        trials = search(trial, start or max(1, int(bound * 0.5)), cap)
+    kept = [t["cameras"] for t in trials if t["sustained"]]
+    best = max(kept, default=0)
+    return {
+        "resolution": resolution,
+        "mode": mode,
+        "costs_s_per_camera_s": costs,
+        "trials": trials,
+        "summary": {
+            "cameras_sustained": best,
+            "limit_cameras": round(bound, 2),
+            "ratio_to_limit": ratio(best, bound),
+            "monolith_cameras": round(mono, 2),
+            "ratio_to_monolith": ratio(best, mono),
+            "cores": cores,
+        },
+    }
+
+
+def plot(cases: dict[str, Any], path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, case in cases.items():
+        points = sorted((t["cameras"], t["latency_s"]["p50"], t["sustained"]) for t in case["trials"])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
+        for x, y, ok in points:
+            if not ok:
+                ax.plot([x], [y], "rx")
+    ax.set_xlabel("real-time cameras")
+    ax.set_ylabel("glass-to-output latency p50 (s)")
+    ax.set_title("density (x: not sustained)")
+    ax.legend(fontsize=7)
+    return save_figure(plt, fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="720p, 10 s trials, up to 8 cameras")
+    parser.add_argument("--resolutions", default="720p,1080p")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--seconds", type=float, default=20.0, help="clip length of each trial")
+    parser.add_argument("--max-cameras", type=int, default=24)
+    parser.add_argument("--start", type=int, default=0, help="first count tried (0: half the limit)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "density.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.resolutions, args.seconds, args.max_cameras = "720p", 10.0, 8
+    cases = {}
+    for resolution in args.resolutions.split(","):
+        for mode in args.modes.split(","):
+            cases[f"{resolution} {mode}"] = run_case(
+                resolution, mode, args.seconds, args.max_cameras, args.start
+            )
+    result = {
+        "benchmark": "density",
+        "params": {"seconds": args.seconds, "max_cameras": args.max_cameras, "detect_fps": 5.0},
+        "cases": cases,
+        "summary": {k: c["summary"] for k, c in cases.items()},
+    }
+    write_result(result, args.out, " ".join(["python -m bench.density", *(argv or sys.argv[1:])]))
+    if plot(cases, args.out.with_suffix(".png")):
+        print(f"wrote {args.out.with_suffix('.png')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

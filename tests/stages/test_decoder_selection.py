@@ -1,0 +1,93 @@
+"""The decoder letterboxes and sends only the frames the model runs on (detect_fps /
+detect_every), while every source frame stays listed for per-frame detections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from framepipe.core import messages
+from framepipe.core.errors import SchemaError
+from framepipe.core.messages import FrameBatch, GopMessage
+from framepipe.core.settings import Settings
+from framepipe.media.gop import GopCutter
+from framepipe.stages.decoder import Decoder, frame_batches, part_ranges
+from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
+from tests.helpers import clip
+
+
+def _gops() -> list[GopMessage]:
+    """Two GOPs of real 30 fps H.264 with B-frames (30 frames each)."""
+    container, stream = open_input(str(clip("h264_bframes.mp4")))
+    with container:
+        params = stream_params(stream)
+        cutter = GopCutter(params.codec, params.extradata, params.time_base)
+        return [gop_message("sel", g, params) for g in cutter.cut(iter_packets(container, stream))][:2]
+
+
+def _publish(settings: Settings, gops: list[GopMessage]) -> list[FrameBatch]:
+    """What the decoder stage publishes for ``gops``: its own _decode and frame_batches."""
+    decoder = Decoder(settings)
+    out: list[FrameBatch] = []
+    for seq, gop in enumerate(gops, start=1):
+        frames, pts, selected, letterbox = decoder._decode(gop)
+        out += frame_batches(gop, seq, frames, pts, letterbox, settings, selected)
+    return out
+
+
+class TestDecoderSelection:
+    def test_detect_fps_cuts_letterboxed_frames_and_bus_bytes_by_the_same_factor(
+        self, settings: Settings
+    ) -> None:
+        """detect_fps = 5 on 30 fps: 1 frame in 6 is letterboxed and published, the pixel bytes
+        fall 6×, and every source frame is still listed once, in order."""
+        gops = _gops()
+        every = _publish(settings, gops)
+        fps5 = _publish(settings.replace(inference={"detect_fps": 5.0}), gops)
+        frames = sum(len(g.packets) for g in gops)
+        for batches in (every, fps5):
+            listed = [i for b in batches for i in b.frame_indices]
+            assert listed == list(range(frames))
+        letterboxed = sum(b.shape[0] for b in fps5)
+        assert sum(b.shape[0] for b in every) == frames
+        assert letterboxed == frames // 6
+        pixel_bytes = sum(len(b.pixels) for b in every), sum(len(b.pixels) for b in fps5)
+        assert pixel_bytes[0] == 6 * pixel_bytes[1]
+        body_bytes = [sum(len(messages.encode(b)[1]) for b in batches) for batches in (every, fps5)]
+        assert body_bytes[0] / body_bytes[1] == pytest.approx(6.0, rel=0.01)
+        chosen = [i for b in fps5 for i, s in zip(b.frame_indices, b.selected, strict=True) if s]
+        assert chosen == list(range(0, frames, 6))
+        assert all(not b.selected for b in every)  # every frame there: the field stays empty
+
+    def test_detect_every_selects_by_frame_index(self, settings: Settings) -> None:
+        """detect_every = 4 letterboxes frames 0, 4, 8... of the source (and each GOP's first)."""
+        gops = _gops()
+        batches = _publish(settings.replace(inference={"detect_every": 4}), gops)
+        chosen = [i for b in batches for i, s in zip(b.frame_indices, b.selected, strict=True) if s]
+        expected = sorted({i for i in range(60) if i % 4 == 0} | {30})
+        assert chosen == expected
+        assert sum(b.shape[0] for b in batches) == len(expected)
+
+    def test_parts_start_on_a_selected_frame(self) -> None:
+        """Parts split the selected frames evenly; each starts on a selected frame and
+        together they cover every frame once."""
+        selected = [i % 3 == 0 for i in range(20)]  # 7 selected
+        parts = part_ranges(selected, per_part=3)
+        assert [len(rows) for _, rows in parts] == [3, 2, 2]
+        assert [sources.start for sources, _ in parts] == [0, 9, 15]
+        assert [i for sources, _ in parts for i in sources] == list(range(20))
+        assert all(selected[sources.start] for sources, _ in parts)
+
+    def test_selected_round_trips_and_is_validated(self, settings: Settings) -> None:
+        """`selected` survives the envelope; a shape that disagrees with it is a SchemaError."""
+        (batch, *_) = _publish(settings.replace(inference={"detect_fps": 5.0}), _gops()[:1])
+        headers, body = messages.encode(batch)
+        back = messages.decode(headers, body, FrameBatch)
+        assert back.selected == batch.selected
+        assert back.shape == batch.shape
+        n, h, w, c = batch.shape
+        with pytest.raises(SchemaError, match="shape does not match"):
+            FrameBatch(**{**batch.__dict__, "selected": (True,) * len(batch.frame_indices)})
+        with pytest.raises(SchemaError, match="select the first"):
+            FrameBatch(**{**batch.__dict__, "selected": (False, *batch.selected[1:])})
+        assert np.frombuffer(back.pixels, dtype=np.uint8).size == n * h * w * c
