@@ -31,11 +31,16 @@ class Names:
     ENCODE = "ENCODE"
     OUTPUT = "OUTPUT"
     DLQ = "DLQ"
+    #: GOPs whose detections are complete, waiting for face analysis (inference → analysis).
+    ANALYZE = "ANALYZE"
+    #: person appeared / identified / left, unknown-person alerts (JSON, for applications).
+    EVENTS = "EVENTS"
 
     GATEWAY = "gateway"
     DECODER = "decoder"
     INFERENCE = "inference"
     ENCODER = "encoder"
+    ANALYSIS = "analysis"
     SINK = "sink"
     SINK_GAPS = "sink-gaps"
     #: the NATS user of `framepipe setup` and the local tools (status, cameras, dlq, web).
@@ -44,6 +49,7 @@ class Names:
     LEDGER_BUCKET = "FP_GOP_LEDGER"
     SOURCES_BUCKET = "FP_SOURCES"
     CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
+    FACES_BUCKET = "FP_FACES"  # the face gallery (person → embeddings); analysis replicas watch it
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
@@ -52,6 +58,8 @@ class Names:
         ENCODE: "encode",
         OUTPUT: "out",
         DLQ: "dlq",
+        ANALYZE: "analyze",
+        EVENTS: "events",
     }
 
     @classmethod
@@ -115,6 +123,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.ENCODE, True),
     StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
     StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
+    StreamSpec(Names.ANALYZE, True),
+    StreamSpec(Names.EVENTS, False, "detections_max_age_s"),
 )
 
 
@@ -130,6 +140,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.LEDGER_BUCKET, "ledger_ttl_s"),
     BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s"),
     BucketSpec(Names.CAMERAS_BUCKET, None),
+    BucketSpec(Names.FACES_BUCKET, None),
 )
 
 
@@ -215,11 +226,22 @@ STAGES: tuple[StageSpec, ...] = (
         Names.INFERENCE,
         entry="framepipe.stages.inference.stage:Inference",
         consumers=(_reads(Names.FRAMES, Names.INFERENCE),),
-        publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ENCODE)),
+        # analyze.<camera>: the ledger's "GOP g has every part's detections" item.
+        publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ANALYZE)),
         writes_buckets=(Names.LEDGER_BUCKET,),
         scaled=True,
         lag_threshold=16,
         resources=("1", "2", "768Mi", "2Gi"),
+    ),
+    StageSpec(
+        Names.ANALYSIS,
+        entry="framepipe.stages.analysis.stage:Analysis",
+        consumers=(_reads(Names.ANALYZE, Names.ANALYSIS),),
+        # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
+        publishes=(Names.wildcard(Names.ENCODE),),
+        scaled=True,
+        lag_threshold=8,
+        resources=("500m", "2", "512Mi", "1536Mi"),
     ),
     StageSpec(
         Names.ENCODER,
@@ -237,6 +259,8 @@ STAGES: tuple[StageSpec, ...] = (
             _reads(Names.OUTPUT, Names.SINK),
             _reads(Names.DLQ, Names.SINK, Names.SINK_GAPS),
         ),
+        # events.<camera>: the sink follows each camera's tracks in GOP order (stages/tracking.py).
+        publishes=(Names.wildcard(Names.EVENTS),),
         resources=("100m", "500m", "128Mi", "512Mi"),
     ),
 )

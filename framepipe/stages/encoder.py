@@ -101,6 +101,7 @@ class Encoder(Stage[EncodeItem]):
             frames=message.frames,
             data=data,
             discontinuity=gop.discontinuity,
+            faces=message.faces,  # the analysis stage's tracklets, for the sink's tracks and events
         )
         await ctx.publish(
             Names.subject(Names.OUTPUT, message.camera),
