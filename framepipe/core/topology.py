@@ -239,8 +239,9 @@ STAGES: tuple[StageSpec, ...] = (
         consumers=(_reads(Names.ANALYZE, Names.ANALYSIS),),
         # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
         publishes=(Names.wildcard(Names.ENCODE),),
-        scaled=True,
-        lag_threshold=8,
+        # Not yet scaled: the simulator and tuner need its throughput in
+        # bench/results/scaling.json first (see docs/architecture.md); analysis.replicas for now.
+        scaled=False,
         resources=("500m", "2", "512Mi", "1536Mi"),
     ),
     StageSpec(
