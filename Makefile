@@ -8,7 +8,7 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets
+.PHONY: install models sample demo test lint bench bench-quick clean web-assets face-photos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,22 @@ $(HLSJS):
 
 web-assets: $(HLSJS)
 
+# Real portraits for the face tests, from the face_recognition sdist on PyPI (MIT; the photos
+# are official US government portraits): two photos of one person, one of another.
+FR_SDIST := face_recognition-1.3.0
+FACE_PHOTOS := .cache/face-photos/obama2.jpg
+$(FACE_PHOTOS): | $(STAMP)
+	mkdir -p .cache/face-photos/sdist
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d .cache/face-photos/sdist face-recognition==1.3.0
+	tar -xzf .cache/face-photos/sdist/$(FR_SDIST).tar.gz -C .cache/face-photos --strip-components=3 \
+	  $(FR_SDIST)/tests/test_images/obama.jpg $(FR_SDIST)/tests/test_images/obama2.jpg $(FR_SDIST)/tests/test_images/biden.jpg
+
+face-photos: $(FACE_PHOTOS)
+
 demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
 
-test: $(STAMP) models web-assets
+test: $(STAMP) models web-assets face-photos
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,0 +1,160 @@
+"""Face recognition end to end: real portraits, every stage as its own process.
+
+Obama is enrolled from one photo (obama.jpg); one camera shows a clip panned over a
+*different* photo of him (obama2.jpg), another a photo of Biden, who is not enrolled.
+Two analysis replicas share the GOPs; the sink follows the tracks in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from framepipe.core import bus, gallery
+from framepipe.core.events import APPEARED, IDENTIFIED, LEFT, UNKNOWN_ALERT, check_event
+from framepipe.core.gallery import FileGallery, Person
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.supervisor import LocalSystem
+from framepipe.media.sample import ClipSpec
+from framepipe.stages.analysis.embedder import FaceEmbedder
+from tests.helpers import face_photo, portrait_clip, read_jsonl
+
+pytestmark = pytest.mark.integration
+#: 3 s at 30 fps in GOPs of 10 frames: 9 GOP boundaries a track must cross.
+CLIP = ClipSpec(width=640, height=360, seconds=3.0, gop=10, bframes=2)
+GOPS = CLIP.frames // CLIP.gop
+
+
+def _enrol_obama(settings: Settings) -> None:
+    descriptor = FaceEmbedder().enrol(face_photo("obama.jpg"), settings.analysis.min_face_px)
+    files = FileGallery(settings.analysis.gallery_path(settings.local.state_dir))
+    files.put(Person("obama", descriptor[None, :], ("obama.jpg",)))
+
+
+def _stream_events(settings: Settings) -> list[dict[str, Any]]:
+    async def scan() -> list[dict[str, Any]]:
+        nc = await bus.connect(settings, "test-events", retry_initial=False)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(Names.EVENTS)
+            return [
+                json.loads((await js.get_msg(Names.EVENTS, seq)).data or b"")
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            ]
+        finally:
+            await nc.close()
+
+    return asyncio.run(scan())
+
+
+def _face_lines(out: Path) -> list[dict[str, Any]]:
+    return [d for line in read_jsonl(out / "detections.jsonl") for d in line["detections"]]  # type: ignore[union-attr]
+
+
+def _system(settings: Settings) -> LocalSystem:
+    settings = settings.replace(
+        analysis={"fetch_batch": 1, "in_flight": 1, "ack_wait_s": 30.0, "retry_backoff_s": 0.2},
+        local={"autoscale": False},
+    )
+    return LocalSystem(settings, Path(settings.local.state_dir), embedded_nats=False)
+
+
+def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(settings: Settings) -> None:
+    """Obama (enrolled from another photo) is identified, Biden comes out unknown with one
+    alert; with 2 analysis replicas each camera has one track id across all GOPs, one
+    appeared and at most one identified event per track, and EVENTS matches events.jsonl."""
+    _enrol_obama(settings)
+    system = _system(settings)
+    with system:
+        system.start({Names.ANALYSIS: 2})
+        system.wait_ready()
+        cams = {"door": portrait_clip("obama2.jpg", CLIP), "hall": portrait_clip("biden.jpg", CLIP)}
+        gateways = {cam: system.add_camera(cam, str(path), "fast") for cam, path in cams.items()}
+        for cam, gateway in gateways.items():
+            result = system.wait_for_camera(cam, gateway, stall_timeout=180)
+            assert result.complete, result.reason
+        stream = _stream_events(system.settings)
+
+    root = Path(settings.sink.output_dir)
+    for cam, who in (("door", "obama"), ("hall", "unknown")):
+        faces = _face_lines(root / cam)
+        assert len(faces) >= 0.9 * CLIP.frames, f"{cam}: faces on {len(faces)}/{CLIP.frames} frames"
+        assert {f["track"] for f in faces} == {1}, f"{cam}: track ids {Counter(f['track'] for f in faces)}"
+        named = Counter(f["identity"] for f in faces)
+        assert named[who] >= 0.8 * len(faces), f"{cam}: identities {named}"
+        events = [check_event(e) for e in read_jsonl(root / cam / "events.jsonl")]
+        kinds = Counter(e["type"] for e in events)
+        assert kinds[APPEARED] == 1 and kinds[LEFT] == 1, kinds
+        if who == "obama":
+            assert kinds[IDENTIFIED] == 1 and kinds[UNKNOWN_ALERT] == 0, kinds
+            identified = next(e for e in events if e["type"] == IDENTIFIED)
+            assert identified["identity"] == "obama" and identified["distance"] < 0.6
+        else:
+            assert kinds[IDENTIFIED] == 0 and kinds[UNKNOWN_ALERT] == 1, kinds
+        assert [e for e in stream if e["camera"] == cam] == events
+
+    logs = Path(settings.local.state_dir) / "logs"
+    done = [
+        sum('"event": "gop.done"' in line for line in (logs / f"analysis-{i}.log").read_text().splitlines())
+        for i in range(2)
+    ]
+    assert sum(done) == 2 * GOPS and all(done), f"analysis replicas' GOPs: {done}"
+
+
+def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Settings) -> None:
+    """SIGKILL the analysis replica twice while GOPs are in flight: the restarted stage
+    finishes the camera and the EVENTS stream holds each event exactly once."""
+    _enrol_obama(settings)
+    system = _system(settings)
+    killed: list[int] = []
+
+    def kill(count: int) -> None:
+        if len(killed) < 2 and count >= 2 + 3 * len(killed):
+            for managed in system.processes:
+                if managed.name.startswith("analysis-") and managed.alive and managed.process:
+                    managed.process.send_signal(signal.SIGKILL)
+                    killed.append(count)
+                    break
+
+    with system:
+        system.start({Names.ANALYSIS: 1})
+        system.wait_ready()
+        gateway = system.add_camera("door", str(portrait_clip("obama2.jpg", CLIP)), "realtime")
+        result = system.wait_for_camera("door", gateway, stall_timeout=180, on_progress=kill)
+        assert result.complete, result.reason
+        stream = _stream_events(system.settings)
+    assert len(killed) == 2, killed
+    ids = Counter(e["id"] for e in stream)
+    assert all(n == 1 for n in ids.values()), ids
+    kinds = Counter(e["type"] for e in stream)
+    assert kinds == Counter({APPEARED: 1, IDENTIFIED: 1, LEFT: 1}), kinds
+    events = read_jsonl(Path(settings.sink.output_dir) / "door" / "events.jsonl")
+    assert events == stream
+
+
+def test_gallery_in_the_bucket_matches_the_file_store(settings: Settings) -> None:
+    """`framepipe run` seeds FP_FACES from the file store, which survives the fresh JetStream."""
+    _enrol_obama(settings)
+    system = _system(settings)
+    with system:
+        system.start({})
+
+        async def people() -> list[Person]:
+            nc = await bus.connect(system.settings, "test-gallery", retry_initial=False)
+            try:
+                return await gallery.kv_people(nc.jetstream())
+            finally:
+                await nc.close()
+
+        (person,) = asyncio.run(people())
+    assert person.name == "obama"
+    files = FileGallery(settings.analysis.gallery_path(settings.local.state_dir)).people()
+    assert np.array_equal(person.embeddings, files[0].embeddings)
