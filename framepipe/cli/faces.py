@@ -96,7 +96,7 @@ def list_cmd(config: ConfigOption = None) -> None:
     for name in sorted(found):
         person, where = found[name]
         info = gallery.summary(person)
-        out.print(f"{name}\t{info['photos']}\t{info['enrolled_at']}\t{'+'.join(where)}", highlight=False)
+        typer.echo(f"{name}\t{info['photos']}\t{info['enrolled_at']}\t{'+'.join(where)}")
 
 
 @app.command("remove")

@@ -173,10 +173,11 @@ class CameraTracker:
                 if emb is not None:
                     track.embedding = [round(float(v), 5) for v in emb]
                 track.recent = ([*track.recent, face.get("identity") or UNKNOWN])[-VOTE_WINDOW:]
+            # The vote first, so that "appeared" already names a person known at once.
+            decided = self._revote(track, face, gop, snapshot) if embedded else []
             if appeared:
                 out.append(self._event(events.APPEARED, track, gop))
-            if embedded:
-                out.extend(self._revote(track, face, gop, snapshot))
+            out.extend(decided)
         out.extend(self._expire(gop))
         return mapping, out
 

@@ -92,13 +92,14 @@ def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(set
         assert named[who] >= 0.8 * len(faces), f"{cam}: identities {named}"
         events = [check_event(e) for e in read_jsonl(root / cam / "events.jsonl")]
         kinds = Counter(e["type"] for e in events)
-        assert kinds[APPEARED] == 1 and kinds[LEFT] == 1, kinds
+        assert (kinds[APPEARED], kinds[LEFT]) == (1, 1), kinds
         if who == "obama":
-            assert kinds[IDENTIFIED] == 1 and kinds[UNKNOWN_ALERT] == 0, kinds
+            assert (kinds[IDENTIFIED], kinds[UNKNOWN_ALERT]) == (1, 0), kinds
             identified = next(e for e in events if e["type"] == IDENTIFIED)
-            assert identified["identity"] == "obama" and identified["distance"] < 0.6
+            assert identified["identity"] == "obama"
+            assert identified["distance"] < 0.6
         else:
-            assert kinds[IDENTIFIED] == 0 and kinds[UNKNOWN_ALERT] == 1, kinds
+            assert (kinds[IDENTIFIED], kinds[UNKNOWN_ALERT]) == (0, 1), kinds
         assert [e for e in stream if e["camera"] == cam] == events
 
     logs = Path(settings.local.state_dir) / "logs"
@@ -106,7 +107,8 @@ def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(set
         sum('"event": "gop.done"' in line for line in (logs / f"analysis-{i}.log").read_text().splitlines())
         for i in range(2)
     ]
-    assert sum(done) == 2 * GOPS and all(done), f"analysis replicas' GOPs: {done}"
+    assert sum(done) == 2 * GOPS, f"analysis replicas' GOPs: {done}"
+    assert all(done), f"the analysis replicas did not share the GOPs: {done}"
 
 
 def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Settings) -> None:
