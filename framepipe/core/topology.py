@@ -178,6 +178,8 @@ class StageSpec:
     publishes: tuple[str, ...] = ()
     #: KV buckets it writes.
     writes_buckets: tuple[str, ...] = ()
+    #: KV buckets it watches (an ordered consumer per watch; reads need no grant).
+    watches_buckets: tuple[str, ...] = ()
     #: a ScaledObject in a cluster and a local autoscaler entry, from ``[scaling.<name>]``.
     scaled: bool = False
     #: poison input goes to ``dlq.<name>``.
@@ -239,6 +241,7 @@ STAGES: tuple[StageSpec, ...] = (
         consumers=(_reads(Names.ANALYZE, Names.ANALYSIS),),
         # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
         publishes=(Names.wildcard(Names.ENCODE),),
+        watches_buckets=(Names.FACES_BUCKET,),
         # Not yet scaled: the simulator and tuner need its throughput in
         # bench/results/scaling.json first (see docs/architecture.md); analysis.replicas for now.
         scaled=False,

@@ -112,7 +112,10 @@ class FaceEmbedder:
 
     def enrol(self, path: Path, min_face_px: int) -> npt.NDArray[np.float32]:
         """The descriptor of the one face in the photo at ``path``; an EnrolmentError otherwise."""
-        image = read_image(path)
+        return self.enrol_image(read_image(path), str(path), min_face_px)
+
+    def enrol_image(self, image: Image, path: str, min_face_px: int) -> npt.NDArray[np.float32]:
+        """:meth:`enrol` of an RGB array (``path`` names it in errors)."""
         faces = self.detect(image)
         if not faces:
             raise EnrolmentError(
