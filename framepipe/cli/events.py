@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from nats.js import api as js_api
 
-from framepipe.cli.common import ConfigOption, attached_settings, out
+from framepipe.cli.common import ConfigOption, attached_settings
 from framepipe.cli.errors import Typer
 from framepipe.cli.faces import _reachable
 from framepipe.core import bus
@@ -47,15 +47,15 @@ def event_time(event: dict[str, Any]) -> float:
 
 
 def show(event: dict[str, Any], as_json: bool) -> None:
+    # Plain lines, never wrapped: they are read by people and by scripts alike.
     if as_json:
-        out.print(json.dumps(event), highlight=False, soft_wrap=True)
+        typer.echo(json.dumps(event))
         return
     when = datetime.fromtimestamp(event_time(event), UTC).strftime("%Y-%m-%d %H:%M:%S")
     distance = "" if event["distance"] is None else f" d={event['distance']:.3f}"
-    out.print(
+    typer.echo(
         f"{when}  {event['camera']}  {event['type']:<22} track {event['track']:<4} "
-        f"{event['identity']}{distance}",
-        highlight=False,
+        f"{event['identity']}{distance}"
     )
 
 

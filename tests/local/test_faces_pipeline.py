@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from framepipe.cli.app import app
 from framepipe.core import bus, gallery
 from framepipe.core.events import APPEARED, IDENTIFIED, LEFT, UNKNOWN_ALERT, check_event
 from framepipe.core.gallery import FileGallery, Person
@@ -82,7 +84,15 @@ def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(set
             result = system.wait_for_camera(cam, gateway, stall_timeout=180)
             assert result.complete, result.reason
         stream = _stream_events(system.settings)
+        env = {"FRAMEPIPE_NATS__URL": system.settings.nats.url}
+        tailed = CliRunner().invoke(
+            app, ["events", "tail", "--camera", "hall", "--since", "1h", "--json"], env=env
+        )
 
+    assert tailed.exit_code == 0, tailed.output
+    assert [json.loads(line) for line in tailed.output.splitlines()] == [
+        e for e in stream if e["camera"] == "hall"
+    ]
     root = Path(settings.sink.output_dir)
     for cam, who in (("door", "obama"), ("hall", "unknown")):
         faces = _face_lines(root / cam)
