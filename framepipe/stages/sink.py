@@ -202,6 +202,8 @@ class OutputWriter:
         self.cameras: dict[str, CameraOutput] = {}
         self.js: JetStreamContext | None = None
         self._watch: asyncio.Task[None] | None = None
+        #: one camera's files and progress change under it only (segments, gaps, the watch).
+        self.lock = asyncio.Lock()
 
     async def start(self, js: JetStreamContext) -> None:
         if self.js is None:
@@ -250,7 +252,8 @@ class OutputWriter:
             await asyncio.sleep(0.5)
             for output in list(self.cameras.values()):
                 with contextlib.suppress(Exception):
-                    await self.check_complete(output)
+                    async with self.lock:
+                        await self.check_complete(output)
 
 
 class Sink(Stage[SegmentMessage]):
@@ -272,11 +275,12 @@ class Sink(Stage[SegmentMessage]):
         await super().close()
 
     async def process(self, message: SegmentMessage, ctx: WorkContext) -> Done:
-        output = await self.writer.camera(message.camera)
-        if message.gop >= output.progress.next_gop:
-            await asyncio.to_thread(output.add_segment, message)
-        appended = await asyncio.to_thread(output.advance)
-        await self.writer.check_complete(output)
+        async with self.writer.lock:
+            output = await self.writer.camera(message.camera)
+            if message.gop >= output.progress.next_gop:
+                await asyncio.to_thread(output.add_segment, message)
+            appended = await asyncio.to_thread(output.advance)
+            await self.writer.check_complete(output)
         return Done(frames=len(message.frames), fields={"appended": appended})
 
 
@@ -316,13 +320,14 @@ class SinkGaps(Stage[GapNotice]):
     async def process(self, message: GapNotice, ctx: WorkContext) -> Done:
         if message.gop < 0:
             return Done()  # not tied to a GOP: nothing to mark
-        output = await self.writer.camera(message.camera)
-        output.add_gap(message.gop, message.stage, message.reason)
-        appended = output.advance()
-        log.warning(
-            "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
-        )
-        await self.writer.check_complete(output)
+        async with self.writer.lock:
+            output = await self.writer.camera(message.camera)
+            output.add_gap(message.gop, message.stage, message.reason)
+            appended = output.advance()
+            log.warning(
+                "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
+            )
+            await self.writer.check_complete(output)
         return Done(fields={"appended": appended})
 
 

@@ -122,18 +122,21 @@ def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(set
 
 
 def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Settings) -> None:
-    """SIGKILL the analysis replica twice while GOPs are in flight: the restarted stage
-    finishes the camera and the EVENTS stream holds each event exactly once."""
+    """SIGKILL the analysis replica twice and the sink (which follows the tracks) once
+    while GOPs are in flight: the restarted stages finish the camera and the EVENTS
+    stream holds each event exactly once, as events.jsonl does."""
     _enrol_obama(settings)
     system = _system(settings)
-    killed: list[int] = []
+    victims = ["analysis", "sink", "analysis"]
+    killed: list[str] = []
 
     def kill(count: int) -> None:
-        if len(killed) < 2 and count >= 2 + 3 * len(killed):
+        if victims and count >= 2 + 2 * len(killed):
+            stage = victims.pop(0)
             for managed in system.processes:
-                if managed.name.startswith("analysis-") and managed.alive and managed.process:
+                if managed.name.startswith(f"{stage}-") and managed.alive and managed.process:
                     managed.process.send_signal(signal.SIGKILL)
-                    killed.append(count)
+                    killed.append(managed.name)
                     break
 
     with system:
@@ -143,7 +146,7 @@ def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Sett
         result = system.wait_for_camera("door", gateway, stall_timeout=180, on_progress=kill)
         assert result.complete, result.reason
         stream = _stream_events(system.settings)
-    assert len(killed) == 2, killed
+    assert len(killed) == 3, killed
     ids = Counter(e["id"] for e in stream)
     assert all(n == 1 for n in ids.values()), ids
     kinds = Counter(e["type"] for e in stream)

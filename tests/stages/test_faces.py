@@ -17,13 +17,14 @@ from framepipe.cli.app import app
 from framepipe.core import gallery
 from framepipe.core.events import APPEARED, EVENT_SCHEMA, IDENTIFIED, LEFT, UNKNOWN_ALERT, check_event
 from framepipe.core.gallery import FileGallery, GalleryIndex, Person
-from framepipe.core.messages import Detection, FrameDetections
+from framepipe.core.messages import Detection, FaceTracklet, FrameDetections
 from framepipe.core.settings import AnalysisSettings
 from framepipe.media.sample import astronaut
 from framepipe.stages.analysis.embedder import EnrolmentError, FaceEmbedder
+from framepipe.stages.analysis.stage import jpeg
 from framepipe.stages.analysis.tracklets import choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
-from framepipe.stages.tracking import CameraTracker
+from framepipe.stages.tracking import CameraTracker, face_record
 from tests.helpers import PORTRAIT_CROPS, face_photo
 
 
@@ -211,6 +212,27 @@ class TestCameraTracker:
         assert mapping == {0: 1}
         assert events == []
         assert resumed.next_id == 2
+
+
+class TestSnapshots:
+    """analysis.keep_snapshots: the best crop's JPEG becomes a file the events point at."""
+
+    def test_snapshot_file_is_written_and_referenced(self, tmp_path: Path) -> None:
+        """The sink's record of a tracklet drops the bytes, writes the JPEG, and the
+        appeared event's snapshot names that file."""
+        chip = np.zeros((150, 150, 3), np.uint8)
+        face = FaceTracklet(
+            0, 0, 9, (10, 10, 110, 110), (10, 10, 110, 110), 1.0, 2.0,
+            embedding=np.zeros(128, "<f4").tobytes(), crops=1, best_frame=4, snapshot=jpeg(chip),
+        )  # fmt: skip
+        record = face_record(tmp_path, 7, face)
+        assert "snapshot" not in record
+        assert Image.open(tmp_path / record["snapshot_file"]).size == (150, 150)
+        _, events = CameraTracker("door", AnalysisSettings()).update(
+            7, [record], {0: record["snapshot_file"]}
+        )
+        assert events[0]["snapshot"]["file"] == record["snapshot_file"]
+        assert events[0]["snapshot"]["frame"] == 4
 
 
 class TestGalleryWatch:
