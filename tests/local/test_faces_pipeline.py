@@ -131,7 +131,7 @@ def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Sett
     killed: list[str] = []
 
     def kill(count: int) -> None:
-        if victims and count >= 2 + 2 * len(killed):
+        if victims and count >= 1 + len(killed):
             stage = victims.pop(0)
             for managed in system.processes:
                 if managed.name.startswith(f"{stage}-") and managed.alive and managed.process:
