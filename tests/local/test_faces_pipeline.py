@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -156,7 +155,8 @@ def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Sett
 
 
 def test_gallery_in_the_bucket_matches_the_file_store(settings: Settings) -> None:
-    """`framepipe run` seeds FP_FACES from the file store, which survives the fresh JetStream."""
+    """`framepipe run` seeds FP_FACES from the file store (which survives the fresh
+    JetStream); `framepipe faces` on a running system changes both stores at once."""
     _enrol_obama(settings)
     system = _system(settings)
     with system:
@@ -169,7 +169,21 @@ def test_gallery_in_the_bucket_matches_the_file_store(settings: Settings) -> Non
             finally:
                 await nc.close()
 
-        (person,) = asyncio.run(people())
-    assert person.name == "obama"
-    files = FileGallery(settings.analysis.gallery_path(settings.local.state_dir)).people()
-    assert np.array_equal(person.embeddings, files[0].embeddings)
+        (seeded,) = asyncio.run(people())
+        env = {
+            "FRAMEPIPE_NATS__URL": system.settings.nats.url,
+            "FRAMEPIPE_LOCAL__STATE_DIR": settings.local.state_dir,
+        }
+        runner = CliRunner()
+        enrolled = runner.invoke(app, ["faces", "enroll", "biden", str(face_photo("biden.jpg"))], env=env)
+        assert enrolled.exit_code == 0, enrolled.output
+        listed = runner.invoke(app, ["faces", "list"], env=env).output.splitlines()
+        after_enrol = sorted(p.name for p in asyncio.run(people()))
+        assert runner.invoke(app, ["faces", "remove", "obama"], env=env).exit_code == 0
+        after_remove = sorted(p.name for p in asyncio.run(people()))
+    assert seeded.name == "obama"
+    files = FileGallery(settings.analysis.gallery_path(settings.local.state_dir))
+    assert [line.split("\t")[::3] for line in listed] == [["biden", "file+system"], ["obama", "file+system"]]
+    assert after_enrol == ["biden", "obama"]
+    assert after_remove == ["biden"]
+    assert [p.name for p in files.people()] == ["biden"]
