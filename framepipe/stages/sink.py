@@ -208,6 +208,12 @@ class OutputWriter:
     async def start(self, js: JetStreamContext) -> None:
         if self.js is None:
             self.js = js
+            # Events saved but not yet acked by a sink that died: the watch flushes them even
+            # if no segment of that camera ever comes again.
+            for progress in sorted(self.root.glob(f"*/{STATE_DIR}/progress.json")):
+                with contextlib.suppress(ValueError, OSError):
+                    if json.loads(progress.read_text()).get("outbox"):
+                        await self.camera(progress.parent.parent.name)
             self._watch = asyncio.create_task(self._watch_sources())
 
     async def stop(self) -> None:

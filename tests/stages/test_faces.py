@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,14 @@ from framepipe.core import gallery
 from framepipe.core.events import APPEARED, EVENT_SCHEMA, IDENTIFIED, LEFT, UNKNOWN_ALERT, check_event
 from framepipe.core.gallery import FileGallery, GalleryIndex, Person
 from framepipe.core.messages import Detection, FaceTracklet, FrameDetections
-from framepipe.core.settings import AnalysisSettings
+from framepipe.core.settings import AnalysisSettings, Settings
+from framepipe.core.topology import Names
 from framepipe.media.sample import astronaut
 from framepipe.stages.analysis.embedder import EnrolmentError, FaceEmbedder
 from framepipe.stages.analysis.stage import jpeg
 from framepipe.stages.analysis.tracklets import choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
+from framepipe.stages.sink import CameraOutput, OutputWriter
 from framepipe.stages.tracking import CameraTracker, face_record
 from tests.helpers import PORTRAIT_CROPS, face_photo
 
@@ -235,6 +239,34 @@ class TestSnapshots:
         assert events[0]["snapshot"]["frame"] == 4
 
 
+class TestSinkOutbox:
+    """Events saved by a sink that died before EVENTS acked them are sent on restart."""
+
+    async def test_restarted_sink_flushes_the_saved_outbox_once(
+        self, js: JetStreamContext, nats_settings: Settings
+    ) -> None:
+        """An outbox in progress.json reaches events.<camera> by the next sink's watch; a
+        second restart sends nothing again (the outbox was emptied after the ack)."""
+        root = Path(nats_settings.sink.output_dir)
+        output = CameraOutput(root, "door", 0, 0)
+        tracker = CameraTracker("door", AnalysisSettings())
+        _, found = tracker.update(0, [_face(0, 0, 9, [10, 10, 110, 110], "obama")])
+        output._add_events(found)
+        output._save()
+        for _ in range(2):
+            writer = OutputWriter(nats_settings)
+            await writer.start(js)
+            deadline = time.monotonic() + 10
+            while 'outbox": []' not in (root / "door" / ".state" / "progress.json").read_text():
+                assert time.monotonic() < deadline, "the outbox was not flushed"
+                await asyncio.sleep(0.1)
+            await writer.stop()
+        info = await js.stream_info(Names.EVENTS)
+        assert info.state.messages == len(found) == 2
+        sent = [json.loads((await js.get_msg(Names.EVENTS, seq)).data or b"") for seq in (1, 2)]
+        assert [e["type"] for e in sent] == [APPEARED, IDENTIFIED]
+
+
 class TestGalleryWatch:
     """Every analysis replica sees the bucket's changes."""
 
@@ -249,8 +281,6 @@ class TestGalleryWatch:
             assert await gallery.kv_remove(js, "early")
             deadline = time.monotonic() + 5
             while [p.name for p in watch.index.people] != ["late"] and time.monotonic() < deadline:
-                import asyncio
-
                 await asyncio.sleep(0.05)
             assert [p.name for p in watch.index.people] == ["late"]
         finally:
