@@ -24,7 +24,7 @@ class TestTopology:
         """Running setup twice succeeds and yields every stream and stage consumer."""
         await bus.ensure_topology(js, nats_settings)
         names = {s.config.name for s in await js.streams_info()}
-        buckets = {f"KV_{Names.LEDGER_BUCKET}", f"KV_{Names.SOURCES_BUCKET}", f"KV_{Names.CAMERAS_BUCKET}"}
+        buckets = {f"KV_{bucket.name}" for bucket in topology.BUCKETS}
         assert names == {s.name for s in topology.STREAMS} | buckets
         for spec in topology.consumer_specs():
             info = await js.consumer_info(spec.stream, spec.durable)
