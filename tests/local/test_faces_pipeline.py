@@ -121,9 +121,9 @@ def test_enrolled_person_identified_other_unknown_one_track_across_every_gop(set
 
 
 def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Settings) -> None:
-    """SIGKILL the analysis replica twice and the sink (which follows the tracks) once
-    while GOPs are in flight: the restarted stages finish the camera and the EVENTS
-    stream holds each event exactly once, as events.jsonl does."""
+    """SIGKILL the analysis replica, then the sink (which follows the tracks), then the
+    analysis again if GOPs are still in flight: the restarted stages finish the camera
+    and the EVENTS stream holds each event exactly once, as events.jsonl does."""
     _enrol_obama(settings)
     system = _system(settings)
     victims = ["analysis", "sink", "analysis"]
@@ -145,7 +145,8 @@ def test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event(settings: Sett
         result = system.wait_for_camera("door", gateway, stall_timeout=180, on_progress=kill)
         assert result.complete, result.reason
         stream = _stream_events(system.settings)
-    assert len(killed) == 3, killed
+    # The third kill only lands when the restarts leave GOPs in flight (often they drain first).
+    assert killed[:2] == ["analysis-0", "sink-0"], killed
     ids = Counter(e["id"] for e in stream)
     assert all(n == 1 for n in ids.values()), ids
     kinds = Counter(e["type"] for e in stream)
