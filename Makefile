@@ -13,7 +13,7 @@ CONTRACT_NPM := .cache/npm-contract
 CONTRACT_STAMP := $(CONTRACT_NPM)/.installed-v1
 CONTRACT_PACKAGES := @asyncapi/parser@3.6.6 @nats-io/jetstream@3.4.0 @nats-io/transport-node@3.4.0 ajv@8.20.0
 
-.PHONY: install models sample demo test smoke lint bench bench-quick clean web-assets contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
+.PHONY: install models sample demo test smoke lint bench bench-quick clean web-assets face-photos contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,22 @@ rules:
 	promtool check rules framepipe/cluster/monitoring/rules.yml
 	cd framepipe/cluster/monitoring && promtool test rules rules_test.yml
 
+# Real portraits for the face tests, from the face_recognition sdist on PyPI (MIT; the photos
+# are official US government portraits): two photos of one person, one of another.
+FR_SDIST := face_recognition-1.3.0
+FACE_PHOTOS := .cache/face-photos/obama2.jpg
+$(FACE_PHOTOS): | $(STAMP)
+	mkdir -p .cache/face-photos/sdist
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d .cache/face-photos/sdist face-recognition==1.3.0
+	tar -xzf .cache/face-photos/sdist/$(FR_SDIST).tar.gz -C .cache/face-photos --strip-components=3 \
+	  $(FR_SDIST)/tests/test_images/obama.jpg $(FR_SDIST)/tests/test_images/obama2.jpg $(FR_SDIST)/tests/test_images/biden.jpg
+
+face-photos: $(FACE_PHOTOS)
+
 demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
 
-test: $(STAMP) models web-assets contract-tools
+test: $(STAMP) models web-assets contract-tools face-photos
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The newcomer pass: misuse of the command line, signals, a second run in one folder.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,12 +32,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from framepipe.core import bus, messages
 from framepipe.core.errors import ConfigError
-from framepipe.core.schemas import STREAM_KINDS, product_streams
+from framepipe.core.schemas import EVENT_STREAMS, STREAM_KINDS, product_streams
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 
 #: the events stream, where this build has one (issue 14 adds it to the topology).
-EVENTS: str | None = getattr(Names, "EVENTS", None)
 #: with ``follow=False``: how long to wait for a first message before deciding there is none.
 IDLE_S = 2.0
 
@@ -51,7 +51,8 @@ class Received:
     #: when JetStream stored it (UTC), floored to the microsecond: passed back as ``since`` it
     #: includes this message.
     time: datetime
-    message: messages.Message
+    #: an envelope (DETECTIONS), or for EVENTS the event document (core/events.py's schema)
+    message: messages.Message | dict[str, Any]
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,10 +104,8 @@ class FramepipeClient:
     async def events(
         self, camera: str, since: datetime | float | None = None, *, follow: bool = True
     ) -> AsyncIterator[Received]:
-        """Events of ``camera`` (the EVENTS stream); a ConfigError where this build has none."""
-        if EVENTS is None:
-            raise ConfigError("this framepipe build has no EVENTS stream: read detections instead")
-        async for item in self.read(EVENTS, camera, since, follow=follow):
+        """Events of ``camera`` (the EVENTS stream: JSON documents, see core/events.py)."""
+        async for item in self.read(Names.EVENTS, camera, since, follow=follow):
             yield item
 
     async def read(
@@ -133,7 +132,12 @@ class FramepipeClient:
                 first = False
                 headers = msg.headers or {}
                 kind = kinds.get(headers.get(messages.Headers.KIND, ""))
-                if kind is not None:
+                if stream in EVENT_STREAMS:
+                    meta = msg.metadata
+                    yield Received(
+                        stream, meta.sequence.stream, msg.subject, _stored_time(msg), json.loads(msg.data)
+                    )
+                elif kind is not None:
                     meta = msg.metadata
                     yield Received(
                         stream,

@@ -48,6 +48,8 @@ SLOW = frozenset(
     {
         "tests/local/test_autoscale_local.py::test_burst_scales_every_stage_up_and_back_down_losing_nothing",
         "tests/local/test_faults.py::test_kill_9_of_every_stage_mid_run_loses_and_duplicates_nothing",
+        "tests/local/test_faces_pipeline.py::test_enrolled_person_identified_other_unknown_one_track_across_every_gop",
+        "tests/local/test_faces_pipeline.py::test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event",
         "tests/local/test_faults.py::test_nats_server_restart_mid_run_resumes",
         "tests/local/test_contract_live.py::TestLiveContract::test_prometheus_clients_and_schemas_on_a_live_run",
         "tests/stages/test_rtsp.py::test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart",

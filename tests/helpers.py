@@ -11,6 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from framepipe.core import bus
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
@@ -25,6 +27,14 @@ FACE_MODEL = MODELS / "face_detection_full_range.onnx"
 #: npm packages of the contract checks (`make contract-tools`), and the Node programs using them.
 NODE_MODULES = REPO / ".cache" / "npm-contract" / "node_modules"
 NODE_PROGRAMS = REPO / "tests" / "node"
+#: real portraits from the face_recognition package's sdist (`make face-photos`): two
+#: different photos of Barack Obama and one of Joe Biden (official US government photos).
+FACE_PHOTOS = REPO / ".cache" / "face-photos"
+#: a square around each portrait's face (dlib's HOG box, enlarged), scaled to 512×512 for clips.
+PORTRAIT_CROPS = {
+    "obama2.jpg": (4, 124, 604, 724),
+    "biden.jpg": (280, 101, 880, 701),
+}
 
 # Small clips keep the suite fast on 2 cores; each is generated once and cached.
 CLIPS = {
@@ -57,6 +67,26 @@ def faces_clip() -> Path:
     path = MEDIA / "faces_short_gops.mp4"
     if not path.is_file():
         make_clip(path, FACES)
+    return path
+
+
+def face_photo(name: str) -> Path:
+    """One of the portraits `make face-photos` unpacks (never downloaded by a test)."""
+    path = FACE_PHOTOS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make face-photos` before the tests")
+    return path
+
+
+def portrait_clip(name: str, spec: ClipSpec) -> Path:
+    """A clip panning the square around ``name``'s face (``PORTRAIT_CROPS``), made once."""
+    from PIL import Image
+
+    path = MEDIA / f"portrait_{Path(name).stem}_{spec.cache_name}"
+    if not path.is_file():
+        with Image.open(face_photo(name)) as photo:
+            square = photo.convert("RGB").crop(PORTRAIT_CROPS[name]).resize((512, 512))
+        make_clip(path, spec, np.asarray(square))
     return path
 
 

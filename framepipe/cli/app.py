@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from framepipe import __version__
-from framepipe.cli import cameras, dlq, k8s, media, pipeline, processes, scale, viewing
+from framepipe.cli import cameras, dlq, events, faces, k8s, media, pipeline, processes, scale, viewing
 from framepipe.cli.errors import Typer, report
 from framepipe.core import logs
 from framepipe.core.errors import FramepipeError
@@ -52,6 +52,12 @@ app.add_typer(media.models_app, name="models")
 app.add_typer(k8s.app, name="k8s", help="Render, check and apply the Kubernetes manifests.")
 app.add_typer(cameras.app, name="cameras", help="Add, remove and list cameras while the system runs.")
 app.add_typer(dlq.app, name="dlq", help="Inspect, replay and purge dead letters.")
+app.add_typer(
+    faces.app, name="faces", help="Enrol, list and remove the people the analysis stage recognises."
+)
+app.add_typer(
+    events.app, name="events", help="Follow the EVENTS stream (people appearing, identified, leaving)."
+)
 app.add_typer(scale.app, name="scale", help="Simulate a load curve against the scaling settings; tune them.")
 
 

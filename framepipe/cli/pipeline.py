@@ -205,6 +205,25 @@ def run(
     raise typer.Exit(code)
 
 
+#: the person of the sample clip: NASA astronaut Eileen Collins (scikit-image's photo).
+SAMPLE_PERSON = "eileen_collins"
+
+
+def _enrol_sample_person(settings: Settings) -> None:
+    """The demo names the astronaut: enrol her from the sample's source photo, once."""
+    from framepipe.core.gallery import FileGallery, Person
+    from framepipe.media.sample import astronaut
+    from framepipe.stages.analysis.embedder import FaceEmbedder
+
+    files = FileGallery(settings.analysis.gallery_path(settings.local.state_dir))
+    if any(p.name == SAMPLE_PERSON for p in files.people()):
+        return
+    with console.status(f"enrolling {SAMPLE_PERSON} from the sample's photo (first run)..."):
+        photo = astronaut()
+        descriptor = FaceEmbedder().enrol_image(photo, "astronaut.png", settings.analysis.min_face_px)
+        files.put(Person(SAMPLE_PERSON, descriptor[None, :], ("skimage:astronaut.png",)))
+
+
 def demo(
     output: Annotated[Path, typer.Option(help="Output directory.")] = Path("output"),
     pacing: Annotated[str, typer.Option(help="realtime | fast")] = "fast",
@@ -222,6 +241,7 @@ def demo(
     if not DEFAULT_SAMPLE.is_file():
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)
+    _enrol_sample_person(settings)
     code = _run_local(
         settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {}, web=web, linger=web and sys.stdout.isatty()
     )

@@ -55,6 +55,7 @@ def cluster_settings(settings: Settings, cluster: ClusterConfig) -> Settings:
         decoder=port,
         inference={**port, "models_dir": MODELS_DIR},
         encoder=port,
+        analysis=port,
         sink={**port, "output_dir": HLS_DIR},
         local={"state_dir": STATE_DIR},
     )

@@ -18,8 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from framepipe.core import messages
+from framepipe.core import events, messages
 from framepipe.core.schemas import (
+    EVENT_HEADERS,
+    EVENT_STREAMS,
     STAGE_SENDS,
     STREAM_KINDS,
     Schema,
@@ -79,7 +81,28 @@ def _message(cls: type[messages.Message] | None) -> Schema:
     }
 
 
+def _event_message(stream: str) -> Schema:
+    kind, schema = EVENT_STREAMS[stream]
+    payload = {key: value for key, value in schema.items() if key not in ("$schema", "$id")}
+    return {
+        "name": kind,
+        "title": "Event",
+        "summary": (events.__doc__ or "").strip().splitlines()[0],
+        "contentType": messages.JSON_CONTENT_TYPE,
+        "headers": {
+            "type": "object",
+            "required": list(EVENT_HEADERS),
+            "properties": {
+                name: {"type": "string", "description": doc} for name, doc in EVENT_HEADERS.items()
+            },
+        },
+        "payload": payload,
+    }
+
+
 def _kinds(stream: str) -> list[str]:
+    if stream in EVENT_STREAMS:
+        return [EVENT_STREAMS[stream][0]]
     return [cls.KIND for cls in STREAM_KINDS[stream]] or [DEAD_LETTER]
 
 
@@ -155,6 +178,8 @@ def document() -> Schema:
     message_classes = [cls for kinds in STREAM_KINDS.values() for cls in kinds]
     components_messages = {cls.KIND: _message(cls) for cls in message_classes}
     components_messages[DEAD_LETTER] = _message(None)
+    for stream in EVENT_STREAMS:
+        components_messages[EVENT_STREAMS[stream][0]] = _event_message(stream)
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {

@@ -47,6 +47,15 @@ def permissions(user: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.MSG.NEXT.{consumer.stream}.{consumer.durable}",
             f"$JS.ACK.{consumer.stream}.{consumer.durable}.>",
         ]
+    for bucket in spec.watches_buckets:
+        # A KV watch is an ephemeral ordered consumer with flow control on the bucket's stream.
+        publish += [
+            f"$JS.API.CONSUMER.CREATE.KV_{bucket}.>",
+            f"$JS.API.CONSUMER.CREATE.KV_{bucket}",
+            f"$JS.API.CONSUMER.DELETE.KV_{bucket}.>",
+            f"$JS.API.CONSUMER.INFO.KV_{bucket}.>",
+            "$JS.FC.>",
+        ]
     if spec.dead_letters:
         publish.append(Names.dlq_subject(user))
     return {"publish": publish, "subscribe": ["_INBOX.>"]}

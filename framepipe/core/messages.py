@@ -65,9 +65,22 @@ class Detection:
     box: tuple[float, float, float, float]
     score: float
     label: str = "face"
+    #: set by the analysis stage: the face's tracklet in its GOP (the sink makes it the
+    #: camera's track id in detections.jsonl); -1: not analysed.
+    track: int = -1
+    #: set by the analysis stage: the gallery's name, ``"unknown"``, or "" (not analysed).
+    identity: str = ""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4), "label": self.label}
+        wire: dict[str, Any] = {
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 4),
+            "label": self.label,
+        }
+        if self.track >= 0:  # only analysed detections carry them: DETECTIONS stays as it was
+            wire["track"] = self.track
+            wire["identity"] = self.identity
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Any) -> Detection:
@@ -76,15 +89,20 @@ class Detection:
         box = raw.get("box")
         score = raw.get("score")
         label = raw.get("label", "face")
+        track = raw.get("track", -1)
+        identity = raw.get("identity", "")
         if (
             not isinstance(box, list)
             or len(box) != 4
             or not all(isinstance(v, int | float) for v in box)
             or not isinstance(score, int | float)
             or not isinstance(label, str)
+            or not isinstance(track, int)
+            or not isinstance(identity, str)
         ):
             raise SchemaError(f"malformed detection {raw!r}"[:200])
-        return cls((float(box[0]), float(box[1]), float(box[2]), float(box[3])), float(score), label)
+        box4 = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        return cls(box4, float(score), label, track, identity)
 
 
 @dataclass(frozen=True)
@@ -294,13 +312,63 @@ class DetectionsMessage(Message):
 
 
 @dataclass(frozen=True)
+class FaceTracklet:
+    """One face followed through one GOP by the analysis stage (``local`` is its id there).
+
+    The sink links tracklets of consecutive GOPs into a camera's tracks (IoU of
+    ``last_box`` with the next GOP's ``first_box``, else descriptor distance).
+    ``embedding`` is the mean dlib descriptor of the embedded crops (128 float32,
+    little-endian; empty when no crop was large enough); ``identity`` the gallery's
+    vote over those crops ("" = unknown) at ``distance``.
+    """
+
+    local: int
+    first_frame: int
+    last_frame: int
+    first_box: tuple[float, float, float, float]
+    last_box: tuple[float, float, float, float]
+    first_seen: float
+    last_seen: float
+    identity: str = ""
+    distance: float = -1.0
+    crops: int = 0
+    embedding: bytes = b""
+    #: the best crop: frame index and box in it (the snapshot reference); JPEG bytes when
+    #: ``analysis.keep_snapshots`` is on.
+    best_frame: int = -1
+    best_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    snapshot: bytes = b""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> FaceTracklet:
+        if not isinstance(raw, dict):
+            raise SchemaError("face tracklet must be a map")
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                kwargs[f.name] = _check_type("tracklet", f.name, hints[f.name], raw[f.name])
+            elif f.default is dataclasses.MISSING:
+                raise SchemaError(f"face tracklet lacks field {f.name!r}")
+        if isinstance(kwargs.get("embedding"), memoryview):
+            kwargs["embedding"] = bytes(kwargs["embedding"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
 class EncodeItem(Message):
-    """ENCODE: every part of a GOP has detections; draw and encode it."""
+    """ANALYZE and ENCODE: every part of a GOP has detections; name the faces, draw, encode."""
 
     KIND: ClassVar[str] = "encode"
 
     video_seq: int
     frames: tuple[FrameDetections, ...]
+    #: the GOP's face tracklets, set by the analysis stage (empty before it, or no faces).
+    faces: tuple[FaceTracklet, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -320,6 +388,8 @@ class SegmentMessage(Message):
     mode: str = "burn-in"
     #: seconds per ``frames[].pts`` unit (the source's time base); (0, 1): unknown (older encoders).
     time_base: tuple[int, int] = (0, 1)
+    #: the analysis stage's face tracklets, passed through by the encoder for the sink.
+    faces: tuple[FaceTracklet, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -429,6 +499,7 @@ __all__ = [
     "Detection",
     "DetectionsMessage",
     "EncodeItem",
+    "FaceTracklet",
     "FrameBatch",
     "FrameDetections",
     "GapMessage",

@@ -20,7 +20,7 @@ import types
 import typing
 from typing import Any
 
-from framepipe.core import messages
+from framepipe.core import events, messages
 from framepipe.core.messages import Headers
 from framepipe.core.topology import STREAMS, Names, StreamSpec
 
@@ -32,9 +32,21 @@ STREAM_KINDS: dict[str, tuple[type[messages.Message], ...]] = {
     Names.VIDEO: (messages.GopMessage,),
     Names.FRAMES: (messages.FrameBatch,),
     Names.DETECTIONS: (messages.DetectionsMessage, messages.GapMessage),
+    Names.ANALYZE: (messages.EncodeItem,),
     Names.ENCODE: (messages.EncodeItem,),
     Names.OUTPUT: (messages.SegmentMessage,),
     Names.DLQ: (),
+    Names.EVENTS: (),  # not envelopes: see EVENT_STREAMS
+}
+
+#: product streams whose bodies are plain JSON documents, not envelopes: the kind name the
+#: contract gives them and their published schema (:mod:`framepipe.core.events`).
+EVENT_STREAMS: dict[str, tuple[str, Schema]] = {Names.EVENTS: ("event", events.EVENT_SCHEMA)}
+#: the headers the sink sets on each event (``tracking.publish_events``).
+EVENT_HEADERS: dict[str, str] = {
+    Headers.CONTENT_TYPE: "application/json",
+    "Framepipe-Event": "the event's type member (person.appeared, ...)",
+    Headers.MSG_ID: "the event's id member: JetStream drops a replayed event",
 }
 
 #: where a stage publishes only some of a stream's kinds (otherwise: all of them).
@@ -61,6 +73,8 @@ FIELD_DOCS: dict[str, str] = {
     "Detection.box": "x1, y1, x2, y2 in source pixels",
     "Detection.score": "detector confidence, 0..1",
     "Detection.label": "what was detected",
+    "Detection.track": "the face's track id on its camera (analysed detections only)",
+    "Detection.identity": "the gallery's name or 'unknown' (analysed detections only)",
 }
 
 DETECTION: Schema = {
@@ -77,6 +91,8 @@ DETECTION: Schema = {
         },
         "score": {"type": "number", "minimum": 0, "maximum": 1, "description": FIELD_DOCS["Detection.score"]},
         "label": {"type": "string", "description": FIELD_DOCS["Detection.label"]},
+        "track": {"type": "integer", "description": FIELD_DOCS["Detection.track"]},
+        "identity": {"type": "string", "description": FIELD_DOCS["Detection.identity"]},
     },
 }
 
@@ -110,6 +126,15 @@ def _type_schema(hint: Any, ref_prefix: str, json_body: bool) -> Schema:
         return {"type": simple[hint]}
     if hint is messages.FrameDetections:
         return {"$ref": f"{ref_prefix}Frame"}
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        fields = dataclasses.fields(hint)
+        return {
+            "type": "object",
+            "title": hint.__name__,
+            "required": [f.name for f in fields if f.default is dataclasses.MISSING],
+            "properties": {f.name: _type_schema(hints[f.name], ref_prefix, json_body) for f in fields},
+        }
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if set(inner) <= {bytes, memoryview}:  # memoryview: a received raw tail
@@ -182,6 +207,8 @@ def schema_id(stream: str) -> str:
 
 def stream_schema(stream: str) -> Schema:
     """A standalone draft 2020-12 schema every message body of a product stream validates."""
+    if stream in EVENT_STREAMS:
+        return {**EVENT_STREAMS[stream][1], "$id": schema_id(stream)}
     kinds = STREAM_KINDS[stream]
     if not stream_spec(stream).product or not all(cls.FORMAT == "json" for cls in kinds):
         raise ValueError(f"{stream} is not a JSON product stream")

@@ -357,6 +357,49 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class AnalysisSettings(ConsumerSettings):
+    """Face recognition (the analysis stage) and the per-camera tracks the sink follows."""
+
+    #: dlib's descriptor distance under which a face is the gallery's person (dlib: 0.6).
+    match_threshold: float = 0.6
+    #: faces narrower than this (source pixels) are not embedded, nor enrolled.
+    min_face_px: int = 40
+    #: crops embedded per face tracklet and GOP: the largest, most confident, spread out.
+    crops_per_track: int = 2
+    #: where ``framepipe faces`` keeps the gallery on this machine; empty: <local.state_dir>/faces.
+    gallery_dir: str = ""
+    #: keep a JPEG of each track's best crop (<output>/<camera>/snapshots/); off: embeddings only.
+    keep_snapshots: bool = False
+    #: a tracklet continues a track of the previous GOP when their boxes overlap this much...
+    track_iou: float = 0.2
+    #: ...or when their descriptors are this close (a face that moved fast or was missed).
+    track_reid_distance: float = 0.45
+    #: GOPs a track may go unseen before it has left.
+    track_max_gap_gops: int = 1
+    #: GOPs a track must stay unknown before its one alert.unknown_person.
+    unknown_alert_after_gops: int = 2
+
+    def __post_init__(self) -> None:
+        self._check("analysis")
+        if not 0.0 < self.match_threshold < 2.0:
+            raise ConfigError(f"analysis.match_threshold must be in (0, 2), got {self.match_threshold}")
+        if not 0.0 < self.track_iou < 1.0:
+            raise ConfigError(f"analysis.track_iou must be in (0, 1), got {self.track_iou}")
+        _positive(
+            "analysis",
+            min_face_px=self.min_face_px,
+            crops_per_track=self.crops_per_track,
+            track_reid_distance=self.track_reid_distance,
+            unknown_alert_after_gops=self.unknown_alert_after_gops,
+        )
+        if self.track_max_gap_gops < 0:
+            raise ConfigError(f"analysis.track_max_gap_gops must be >= 0, got {self.track_max_gap_gops}")
+
+    def gallery_path(self, state_dir: str) -> Path:
+        return Path(self.gallery_dir) if self.gallery_dir else Path(state_dir) / "faces"
+
+
+@dataclass(frozen=True)
 class SinkSettings(ConsumerSettings):
     #: the sink appends one camera's segments in order: it never takes more than 1.
     in_flight: int = 1
@@ -453,6 +496,7 @@ class Settings:
     decoder: DecoderSettings = field(default_factory=DecoderSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     local: LocalSettings = field(default_factory=LocalSettings)

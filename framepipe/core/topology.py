@@ -31,11 +31,16 @@ class Names:
     ENCODE = "ENCODE"
     OUTPUT = "OUTPUT"
     DLQ = "DLQ"
+    #: GOPs whose detections are complete, waiting for face analysis (inference → analysis).
+    ANALYZE = "ANALYZE"
+    #: person appeared / identified / left, unknown-person alerts (JSON, for applications).
+    EVENTS = "EVENTS"
 
     GATEWAY = "gateway"
     DECODER = "decoder"
     INFERENCE = "inference"
     ENCODER = "encoder"
+    ANALYSIS = "analysis"
     SINK = "sink"
     SINK_GAPS = "sink-gaps"
     #: the NATS user of `framepipe setup` and the local tools (status, cameras, dlq, web).
@@ -45,6 +50,7 @@ class Names:
     SOURCES_BUCKET = "FP_SOURCES"
     CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
     OUTPUT_MODES_BUCKET = "FP_OUTPUT_MODES"  # camera → output mode overriding [output] mode
+    FACES_BUCKET = "FP_FACES"  # the face gallery (person → embeddings); analysis replicas watch it
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
@@ -53,6 +59,8 @@ class Names:
         ENCODE: "encode",
         OUTPUT: "out",
         DLQ: "dlq",
+        ANALYZE: "analyze",
+        EVENTS: "events",
     }
 
     @classmethod
@@ -125,6 +133,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.ENCODE, True),
     StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
     StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
+    StreamSpec(Names.ANALYZE, True),
+    StreamSpec(Names.EVENTS, False, "detections_max_age_s", product=True),
 )
 
 
@@ -141,6 +151,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s"),
     BucketSpec(Names.CAMERAS_BUCKET, None),
     BucketSpec(Names.OUTPUT_MODES_BUCKET, None),
+    BucketSpec(Names.FACES_BUCKET, None),
 )
 
 
@@ -178,6 +189,8 @@ class StageSpec:
     publishes: tuple[str, ...] = ()
     #: KV buckets it writes.
     writes_buckets: tuple[str, ...] = ()
+    #: KV buckets it watches (an ordered consumer per watch; reads need no grant).
+    watches_buckets: tuple[str, ...] = ()
     #: a ScaledObject in a cluster and a local autoscaler entry, from ``[scaling.<name>]``.
     scaled: bool = False
     #: poison input goes to ``dlq.<name>``.
@@ -226,11 +239,24 @@ STAGES: tuple[StageSpec, ...] = (
         Names.INFERENCE,
         entry="framepipe.stages.inference.stage:Inference",
         consumers=(_reads(Names.FRAMES, Names.INFERENCE),),
-        publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ENCODE)),
+        # analyze.<camera>: the ledger's "GOP g has every part's detections" item.
+        publishes=(Names.wildcard(Names.DETECTIONS), Names.wildcard(Names.ANALYZE)),
         writes_buckets=(Names.LEDGER_BUCKET,),
         scaled=True,
         lag_threshold=16,
         resources=("1", "2", "768Mi", "2Gi"),
+    ),
+    StageSpec(
+        Names.ANALYSIS,
+        entry="framepipe.stages.analysis.stage:Analysis",
+        consumers=(_reads(Names.ANALYZE, Names.ANALYSIS),),
+        # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
+        publishes=(Names.wildcard(Names.ENCODE),),
+        watches_buckets=(Names.FACES_BUCKET,),
+        # Not yet scaled: the simulator and tuner need its throughput in
+        # bench/results/scaling.json first (see docs/architecture.md); analysis.replicas for now.
+        scaled=False,
+        resources=("500m", "2", "512Mi", "1536Mi"),
     ),
     StageSpec(
         Names.ENCODER,
@@ -248,6 +274,8 @@ STAGES: tuple[StageSpec, ...] = (
             _reads(Names.OUTPUT, Names.SINK),
             _reads(Names.DLQ, Names.SINK, Names.SINK_GAPS),
         ),
+        # events.<camera>: the sink follows each camera's tracks in GOP order (stages/tracking.py).
+        publishes=(Names.wildcard(Names.EVENTS),),
         resources=("100m", "500m", "128Mi", "512Mi"),
     ),
 )

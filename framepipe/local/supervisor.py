@@ -22,7 +22,7 @@ from types import TracebackType
 
 import structlog
 
-from framepipe.core import bus, topology
+from framepipe.core import bus, gallery, topology
 from framepipe.core.auth import user_for_process
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import SetupError
@@ -103,6 +103,8 @@ class LocalSystem:
             self.settings = self.server.client_settings(self.settings)
             self.monitor_url = self.server.monitor_url
         asyncio.run(bus.setup_topology(self.settings))
+        # The face gallery of this machine (framepipe faces) into the fresh FP_FACES bucket.
+        asyncio.run(gallery.seed_from_files(self.settings))
         counts = {stage: self.settings.consumer(stage).replicas for stage in STAGES}
         counts.update(replicas or {})
         for stage in STAGES:

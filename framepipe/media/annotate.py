@@ -34,6 +34,16 @@ _GLYPHS = {
     "s": "011100010001110", "o": "000111101101111", "n": "000110101101101",
     "?": "111001011000010",
 }  # fmt: skip
+# The rest of the alphabet and '_', '-': names from the face gallery are drawn too.
+_GLYPHS.update({
+    "b": "100100111101111", "d": "001001111101111", "g": "111101111001111",
+    "h": "100100111101101", "i": "010000010010010", "j": "001000001101111",
+    "k": "101101110101101", "l": "010010010010011", "m": "000111111101101",
+    "q": "111101111001001", "t": "010111010010011", "u": "000101101101111",
+    "v": "000101101101010", "w": "000101101111111", "x": "000101010101101",
+    "y": "101101111001111", "z": "000111011100111", "_": "000000000000111",
+    "-": "000000111000000",
+})  # fmt: skip
 
 
 def _glyph(char: str) -> npt.NDArray[np.bool_]:
@@ -146,7 +156,9 @@ def paint_detections(painter: Painter, detections: Iterable[Detection]) -> None:
         painter.fill(x1, max(y1, y2 - thickness + 1), x2 + 1, y2 + 1, BOX_COLOUR)
         painter.fill(x1, y1, x1 + thickness, y2 + 1, BOX_COLOUR)
         painter.fill(max(x1, x2 - thickness + 1), y1, x2 + 1, y2 + 1, BOX_COLOUR)
-        draw_text(painter, x1, y1 - 7 * scale, f"{det.label} {det.score:.2f}", scale)
+        # An analysed face shows who it is (or "unknown"); otherwise the label and score.
+        text = det.identity or f"{det.label} {det.score:.2f}"
+        draw_text(painter, x1, y1 - 7 * scale, text, scale)
 
 
 def draw_detections(image: npt.NDArray[np.uint8], detections: Iterable[Detection]) -> None:

@@ -128,10 +128,14 @@ def astronaut() -> npt.NDArray[np.uint8]:
     return photo
 
 
-def make_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Path:
-    """Encode a clip to ``path`` (container from the suffix); returns ``path``."""
+def make_clip(path: Path, spec: ClipSpec = ClipSpec(), photo: npt.NDArray[np.uint8] | None = None) -> Path:
+    """Encode a clip to ``path`` (container from the suffix); returns ``path``.
+
+    ``photo``: a 512×512 RGB photo to pan instead of the astronaut (face tests use
+    other people's portraits; ``face_box`` then does not apply).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    photo = astronaut()
+    photo = astronaut() if photo is None else photo
     background = _background(spec.width, spec.height)
     tmp = path.with_name(path.name + ".partial" + path.suffix)
     with av.open(str(tmp), "w") as container:

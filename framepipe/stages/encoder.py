@@ -115,6 +115,7 @@ class Encoder(Stage[EncodeItem]):
             discontinuity=gop.discontinuity,
             mode=mode,
             time_base=gop.time_base,
+            faces=message.faces,  # the analysis stage's tracklets, for the sink's tracks and events
         )
         await ctx.publish(
             Names.subject(Names.OUTPUT, message.camera),

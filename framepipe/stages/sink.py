@@ -1,6 +1,6 @@
 """Sink: OUTPUT segments → ``<output>/<camera>/index.m3u8``, segments, detections.jsonl,
-and each segment's detections per frame beside it (``seg_<gop>.json``, what the console
-draws over overlay-mode video).
+events.jsonl, and each segment's detections per frame beside it (``seg_<gop>.json``, what
+the console draws over overlay-mode video).
 
 Segments arrive in any order (several encoders). Each one is written to disk
 under its GOP number and acked at once; the playlist and ``detections.jsonl``
@@ -8,6 +8,10 @@ then advance over the contiguous prefix, so per-camera order is restored here
 and nowhere else. A GOP that was dead-lettered upstream (seen on the DLQ) is a
 gap: the playlist continues after it with ``#EXT-X-DISCONTINUITY``. All state
 is in files, so a restarted sink resumes where it left off.
+
+Because it sees each camera in order, the sink also follows the faces' tracks across
+GOPs and emits the EVENTS (:mod:`framepipe.stages.tracking`): appended to events.jsonl
+and kept in ``progress.json``'s outbox until ``events.<camera>`` acked them.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from nats.js import JetStreamContext
 
 from framepipe.core.messages import Headers, Message, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
-from framepipe.core.settings import Settings
+from framepipe.core.settings import AnalysisSettings, Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, ConsumerSpec, Names, consumer_spec, validate_camera_name
 from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages.camera_metrics import export_source_states
+from framepipe.stages.tracking import EVENTS_FILE, CameraTracker, face_record, publish_events
 
 log = structlog.get_logger("framepipe.sink")
 PLAYLIST = "index.m3u8"
@@ -61,10 +66,16 @@ class CameraProgress:
     discontinuity_pending: bool = False
     #: frames the gateway found missing from a damaged input (its source state), once ended.
     lost_frames: int = 0
+    #: the camera's tracks (CameraTracker.state), events.jsonl's length, events not yet acked.
+    tracks: dict[str, Any] = field(default_factory=dict)
+    events_bytes: int = 0
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CameraOutput:
-    def __init__(self, root: Path, camera: str, first_gop: int, window: int) -> None:
+    def __init__(
+        self, root: Path, camera: str, first_gop: int, window: int, analysis: AnalysisSettings | None = None
+    ) -> None:
         self.dir = root / camera
         self.state_dir = self.dir / STATE_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,9 @@ class CameraOutput:
         # Lines appended after the last saved progress are re-appended on replay.
         with open(detections, "ab") as handle:
             handle.truncate(self.progress.detections_bytes)
+        with open(self.dir / EVENTS_FILE, "ab") as handle:
+            handle.truncate(self.progress.events_bytes)
+        self.tracker = CameraTracker(camera, analysis or AnalysisSettings(), self.progress.tracks)
 
     def add_segment(self, segment: SegmentMessage) -> None:
         _write_atomic(self.dir / segment_name(segment.gop), segment.data)
@@ -87,6 +101,7 @@ class CameraOutput:
             "duration": segment.duration_s,
             "discontinuity": segment.discontinuity,
             "frames": [f.to_wire() for f in segment.frames],
+            "faces": [face_record(self.dir, segment.gop, f) for f in segment.faces],
         }
         _write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
 
@@ -101,6 +116,7 @@ class CameraOutput:
         p = self.progress
         appended = 0
         lines: list[str] = []
+        new_events: list[dict[str, Any]] = []
         while True:
             meta_file = self.state_dir / f"{p.next_gop:06d}.json"
             gap_file = self.state_dir / f"{p.next_gop:06d}.gap"
@@ -115,11 +131,19 @@ class CameraOutput:
                     }
                 )
                 p.discontinuity_pending = False
+                faces = meta.get("faces", [])
+                snapshots = {f["local"]: f["snapshot_file"] for f in faces if f.get("snapshot_file")}
+                tracks, found = self.tracker.update(p.next_gop, faces, snapshots)
+                new_events += found
                 for frame in meta["frames"]:
+                    for det in frame["detections"]:
+                        if "track" in det:  # the GOP's tracklet → the camera's track id
+                            det["track"] = tracks.get(det["track"], -1)
                     lines.append(json.dumps({"camera": self.camera, "gop": p.next_gop, **frame}))
             elif gap_file.is_file():
                 p.gaps.append(json.loads(gap_file.read_text()))
                 p.discontinuity_pending = True
+                new_events += self.tracker.update(p.next_gop, [])[1]
             else:
                 break
             p.next_gop += 1
@@ -128,17 +152,27 @@ class CameraOutput:
             with open(self.dir / DETECTIONS, "a", encoding="utf-8") as handle:
                 handle.write("".join(line + "\n" for line in lines))
             p.detections_bytes = (self.dir / DETECTIONS).stat().st_size
+            self._add_events(new_events)
             self._save()
         return appended
+
+    def _add_events(self, found: list[dict[str, Any]]) -> None:
+        if found:
+            with open(self.dir / EVENTS_FILE, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(e) + "\n" for e in found))
+            self.progress.outbox.extend(found)
+        self.progress.events_bytes = (self.dir / EVENTS_FILE).stat().st_size
 
     def finish_if_complete(self, source_state: str, source_next_gop: int, lost_frames: int = 0) -> bool:
         p = self.progress
         if not p.ended and source_state == "ended" and p.next_gop >= source_next_gop:
             p.ended, p.lost_frames = True, lost_frames
+            self._add_events(self.tracker.finish(p.next_gop - 1))
             self._save()
         return p.ended
 
     def _save(self) -> None:
+        self.progress.tracks = self.tracker.state()
         self._write_playlist()
         _write_atomic(self.state_dir / "progress.json", json.dumps(self.progress.__dict__).encode())
 
@@ -169,15 +203,24 @@ class OutputWriter:
     """Shared by the segment and gap consumers of one sink process."""
 
     def __init__(self, settings: Settings) -> None:
+        self.analysis = settings.analysis
         self.root = Path(settings.sink.output_dir)
         self.window = settings.sink.playlist_window
         self.cameras: dict[str, CameraOutput] = {}
         self.js: JetStreamContext | None = None
         self._watch: asyncio.Task[None] | None = None
+        #: one camera's files and progress change under it only (segments, gaps, the watch).
+        self.lock = asyncio.Lock()
 
     async def start(self, js: JetStreamContext) -> None:
         if self.js is None:
             self.js = js
+            # Events saved but not yet acked by a sink that died: the watch flushes them even
+            # if no segment of that camera ever comes again.
+            for progress in sorted(self.root.glob(f"*/{STATE_DIR}/progress.json")):
+                with contextlib.suppress(ValueError, OSError):
+                    if json.loads(progress.read_text()).get("outbox"):
+                        await self.camera(progress.parent.parent.name)
             self._watch = asyncio.create_task(self._watch_sources())
 
     async def stop(self) -> None:
@@ -191,14 +234,23 @@ class OutputWriter:
             validate_camera_name(name)
             state = await read_source_state(self.js, name) if self.js else None
             first = state.first_gop if state else 0
-            self.cameras[name] = CameraOutput(self.root, name, first, self.window)
+            self.cameras[name] = CameraOutput(self.root, name, first, self.window, self.analysis)
         return self.cameras[name]
 
+    async def flush_events(self, output: CameraOutput) -> None:
+        """Publish the outbox (de-duplicated by event id), then forget it."""
+        if output.progress.outbox and self.js is not None:
+            await publish_events(self.js, output.camera, output.progress.outbox)
+            output.progress.outbox = []
+            await asyncio.to_thread(output._save)
+
     async def check_complete(self, output: CameraOutput) -> None:
+        await self.flush_events(output)
         if output.progress.ended or self.js is None:
             return
         state = await read_source_state(self.js, output.camera)
         if state is not None and output.finish_if_complete(state.state, state.next_gop, state.lost_frames):
+            await self.flush_events(output)
             p = output.progress
             log.info(
                 "camera.complete",
@@ -218,7 +270,8 @@ class OutputWriter:
                     await export_source_states(self.js)
             for output in list(self.cameras.values()):
                 with contextlib.suppress(Exception):
-                    await self.check_complete(output)
+                    async with self.lock:
+                        await self.check_complete(output)
 
 
 class Sink(Stage[SegmentMessage]):
@@ -240,11 +293,12 @@ class Sink(Stage[SegmentMessage]):
         await super().close()
 
     async def process(self, message: SegmentMessage, ctx: WorkContext) -> Done:
-        output = await self.writer.camera(message.camera)
-        if message.gop >= output.progress.next_gop:
-            await asyncio.to_thread(output.add_segment, message)
-        appended = await asyncio.to_thread(output.advance)
-        await self.writer.check_complete(output)
+        async with self.writer.lock:
+            output = await self.writer.camera(message.camera)
+            if message.gop >= output.progress.next_gop:
+                await asyncio.to_thread(output.add_segment, message)
+            appended = await asyncio.to_thread(output.advance)
+            await self.writer.check_complete(output)
         return Done(frames=len(message.frames), fields={"appended": appended})
 
 
@@ -284,13 +338,14 @@ class SinkGaps(Stage[GapNotice]):
     async def process(self, message: GapNotice, ctx: WorkContext) -> Done:
         if message.gop < 0:
             return Done()  # not tied to a GOP: nothing to mark
-        output = await self.writer.camera(message.camera)
-        output.add_gap(message.gop, message.stage, message.reason)
-        appended = output.advance()
-        log.warning(
-            "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
-        )
-        await self.writer.check_complete(output)
+        async with self.writer.lock:
+            output = await self.writer.camera(message.camera)
+            output.add_gap(message.gop, message.stage, message.reason)
+            appended = output.advance()
+            log.warning(
+                "gop.gap", camera=message.camera, gop=message.gop, stage=message.stage, reason=message.reason
+            )
+            await self.writer.check_complete(output)
         return Done(fields={"appended": appended})
 
 

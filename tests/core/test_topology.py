@@ -42,7 +42,7 @@ class TestStageTable:
 
     def test_unknown_stage_is_a_config_error_listing_the_known(self) -> None:
         """``framepipe stage nope`` names the stages there are."""
-        with pytest.raises(ConfigError, match="decoder, inference, encoder, sink"):
+        with pytest.raises(ConfigError, match="decoder, inference, analysis, encoder, sink"):
             stage_spec("nope")
 
     def test_a_per_camera_stage_has_no_entry(self) -> None:

@@ -196,6 +196,7 @@ class TestLiveContract:
         detections = results[Names.DETECTIONS]
         assert detections["invalid"] == []
         assert detections["messages"] > 0
+        assert results[Names.EVENTS].get("invalid", []) == [], results[Names.EVENTS]
 
         # --- framepipe.client: the same messages, and only the later ones from a given time.
         everything = asyncio.run(_read_detections(settings))
@@ -213,6 +214,13 @@ class TestLiveContract:
         validator = jsonschema.Draft202012Validator(schemas.detections_line_schema())
         assert lines
         assert all(validator.is_valid(line) for line in lines)
+        events_file = Path(settings.sink.output_dir) / CAMERA / "events.jsonl"
+        event_validator = jsonschema.Draft202012Validator(schemas.stream_schema(Names.EVENTS))
+        assert (
+            all(event_validator.is_valid(line) for line in read_jsonl(events_file))
+            if events_file.exists()
+            else True
+        )
 
         # --- the web server serves the checked-in AsyncAPI document.
         server = WebServer(settings, port=0).start()
@@ -270,11 +278,8 @@ class TestClient:
         assert isinstance(item.message, DetectionsMessage)
         assert (item.message.camera, item.message.gop, item.subject) == (CAMERA, 4, "dets.contract")
 
-    async def test_internal_streams_and_missing_events_are_refused(self, nats_settings: Settings) -> None:
-        """Reading VIDEO is a ConfigError; so is events() in a build without an EVENTS stream."""
+    async def test_internal_streams_are_refused(self, nats_settings: Settings) -> None:
+        """Reading VIDEO (an internal stream) is a ConfigError."""
         async with connect(nats_settings.nats.url) as client:
             with pytest.raises(ConfigError, match="not a product stream"):
                 await client.read(Names.VIDEO, CAMERA).__anext__()
-            if getattr(Names, "EVENTS", None) is None:
-                with pytest.raises(ConfigError, match="no EVENTS stream"):
-                    await client.events(CAMERA).__anext__()

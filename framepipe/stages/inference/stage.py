@@ -141,8 +141,8 @@ class Inference(Stage[FrameBatch]):
         )
         complete = await loaded.ledger.record(camera, gop, message.part, message.parts, per_frame)
         if complete is not None:
-            await ctx.publish(
-                Names.subject(Names.ENCODE, camera),
+            await ctx.publish(  # the analysis stage names the faces, then hands it to the encoder
+                Names.subject(Names.ANALYZE, camera),
                 EncodeItem(camera, gop, message.video_seq, complete),
                 Names.msg_id(camera, gop, "ledger"),
             )

@@ -1,0 +1,1 @@
+"""Face analysis: dlib descriptors on full-resolution crops, per-GOP tracklets, the gallery watch."""
