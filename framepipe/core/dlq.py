@@ -111,7 +111,7 @@ async def replay(js: JetStreamContext, letter: DeadLetter, *, delete: bool = Tru
     stage = letter.subject.rpartition(".")[2]
     # The stage header of the original message (if any) was overwritten by the
     # dead-letter stage name; downstream stages do not route on it.
-    await bus.publish(js, subject, letter.data, headers, f"replay:{stage}:{letter.seq}")
+    await bus.publish(js, subject, letter.data, headers, f"replay:{stage}:{letter.seq}", attempts=8)
     if delete:
         with contextlib.suppress(NotFoundError):
             await js.delete_msg(Names.DLQ, letter.seq)

@@ -102,6 +102,7 @@ class StreamSpec:
     work_queue: bool
     max_age_setting: str | None = None
     max_bytes_setting: str | None = None
+    max_msgs_setting: str | None = None
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -114,7 +115,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.DETECTIONS, False, "detections_max_age_s"),
     StreamSpec(Names.ENCODE, True),
     StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
-    StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
+    # Bounded three ways: a camera that sends only poison drops its oldest letters, never fills the disk.
+    StreamSpec(Names.DLQ, False, "dlq_max_age_s", "dlq_max_bytes", "dlq_max_msgs"),
 )
 
 
