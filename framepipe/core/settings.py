@@ -35,6 +35,9 @@ class NatsSettings:
     max_payload: int = 8 * 1024 * 1024
     monitor_port: int = 8222
     connect_timeout_s: float = 5.0
+    #: client pings: a hung server (SIGSTOP, a frozen node) is left after ping_interval_s
+    #: × 3 unanswered pings, and the client fails over to another node of the cluster.
+    ping_interval_s: float = 5.0
     sync_interval: str = "default"
     #: NATS user; empty: none, or the admin of the local server of local.state_dir.
     user: str = ""
@@ -55,7 +58,7 @@ class NatsSettings:
             raise ConfigError("set nats.tls_cert and nats.tls_key together (client certificate and key)")
         if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
             raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
-        _positive("nats", connect_timeout_s=self.connect_timeout_s)
+        _positive("nats", connect_timeout_s=self.connect_timeout_s, ping_interval_s=self.ping_interval_s)
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -212,3 +212,17 @@ def monitor_json(monitor_url: str, path: str, timeout: float = 2.0) -> dict[str,
     with urllib.request.urlopen(f"{monitor_url}{path}", timeout=timeout) as response:
         payload: dict[str, Any] = json.loads(response.read())
         return payload
+
+
+def stream_placement(cluster: Any) -> dict[str, str]:
+    """A stream's leader and each follower's state (``n1 lag 0``), for ``framepipe status``.
+
+    ``cluster`` is a StreamInfo's ``cluster`` (None on a server without clustering).
+    """
+    if cluster is None or not cluster.name:
+        return {"leader": cluster.leader or "" if cluster else "", "replicas": ""}
+    followers = []
+    for peer in cluster.replicas or ():
+        state = "offline" if peer.offline else ("current" if peer.current else "catching up")
+        followers.append(f"{peer.name} {state} lag {peer.lag or 0}")
+    return {"leader": cluster.leader or "none (no quorum)", "replicas": ", ".join(followers)}
