@@ -184,10 +184,20 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     for spec in STREAMS:
         config = stream_config(spec, settings)
         try:
-            await js.stream_info(spec.name)
-            await js.update_stream(config)
-        except NotFoundError:
-            await js.add_stream(config)
+            try:
+                await js.stream_info(spec.name)
+                await js.update_stream(config)
+            except NotFoundError:
+                await js.add_stream(config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in FULL_STORE_CODES:
+                raise
+            # JetStream reserves a stream's max_bytes up front: say which limit does not fit.
+            raise BusError(
+                f"JetStream cannot reserve stream {spec.name} (max_bytes {config.max_bytes}): "
+                f"{exc.description}; lower streams.{spec.max_bytes_setting or 'video_max_bytes'} "
+                "or give the server more store (max_file_store, local.nats_max_file_store)"
+            ) from None
     for consumer in consumer_specs():
         await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in BUCKETS:
