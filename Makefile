@@ -8,7 +8,7 @@ MODELS := .cache/models/face_detection_full_range.onnx .cache/models/face_detect
 HLSJS_VERSION := 1.7.4
 HLSJS  := framepipe/web/static/vendor/hls.min.js
 
-.PHONY: install models sample demo test lint bench bench-quick clean web-assets
+.PHONY: install models sample demo test lint bench bench-quick soak clean web-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,7 @@ bench: $(STAMP) models
 
 bench-quick: $(STAMP) models
 	$(BIN)/python -m bench.run_all --quick $(BENCH_ARGS)
+
+# Not in CI: real-time cameras for SOAK_MINUTES (30), sampling RSS/fds/threads/backlog (bench/soak.py).
+soak: $(STAMP) models
+	$(BIN)/python -m bench.soak --minutes $${SOAK_MINUTES:-30} --cameras $${SOAK_CAMERAS:-3}
