@@ -239,8 +239,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: JetStream API error codes that clear by themselves: the stream has no leader or quorum
 #: yet (10008 cluster not available, 10009 cluster not active, 10015 peer gone, 10071 raft
-#: busy) or the store is full (10023 insufficient resources, 10047 storage resources).
-TRANSIENT_API_CODES = frozenset({10008, 10009, 10015, 10023, 10047, 10071})
+#: busy) or the store is full (10023 insufficient resources, 10047 storage resources), and
+#: 10158 "duplicate message id is in process": a retry arrived while the first attempt of
+#: the same msg id is still being replicated (seen in a cluster after a timeout); the next
+#: try answers "duplicate" once it is stored.
+TRANSIENT_API_CODES = frozenset({10008, 10009, 10015, 10023, 10047, 10071, 10158})
 FULL_STORE_CODES = frozenset({10023, 10047})
 
 

@@ -107,10 +107,10 @@ class NatsNodes:
 
     def start(self, timeout: float = 30.0) -> NatsNodes:
         if len(self.nodes) == 1:
-            self.nodes[0].start(log_file=self.log_file(self.nodes[0]))
+            self.nodes[0].start(log_file=self.log_file(self.nodes[0]), timeout=timeout)
             return self
         for node in self.nodes:
-            node.start(log_file=self.log_file(node))
+            node.start(log_file=self.log_file(node), timeout=timeout)
         self.wait_healthy(timeout)
         if self.auth_dir is not None:
             tls = self.nodes[0].tls
