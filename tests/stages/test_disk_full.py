@@ -31,6 +31,14 @@ STORE = "12MB"
 FILLER = "TEST_FILLER"  # a test's own stream, not part of the product topology
 
 
+@pytest.fixture(autouse=True)
+def _fresh_bus_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus module's logger, cached on first use under an earlier ``logs.configure``, can
+    keep a processor list that ``capture_logs`` no longer sees (seen in a full suite run):
+    give the module a fresh one for this test."""
+    monkeypatch.setattr(bus, "log", structlog.get_logger("framepipe.bus"))
+
+
 @pytest.fixture
 def small_store(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server whose JetStream file store holds 12 MB."""
@@ -89,9 +97,15 @@ class TestDiskFull:
             gateway = Gateway(settings, "full", str(faces_clip()), pacing="fast")
             with structlog.testing.capture_logs() as events:
                 running = asyncio.create_task(gateway.run())
-                await asyncio.sleep(4.0)
-                assert not running.done(), "the gateway gave up instead of waiting"
+                deadline = asyncio.get_running_loop().time() + 60.0  # a loaded machine starts slowly
+                while not any(e["event"] == "bus.waiting" for e in events):
+                    assert not running.done(), "the gateway ended instead of waiting"
+                    assert asyncio.get_running_loop().time() < deadline, "the gateway never waited"
+                    await asyncio.sleep(0.2)
                 held = gateway.published
+                await asyncio.sleep(3.0)  # it keeps waiting, in silence
+                assert not running.done(), "the gateway gave up instead of waiting"
+                assert gateway.published == held
                 waiting = [e for e in events if e["event"] == "bus.waiting"]
                 assert len(waiting) == 1, waiting  # one line, not one per retry
                 assert "store full" in waiting[0]["reason"]
