@@ -13,7 +13,7 @@ CONTRACT_NPM := .cache/npm-contract
 CONTRACT_STAMP := $(CONTRACT_NPM)/.installed-v1
 CONTRACT_PACKAGES := @asyncapi/parser@3.6.6 @nats-io/jetstream@3.4.0 @nats-io/transport-node@3.4.0 ajv@8.20.0
 
-.PHONY: install models sample demo test smoke lint bench bench-quick clean web-assets face-photos contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
+.PHONY: install models sample demo test smoke lint bench bench-quick soak clean web-assets face-photos contract-tools contract asyncapi rules base-image image image-gpu image-test image-tags
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -145,3 +145,7 @@ image-tags:
 # as the image's non-root user (docker/image_smoke.sh says how).
 image-test:
 	docker/image_smoke.sh $(IMAGE)
+
+# Not in CI: real-time cameras for SOAK_MINUTES (30), sampling RSS/fds/threads/backlog (bench/soak.py).
+soak: $(STAMP) models
+	$(BIN)/python -m bench.soak --minutes $${SOAK_MINUTES:-30} --cameras $${SOAK_CAMERAS:-3}

@@ -58,6 +58,13 @@ SLOW = frozenset(
         # a real `framepipe run` each (issue 21; 20-60 s on the loaded machine)
         "tests/local/test_lifecycle.py::test_sigterm_and_sighup_stop_the_run_in_order",
         "tests/local/test_lifecycle.py::test_sigkill_of_the_run_takes_its_children_along",
+        # issue 18: NATS faults (a single server's crash, a 3-node cluster's faults)
+        "tests/local/test_nats_crash.py::test_kill_9_of_the_embedded_nats_server_mid_run_completes_every_frame_once",
+        "tests/local/test_nats_crash.py::test_a_3_node_cluster_run_survives_a_kill_9_of_the_video_leader",
+        "tests/core/test_cluster_faults.py::TestClusterFaults::test_kill_9_of_the_video_leader_and_its_restart",
+        "tests/core/test_cluster_faults.py::TestClusterFaults::test_a_hung_node_past_the_election_timeout_then_resumed",
+        "tests/core/test_cluster_faults.py::TestClusterFaults::test_two_nodes_down_waits_in_one_line_and_carries_on_with_quorum",
+        "tests/core/test_cluster_faults.py::TestClusterFaults::test_rolling_restart_of_all_three_nodes",
     }
 )
 
@@ -137,6 +144,16 @@ def _uses_server_fixture(item: pytest.Item) -> bool:
     return False
 
 
+def _defines(module: object, name: str) -> bool:
+    """Whether ``module`` has ``name`` (``function`` or ``Class::method``)."""
+    found: object = module
+    for part in name.split("::"):
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return True
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark ``integration`` and ``slow`` tests (see the module docstring)."""
     listed: dict[str, pytest.Item] = {}
@@ -153,8 +170,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path, _, name = entry.partition("::")
         item = listed.get(path)
         module = getattr(item, "module", None)
-        owner = module
-        for part in name.split("::")[:-1]:  # a test method: Class::method
-            owner = getattr(owner, part, None)
-        if module is not None and not hasattr(owner, name.rsplit("::", 1)[-1]):
+        if module is not None and not _defines(module, name):
             raise pytest.UsageError(f"tests/conftest.py SLOW names {entry}, which does not exist")

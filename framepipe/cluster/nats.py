@@ -154,6 +154,8 @@ def nats_conf(settings: Settings, cluster: ClusterConfig, *, store_dir: str = NA
         f"  store_dir: {q(store_dir)}",
         f"  max_file_store: {store}",
         f"  max_memory_store: {256 * 1024 * 1024}",
+        # nats.sync_interval, as locally (docs/reliability.md, durability); the server's own by default.
+        *([f"  sync_interval: {q(sync)}"] if (sync := settings.nats.sync_interval) != "default" else []),
         "}",
     ]
     if k.nats_replicas > 1:

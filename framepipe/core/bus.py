@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -76,7 +77,7 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
     while True:
         try:
             client = await nats.connect(
-                settings.nats.url,
+                server_urls(settings.nats.url),
                 name=name,
                 **auth,
                 connect_timeout=settings.nats.connect_timeout_s,
@@ -86,6 +87,8 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
+                ping_interval=settings.nats.ping_interval_s,
+                max_outstanding_pings=3,
                 pending_size=2 * settings.nats.max_payload,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -121,6 +124,12 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             await asyncio.sleep(0.5)
 
 
+def server_urls(url: str) -> list[str]:
+    """``nats.url`` may list several servers of one cluster, comma-separated: the client
+    connects to any that answers and fails over to the others."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def _refused(exc: Exception) -> bool:
     """The server turned our credentials down (not worth retrying)."""
     return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
@@ -147,7 +156,9 @@ def stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
         max_bytes=max_bytes if max_bytes else -1,
         max_msg_size=settings.nats.max_payload,
         duplicate_window=settings.streams.duplicate_window_s,
-        num_replicas=settings.streams.replicas,
+        # 0 (auto) is resolved to the node count by whoever starts the servers; unknown here: 1.
+        num_replicas=settings.streams.replicas or 1,
+        max_msgs=_limit(settings, spec.max_msgs_setting) or -1,
         allow_direct=True,
         discard=js_api.DiscardPolicy.OLD,
     )
@@ -173,10 +184,20 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     for spec in STREAMS:
         config = stream_config(spec, settings)
         try:
-            await js.stream_info(spec.name)
-            await js.update_stream(config)
-        except NotFoundError:
-            await js.add_stream(config)
+            try:
+                await js.stream_info(spec.name)
+                await js.update_stream(config)
+            except NotFoundError:
+                await js.add_stream(config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in FULL_STORE_CODES:
+                raise
+            # JetStream reserves a stream's max_bytes up front: say which limit does not fit.
+            raise BusError(
+                f"JetStream cannot reserve stream {spec.name} (max_bytes {config.max_bytes}): "
+                f"{exc.description}; lower streams.{spec.max_bytes_setting or 'video_max_bytes'} "
+                "or give the server more store (max_file_store, local.nats_max_file_store)"
+            ) from None
     for consumer in consumer_specs():
         await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in BUCKETS:
@@ -185,7 +206,13 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
             await js.key_value(bucket.name)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(
-                js_api.KeyValueConfig(bucket=bucket.name, history=1, ttl=ttl, storage=_storage(settings))
+                js_api.KeyValueConfig(
+                    bucket=bucket.name,
+                    history=1,
+                    ttl=ttl,
+                    storage=_storage(settings),
+                    replicas=settings.streams.replicas or 1,
+                )
             )
 
 
@@ -210,27 +237,66 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.js.errors.NoStreamResponseError,
     nats.js.errors.ServiceUnavailableError,
 )
+#: JetStream API error codes that clear by themselves: the stream has no leader or quorum
+#: yet (10008 cluster not available, 10009 cluster not active, 10015 peer gone, 10071 raft
+#: busy) or the store is full (10023 insufficient resources, 10047 storage resources), and
+#: 10158 "duplicate message id is in process": a retry arrived while the first attempt of
+#: the same msg id is still being replicated (seen in a cluster after a timeout); the next
+#: try answers "duplicate" once it is stored.
+TRANSIENT_API_CODES = frozenset({10008, 10009, 10015, 10023, 10047, 10071, 10158})
+FULL_STORE_CODES = frozenset({10023, 10047})
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in TRANSIENT_API_CODES
+
+
+def outage_reason(exc: BaseException) -> str:
+    """What a transient error most likely means, for the one line a waiting client logs."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code in FULL_STORE_CODES:
+        return "JetStream store full: free disk space or raise max_file_store / stream limits"
+    if isinstance(exc, nats.errors.ConnectionReconnectingError):
+        return "NATS connection lost: reconnecting"
+    return "JetStream not answering (server restarting, or no quorum/leader for the stream)"
 
 
 async def retry_transient(
-    call: Callable[[], Awaitable[T]], what: str, *, attempts: int = 8, max_delay_s: float = 3.0
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    attempts: int | None = 8,
+    max_delay_s: float = 3.0,
 ) -> T:
-    """Run ``call`` until it succeeds, retrying only :data:`TRANSIENT_ERRORS`.
+    """Run ``call`` until it succeeds, retrying only transient errors (see :func:`_transient`).
 
     ``call`` must be safe to repeat (msg-id de-duplicated publish, KV put of a
-    full value). The last error propagates once the attempts are spent.
+    full value). With ``attempts=None`` it waits as long as the outage lasts (a
+    restart, an election, a lost quorum, a full store), logging one ``bus.waiting``
+    line when the wait starts and one ``bus.resumed`` when it ends, so a stage
+    neither spins through its input's deliveries nor floods its log. Otherwise
+    the last error propagates once the attempts are spent.
     """
     delay = 0.2
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    waiting_since: float | None = None
+    while True:
+        attempt += 1
         try:
-            return await call()
-        except TRANSIENT_ERRORS as exc:
-            if attempt == attempts:
+            result = await call()
+        except Exception as exc:
+            if not _transient(exc) or (attempts is not None and attempt >= attempts):
                 raise
-            log.warning("bus.retry", what=what, attempt=attempt, error=type(exc).__name__)
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.warning("bus.waiting", what=what, error=type(exc).__name__, reason=outage_reason(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
-    raise AssertionError("unreachable")
+            continue
+        if waiting_since is not None:
+            log.info("bus.resumed", what=what, waited_s=round(time.monotonic() - waiting_since, 2))
+        return result
 
 
 async def publish(
@@ -241,9 +307,13 @@ async def publish(
     msg_id: str,
     *,
     timeout: float = 10.0,
-    attempts: int = 8,
+    attempts: int | None = None,
 ) -> js_api.PubAck:
-    """Publish with server-side de-duplication, retrying transient errors (same msg id)."""
+    """Publish with server-side de-duplication, retrying transient errors (same msg id).
+
+    By default it waits out an outage however long (see :func:`retry_transient`): a
+    stage's input stays held (heartbeats) and a file source pauses, losing nothing.
+    """
     all_headers = dict(headers)
     all_headers[Headers.MSG_ID] = msg_id
 
@@ -253,7 +323,7 @@ async def publish(
     return await retry_transient(once, f"publish {subject}", attempts=attempts)
 
 
-async def kv_put(kv: KeyValue, key: str, value: bytes, *, attempts: int = 8) -> int:
+async def kv_put(kv: KeyValue, key: str, value: bytes, *, attempts: int | None = None) -> int:
     """Put a whole value (idempotent), retrying transient errors; returns the revision."""
 
     async def once() -> int:

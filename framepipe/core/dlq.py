@@ -6,14 +6,16 @@ can be re-driven to its original subject once the cause is fixed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from framepipe.core import bus
+from framepipe.core import bus, health
 from framepipe.core.errors import BusError
 from framepipe.core.messages import Headers
 from framepipe.core.topology import Names
@@ -111,7 +113,7 @@ async def replay(js: JetStreamContext, letter: DeadLetter, *, delete: bool = Tru
     stage = letter.subject.rpartition(".")[2]
     # The stage header of the original message (if any) was overwritten by the
     # dead-letter stage name; downstream stages do not route on it.
-    await bus.publish(js, subject, letter.data, headers, f"replay:{stage}:{letter.seq}")
+    await bus.publish(js, subject, letter.data, headers, f"replay:{stage}:{letter.seq}", attempts=8)
     if delete:
         with contextlib.suppress(NotFoundError):
             await js.delete_msg(Names.DLQ, letter.seq)
@@ -127,3 +129,57 @@ async def purge(js: JetStreamContext, stage: str | None = None) -> int:
         await js.purge_stream(Names.DLQ, subject=Names.dlq_subject(stage))
     after = (await js.stream_info(Names.DLQ)).state.messages
     return int(before - after)
+
+
+@dataclass(frozen=True)
+class DlqStats:
+    """How full the dead-letter stream is: per stage subject, and the stream's total bytes."""
+
+    messages: dict[str, int]
+    #: age of each stage's oldest dead letter, seconds (absent when it has none).
+    oldest_age_s: dict[str, float]
+    bytes: int
+    max_bytes: int
+    max_msgs: int
+
+
+async def dlq_stats(js: JetStreamContext) -> DlqStats:
+    """Count dead letters per ``dlq.<stage>`` and find each stage's oldest one."""
+    info = await js.stream_info(Names.DLQ, subjects_filter=Names.wildcard(Names.DLQ))
+    per_subject = dict(info.state.subjects or {})
+    messages: dict[str, int] = {}
+    oldest: dict[str, float] = {}
+    now = time.time()
+    for subject, count in per_subject.items():
+        stage = subject.rpartition(".")[2]
+        messages[stage] = int(count)
+        with contextlib.suppress(NotFoundError):
+            first = await js.get_msg(Names.DLQ, seq=info.state.first_seq, subject=subject, next=True)
+            if first.time is not None:
+                oldest[stage] = max(0.0, now - first.time.timestamp())
+    return DlqStats(
+        messages,
+        oldest,
+        int(info.state.bytes),
+        int(info.config.max_bytes or -1),
+        int(info.config.max_msgs or -1),
+    )
+
+
+def export_dlq_stats(stats: DlqStats, stages: tuple[str, ...]) -> None:
+    """Set the ``framepipe_dlq_*`` gauges (a stage without dead letters reads 0)."""
+    for stage in set(stages) | set(stats.messages):
+        health.DLQ_MESSAGES.labels(stage).set(stats.messages.get(stage, 0))
+        health.DLQ_OLDEST_AGE.labels(stage).set(stats.oldest_age_s.get(stage, 0.0))
+    health.DLQ_BYTES.set(stats.bytes)
+    health.DLQ_LIMIT_BYTES.set(stats.max_bytes)
+
+
+async def export_dlq_metrics(js: JetStreamContext, stages: tuple[str, ...], interval_s: float = 15.0) -> None:
+    """Refresh the DLQ gauges every ``interval_s`` until cancelled (run by the sink process)."""
+    while True:
+        try:
+            export_dlq_stats(await dlq_stats(js), stages)
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop the sink
+            health.ERRORS.labels("dlq-metrics", type(exc).__name__).inc()
+        await asyncio.sleep(interval_s)

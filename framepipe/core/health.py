@@ -16,6 +16,12 @@ PROCESS_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 DEAD_LETTERS = Counter("framepipe_dead_letters_total", "Messages routed to the DLQ", ["stage", "reason"])
+DLQ_MESSAGES = Gauge("framepipe_dlq_messages", "Dead letters in the DLQ stream, by stage", ["stage"])
+DLQ_OLDEST_AGE = Gauge(
+    "framepipe_dlq_oldest_age_seconds", "Age of each stage's oldest dead letter (0: none)", ["stage"]
+)
+DLQ_BYTES = Gauge("framepipe_dlq_bytes", "Bytes the DLQ stream holds")
+DLQ_LIMIT_BYTES = Gauge("framepipe_dlq_limit_bytes", "The DLQ stream's max_bytes (oldest letters go past it)")
 IN_FLIGHT = Gauge("framepipe_in_flight", "Messages held (fetched, not yet acked)", ["stage"])
 FRAMES = Counter("framepipe_frames_total", "Frames handled", ["stage"])
 GOPS = Counter("framepipe_gops_total", "GOPs a stage finished (its last part, for split GOPs)", ["stage"])

@@ -36,6 +36,9 @@ class NatsSettings:
     max_payload: int = 8 * 1024 * 1024
     monitor_port: int = 8222
     connect_timeout_s: float = 5.0
+    #: client pings: a hung server (SIGSTOP, a frozen node) is left after ping_interval_s
+    #: × 3 unanswered pings, and the client fails over to another node of the cluster.
+    ping_interval_s: float = 5.0
     sync_interval: str = "default"
     #: NATS user; empty: none, or the admin of the local server of local.state_dir.
     user: str = ""
@@ -56,7 +59,7 @@ class NatsSettings:
             raise ConfigError("set nats.tls_cert and nats.tls_key together (client certificate and key)")
         if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
             raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
-        _positive("nats", connect_timeout_s=self.connect_timeout_s)
+        _positive("nats", connect_timeout_s=self.connect_timeout_s, ping_interval_s=self.ping_interval_s)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -75,7 +78,13 @@ class StreamSettings:
     dlq_max_age_s: float = 14 * 24 * 3600.0
     ledger_ttl_s: float = 3600.0
     duplicate_window_s: float = 300.0
-    replicas: int = 1
+    #: copies of every stream and KV bucket; 0: one per NATS node up to 3 (1 on a single
+    #: server, 3 on local.nats_cluster = 3). A cluster renders k8s.stream_replicas here.
+    replicas: int = 0
+    #: the dead-letter stream's bounds, so a camera sending only poison never fills the disk:
+    #: the oldest entries go first (DiscardPolicy.OLD) once either is reached.
+    dlq_max_bytes: int = 256 * 1024**2
+    dlq_max_msgs: int = 100_000
 
     def __post_init__(self) -> None:
         if self.storage not in ("file", "memory"):
@@ -87,8 +96,23 @@ class StreamSettings:
             output_max_age_s=self.output_max_age_s,
             duplicate_window_s=self.duplicate_window_s,
             ledger_ttl_s=self.ledger_ttl_s,
-            replicas=self.replicas,
+            dlq_max_bytes=self.dlq_max_bytes,
+            dlq_max_msgs=self.dlq_max_msgs,
         )
+        if not 0 <= self.replicas <= 5:
+            raise ConfigError(
+                f"streams.replicas must be 0..5 (0: one per NATS node, up to 3), got {self.replicas}"
+            )
+
+    def replicas_for(self, nodes: int) -> int:
+        """Stream/KV replicas on a NATS deployment of ``nodes`` servers."""
+        wanted = self.replicas or min(nodes, 3)
+        if wanted > nodes:
+            raise ConfigError(
+                f"streams.replicas ({wanted}) exceeds the NATS servers ({nodes}): "
+                "set local.nats_cluster = 3 or lower streams.replicas"
+            )
+        return wanted
 
 
 @dataclass(frozen=True)
@@ -430,12 +454,21 @@ class LocalSettings:
     # (0: the number of CPU cores), whatever the cluster maximum is.
     autoscale: bool = True
     max_replicas: int = 0
+    #: nats-servers the supervisor runs: 1, or a 3-node JetStream cluster on loopback (routes,
+    #: one store directory per node) whose streams and buckets get streams.replicas copies.
+    nats_cluster: int = 1
+    #: each embedded server's JetStream file store limit ("20GB", "64MB" or bytes).
+    nats_max_file_store: str = "20GB"
 
     def __post_init__(self) -> None:
         _positive("local", shutdown_grace_s=self.shutdown_grace_s)
         if self.max_replicas < 0:
             raise ConfigError(
                 f"local.max_replicas must be >= 0 (0: one per CPU core), got {self.max_replicas}"
+            )
+        if self.nats_cluster not in (1, 3):
+            raise ConfigError(
+                f"local.nats_cluster must be 1 or 3 (a JetStream quorum), got {self.nats_cluster}"
             )
         for key, port in (("nats_port", self.nats_port), ("monitor_port", self.monitor_port)):
             if not 0 <= port <= 65535:

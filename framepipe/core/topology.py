@@ -120,6 +120,7 @@ class StreamSpec:
     #: a product stream applications read: JSON bodies with a published schema
     #: (:mod:`framepipe.core.schemas`); the others keep binary envelopes.
     product: bool = False
+    max_msgs_setting: str | None = None
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -132,7 +133,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.DETECTIONS, False, "detections_max_age_s", product=True),
     StreamSpec(Names.ENCODE, True),
     StreamSpec(Names.OUTPUT, False, "output_max_age_s"),
-    StreamSpec(Names.DLQ, False, "dlq_max_age_s"),
+    # Bounded three ways: a camera that sends only poison drops its oldest letters, never fills the disk.
+    StreamSpec(Names.DLQ, False, "dlq_max_age_s", "dlq_max_bytes", max_msgs_setting="dlq_max_msgs"),
     StreamSpec(Names.ANALYZE, True),
     StreamSpec(Names.EVENTS, False, "detections_max_age_s", product=True),
 )

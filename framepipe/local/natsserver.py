@@ -121,6 +121,9 @@ class NatsServer:
     max_payload: int = 8 * 1024 * 1024
     host: str = "127.0.0.1"
     sync_interval: str = "default"
+    #: JetStream's file store limit (a size nats-server parses, e.g. "20GB" or bytes); publishes
+    #: past it are refused with "insufficient resources" (see docs/reliability.md, disk full).
+    max_file_store: str = "20GB"
     #: user → password; None: no authentication (the test fixture, bench).
     passwords: dict[str, str] | None = field(default=None, repr=False)
     tls: TlsFiles | None = None
@@ -168,7 +171,7 @@ class NatsServer:
             "jetstream {\n"
             f'  store_dir: "{self.store_dir}"\n'
             "  max_memory_store: 1GB\n"
-            f"  max_file_store: 20GB{sync}\n"
+            f"  max_file_store: {self.max_file_store}{sync}\n"
             "}\n"
             + (authorization_block(self.passwords) if self.passwords else "")
             + (self.tls.config_block() if self.tls else "")

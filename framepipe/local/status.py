@@ -21,6 +21,7 @@ from framepipe.core import bus, topology
 from framepipe.core.settings import Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import Names
+from framepipe.local.natscluster import stream_placement
 from framepipe.local.runtime import Runtime, read_runtime
 
 
@@ -36,7 +37,12 @@ async def collect_status(settings: Settings, runtime: Runtime | None) -> dict[st
                 report["streams"].append({"name": spec.name, "error": str(exc) or type(exc).__name__})
                 continue
             report["streams"].append(
-                {"name": spec.name, "messages": info.state.messages, "bytes": info.state.bytes}
+                {
+                    "name": spec.name,
+                    "messages": info.state.messages,
+                    "bytes": info.state.bytes,
+                    **stream_placement(info.cluster),  # leader, followers' lag
+                }
             )
         for consumer in topology.consumer_specs():
             try:
@@ -104,10 +110,16 @@ BACKEND_FIELDS = ("backend", "device", "precision", "model")
 
 def render_status(report: dict[str, Any]) -> list[Table]:
     streams = Table(title=f"Streams on {report['nats_url']}")
-    for column in ("stream", "messages", "bytes"):
+    for column in ("stream", "messages", "bytes", "leader", "replicas (lag in messages)"):
         streams.add_column(column)
     for s in report["streams"]:
-        streams.add_row(s["name"], str(s.get("messages", s.get("error"))), str(s.get("bytes", "")))
+        streams.add_row(
+            s["name"],
+            str(s.get("messages", s.get("error"))),
+            str(s.get("bytes", "")),
+            s.get("leader", ""),
+            s.get("replicas", ""),
+        )
     consumers = Table(title="Consumers (lag = pending + ack pending, as KEDA computes it)")
     for column in ("consumer", "stream", "pending", "ack pending", "lag", "redelivered"):
         consumers.add_column(column)

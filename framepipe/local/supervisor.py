@@ -32,7 +32,8 @@ from framepipe.core.settings import ENV_PREFIX, Settings
 from framepipe.core.sources import is_live, redact
 from framepipe.core.topology import SCALED_STAGES, consumer_stages, process_kind, validate_camera_name
 from framepipe.local.cameras import CameraSpec, CameraWatch
-from framepipe.local.natsserver import NatsServer, free_port
+from framepipe.local.natscluster import CLUSTER_DIR, NatsNodes
+from framepipe.local.natsserver import free_port
 from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
@@ -72,7 +73,7 @@ class LocalSystem:
         self.settings = settings
         self.state_dir = state_dir
         self.embedded = embedded_nats
-        self.server: NatsServer | None = None
+        self.server: NatsNodes | None = None
         self.processes: list[Managed] = []
         self.stopping = False
         self.monitor_url = monitor_url
@@ -95,11 +96,12 @@ class LocalSystem:
         self.claim_state_dir()
         if fresh and self.embedded:
             shutil.rmtree(self.state_dir / "jetstream", ignore_errors=True)
+            shutil.rmtree(self.state_dir / CLUSTER_DIR, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded:
             # Auth (one user per process kind) and TLS as [local] says; we connect as admin.
-            self.server = NatsServer.local(self.settings, self.state_dir)
-            self.server.start(log_file=self.state_dir / "logs" / "nats-server.log")
+            # One server or a 3-node cluster (local.nats_cluster); restarted in supervise().
+            self.server = NatsNodes.local(self.settings, self.state_dir).start()
             self.settings = self.server.client_settings(self.settings)
             self.monitor_url = self.server.monitor_url
         asyncio.run(bus.setup_topology(self.settings))
@@ -190,6 +192,8 @@ class LocalSystem:
         """Restart stage processes that died (a crash must not stall the pipeline),
         reap replicas that finished draining, and let the autoscaler act."""
         self._reap_drained()
+        if self.server is not None and not self.stopping:
+            self.server.restart_crashed()  # a crashed nats-server comes back on its ports and store
         if self.autoscaler is not None and not self.stopping:
             self.autoscaler.step()
         for managed in self.processes:

@@ -29,11 +29,19 @@ from typing import Any, ClassVar
 import structlog
 from nats.js import JetStreamContext
 
+from framepipe.core.dlq import export_dlq_metrics
 from framepipe.core.messages import Headers, Message, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import AnalysisSettings, Settings
 from framepipe.core.sources import read_source_state
-from framepipe.core.topology import CAMERA_NAME, ConsumerSpec, Names, consumer_spec, validate_camera_name
+from framepipe.core.topology import (
+    CAMERA_NAME,
+    STAGES,
+    ConsumerSpec,
+    Names,
+    consumer_spec,
+    validate_camera_name,
+)
 from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages.camera_metrics import export_source_states
 from framepipe.stages.tracking import EVENTS_FILE, CameraTracker, face_record, publish_events
@@ -321,9 +329,18 @@ class SinkGaps(Stage[GapNotice]):
     def __init__(self, settings: Settings, writer: OutputWriter) -> None:
         super().__init__(settings)
         self.writer = writer
+        self._dlq_metrics: asyncio.Task[None] | None = None
 
     async def setup(self, js: JetStreamContext) -> None:
         await self.writer.start(js)
+        # One sink per system: it exports the DLQ's size and age (framepipe_dlq_*).
+        stages = tuple(spec.name for spec in STAGES if spec.dead_letters)
+        self._dlq_metrics = asyncio.create_task(export_dlq_metrics(js, stages))
+
+    async def close(self) -> None:
+        if self._dlq_metrics is not None:
+            self._dlq_metrics.cancel()
+        await super().close()
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> GapNotice:
         camera, gop = headers.get(Headers.CAMERA), headers.get(Headers.GOP, "")

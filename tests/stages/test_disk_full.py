@@ -1,0 +1,131 @@
+"""A full JetStream store: a real nats-server whose ``max_file_store`` is reached.
+
+A filler stream takes the store's free space; a real :class:`Gateway` then plays a
+file. Its publishes are refused ("insufficient resources"), so it pauses, saying
+so in one line, and loses nothing; once the filler is purged (space returns) it
+carries on and VIDEO holds every GOP exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from nats.js import api as js_api
+from nats.js.errors import APIError
+
+from framepipe.core import bus
+from framepipe.core.errors import BusError
+from framepipe.core.messages import Headers
+from framepipe.core.settings import Settings
+from framepipe.core.topology import Names
+from framepipe.local.natsserver import NatsServer
+from framepipe.stages.gateway import Gateway
+from tests.helpers import FACES, faces_clip
+
+STORE = "12MB"
+FILLER = "TEST_FILLER"  # a test's own stream, not part of the product topology
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bus_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus module's logger, cached on first use under an earlier ``logs.configure``, can
+    keep a processor list that ``capture_logs`` no longer sees (seen in a full suite run):
+    give the module a fresh one for this test."""
+    monkeypatch.setattr(bus, "log", structlog.get_logger("framepipe.bus"))
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server whose JetStream file store holds 12 MB."""
+    server = NatsServer(store_dir=tmp_path / "jetstream", max_file_store=STORE)
+    server.start(log_file=tmp_path / "nats-server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _settings(server: NatsServer, tmp_path: Path) -> Settings:
+    return Settings().replace(
+        nats={"url": server.url},
+        local={"state_dir": str(tmp_path / "state")},
+        # JetStream reserves max_bytes at creation: the bounded streams must fit the store.
+        streams={"video_max_bytes": 4 * 1024**2, "dlq_max_bytes": 1024**2},
+    )
+
+
+async def _fill(js: bus.JetStreamContext) -> int:
+    """Publish 256 KB messages to the filler until the server refuses one; return the count."""
+    await js.add_stream(js_api.StreamConfig(name=FILLER, subjects=["filler.>"]))
+    for count in range(1000):
+        try:
+            await js.publish("filler.x", b"\0" * 256 * 1024, timeout=5.0)
+        except APIError as exc:
+            if exc.err_code not in bus.FULL_STORE_CODES:
+                pytest.fail(f"the filler was refused for another reason: {exc}")
+            return count
+    pytest.fail("the store never filled up")
+
+
+async def _video_gops(js: bus.JetStreamContext) -> Counter[int]:
+    info = await js.stream_info(Names.VIDEO)
+    seen: Counter[int] = Counter()
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        raw = await js.get_msg(Names.VIDEO, seq)
+        seen[int((raw.headers or {})[Headers.GOP])] += 1
+    return seen
+
+
+@pytest.mark.integration
+class TestDiskFull:
+    async def test_a_file_source_pauses_on_a_full_store_and_resumes_losing_nothing(
+        self, small_store: NatsServer, tmp_path: Path
+    ) -> None:
+        """Publishes refused with one ``bus.waiting`` line naming the full store; the gateway
+        holds its place; after space returns every GOP is in VIDEO once."""
+        settings = _settings(small_store, tmp_path)
+        nc = await bus.connect(settings, "test-disk", retry_initial=False)
+        try:
+            js = nc.jetstream(timeout=10.0)
+            await bus.ensure_topology(js, settings)
+            assert await _fill(js) > 0
+            gateway = Gateway(settings, "full", str(faces_clip()), pacing="fast")
+            with structlog.testing.capture_logs() as events:
+                running = asyncio.create_task(gateway.run())
+                deadline = asyncio.get_running_loop().time() + 60.0  # a loaded machine starts slowly
+                while not any(e["event"] == "bus.waiting" for e in events):
+                    assert not running.done(), "the gateway ended instead of waiting"
+                    assert asyncio.get_running_loop().time() < deadline, "the gateway never waited"
+                    await asyncio.sleep(0.2)
+                held = gateway.published
+                await asyncio.sleep(3.0)  # it keeps waiting, in silence
+                assert not running.done(), "the gateway gave up instead of waiting"
+                assert gateway.published == held
+                waiting = [e for e in events if e["event"] == "bus.waiting"]
+                assert len(waiting) == 1, waiting  # one line, not one per retry
+                assert "store full" in waiting[0]["reason"]
+                await js.purge_stream(FILLER)  # space returns
+                state = await asyncio.wait_for(running, 60)
+            assert held < FACES.frames // FACES.gop
+            assert state.state == "ended"
+            assert any(e["event"] == "bus.resumed" for e in events)
+            assert await _video_gops(js) == Counter({g: 1 for g in range(FACES.frames // FACES.gop)})
+        finally:
+            await nc.close()
+
+    async def test_a_stream_limit_larger_than_the_store_is_one_clear_error(
+        self, small_store: NatsServer, tmp_path: Path
+    ) -> None:
+        """VIDEO's max_bytes over the store: setup names the setting to lower."""
+        settings = _settings(small_store, tmp_path).replace(streams={"video_max_bytes": 64 * 1024**2})
+        nc = await bus.connect(settings, "test-disk", retry_initial=False)
+        try:
+            with pytest.raises(BusError, match=r"streams\.video_max_bytes"):
+                await bus.ensure_topology(nc.jetstream(timeout=10.0), settings)
+        finally:
+            await nc.close()
