@@ -134,28 +134,39 @@ def remux(segments: list[bytes], out: Path) -> float:
 
 
 def _remux_to(segments: list[bytes], out: Path) -> float:
-    with av.open(io.BytesIO(b"".join(segments)), "r", format="mpegts") as source:
-        video = source.streams.video[0]
-        with av.open(str(out), "w", format="mp4") as target:
-            stream = target.add_stream_from_template(video)
-            first: int | None = None
-            last: int | None = None
-            last_dts: int | None = None
-            for packet in source.demux(video):
-                if packet.dts is None or packet.pts is None:
-                    continue
-                # Each segment's encoder starts its dts before its first pts (B-frames), which
-                # overlaps the previous segment's last dts: nudge dts forward, pts stay exact.
-                if last_dts is not None and packet.dts <= last_dts:
-                    packet.dts = min(last_dts + 1, packet.pts)
-                last_dts = packet.dts
-                first = packet.pts if first is None else min(first, packet.pts)
-                last = packet.pts if last is None else max(last, packet.pts)
-                packet.stream = stream
-                target.mux(packet)
-    if first is None or last is None or video.time_base is None:
+    # Segment by segment: each MPEG-TS segment is self-contained, and demuxing them joined
+    # would let the first segments borrow the later ones' B-frame delay (dts guessed wrong).
+    first: int | None = None
+    last: int | None = None
+    last_dts: int | None = None
+    time_base = None
+    with av.open(str(out), "w", format="mp4") as target:
+        stream = None
+        for segment in segments:
+            with av.open(io.BytesIO(segment), "r", format="mpegts") as source:
+                video = source.streams.video[0]
+                if stream is None:
+                    stream, time_base = target.add_stream_from_template(video), video.time_base
+                # A segment whose dts starts at or before the previous one's last dts (an
+                # encoder's B-frame delay, or the camera's own GOP after a burn-in segment at
+                # a mode switch) moves later as a whole by the overlap, so dts stays
+                # increasing and ≤ pts for every frame: a frame or two per overlap.
+                shift: int | None = None
+                for packet in source.demux(video):
+                    if packet.dts is None or packet.pts is None:
+                        continue
+                    if shift is None:
+                        shift = 0 if last_dts is None or packet.dts > last_dts else last_dts + 1 - packet.dts
+                    packet.pts += shift
+                    packet.dts += shift
+                    last_dts = packet.dts
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    last = packet.pts if last is None else max(last, packet.pts)
+                    packet.stream = stream
+                    target.mux(packet)
+    if first is None or last is None or time_base is None:
         return 0.0
-    return float((last - first) * video.time_base)
+    return float((last - first) * time_base)
 
 
 def export(
