@@ -36,14 +36,21 @@ async function readStream(js, jsm, stream, validate) {
     if (body !== undefined && !validate(body)) {
       problems.push(...validate.errors.map((e) => `${e.instancePath || "/"} ${e.message}`));
     }
-    const kind = m.headers ? m.headers.get("Framepipe-Kind") : "";
+    // Envelopes name their kind in Framepipe-Kind and `kind`; events (plain documents) in
+    // Framepipe-Event and `type`, with their `id` as the Nats-Msg-Id.
+    const isEvent = stream === "EVENTS";
+    const kind = m.headers ? m.headers.get(isEvent ? "Framepipe-Event" : "Framepipe-Kind") : "";
+    const bodyKind = body === undefined ? undefined : isEvent ? body.type : body.kind;
     if (m.headers === undefined || m.headers.get("Content-Type") !== "application/json") {
       problems.push("Content-Type header is not application/json");
     }
-    if (body !== undefined && body.kind !== kind) problems.push(`header kind ${kind} != body kind ${body.kind}`);
+    if (body !== undefined && bodyKind !== kind) problems.push(`header kind ${kind} != body kind ${bodyKind}`);
+    if (isEvent && body !== undefined && m.headers && m.headers.get("Nats-Msg-Id") !== body.id) {
+      problems.push("Nats-Msg-Id != event id");
+    }
     if (body !== undefined && m.subject.split(".").pop() !== body.camera) problems.push("camera != subject");
     if (problems.length) summary.invalid.push({ seq: m.seq, subject: m.subject, problems });
-    if (body !== undefined) summary.kinds[body.kind] = (summary.kinds[body.kind] || 0) + 1;
+    if (body !== undefined) summary.kinds[bodyKind] = (summary.kinds[bodyKind] || 0) + 1;
     if (m.seq >= last) break;
   }
   return summary;
