@@ -49,8 +49,8 @@ def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
     one replica from their lag, return to one after the burst (drained replicas exit 0),
     every change is one ``autoscale.scaled`` log line, and every GOP of every camera
     reaches OUTPUT exactly once."""
-    # Faces are not the point here: none is wide enough to embed, so the (not yet
-    # autoscaled) analysis stage passes GOPs straight on and does not throttle the encoder.
+    # Faces are not the point here: none is wide enough to embed, so the analysis stage
+    # passes GOPs straight on and the burst's backlog is the encoder's.
     settings = settings.replace(local={"max_replicas": 3}, analysis={"min_face_px": 10_000})
     system = LocalSystem(
         settings, Path(settings.local.state_dir), embedded_nats=False, monitor_url=nats_server.monitor_url
