@@ -3,8 +3,9 @@
 For each scaled stage (decoder, inference, analysis, encoder), N real stage
 processes consume one backlog of the same work (GOPs of a generated 720p30 clip;
 frame batches made exactly as the decoder makes them; ANALYZE and ENCODE items
-with the astronaut's true face box in every frame) from a fresh nats-server. The clock runs from the first publish (every replica
-already pulling, model loaded) to the last output in the stage's output stream.
+with the astronaut's true face box in every frame) from a fresh nats-server.
+The clock runs from the first publish (every replica already pulling, model
+loaded) to the last output in the stage's output stream.
 Efficiency(N) = throughput(N) / (N × throughput(1)), both measured in this run.
 N goes up to the number of cores (``--max-replicas``). The decoder and encoder
 (and analysis) fetch one GOP at a time here (``fetch_batch=1``; a replica still holds up to its

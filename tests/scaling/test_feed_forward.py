@@ -101,7 +101,8 @@ class TestOfficeDay:
             "analysis: max_replicas 8 cannot carry the peak of 26 cameras",
             "encoder: max_replicas 8 cannot carry the peak of 26 cameras",
         ]
-        assert "(10 replicas" in warnings[0] and "(17 replicas" in warnings[1]
+        assert "(10 replicas" in warnings[0]
+        assert "(17 replicas" in warnings[1]
         assert "p95 backlog age" in verdict_line(simulate(curve, old, models, step_s=10.0), 30.0)
 
 
