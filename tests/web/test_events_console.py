@@ -101,6 +101,8 @@ class TestEventsConsole:
         assert status == 200
         assert jpeg[:2] == b"\xff\xd8"
         assert json.loads(_request(web.url + "api/events/nobody")[1])["events"] == []
+        assert b'<script src="/events.js">' in _request(web.url)[1]
+        assert b"/api/faces/enroll" in _request(web.url + "events.js")[1]
 
     def test_enrol_from_a_track_writes_the_gallery_and_the_bucket(
         self, server: Any, nats_settings: Settings
