@@ -1,16 +1,19 @@
 """Scaling: throughput of 1, 2, … replicas of each stage, and efficiency per replica.
 
-For each of decoder, inference and encoder, N real stage processes consume one
-backlog of the same work (GOPs of a generated 720p30 clip; frame batches made
-exactly as the decoder makes them; ENCODE items with a face box per frame) from
-a fresh nats-server. The clock runs from the first publish (every replica
-already pulling, model loaded) to the last output in the stage's output stream.
+For each scaled stage (decoder, inference, analysis, encoder), N real stage
+processes consume one backlog of the same work (GOPs of a generated 720p30 clip;
+frame batches made exactly as the decoder makes them; ANALYZE and ENCODE items
+with the astronaut's true face box in every frame) from a fresh nats-server.
+The clock runs from the first publish (every replica already pulling, model
+loaded) to the last output in the stage's output stream.
 Efficiency(N) = throughput(N) / (N × throughput(1)), both measured in this run.
 N goes up to the number of cores (``--max-replicas``). The decoder and encoder
-fetch one GOP at a time here (``fetch_batch=1``; a replica still holds up to its
+(and analysis) fetch one GOP at a time here (``fetch_batch=1``; a replica still holds up to its
 ``in_flight`` of 2) so that the last few GOPs are not stuck in one replica while
 the other idles; the inference stage keeps its default, because it batches
-frames across the messages in flight.
+frames across the messages in flight. Analysis embeds ``analysis.crops_per_track``
+crops of the one face track per GOP (one face in view: the cost of a GOP with a
+person; a GOP without faces costs it one publish, so this is its busy rate).
 
 ``summary.per_replica.<stage>.gops_per_s`` (one replica, at ``params.gop_frames``
 frames per GOP) is what ``framepipe scale tune`` reads. Writes
@@ -46,7 +49,7 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.media.sample import ClipSpec
 
-STAGES = (Names.DECODER, Names.INFERENCE, Names.ENCODER)
+STAGES = (Names.DECODER, Names.INFERENCE, Names.ANALYSIS, Names.ENCODER)
 
 
 def backlog(spec: ClipSpec, cameras: int) -> list[GopMessage]:
@@ -71,16 +74,20 @@ def run_stage(
             ]
             out_stream, expect = Names.DETECTIONS, len(batches)
         else:
+            # Both re-read the GOP from VIDEO: publish it outside the timed window.
             seqs = harness.publish(gop_inputs(gops))
+            into, out_stream = (
+                (Names.ANALYZE, Names.ENCODE) if stage == Names.ANALYSIS else (Names.ENCODE, Names.OUTPUT)
+            )
             inputs = [
                 outgoing(
                     EncodeItem(camera=g.camera, gop=g.gop, video_seq=seq, frames=detections(spec, g)),
-                    Names.ENCODE,
+                    into,
                     Names.msg_id(g.camera, g.gop, Names.INFERENCE),
                 )
                 for g, seq in zip(gops, seqs, strict=True)
             ]
-            out_stream, expect = Names.OUTPUT, len(gops)
+            expect = len(gops)
         run = harness.run(stage, replicas, inputs, out_stream, expect)
     return {
         "replicas": replicas,
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.cameras = 1
-    settings = bench_settings(decoder={"fetch_batch": 1}, encoder={"fetch_batch": 1})
+    settings = bench_settings(
+        decoder={"fetch_batch": 1}, analysis={"fetch_batch": 1}, encoder={"fetch_batch": 1}
+    )
     spec = ClipSpec.named(args.resolution, gop=args.gop, seconds=args.seconds)
     gops = backlog(spec, args.cameras)
     stages = [s for s in args.stages.split(",") if s]

@@ -29,7 +29,8 @@ console = Console(stderr=True)
 out = Console()
 
 DEFAULT_THROUGHPUT = Path("bench/results/scaling.json")
-DEFAULT_STARTUP_S = {"decoder": 5.0, "inference": 20.0, "encoder": 5.0}
+# analysis loads dlib's two models (~100 MB) before it pulls.
+DEFAULT_STARTUP_S = {"decoder": 5.0, "inference": 20.0, "analysis": 10.0, "encoder": 5.0}
 #: what `scale simulate` holds a run to unless told otherwise: the oldest waiting GOP
 #: at most this old for 95 % of the day.
 DEFAULT_TARGET_AGE_S = 30.0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
+import numpy.typing as npt
 import typer
 
 from framepipe.cli.common import ConfigOption, attached_settings, out
@@ -51,7 +54,7 @@ def web(
         runtime = read_runtime(path)
         return runtime.replicas() if runtime else {}
 
-    serve(settings, host, port, window, replicas)
+    serve(settings, host, port, window, replicas, describe=chip_describer())
 
 
 def export(
@@ -74,3 +77,22 @@ def export(
         f"{result.segments} segments (GOPs {result.first_gop}..{result.last_gop}, "
         f"{result.duration_s:.1f}s) → {result.path}"
     )
+
+
+def chip_describer() -> Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]:
+    """The console's enrol-from-snapshot: dlib's descriptor of an aligned chip, loaded on first use."""
+    import threading
+
+    lock = threading.Lock()
+    loaded: list[Any] = []
+
+    def describe(chip: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        from framepipe.stages.analysis.embedder import FaceEmbedder
+
+        with lock:
+            if not loaded:
+                loaded.append(FaceEmbedder())
+            descriptor: npt.NDArray[np.float32] = loaded[0].describe([chip])[0]
+        return descriptor
+
+    return describe

@@ -255,9 +255,9 @@ STAGES: tuple[StageSpec, ...] = (
         # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
         publishes=(Names.wildcard(Names.ENCODE),),
         watches_buckets=(Names.FACES_BUCKET,),
-        # Not yet scaled: the simulator and tuner need its throughput in
-        # bench/results/scaling.json first (see docs/architecture.md); analysis.replicas for now.
-        scaled=False,
+        scaled=True,
+        # ~0.5 s of CPU per GOP with a face (like the encoder): a small backlog per replica.
+        lag_threshold=4,
         resources=("500m", "2", "512Mi", "1536Mi"),
     ),
     StageSpec(

@@ -68,7 +68,8 @@ def plot(
     fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
     axes[0].step(hours, auto.cameras, where="post", color="black")
     axes[0].set_ylabel("cameras")
-    for stage, color in zip(SCALED_STAGES, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+    palette = ("tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red", "tab:brown")
+    for stage, color in zip(SCALED_STAGES, palette, strict=False):
         axes[1].step(hours, auto.replicas[stage], where="post", color=color, label=f"{stage}")
         axes[1].axhline(max(fixed.replicas[stage]), color=color, linestyle="--", linewidth=0.8)
         axes[2].plot(hours, auto.age[stage], color=color, linewidth=0.8, label=stage)

@@ -14,6 +14,8 @@ hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
 applications code against (:mod:`framepipe.core.asyncapi`).
 ``/whep/<camera>`` is the WebRTC live view (``web/whep.py``), under the same token rules.
+``/api/events/<camera>`` (the events timeline, snapshots) and ``POST /api/faces/enroll``
+(a person from a track's snapshot) are :mod:`framepipe.web.events_api`, same token rules.
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from framepipe.core import asyncapi, bus, messages, topology
-from framepipe.core.errors import SchemaError
+from framepipe.core import asyncapi, bus, gallery, messages, topology
+from framepipe.core.errors import FramepipeError, SchemaError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
-from framepipe.web import whep_http
+from framepipe.web import events_api, whep_http
 from framepipe.web.index import OutputIndex, Segment
 from framepipe.web.whep import CameraFeed, WhepHub
 
@@ -119,8 +121,10 @@ class WebServer:
         port: int = 8090,
         window: int = 6,
         replicas: ReplicaCount = _no_replicas,
+        describe: events_api.Describe | None = None,
     ) -> None:
         self.settings = settings
+        self.describe = describe
         self.host, self.port = host, port
         self.token = resolve_token(settings.web, host)
         self.index = OutputIndex(window=window)
@@ -359,7 +363,18 @@ class WebServer:
                 if not self.refuse_unauthorized(path):
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(min(length, 256 * 1024))
-                    server.whep_request(self, "POST", path, body)
+                    if path == events_api.ENROLL_PATH:
+                        self.reply(server.enrol(body))
+                    else:
+                        server.whep_request(self, "POST", path, body)
+
+            def reply(self, reply: events_api.Reply) -> None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(reply.body)
 
             def do_DELETE(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -405,7 +420,7 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js", "/overlay.js"):
+        if path in ("/console.js", "/whep.js", "/overlay.js", "/events.js"):
             return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():
@@ -421,6 +436,12 @@ class WebServer:
             for camera in cameras:
                 camera["webrtc"] = live.get(str(camera["camera"]))
             return 200, "application/json", json.dumps(cameras).encode()
+        if match := events_api.EVENTS_PATH.match(path):
+            reply = events_api.timeline(self.settings, match.group(1))
+            return reply.status, reply.content_type, reply.body
+        if match := events_api.SNAPSHOT_PATH.match(path):
+            reply = events_api.snapshot(self.settings, match.group(1), match.group(2))
+            return reply.status, reply.content_type, reply.body
         if path == "/api/pipeline":
             return 200, "application/json", json.dumps(self._call(self._pipeline())).encode()
         if match := PLAYLIST_PATH.match(path):
@@ -440,6 +461,23 @@ class WebServer:
             return 200, "video/mp2t", data
         return 404, "text/plain", b"not found"
 
+    def enrol(self, body: bytes) -> events_api.Reply:
+        """``POST /api/faces/enroll``: file gallery, then ``FP_FACES`` (every replica sees it)."""
+        js = self._js
+
+        def live(name: str) -> gallery.Person | None:
+            return None if js is None else self._call(gallery.kv_get(js, name))
+
+        try:
+            reply, person = events_api.enrol_person(self.settings, body, self.describe, live)
+            if person is not None and js is not None:
+                self._call(gallery.kv_put(js, person))
+        except FramepipeError as exc:
+            return events_api.Reply.text(422, str(exc))
+        if person is not None:
+            log.info("web.enrolled", name=person.name, photos=len(person.embeddings))
+        return reply
+
     def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
         whep_http.respond(handler, self.whep, self._call, method, path, body)
 
@@ -451,12 +489,19 @@ def _tokenize_playlist(body: bytes, token: str) -> bytes:
 
 
 def serve(
-    settings: Settings, host: str, port: int, window: int, replicas: ReplicaCount = _no_replicas
+    settings: Settings,
+    host: str,
+    port: int,
+    window: int,
+    replicas: ReplicaCount = _no_replicas,
+    describe: events_api.Describe | None = None,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
     import signal
 
-    server = WebServer(settings, host=host, port=port, window=window, replicas=replicas).start()
+    server = WebServer(
+        settings, host=host, port=port, window=window, replicas=replicas, describe=describe
+    ).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -45,17 +45,16 @@ def _fast(lag_threshold: int) -> ScalingSettings:
 def test_burst_scales_every_stage_up_and_back_down_losing_nothing(
     settings: Settings, nats_server: NatsServer
 ) -> None:
-    """Four file cameras at full speed: decoder, inference and encoder each scale above
-    one replica from their lag, return to one after the burst (drained replicas exit 0),
+    """Four file cameras at full speed: every scaled stage (decoder, inference, analysis,
+    encoder) scales above one replica from its lag, return to one after the burst (drained replicas exit 0),
     every change is one ``autoscale.scaled`` log line, and every GOP of every camera
     reaches OUTPUT exactly once."""
-    # Faces are not the point here: none is wide enough to embed, so the (not yet
-    # autoscaled) analysis stage passes GOPs straight on and does not throttle the encoder.
-    settings = settings.replace(local={"max_replicas": 3}, analysis={"min_face_px": 10_000})
+    # Every GOP has a face to embed: analysis has real work and a backlog of its own.
+    settings = settings.replace(local={"max_replicas": 3})
     system = LocalSystem(
         settings, Path(settings.local.state_dir), embedded_nats=False, monitor_url=nats_server.monitor_url
     )
-    scaling = StageScaling(decoder=_fast(2), inference=_fast(2), encoder=_fast(1))
+    scaling = StageScaling(decoder=_fast(2), inference=_fast(2), analysis=_fast(1), encoder=_fast(1))
     with system, capture_logs() as logged:
         system.start()
         system.wait_ready()

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 
 from framepipe.core import bus, topology
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
-from framepipe.core.topology import Names
+from framepipe.core.topology import SCALED_STAGES, Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.scaling.autoscale import (
     Autoscaler,
@@ -169,7 +169,7 @@ def test_fallback_after_failed_polls() -> None:
 def test_cap_scaling_holds_every_stage_to_the_local_cap() -> None:
     """On one machine each stage's max (and min, fallback) is capped at the core count."""
     capped = cap_scaling(StageScaling(), 2)
-    for stage in ("decoder", "inference", "encoder"):
+    for stage in SCALED_STAGES:
         s = getattr(capped, stage)
         assert s.max_replicas == 2
         assert s.min_replicas <= 2

@@ -13,6 +13,7 @@ from framepipe.cli.app import app
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_cluster_config
+from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.curves import LoadCurve, load_curve
 from framepipe.scaling.simulator import (
     StageModel,
@@ -25,11 +26,16 @@ from framepipe.scaling.simulator import (
 from framepipe.scaling.tuner import settings_for, tune, write_scaling
 from tests.helpers import REPO
 
-MODELS = {
-    "decoder": StageModel(gops_per_s=8.0, startup_s=2.0),
-    "inference": StageModel(gops_per_s=2.0, startup_s=5.0),
-    "encoder": StageModel(gops_per_s=4.0, startup_s=2.0),
+#: every scaled stage: (GOPs/s per replica, start-up s, static replicas for the 12-GOP/s peak).
+TABLE = {
+    "decoder": (8.0, 2.0, 2),
+    "inference": (2.0, 5.0, 6),
+    "analysis": (3.0, 3.0, 4),
+    "encoder": (4.0, 2.0, 3),
 }
+MODELS = {stage: StageModel(gops_per_s=rate, startup_s=up) for stage, (rate, up, _) in TABLE.items()}
+STATIC = {stage: replicas for stage, (_, _, replicas) in TABLE.items()}
+RATE_ARGS = [arg for stage, (rate, _, _) in TABLE.items() for arg in ("--rate", f"{stage}={rate:g}")]
 # Two quiet hours around a one-hour burst, compressed to minutes.
 BURST = LoadCurve(((0, 1), (600, 12), (1200, 1)), duration_s=1800, name="burst")
 OFFICE_DAY = REPO / "bench" / "curves" / "office-day.csv"
@@ -66,14 +72,19 @@ def test_bad_curves_are_one_line_errors(tmp_path: Path) -> None:
         load_curve(tmp_path / "missing.csv")
 
 
+def test_the_table_covers_every_scaled_stage() -> None:
+    """The hand-checked table has one row per stage the topology scales (no stage left out)."""
+    assert tuple(TABLE) == SCALED_STAGES
+
+
 def test_static_peak_keeps_up_with_zero_backlog() -> None:
-    """Static replicas sized for the peak (12 cameras at 1 GOP/s: decoder 2, inference 6,
-    encoder 3) never build a backlog; GOPs spend one step per stage."""
+    """Static replicas sized for the peak (12 cameras at 1 GOP/s: ceil(12 / rate) per stage,
+    the table's last column) never build a backlog; GOPs spend one step per stage."""
     static = static_peak(BURST, MODELS)
-    assert static == {"decoder": 2, "inference": 6, "encoder": 3}
+    assert static == STATIC
     result = simulate(BURST, StageScaling(), MODELS, static=static)
     assert max(max(ages) for ages in result.age.values()) == 0.0
-    assert result.replica_seconds() == pytest.approx(11 * 1800)
+    assert result.replica_seconds() == pytest.approx(sum(STATIC.values()) * 1800)
     assert weighted_percentile(result.latency, 100) == pytest.approx(1.0)
     served = sum(w for _, w in result.latency)
     sent = sum(BURST.cameras(t) * BURST.gops_per_camera_s for t in range(1800))
@@ -83,7 +94,7 @@ def test_static_peak_keeps_up_with_zero_backlog() -> None:
 def test_under_provisioned_stage_builds_a_backlog_that_ages() -> None:
     """One inference replica (2 GOP/s) against 12 GOP/s: the backlog grows by 10 GOPs a
     second during the burst, so the oldest GOP waits for minutes."""
-    fixed = {"decoder": 2, "inference": 1, "encoder": 3}
+    fixed = dict(STATIC, inference=1)
     result = simulate(BURST, StageScaling(), MODELS, static=fixed)
     assert max(result.lag["inference"]) > 5000
     assert max(result.age["inference"]) > 600
@@ -126,7 +137,7 @@ def test_tuner_meets_the_target_and_writes_the_config(tmp_path: Path) -> None:
     assert "# site config" in text
     assert tomllib.loads(text)["k8s"]["namespace"] == "office"
     loaded = load_cluster_config(config).scaling
-    for stage in ("decoder", "inference", "encoder"):
+    for stage in SCALED_STAGES:
         assert getattr(loaded, stage) == getattr(tuning.scaling, stage)
 
 
@@ -157,7 +168,7 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     """`framepipe scale simulate` and `tune --write` write JSON + PNG and the config."""
     curve = tmp_path / "burst.csv"
     curve.write_text("# duration_s=1800\nt_s,cameras\n0,1\n600,12\n1200,1\n")
-    rates = ["--rate", "decoder=8", "--rate", "inference=2", "--rate", "encoder=4"]
+    rates = RATE_ARGS
     runner = CliRunner()
     result = runner.invoke(
         app,
@@ -165,7 +176,7 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "scale-sim-burst.json").read_text())
-    assert report["static_replicas"] == {"decoder": 2, "inference": 6, "encoder": 3}
+    assert report["static_replicas"] == STATIC
     assert report["replica_seconds_ratio"] > 0
     assert (tmp_path / "scale-sim-burst.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -347,6 +347,13 @@ def test_console_plays_annotated_video_in_headless_chromium(
             assert "1 camera" in summary
             played = devtools.evaluate("document.querySelector('.cam').dataset.mode")
             assert played == live, f"the console plays over {played}, not {live}"
+            # The events timeline (events.js) lists the camera's track events (the sink's).
+            events = 0
+            deadline = time.monotonic() + 20
+            while not events and time.monotonic() < deadline:
+                time.sleep(0.5)
+                events = devtools.evaluate("document.querySelectorAll('#cam-door ol.events li.event').length")
+            assert events, "the console's events timeline stayed empty"
         finally:
             if devtools:
                 devtools.close()
