@@ -55,6 +55,7 @@ def cluster_settings(settings: Settings, cluster: ClusterConfig) -> Settings:
     port = {"metrics_port": METRICS_PORT, "metrics_host": "0.0.0.0"}  # in a pod: probes and scrapes
     return settings.replace(
         streams={"storage": "file", "replicas": cluster.k8s.stream_replicas},
+        gateway=port,
         decoder=port,
         inference={**port, "models_dir": MODELS_DIR},
         encoder=port,
@@ -208,7 +209,7 @@ def gateway_deployment(
         "gateway",
         ["gateway", "--camera", camera, "--source", source],
         "gateway",
-        probes=False,
+        probes=True,
     )
     spec = _pod_spec([container], 30, priorityClassName=INGEST)
     return {

@@ -286,6 +286,23 @@ def _pod_env(objects: list[Obj], container: Obj) -> dict[str, str]:
     return env
 
 
+def test_gateway_pods_have_probes(rendered: dict[str, list[Obj]]) -> None:
+    """The camera gateway serves /healthz and /readyz on the port its probes name, on the pod IP."""
+    (gateway,) = by_kind(rendered["camera"], "Deployment").values()
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    loaded = load_settings(None, env=_pod_env(rendered["cpu"], container))
+    assert loaded.gateway.metrics_port == METRICS_PORT
+    assert loaded.gateway.metrics_host == "0.0.0.0"
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in (
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ):
+        assert container[probe]["httpGet"]["path"] == path
+        assert named[container[probe]["httpGet"]["port"]] == METRICS_PORT
+
+
 @pytest.mark.parametrize("overlay", ["cpu", "gpu"])
 def test_stage_pods_load_their_settings(
     rendered: dict[str, list[Obj]], settings: Settings, overlay: str
