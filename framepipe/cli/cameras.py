@@ -108,14 +108,18 @@ def remove(
 
 @app.command("list")
 def list_(kubernetes: KubeOpt = False, config: ConfigOpt = None) -> None:
-    """The cameras (sources shown without credentials)."""
+    """The cameras, with their gateway's state (sources shown without credentials)."""
+    from framepipe.local.status import camera_lines, list_camera_states
 
     if kubernetes:
+        typer.echo("CAMERA\tSOURCE\tREADY")
         for camera, source, ready in _kube(config)[2].list():
             typer.echo(f"{camera}\t{source}\t{ready}")
         return
-    for spec in _local(list_cameras(_local_settings(config))):
-        typer.echo(f"{spec.name}\t{redact(spec.source)}\t{spec.pacing or ''}".rstrip())
+    settings = _local_settings(config)
+    _, runtime = attach_to_running(settings)
+    for line in camera_lines(_local(list_camera_states(settings, runtime))):
+        typer.echo(line)
 
 
 @app.command("mode")
