@@ -63,7 +63,10 @@ def _local(call: Any) -> Any:
 def add(
     name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
     source: Annotated[str, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")],
-    pacing: Annotated[str | None, typer.Option(help="realtime | fast (files only).")] = None,
+    pacing: Annotated[
+        str | None,
+        typer.Option(help="realtime | fast (files only; default: the gateway.pacing setting, realtime)."),
+    ] = None,
     kubernetes: KubeOpt = False,
     config: ConfigOpt = None,
 ) -> None:

@@ -39,7 +39,10 @@ def web(
     host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8090,
     window: Annotated[int, typer.Option(help="Segments in a live playlist.")] = 6,
-    runtime_file: Annotated[Path | None, typer.Option(help="Local runtime.json (replicas).")] = None,
+    runtime_file: Annotated[
+        Path | None,
+        typer.Option(help="Local runtime.json (replicas; default: <local.state_dir>/runtime.json)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve HLS (/<camera>/index.m3u8) from the OUTPUT stream and the web console."""

@@ -50,7 +50,8 @@ class TestRunRefusesUpFront:
         [
             (["--decoders", "0"], "--decoders must be at least 1, got 0"),
             (["--decoders", "-1"], "--decoders must be at least 1, got -1"),
-            (["--inference", "0"], "--inference must be at least 1, got 0"),
+            (["--inference", "0"], "--inference must be at least 1, got 0"),  # the old, hidden name
+            (["--inferencers", "0"], "--inferencers must be at least 1, got 0"),
             (["--encoders", "0"], "--encoders must be at least 1, got 0"),
             (["--pacing", "slow"], "--pacing must be one of realtime, fast"),
         ],
