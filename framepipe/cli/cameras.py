@@ -59,10 +59,27 @@ def _local(call: Any) -> Any:
         ) from None
 
 
+def _one_of(what: str, argument: str, positional: str | None, option: str, given: str | None) -> str:
+    """``cameras add NAME SOURCE`` or ``--camera NAME --source SOURCE`` (as `run`), not both."""
+    if positional is not None and given is not None and positional != given:
+        raise ConfigError(f"the camera's {what} is given twice ({argument} and {option}): give one")
+    value = positional if positional is not None else given
+    if not value:
+        raise ConfigError(f"a camera needs a {what}: `cameras add NAME SOURCE` or {option} ...")
+    return value
+
+
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
-    source: Annotated[str, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")],
+    name: Annotated[str | None, typer.Argument(help="Camera name (letters, digits, '_' or '-').")] = None,
+    source: Annotated[str | None, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")] = None,
+    camera_option: Annotated[
+        str | None, typer.Option("--camera", help="The name, as `run --camera` takes it (instead of NAME).")
+    ] = None,
+    source_option: Annotated[
+        str | None,
+        typer.Option("--source", help="The source, as `run --source` takes it (instead of SOURCE)."),
+    ] = None,
     pacing: Annotated[
         str | None,
         typer.Option(help="realtime | fast (files only; default: the gateway.pacing setting, realtime)."),
@@ -72,6 +89,8 @@ def add(
 ) -> None:
     """Start processing a camera now (the running system picks it up; no restart)."""
 
+    name = _one_of("name", "NAME", name, "--camera", camera_option)
+    source = _one_of("source", "SOURCE", source, "--source", source_option)
     validate_camera_name(name)
     check_source(source)
     if kubernetes:
