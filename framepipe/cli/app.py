@@ -8,11 +8,24 @@ from typing import Annotated
 import typer
 
 from framepipe import __version__
-from framepipe.cli import cameras, dlq, events, faces, k8s, media, pipeline, processes, scale, viewing
+from framepipe.cli import (
+    cameras,
+    dlq,
+    events,
+    faces,
+    help_format,
+    k8s,
+    media,
+    pipeline,
+    processes,
+    scale,
+    viewing,
+)
 from framepipe.cli.errors import Typer, report
 from framepipe.core import logs
 from framepipe.core.errors import FramepipeError
 
+help_format.install()
 app = Typer(
     help="framepipe: camera streams → face detections and annotated HLS video over NATS JetStream.",
     no_args_is_help=True,

@@ -59,16 +59,38 @@ def _local(call: Any) -> Any:
         ) from None
 
 
+def _one_of(what: str, argument: str, positional: str | None, option: str, given: str | None) -> str:
+    """``cameras add NAME SOURCE`` or ``--camera NAME --source SOURCE`` (as `run`), not both."""
+    if positional is not None and given is not None and positional != given:
+        raise ConfigError(f"the camera's {what} is given twice ({argument} and {option}): give one")
+    value = positional if positional is not None else given
+    if not value:
+        raise ConfigError(f"a camera needs a {what}: `cameras add NAME SOURCE` or {option} ...")
+    return value
+
+
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="Camera name (letters, digits, '_' or '-').")],
-    source: Annotated[str, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")],
-    pacing: Annotated[str | None, typer.Option(help="realtime | fast (files only).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Camera name (letters, digits, '_' or '-').")] = None,
+    source: Annotated[str | None, typer.Argument(help="rtsp://\\[user:pass@]host/path or a file.")] = None,
+    camera_option: Annotated[
+        str | None, typer.Option("--camera", help="The name, as `run --camera` takes it (instead of NAME).")
+    ] = None,
+    source_option: Annotated[
+        str | None,
+        typer.Option("--source", help="The source, as `run --source` takes it (instead of SOURCE)."),
+    ] = None,
+    pacing: Annotated[
+        str | None,
+        typer.Option(help="realtime | fast (files only; default: the gateway.pacing setting, realtime)."),
+    ] = None,
     kubernetes: KubeOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Start processing a camera now (the running system picks it up; no restart)."""
 
+    name = _one_of("name", "NAME", name, "--camera", camera_option)
+    source = _one_of("source", "SOURCE", source, "--source", source_option)
     validate_camera_name(name)
     check_source(source)
     if kubernetes:
@@ -108,14 +130,18 @@ def remove(
 
 @app.command("list")
 def list_(kubernetes: KubeOpt = False, config: ConfigOpt = None) -> None:
-    """The cameras (sources shown without credentials)."""
+    """The cameras, with their gateway's state (sources shown without credentials)."""
+    from framepipe.local.status import camera_lines, list_camera_states
 
     if kubernetes:
+        typer.echo("CAMERA\tSOURCE\tREADY")
         for camera, source, ready in _kube(config)[2].list():
             typer.echo(f"{camera}\t{source}\t{ready}")
         return
-    for spec in _local(list_cameras(_local_settings(config))):
-        typer.echo(f"{spec.name}\t{redact(spec.source)}\t{spec.pacing or ''}".rstrip())
+    settings = _local_settings(config)
+    _, runtime = attach_to_running(settings)
+    for line in camera_lines(_local(list_camera_states(settings, runtime))):
+        typer.echo(line)
 
 
 @app.command("mode")

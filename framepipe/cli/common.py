@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -37,3 +38,12 @@ DEFAULT_SAMPLE = Path(".cache/media/sample.mp4")
 def attached_settings(config: Path | None) -> tuple[Settings, Runtime | None]:
     """Settings pointed at the running local system's NATS, when there is one."""
     return attach_to_running(load_settings(config))
+
+
+def nats_reachable(settings: Settings) -> bool:
+    """Whether anything listens at ``nats.url`` (a TCP connect; no NATS handshake)."""
+    try:
+        socket.create_connection(settings.nats.host_port, timeout=settings.nats.connect_timeout_s).close()
+    except OSError:
+        return False
+    return True

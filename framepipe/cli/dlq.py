@@ -61,7 +61,12 @@ def list_cmd(
 
 
 @app.command("show")
-def show_cmd(seq: int, config: ConfigOption = None) -> None:
+def show_cmd(
+    seq: Annotated[
+        int, typer.Argument(help="The letter's sequence number (the `seq` column of `dlq list`).")
+    ],
+    config: ConfigOption = None,
+) -> None:
     """Print one dead letter's headers (and its size) as JSON."""
     letter = _with_js(config, lambda js: dlq.get_letter(js, seq))
     if letter is None:

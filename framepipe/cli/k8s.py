@@ -11,7 +11,9 @@ import typer
 import yaml
 
 from framepipe.cli.errors import Typer
+from framepipe.cluster.cameras import camera_objects, secret_name
 from framepipe.cluster.manifests import OVERLAYS, check_tree, kubectl, kustomize_build, render_tree
+from framepipe.cluster.nats import DEV_PASSWORD_PREFIX, operator_auth_env
 from framepipe.cluster.workloads import gateway_deployment
 from framepipe.core.cluster_settings import ClusterConfig
 from framepipe.core.errors import ConfigError, FramepipeError, SetupError
@@ -81,18 +83,50 @@ def _require_cluster() -> None:
         ) from None
 
 
+def _nats_passwords(cluster: ClusterConfig, passwords: Path | None, dev: bool) -> str | None:
+    """The operator's auth env file; None keeps the rendered development passwords (``--dev`` only)."""
+    if not cluster.k8s.nats_auth:
+        return None
+    if passwords is not None:
+        try:
+            text = passwords.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --nats-passwords {passwords}: {exc.strerror}") from None
+        return operator_auth_env(text, str(passwords))
+    if not dev:
+        raise ConfigError(
+            f"refusing to apply the development NATS passwords ({DEV_PASSWORD_PREFIX}*): pass "
+            "--nats-passwords FILE (one `user=password` line per NATS user), or --dev for a throwaway cluster"
+        )
+    return None
+
+
 @app.command()
 def apply(
     overlay: Annotated[str, typer.Option("--overlay", help=f"One of: {', '.join(OVERLAYS)}.")] = "cpu",
+    passwords: Annotated[
+        Path | None,
+        typer.Option(
+            "--nats-passwords",
+            help="Env file of `user=password` lines, one per NATS user: the auth Secret's content.",
+        ),
+    ] = None,
+    dev: Annotated[
+        bool,
+        typer.Option("--dev", help=f"Allow the development `{DEV_PASSWORD_PREFIX}*` NATS passwords."),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """`kubectl apply -k` an overlay rendered from the config (needs KUBECONFIG and KEDA)."""
     if overlay not in OVERLAYS:
         raise ConfigError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
     settings, cluster = load(config)
+    auth = _nats_passwords(cluster, passwords, dev)
     _require_cluster()
     with tempfile.TemporaryDirectory() as tmp:
         render_tree(settings, Path(tmp), cluster)
+        if auth is not None:
+            (Path(tmp) / "base" / "nats-auth.env").write_text(auth)
         typer.echo(kubectl(["apply", "-k", str(Path(tmp) / "overlays" / overlay)]), nl=False)
 
 
@@ -108,14 +142,23 @@ def camera(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Print (or --apply / --delete) the gateway Deployment of one camera."""
+    """Print (or --apply / --delete) one camera's gateway Deployment and its source Secret."""
     settings, cluster = load(config)
-    manifest = yaml.safe_dump(gateway_deployment(settings, cluster, name, source or "-"), sort_keys=False)
-    if not source and not delete:
+    if delete:
+        deployment = gateway_deployment(settings, cluster, name, "-")
+        objects = [f"deployment/{deployment['metadata']['name']}", f"secret/{secret_name(name)}"]
+        _require_cluster()
+        namespace = ["-n", cluster.k8s.namespace]
+        typer.echo(kubectl(["delete", "--ignore-not-found", *namespace, *objects]), nl=False)
+        return
+    if not source:
         raise ConfigError("a camera needs --source (rtsp://... or a file URL)")
-    if not (do_apply or delete):
+    # The URL may hold credentials: it goes into a Secret, never into the Deployment spec.
+    manifest = "---\n".join(
+        yaml.safe_dump(obj, sort_keys=False) for obj in camera_objects(settings, cluster, name, source)
+    )
+    if not do_apply:
         typer.echo(manifest, nl=False)
         return
     _require_cluster()
-    verb = ["delete", "--ignore-not-found", "-f", "-"] if delete else ["apply", "-f", "-"]
-    typer.echo(kubectl(verb, stdin=manifest), nl=False)
+    typer.echo(kubectl(["apply", "-f", "-"], stdin=manifest), nl=False)

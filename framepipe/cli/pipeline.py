@@ -172,12 +172,21 @@ def _run_system(
 def run(
     source: Annotated[str, typer.Option(help="Video file (or URL) to process.")],
     camera: Annotated[str, typer.Option(help="Camera name.")] = "cam1",
-    output: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the sink.output_dir setting, ./output).")
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Exit when every GOP of the file is written.")] = False,
     pacing: Annotated[str | None, typer.Option(help="realtime | fast (default: fast with --once).")] = None,
-    decoders: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
-    inference: Annotated[int | None, typer.Option(help="Inference processes.")] = None,
-    encoders: Annotated[int | None, typer.Option(help="Encoder processes.")] = None,
+    decoders: Annotated[
+        int | None, typer.Option(help="Decoder processes (default: decoder.replicas, or autoscaled).")
+    ] = None,
+    inferencers: Annotated[
+        int | None, typer.Option(help="Inference processes (default: inference.replicas, or autoscaled).")
+    ] = None,
+    inference: Annotated[int | None, typer.Option("--inference", hidden=True)] = None,  # the old name
+    encoders: Annotated[
+        int | None, typer.Option(help="Encoder processes (default: encoder.replicas, or autoscaled).")
+    ] = None,
     autoscale: Annotated[
         bool | None,
         typer.Option(
@@ -192,7 +201,11 @@ def run(
     settings = load_settings(config)
     if output is not None:
         settings = settings.replace(sink={"output_dir": str(output)})
-    counts = {"--decoders": decoders, "--inference": inference, "--encoders": encoders}
+    if inference is not None and inferencers is not None:
+        raise ConfigError("--inference is the old name of --inferencers: give one of them")
+    inference_flag = "--inference" if inference is not None else "--inferencers"
+    inference = inference if inference is not None else inferencers
+    counts = {"--decoders": decoders, inference_flag: inference, "--encoders": encoders}
     _check_run_arguments(source, pacing, counts)
     replicas = {
         k: v

@@ -56,7 +56,9 @@ def stage(
 def gateway(
     camera: Annotated[str, typer.Option(help="Camera name (letters, digits, _ -).")],
     source: Annotated[str, typer.Option(help="File path or URL.")],
-    pacing: Annotated[str | None, typer.Option(help="realtime | fast")] = None,
+    pacing: Annotated[
+        str | None, typer.Option(help="realtime | fast (default: the gateway.pacing setting, realtime).")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Live source: fail instead of reconnecting; its end ends the run.")
     ] = False,

@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import typer
 
-from framepipe.cli.common import ConfigOption, attached_settings, out
+from framepipe.cli.common import ConfigOption, attached_settings, console, nats_reachable, out
+from framepipe.core.bus import FIRST_CONNECT_WAIT_S
 from framepipe.local.runtime import read_runtime, runtime_path
 
 
@@ -41,14 +42,24 @@ def web(
     host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8090,
     window: Annotated[int, typer.Option(help="Segments in a live playlist.")] = 6,
-    runtime_file: Annotated[Path | None, typer.Option(help="Local runtime.json (replicas).")] = None,
+    runtime_file: Annotated[
+        Path | None,
+        typer.Option(help="Local runtime.json (replicas; default: <local.state_dir>/runtime.json)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve HLS (/<camera>/index.m3u8) from the OUTPUT stream and the web console."""
     from framepipe.web.server import serve
 
-    settings, _ = attached_settings(config)
+    settings, runtime = attached_settings(config)
     path = runtime_file or runtime_path(settings.local.state_dir)
+    if runtime is None and not nats_reachable(settings):
+        console.print(
+            f"no framepipe system is running (nothing at {settings.nats.url}, no {path}): "
+            f"waiting up to {FIRST_CONNECT_WAIT_S:.0f} s for it; start `framepipe run --source ...`",
+            markup=False,
+            highlight=False,
+        )
 
     def replicas() -> dict[str, int]:
         runtime = read_runtime(path)

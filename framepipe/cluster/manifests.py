@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from framepipe.cluster import monitoring
+from framepipe.cluster.cameras import camera_objects
 from framepipe.cluster.keda import scaled_object
 from framepipe.cluster.nats import (
     NATS_AUTH,
@@ -48,7 +49,7 @@ from framepipe.cluster.workloads import (
     config_digest,
     config_env,
     digest,
-    gateway_deployment,
+    engine_cache_claim,
     gpu_patch,
     hls_claim,
     namespace,
@@ -128,15 +129,18 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
     gpu_stages = [Names.INFERENCE] + ([Names.DECODER, Names.ENCODER] if cluster.k8s.gpu_video_codecs else [])
     for stage in gpu_stages:
         files[f"overlays/gpu/{stage}-gpu.yaml"] = _dump([gpu_patch(settings, cluster, stage)])
+    files["overlays/gpu/engine-cache.yaml"] = _dump([engine_cache_claim(cluster)])
     files["overlays/gpu/kustomization.yaml"] = _kustomization(
-        resources=["../../base"], patches=[{"path": f"{stage}-gpu.yaml"} for stage in gpu_stages]
+        resources=["../../base", "engine-cache.yaml"],
+        patches=[{"path": f"{stage}-gpu.yaml"} for stage in gpu_stages],
     )
     files["monitoring/podmonitor.yaml"] = _dump([monitoring.pod_monitor(cluster)])
     files["monitoring/prometheusrule.yaml"] = _dump([monitoring.prometheus_rule()])
     files["monitoring/grafana-dashboard.json"] = monitoring.DASHBOARD.read_text()
     files["monitoring/kustomization.yaml"] = _kustomization(**monitoring.kustomization(cluster))
     camera, source = EXAMPLE_CAMERA
-    files["camera/gateway.yaml"] = _dump([gateway_deployment(settings, cluster, camera, source, config_hash)])
+    # What `framepipe k8s camera` prints: the source URL (credentials) in a Secret.
+    files["camera/gateway.yaml"] = _dump(list(camera_objects(settings, cluster, camera, source)))
     files["camera/kustomization.yaml"] = _kustomization(
         namespace=cluster.k8s.namespace, resources=["gateway.yaml"]
     )

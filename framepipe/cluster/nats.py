@@ -186,11 +186,41 @@ def nats_conf(settings: Settings, cluster: ClusterConfig, *, store_dir: str = NA
     return "\n".join(lines) + "\n"
 
 
+DEV_PASSWORD_PREFIX = "change-me-"
+MIN_PASSWORD_LENGTH = 12
+
+
 def nats_auth_env() -> str:
     """Development passwords for the auth Secret; replace them (see docs/kubernetes.md)."""
     lines = ["# Development passwords: replace with a secretGenerator `behavior: replace` overlay."]
-    lines += [f"{user}=change-me-{user}-password" for user in USERS]
+    lines += [f"{user}={DEV_PASSWORD_PREFIX}{user}-password" for user in USERS]
     return "\n".join(lines) + "\n"
+
+
+def operator_auth_env(text: str, source: str) -> str:
+    """The auth Secret's env file from an operator's ``user=password`` lines, checked:
+    every NATS user once, none unknown, none a development ``change-me-*`` password."""
+    passwords: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition("=")
+        user, password = user.strip(), password.strip()
+        if not sep or user not in USERS:
+            raise ConfigError(
+                f"{source}:{number}: expected `user=password` with a user of {', '.join(USERS)}"
+            )
+        if password.startswith(DEV_PASSWORD_PREFIX) or len(password) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(
+                f"{source}:{number}: the password of {user} is a development one or shorter than "
+                f"{MIN_PASSWORD_LENGTH} characters; generate one, e.g. `openssl rand -hex 24`"
+            )
+        passwords[user] = password
+    missing = [user for user in USERS if user not in passwords]
+    if missing:
+        raise ConfigError(f"{source}: no password for {', '.join(missing)} (one `user=password` line each)")
+    return "".join(f"{user}={passwords[user]}\n" for user in USERS)
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:

@@ -38,6 +38,9 @@ MODELS_DIR = "/opt/framepipe/models"
 HLS_DIR = "/data/hls"
 STATE_DIR = "/tmp/framepipe"
 ENGINE_CACHE = "/var/cache/framepipe"
+#: absolute, on the engine-cache claim: TensorRT engines outlive the pod that built them.
+ENGINE_CACHE_DIR = f"{ENGINE_CACHE}/engines"
+ENGINE_CLAIM = "framepipe-engine-cache"
 HLS_CLAIM = "framepipe-hls"
 #: the stages that run as replicas of a consumer, from the topology table.
 STAGES = tuple(spec.name for spec in consumer_stages())
@@ -52,6 +55,7 @@ def cluster_settings(settings: Settings, cluster: ClusterConfig) -> Settings:
     port = {"metrics_port": METRICS_PORT, "metrics_host": "0.0.0.0"}  # in a pod: probes and scrapes
     return settings.replace(
         streams={"storage": "file", "replicas": cluster.k8s.stream_replicas},
+        gateway=port,
         decoder=port,
         inference={**port, "models_dir": MODELS_DIR},
         encoder=port,
@@ -68,6 +72,8 @@ def config_env(settings: Settings, cluster: ClusterConfig) -> str:
     for key in ("URL", "USER", "PASSWORD"):
         env.pop(f"FRAMEPIPE_NATS__{key}", None)
     env.pop("FRAMEPIPE_WEBRTC__ICE_CREDENTIAL", None)  # the web pod reads it from its Secret
+    # [local] configures `framepipe run` on a laptop (embedded NATS, autoscaler): no pod reads it.
+    env = {key: value for key, value in env.items() if not key.startswith("FRAMEPIPE_LOCAL__")}
     for key, value in env.items():
         if "\n" in value:
             raise ConfigError(f"setting {key} contains a newline, which an env file cannot hold")
@@ -203,7 +209,7 @@ def gateway_deployment(
         "gateway",
         ["gateway", "--camera", camera, "--source", source],
         "gateway",
-        probes=False,
+        probes=True,
     )
     spec = _pod_spec([container], 30, priorityClassName=INGEST)
     return {
@@ -263,6 +269,23 @@ def hls_claim(cluster: ClusterConfig) -> Obj:
     }
 
 
+def engine_cache_claim(cluster: ClusterConfig) -> Obj:
+    """The GPU overlay's TensorRT engine cache, shared by every inference pod (ReadWriteMany):
+    an engine is built once per GPU model, not once per pod. Writes are atomic (EngineCache)."""
+    spec: Obj = {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": f"{cluster.k8s.engine_cache_gib}Gi"}},
+    }
+    if cluster.k8s.engine_cache_storage_class:
+        spec["storageClassName"] = cluster.k8s.engine_cache_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(ENGINE_CLAIM, "inference"),
+        "spec": spec,
+    }
+
+
 def namespace(cluster: ClusterConfig) -> Obj:
     return {
         "apiVersion": "v1",
@@ -287,9 +310,10 @@ def gpu_patch(settings: Settings, cluster: ClusterConfig, stage: str) -> Obj:
         env += [
             {"name": "FRAMEPIPE_INFERENCE__BACKEND", "value": "tensorrt"},
             {"name": "XDG_CACHE_HOME", "value": ENGINE_CACHE},
+            {"name": "FRAMEPIPE_INFERENCE__ENGINE_CACHE_DIR", "value": ENGINE_CACHE_DIR},
         ]
         mounts.append({"name": "engine-cache", "mountPath": ENGINE_CACHE})
-        volumes.append({"name": "engine-cache", "emptyDir": {"sizeLimit": f"{k.engine_cache_gib}Gi"}})
+        volumes.append({"name": "engine-cache", "persistentVolumeClaim": {"claimName": ENGINE_CLAIM}})
     if stage == Names.ENCODER:
         env.append({"name": "FRAMEPIPE_ENCODER__CODEC", "value": "h264_nvenc"})
     container: Obj = {

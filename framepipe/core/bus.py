@@ -34,6 +34,10 @@ log = structlog.get_logger("framepipe.bus")
 T = TypeVar("T")
 
 
+#: how long a process waits for NATS at its start before it fails (exit 3).
+FIRST_CONNECT_WAIT_S = 30.0
+
+
 async def connect(settings: Settings, name: str, *, retry_initial: bool = True) -> Client:
     """Connect with unlimited reconnects; the first connect is retried briefly."""
 
@@ -73,7 +77,8 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             tls.load_cert_chain(settings.nats.tls_cert, settings.nats.tls_key)
         auth["tls"] = tls
 
-    deadline = asyncio.get_running_loop().time() + (30.0 if retry_initial else 0.0)
+    deadline = asyncio.get_running_loop().time() + (FIRST_CONNECT_WAIT_S if retry_initial else 0.0)
+    waiting_said = False
     while True:
         try:
             client = await nats.connect(
@@ -121,6 +126,15 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
                     f"cannot reach NATS at {where}: {exc or type(exc).__name__}; "
                     "is nats-server running? (`framepipe run` starts one for you)"
                 ) from None
+            if not waiting_said:  # once: what this process waits for, and for how long
+                waiting_said = True
+                log.warning(
+                    "nats.waiting",
+                    client=name,
+                    url=where,
+                    error=str(exc) or type(exc).__name__,
+                    gives_up_in_s=round(deadline - asyncio.get_running_loop().time()),
+                )
             await asyncio.sleep(0.5)
 
 

@@ -307,6 +307,9 @@ class K8sSettings:
     gpu_runtime_class: str = ""
     gpu_video_codecs: bool = False
     engine_cache_gib: int = 4
+    #: storage class of the GPU overlay's TensorRT engine cache claim (ReadWriteMany, shared by
+    #: every inference pod so a scale-up loads engines instead of rebuilding them); empty: default.
+    engine_cache_storage_class: str = ""
 
     def __post_init__(self) -> None:
         _check(

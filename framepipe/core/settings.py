@@ -165,8 +165,13 @@ class GatewaySettings:
     read_timeout_s: float = 10.0
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
+    #: /healthz, /readyz, /metrics of the gateway: -1 none (a local run), 0 any free port; pods: 8080.
+    metrics_port: int = -1
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"gateway.metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
         if self.pacing not in ("realtime", "fast"):
             raise ConfigError(f"gateway.pacing must be 'realtime' or 'fast', got {self.pacing!r}")
         if self.rtsp_transport not in ("tcp", "udp"):

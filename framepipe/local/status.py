@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nats.js import JetStreamContext
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,8 +20,9 @@ from rich.table import Table
 
 from framepipe.core import bus, topology
 from framepipe.core.settings import Settings
-from framepipe.core.sources import read_source_state
+from framepipe.core.sources import SourceState, read_source_state, redact
 from framepipe.core.topology import Names
+from framepipe.local.cameras import CameraSpec
 from framepipe.local.natscluster import stream_placement
 from framepipe.local.runtime import Runtime, read_runtime
 
@@ -64,12 +66,95 @@ async def collect_status(settings: Settings, runtime: Runtime | None) -> dict[st
                     "redelivered": cinfo.num_redelivered or 0,
                 }
             )
+        report["cameras"] = await camera_states(js, runtime)
     finally:
         await nc.close()
     for proc in runtime.processes if runtime else ():
         report["processes"].append({**proc.to_json(), "alive": proc.alive})
     report["inference"] = await asyncio.to_thread(inference_backends, runtime)
+    report["stages"] = await asyncio.to_thread(stage_rows, report["consumers"], runtime)
     return report
+
+
+async def camera_states(js: JetStreamContext, runtime: Runtime | None) -> list[dict[str, Any]]:
+    """Every camera: those added (cameras bucket) and the one `run --source` started, with the
+    state its gateway last stored (running, reconnecting, failed, ended, stopped)."""
+    added: dict[str, CameraSpec] = {}
+    with contextlib.suppress(Exception):  # no bucket or no keys yet: no added camera
+        cameras_kv = await js.key_value(Names.CAMERAS_BUCKET)
+        for key in await cameras_kv.keys():
+            with contextlib.suppress(Exception):
+                entry = await cameras_kv.get(key)
+                if entry.value:
+                    added[key] = CameraSpec.from_json(key, entry.value)
+    states: dict[str, SourceState] = {}
+    with contextlib.suppress(Exception):
+        for key in await (await js.key_value(Names.SOURCES_BUCKET)).keys():
+            state = await read_source_state(js, key)
+            if state is not None:
+                states[key] = state
+    gateways = {
+        p.name.removeprefix("gateway-") for p in (runtime.processes if runtime else ()) if p.kind == "gateway"
+    }
+    rows = []
+    now = time.time()
+    for name in sorted(set(added) | (set(states) & gateways)):
+        state = states.get(name)
+        spec = added.get(name)
+        rows.append(
+            {
+                "camera": name,
+                "source": redact(spec.source) if spec else (state.source if state else ""),
+                "added_by": "cameras add" if spec else "run --source",
+                "state": state.state if state else "starting",
+                "gops": state.next_gop if state else 0,
+                "lost_frames": state.lost_frames if state else 0,
+                "updated_s_ago": round(now - state.updated_at, 1) if state and state.updated_at else None,
+            }
+        )
+    return rows
+
+
+async def list_camera_states(settings: Settings, runtime: Runtime | None) -> list[dict[str, Any]]:
+    """``framepipe cameras list``: :func:`camera_states` of the system at ``settings.nats``."""
+    nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
+    try:
+        return await camera_states(nc.jetstream(timeout=10.0), runtime)
+    finally:
+        await nc.close()
+
+
+CAMERA_COLUMNS = ("camera", "source", "state", "gops", "added_by")
+
+
+def camera_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Tab-separated lines with a header (scripts split on tabs; people read the header)."""
+    header = "\t".join(column.upper().replace("_", " ") for column in CAMERA_COLUMNS)
+    return [header, *("\t".join(str(row[column]) for column in CAMERA_COLUMNS) for row in rows)]
+
+
+def stage_rows(consumers: list[dict[str, Any]], runtime: Runtime | None) -> list[dict[str, Any]]:
+    """Per stage: replicas, lag, GOPs done, GOPs/s since its processes started, and p95.
+
+    One snapshot has no interval to difference, so the rate is each process's
+    ``framepipe_gops_total`` over its uptime (``--watch`` shows the last interval's)."""
+    metrics = stage_metrics(runtime)
+    lag = {c["name"]: c.get("lag") for c in consumers}
+    rows = []
+    for stage in (spec.name for spec in topology.consumer_stages()):
+        m = metrics.get(stage, {"replicas": 0, "gops": 0.0, "buckets": {}, "rate": 0.0})
+        p95 = histogram_quantile(m["buckets"], 0.95)
+        rows.append(
+            {
+                "stage": stage,
+                "replicas": m["replicas"],
+                "lag": lag.get(stage),
+                "gops": int(m["gops"]),
+                "gops_per_s": round(m.get("rate", 0.0), 3),
+                "p95_ms": round(p95 * 1000) if p95 is not None else None,
+            }
+        )
+    return rows
 
 
 def _live_processes(runtime: Runtime | None) -> Iterator[tuple[str, str, Path]]:
@@ -135,7 +220,7 @@ def render_status(report: dict[str, Any]) -> list[Table]:
                 str(c["lag"]),
                 str(c["redelivered"]),
             )
-    tables = [streams, consumers]
+    tables = [*_camera_and_stage_tables(report), streams, consumers]
     if report["processes"]:
         procs = Table(title="Local processes")
         for column in ("process", "pid", "alive", "log"):
@@ -151,6 +236,34 @@ def render_status(report: dict[str, Any]) -> list[Table]:
             backends.add_row(row["process"], *(row[k] for k in BACKEND_FIELDS))
         tables.append(backends)
     return tables
+
+
+def _camera_and_stage_tables(report: dict[str, Any]) -> list[Table]:
+    cameras = Table(title="Cameras")
+    for column in ("camera", "source", "state", "GOPs published", "lost frames", "added by"):
+        cameras.add_column(column)
+    for cam in report.get("cameras", []):
+        cameras.add_row(
+            cam["camera"],
+            cam["source"],
+            cam["state"],
+            str(cam["gops"]),
+            str(cam["lost_frames"]),
+            cam["added_by"],
+        )
+    stages = Table(title="Stages (GOPs/s since each process started; `--watch` shows the last interval)")
+    for column in ("stage", "replicas", "lag", "GOPs done", "GOPs/s", "p95 latency"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for row in report.get("stages", []):
+        stages.add_row(
+            row["stage"],
+            str(row["replicas"]),
+            "" if row["lag"] is None else str(row["lag"]),
+            str(row["gops"]),
+            f"{row['gops_per_s']:.2f}",
+            "" if row["p95_ms"] is None else f"{row['p95_ms']} ms",
+        )
+    return [cameras, stages]
 
 
 # -- metrics of local processes, and the live view (``framepipe status --watch``) --------
@@ -216,36 +329,21 @@ def stage_metrics(runtime: Runtime | None) -> dict[str, dict[str, Any]]:
     """Per stage: live replicas, GOPs done and ``framepipe_process_seconds`` buckets, summed."""
     stages: dict[str, dict[str, Any]] = {}
     for _, stage, log_file in _live_processes(runtime):
-        entry = stages.setdefault(stage, {"replicas": 0, "gops": 0.0, "buckets": {}})
+        entry = stages.setdefault(stage, {"replicas": 0, "gops": 0.0, "buckets": {}, "rate": 0.0})
         entry["replicas"] += 1
         samples = _scrape_process(log_file)
         if samples is None:
             continue
-        entry["gops"] += sample_value(samples, "framepipe_gops_total", stage=stage)
+        gops = sample_value(samples, "framepipe_gops_total", stage=stage)
+        entry["gops"] += gops
+        started = sample_value(samples, "process_start_time_seconds")
+        if started > 0:
+            entry["rate"] += gops / max(time.time() - started, 1.0)
         for labels, value in samples.get("framepipe_process_seconds_bucket", []):
             if labels.get("stage") == stage:
                 le = float(labels["le"])
                 entry["buckets"][le] = entry["buckets"].get(le, 0.0) + value
     return stages
-
-
-async def _cameras(settings: Settings) -> list[dict[str, Any]]:
-    nc = await bus.connect(settings, "framepipe-status-cameras", retry_initial=False)
-    try:
-        js = nc.jetstream(timeout=5.0)
-        kv = await js.key_value(Names.SOURCES_BUCKET)
-        try:
-            names = await kv.keys()
-        except Exception:  # noqa: BLE001 - no keys yet
-            names = []
-        cameras = []
-        for name in sorted(names):
-            state = await read_source_state(js, name)
-            if state is not None:
-                cameras.append({"camera": name, "state": state.state, "gops": state.next_gop})
-        return cameras
-    finally:
-        await nc.close()
 
 
 class Watch:
@@ -263,7 +361,7 @@ class Watch:
             settings = settings.replace(nats={"url": runtime.nats_url})
         try:
             report = asyncio.run(collect_status(settings, runtime))
-            cameras = asyncio.run(_cameras(settings))
+            cameras = report["cameras"]
         except Exception as exc:  # noqa: BLE001 - keep watching through restarts
             return Group(f"[red]cannot reach NATS at {settings.nats.url}: {exc}[/]")
         now, metrics = time.monotonic(), stage_metrics(runtime)
@@ -296,7 +394,7 @@ class Watch:
             cams.add_column(column)
         for cam in cameras:
             cams.add_row(cam["camera"], cam["state"], str(cam["gops"]))
-        streams, consumers = render_status({**report, "processes": []})[:2]
+        streams, consumers = render_status({**report, "processes": []})[2:4]
         return Group(cams, table, consumers, streams)
 
 

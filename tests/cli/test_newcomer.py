@@ -50,7 +50,8 @@ class TestRunRefusesUpFront:
         [
             (["--decoders", "0"], "--decoders must be at least 1, got 0"),
             (["--decoders", "-1"], "--decoders must be at least 1, got -1"),
-            (["--inference", "0"], "--inference must be at least 1, got 0"),
+            (["--inference", "0"], "--inference must be at least 1, got 0"),  # the old, hidden name
+            (["--inferencers", "0"], "--inferencers must be at least 1, got 0"),
             (["--encoders", "0"], "--encoders must be at least 1, got 0"),
             (["--pacing", "slow"], "--pacing must be one of realtime, fast"),
         ],
@@ -107,10 +108,34 @@ class TestRunOnceEnds:
         assert "#EXT-X-ENDLIST" in playlist
 
 
+class TestCamerasAddArguments:
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            (["--source", "CLIP"], "a camera needs a name"),
+            (["door"], "a camera needs a source"),
+            (["door", "CLIP", "--camera", "hall"], "given twice"),
+        ],
+    )
+    def test_name_and_source_once_each(self, tmp_path: Path, args: list[str], says: str) -> None:
+        """NAME SOURCE or --camera/--source: a missing or doubled one is exit 2 and one line."""
+        result = framepipe(
+            tmp_path, "cameras", "add", *[str(faces_clip()) if a == "CLIP" else a for a in args]
+        )
+        assert result.returncode == 2, result.stderr
+        assert says in error_line(result)
+
+
 class TestNoSystem:
     @pytest.mark.parametrize(
         "args",
-        [["status"], ["cameras", "list"], ["cameras", "add", "door", "CLIP"], ["dlq", "list"]],
+        [
+            ["status"],
+            ["cameras", "list"],
+            ["cameras", "add", "door", "CLIP"],
+            ["cameras", "add", "--camera", "door", "--source", "CLIP"],  # the options `run` takes
+            ["dlq", "list"],
+        ],
     )
     def test_commands_that_need_a_running_system(self, tmp_path: Path, args: list[str]) -> None:
         """Without a running system: exit 3 (cannot reach the system) and one line naming `framepipe run`."""

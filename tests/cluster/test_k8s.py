@@ -286,6 +286,23 @@ def _pod_env(objects: list[Obj], container: Obj) -> dict[str, str]:
     return env
 
 
+def test_gateway_pods_have_probes(rendered: dict[str, list[Obj]]) -> None:
+    """The camera gateway serves /healthz and /readyz on the port its probes name, on the pod IP."""
+    (gateway,) = by_kind(rendered["camera"], "Deployment").values()
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    loaded = load_settings(None, env=_pod_env(rendered["cpu"], container))
+    assert loaded.gateway.metrics_port == METRICS_PORT
+    assert loaded.gateway.metrics_host == "0.0.0.0"
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in (
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ):
+        assert container[probe]["httpGet"]["path"] == path
+        assert named[container[probe]["httpGet"]["port"]] == METRICS_PORT
+
+
 @pytest.mark.parametrize("overlay", ["cpu", "gpu"])
 def test_stage_pods_load_their_settings(
     rendered: dict[str, list[Obj]], settings: Settings, overlay: str
@@ -321,7 +338,15 @@ def test_stage_pods_load_their_settings(
             if overlay == "gpu":
                 assert pod["nodeSelector"]
                 assert pod["tolerations"]
-                assert any(v.get("emptyDir") for v in pod["volumes"] if v["name"] == "engine-cache")
+                # The engine cache outlives the pod: a claim every inference pod shares, at an absolute path.
+                (cache,) = (v for v in pod["volumes"] if v["name"] == "engine-cache")
+                claims = by_kind(objects, "PersistentVolumeClaim")
+                assert claims[cache["persistentVolumeClaim"]["claimName"]]["spec"]["accessModes"] == [
+                    "ReadWriteMany"
+                ]
+                assert Path(loaded.inference.engine_cache_dir).is_absolute()
+                mounts = {m["mountPath"] for m in container["volumeMounts"]}
+                assert any(loaded.inference.engine_cache_dir.startswith(f"{m}/") for m in mounts)
 
 
 @pytest.mark.parametrize("overlay", ["cpu", "gpu", "camera"])
@@ -533,16 +558,22 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
     from framepipe.cli.k8s import app
 
     runner = CliRunner()
-    result = runner.invoke(
-        app, ["camera", "lobby_1", "--source", "rtsp://10.0.0.21/s"], env={"KUBECONFIG": ""}
-    )
+    source = "rtsp://viewer:hunter2-pass@10.0.0.21/s"
+    result = runner.invoke(app, ["camera", "lobby_1", "--source", source], env={"KUBECONFIG": ""})
     assert result.exit_code == 0, result.output
-    deployment = yaml.safe_load(result.output)
+    deployment, secret = yaml.safe_load_all(result.output)
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["gateway", "--camera", "lobby_1", "--source", "rtsp://10.0.0.21/s"]
-    result = runner.invoke(app, ["apply"], env={"KUBECONFIG": ""})
+    kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
+    # The credentials live in the Secret only, as with `cameras add --kubernetes`.
+    assert "hunter2-pass" not in yaml.safe_dump(deployment)
+    assert secret["kind"] == "Secret"
+    assert secret["stringData"]["url"] == source
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["gateway", "--camera", "lobby_1", "--source", "$(FRAMEPIPE_SOURCE_URL)"]
+    (from_secret,) = (e for e in container["env"] if e["name"] == "FRAMEPIPE_SOURCE_URL")
+    assert from_secret["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    result = runner.invoke(app, ["apply", "--dev"], env={"KUBECONFIG": ""})
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
     assert "KUBECONFIG" in result.output
@@ -556,6 +587,53 @@ def test_cli_prints_camera_and_refuses_apply_without_cluster(tmp_path: Path) -> 
     assert "lagThreshold: '6'" in scaled
     assert "framepipe-nats-headless.video.svc.cluster.local:8222" in scaled
     assert "FRAMEPIPE_DECODER__ACK_WAIT_S=45.0" in (tmp_path / "k8s" / "base" / "framepipe.env").read_text()
+
+
+class TestApplyPasswords:
+    """`framepipe k8s apply` never ships the development NATS passwords by accident."""
+
+    def test_refuses_the_development_passwords(self) -> None:
+        """Without --nats-passwords or --dev: one line naming both, exit 2, before any cluster call."""
+        from typer.testing import CliRunner
+
+        from framepipe.cli.k8s import app
+
+        result = CliRunner().invoke(app, ["apply"], env={"KUBECONFIG": ""})
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0
+        assert "change-me-" in result.output
+        assert "--nats-passwords" in result.output
+
+    def test_checks_an_operator_password_file(self, tmp_path: Path) -> None:
+        """A file missing a user or holding a change-me password is refused; a complete one passes."""
+        from typer.testing import CliRunner
+
+        from framepipe.cli.k8s import app
+        from framepipe.core.topology import USERS
+
+        runner = CliRunner()
+        passwords = tmp_path / "nats-passwords.env"
+        passwords.write_text("".join(f"{user}=change-me-{user}-password\n" for user in USERS))
+        result = runner.invoke(app, ["apply", "--nats-passwords", str(passwords)], env={"KUBECONFIG": ""})
+        assert result.exit_code == 2
+        assert "development" in result.output
+        passwords.write_text(f"{USERS[0]}=0123456789abcdef0123\n")
+        result = runner.invoke(app, ["apply", "--nats-passwords", str(passwords)], env={"KUBECONFIG": ""})
+        assert result.exit_code == 2
+        assert f"no password for {USERS[1]}" in result.output
+        passwords.write_text("".join(f"{user}={user}-0123456789abcdef\n" for user in USERS))
+        result = runner.invoke(app, ["apply", "--nats-passwords", str(passwords)], env={"KUBECONFIG": ""})
+        assert result.exit_code == 1
+        assert "KUBECONFIG" in result.output
+
+
+def test_local_keys_stay_out_of_the_configmap() -> None:
+    """`[local]` configures a laptop run; none of its keys is rendered for the pods."""
+    from framepipe.cluster.workloads import config_env
+
+    env = config_env(Settings().replace(local={"nats_port": 4999}), ClusterConfig())
+    assert "FRAMEPIPE_LOCAL__" not in env
+    assert "FRAMEPIPE_SINK__OUTPUT_DIR=" in env
 
 
 def test_nats_credentials_never_reach_the_configmap() -> None:

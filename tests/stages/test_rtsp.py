@@ -240,7 +240,9 @@ def test_rtsp_cameras_flow_through_the_pipeline_and_survive_a_server_restart(
         added = _cli(["cameras", "add", "hall", rtsp_server.url("hevc")], env)
         assert added.returncode == 0, added.stderr
         listed = _cli(["cameras", "list"], env)
-        assert listed.stdout.split() == ["hall", rtsp_server.url("hevc")]
+        rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()[1:]}
+        assert rows["hall"][1] == rtsp_server.url("hevc")
+        assert rows["door"][4] == "run --source"  # the run's own camera is listed too
         _wait("hall segments", lambda: len(_entries(out, "hall")) >= 3, 60, run)
 
         rtsp_server.kill()

@@ -19,7 +19,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from framepipe.core import bus, messages
+from framepipe.core import bus, health, messages
 from framepipe.core.errors import SourceError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
@@ -51,13 +51,26 @@ class Gateway:
         self.stopping = threading.Event()
         self.published = 0
         self.gaps = 0
+        #: the pod's probes: live while the process runs, ready once NATS is connected.
+        self.health = health.Health()
 
     def stop(self) -> None:
         self.stopping.set()
 
     async def run(self) -> SourceState:
         """Publish every GOP of the source; return the final source state."""
+        if self.settings.gateway.metrics_port >= 0:
+            port = self.health.serve(self.settings.gateway.metrics_port, self.settings.gateway.metrics_host)
+            log.info("gateway.health", camera=self.camera, port=port)
+        try:
+            return await self._publish_source()
+        finally:
+            self.health.close()
+
+    async def _publish_source(self) -> SourceState:
         nc = await bus.connect(self.settings, f"framepipe-gateway-{self.camera}")
+        self.health.add_check("nats", lambda: nc.is_connected)
+        self.health.ready = True
         js = nc.jetstream(timeout=10.0)
         kv = await js.key_value(Names.SOURCES_BUCKET)
         previous = await read_source_state(js, self.camera)

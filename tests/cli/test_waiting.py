@@ -1,0 +1,58 @@
+"""Commands that wait for NATS say so at once, naming what they wait for."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _first_stderr_lines(argv: list[str], tmp_path: Path, wanted: str, timeout: float = 25.0) -> str:
+    """Start ``framepipe ARGV`` with no NATS; stderr until a line holding ``wanted`` (then stop it)."""
+    url = f"nats://127.0.0.1:{_unused_port()}"
+    env = {**os.environ, "FRAMEPIPE_NATS__URL": url, "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framepipe", *argv], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    seen = ""
+    try:
+        deadline = time.monotonic() + timeout
+        assert proc.stderr is not None
+        while wanted not in seen and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if ready:
+                seen += proc.stderr.readline()
+    finally:
+        proc.kill()  # our own child; how it drains is not what this test is about
+        proc.wait(15)
+    assert url in seen, seen
+    return seen
+
+
+class TestSaysWhatItWaitsFor:
+    """`framepipe stage` and `framepipe web` without a system."""
+
+    @pytest.mark.parametrize("stage", ["decoder"])
+    def test_stage_without_nats(self, tmp_path: Path, stage: str) -> None:
+        """A stage logs one `nats.waiting` line with the URL and when it gives up, well before it does."""
+        seen = _first_stderr_lines(["stage", stage], tmp_path, "nats.waiting")
+        (line,) = [line for line in seen.splitlines() if "nats.waiting" in line]
+        assert '"gives_up_in_s": ' in line
+
+    def test_web_without_a_system(self, tmp_path: Path) -> None:
+        """The console says no system runs, where it looked, and what to start."""
+        seen = _first_stderr_lines(["web", "--port", "0"], tmp_path, "no framepipe system is running")
+        assert "framepipe run" in seen
