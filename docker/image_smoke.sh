@@ -66,7 +66,10 @@ in_image id
 echo "== framepipe sample + framepipe run --once"
 in_image framepipe sample --out /tmp/sample.mp4 --seconds "$seconds"
 start=$(date +%s)
-in_image framepipe run --source /tmp/sample.mp4 --output /tmp/output --camera smoke --once
+if ! in_image framepipe run --source /tmp/sample.mp4 --output /tmp/output --camera smoke --once; then
+  for log in "$jail$workdir"/.framepipe/logs/*.log; do echo "--- ${log#"$jail"} (last lines)"; tail -n 5 "$log"; done
+  exit 1
+fi
 echo "run --once took $(( $(date +%s) - start )) s"
 in_image python - <<'PY'
 import json

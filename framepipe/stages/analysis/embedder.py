@@ -16,6 +16,7 @@ file) finds it, and a photo must show exactly one face of at least
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,34 @@ class Crop:
     sharpness: float
 
 
+#: the model files inside the face-recognition-models package (public domain); never the
+#: 68-point landmark model, whose training data forbids commercial use.
+FIVE_POINT_MODEL = "shape_predictor_5_face_landmarks.dat"
+DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+
+
 @functools.cache
-def _dlib() -> Any:
+def _dlib() -> tuple[Any, Path]:
+    """dlib and the folder of face-recognition-models' files.
+
+    The package is located, not imported: its ``__init__`` needs ``pkg_resources``
+    (setuptools), which the runtime image does not ship.
+    """
     try:
         import dlib
-        import face_recognition_models
     except ImportError as exc:
         raise SetupError(
-            f"face recognition needs dlib and its models ({exc.name} is missing): "
-            "pip install 'framepipe[models]' (dlib-bin, face-recognition-models)"
+            f"face recognition needs dlib ({exc.name} is missing): "
+            "pip install 'framepipe[faces]' (dlib-bin, face-recognition-models)"
         ) from None
-    return dlib, face_recognition_models
+    spec = importlib.util.find_spec("face_recognition_models")
+    models = Path(spec.origin).parent / "models" if spec is not None and spec.origin else None
+    if models is None or not all((models / name).is_file() for name in (FIVE_POINT_MODEL, DESCRIPTOR_MODEL)):
+        raise SetupError(
+            "face recognition needs dlib's models (face-recognition-models is missing or incomplete): "
+            "pip install 'framepipe[faces]' (dlib-bin, face-recognition-models)"
+        )
+    return dlib, models
 
 
 class FaceEmbedder:
@@ -72,8 +90,8 @@ class FaceEmbedder:
     def __init__(self) -> None:
         dlib, models = _dlib()
         self._dlib = dlib
-        self.shape_predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self.network = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self.shape_predictor = dlib.shape_predictor(str(models / FIVE_POINT_MODEL))
+        self.network = dlib.face_recognition_model_v1(str(models / DESCRIPTOR_MODEL))
         self._detector: Any = None
 
     # -- pipeline faces ------------------------------------------------------------
