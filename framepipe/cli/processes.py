@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from typing import Annotated
 
-import structlog
 import typer
 
 from framepipe.cli.common import ConfigOption, console
@@ -26,7 +27,13 @@ def setup(config: ConfigOption = None) -> None:
 
 
 def _exit_before_work(signum: int, frame: object) -> None:
-    structlog.get_logger("framepipe.stage").info("stage.stopped_before_start", signal=signum)
+    # One raw write, not a logger call: the handler can interrupt the main thread inside a
+    # write to the same buffered stderr, and re-entering it raises instead of exiting cleanly.
+    os.write(
+        2,
+        json.dumps({"event": "stage.stopped_before_start", "signal": signum, "level": "info"}).encode()
+        + b"\n",
+    )
     raise SystemExit(0)
 
 

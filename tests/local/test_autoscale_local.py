@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -92,13 +93,16 @@ def test_replica_drained_while_starting_exits_cleanly(nats_settings: Settings) -
     (SIGTERM blocked until framepipe's handler is in place)."""
     env = dict(os.environ) | nats_settings.to_env()
     for delay in (0.0, 0.05, 0.5, 1.5):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "framepipe", "stage", "decoder"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=functools.partial(child_preexec, os.getpid()),
-        )
-        time.sleep(delay)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, f"SIGTERM after {delay}s"
+        with tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "framepipe", "stage", "decoder"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=functools.partial(child_preexec, os.getpid()),
+            )
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+            stderr.seek(0)
+            assert code == 0, f"SIGTERM after {delay}s: exit {code}; stderr ends: {stderr.read()[-1500:]!r}"
