@@ -90,9 +90,18 @@ async def cluster_js(cluster_settings: Settings) -> AsyncIterator[JetStreamConte
         await nc.close()
 
 
-async def produce(js: JetStreamContext, count: int, pace_s: float = 0.1) -> None:
-    """What the gateway does per GOP: a msg-id publish that waits until it is stored."""
+async def produce(
+    js: JetStreamContext, count: int, *, hold_at: int, go_on: asyncio.Event, pace_s: float = 0.1
+) -> None:
+    """What the gateway does per GOP: a msg-id publish that waits until it is stored.
+
+    The producer holds before GOP ``hold_at`` until ``go_on`` is set (when the fault is
+    injected), so that publishes always overlap the fault: on a loaded machine an unheld
+    producer could finish all its GOPs before the relay reached the fault point (seen in
+    CI), and then nothing would wait on the broken bus."""
     for gop in range(count):
+        if gop == hold_at:
+            await go_on.wait()
         message = messages.GapMessage(camera=CAMERA, gop=gop, since=0.0, down_s=0.0)
         headers, body = messages.encode(message)
         subject = Names.subject(Names.VIDEO, CAMERA)
@@ -133,12 +142,16 @@ async def run_with_fault(
     runner = Runner(RelayStage(settings), settings)
     with structlog.testing.capture_logs() as events:
         running = asyncio.create_task(runner.run(serve_health=False))
-        producing = asyncio.create_task(produce(js, GOPS))
+        fault_injected = asyncio.Event()
+        producing = asyncio.create_task(
+            produce(js, GOPS, hold_at=fault_after + 2, go_on=fault_injected)
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while len(await stored_gops(js, Names.FRAMES)) < fault_after:
             assert loop.time() < deadline, "no progress before the fault"
             await asyncio.sleep(0.2)
+        fault_injected.set()  # the producer's remaining GOPs start as the fault does
         await fault()
         await asyncio.wait_for(producing, max(1.0, deadline - loop.time()))
         while len(await _retrying(lambda: stored_gops(js, Names.FRAMES))) < GOPS:
