@@ -14,7 +14,7 @@ To add a family:
    ``PLUGIN = DetectorPlugin(families=(...), config_from=..., factory=...)``.
    Detections are :class:`~.base.RawDetection` boxes in letterboxed model pixels.
 2. Import the module below and pass its ``PLUGIN`` to :func:`register`.
-3. Make the family selectable in ``core/settings.py``, which validates
+3. Make the family selectable in ``core/settings/stages.py``, which validates
    ``inference.model`` when settings load: its name in ``InferenceSettings.model``,
    ``_MODEL_ALIASES`` and the ``family`` type, its size in ``input_size``. New keys
    it reads go in ``InferenceSettings`` too, so TOML and ``FRAMEPIPE_INFERENCE__*``

@@ -1,156 +1,14 @@
-"""Every setting a framepipe process reads, as frozen dataclasses.
-
-Stage code, the local supervisor, the CLI and the Kubernetes rendering all read
-tunables from :class:`Settings` (names live in :mod:`framepipe.core.topology`),
-so a setting cannot differ between a laptop and a cluster. What only the
-cluster reads is in :mod:`framepipe.core.cluster_settings`; both load through
-the one reader and coercion engine of :mod:`framepipe.core.loader`: defaults,
-a TOML file (``--config`` or ``FRAMEPIPE_CONFIG``), then environment variables
-named ``FRAMEPIPE_<SECTION>__<FIELD>`` (e.g. ``FRAMEPIPE_NATS__URL``).
-"""
+"""The settings of each stage: camera input, decoder, inference, encoder, output, analysis, sink."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from framepipe.core.errors import ConfigError
 from framepipe.core.paths import resolve_models_dir
-
-ENV_PREFIX = "FRAMEPIPE_"
-#: tables of the same TOML file that only the cluster manifests and the autoscaler read.
-CLUSTER_SECTIONS = ("k8s", "scaling")
-
-
-def _positive(section: str, **values: float) -> None:
-    for key, value in values.items():
-        if value <= 0:
-            raise ConfigError(f"{section}.{key} must be > 0, got {value}")
-
-
-@dataclass(frozen=True)
-class NatsSettings:
-    url: str = "nats://127.0.0.1:4222"
-    max_payload: int = 8 * 1024 * 1024
-    monitor_port: int = 8222
-    connect_timeout_s: float = 5.0
-    #: client pings: a hung server (SIGSTOP, a frozen node) is left after ping_interval_s
-    #: × 3 unanswered pings, and the client fails over to another node of the cluster.
-    ping_interval_s: float = 5.0
-    sync_interval: str = "default"
-    #: NATS user; empty: none, or the admin of the local server of local.state_dir.
-    user: str = ""
-    password: str = field(default="", repr=False)
-    #: CA that verifies the server's certificate (TLS); tls_cert/tls_key: mutual TLS.
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("nats://", "tls://")):
-            raise ConfigError(f"nats.url must start with nats:// or tls://, got {self.url!r}")
-        if bool(self.user) != bool(self.password):
-            raise ConfigError("set nats.user and nats.password together (FRAMEPIPE_NATS__USER/__PASSWORD)")
-        if self.user and "@" in self.url:
-            raise ConfigError("nats.url already carries credentials: drop them or nats.user/nats.password")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("set nats.tls_cert and nats.tls_key together (client certificate and key)")
-        if self.max_payload < 1024 * 1024 or self.max_payload > 64 * 1024 * 1024:
-            raise ConfigError(f"nats.max_payload must be 1 MiB..64 MiB, got {self.max_payload}")
-        _positive("nats", connect_timeout_s=self.connect_timeout_s, ping_interval_s=self.ping_interval_s)
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        rest = self.url.split("://", 1)[1].rsplit("@", 1)[-1]
-        host, _, port = rest.partition(":")
-        return host or "127.0.0.1", int(port or 4222)
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    storage: Literal["file", "memory"] = "file"
-    video_max_age_s: float = 3600.0
-    video_max_bytes: int = 8 * 1024**3
-    output_max_age_s: float = 24 * 3600.0
-    detections_max_age_s: float = 7 * 24 * 3600.0
-    dlq_max_age_s: float = 14 * 24 * 3600.0
-    ledger_ttl_s: float = 3600.0
-    duplicate_window_s: float = 300.0
-    #: copies of every stream and KV bucket; 0: one per NATS node up to 3 (1 on a single
-    #: server, 3 on local.nats_cluster = 3). A cluster renders k8s.stream_replicas here.
-    replicas: int = 0
-    #: the dead-letter stream's bounds, so a camera sending only poison never fills the disk:
-    #: the oldest entries go first (DiscardPolicy.OLD) once either is reached.
-    dlq_max_bytes: int = 256 * 1024**2
-    dlq_max_msgs: int = 100_000
-
-    def __post_init__(self) -> None:
-        if self.storage not in ("file", "memory"):
-            raise ConfigError(f"streams.storage must be 'file' or 'memory', got {self.storage!r}")
-        _positive(
-            "streams",
-            video_max_age_s=self.video_max_age_s,
-            video_max_bytes=self.video_max_bytes,
-            output_max_age_s=self.output_max_age_s,
-            duplicate_window_s=self.duplicate_window_s,
-            ledger_ttl_s=self.ledger_ttl_s,
-            dlq_max_bytes=self.dlq_max_bytes,
-            dlq_max_msgs=self.dlq_max_msgs,
-        )
-        if not 0 <= self.replicas <= 5:
-            raise ConfigError(
-                f"streams.replicas must be 0..5 (0: one per NATS node, up to 3), got {self.replicas}"
-            )
-
-    def replicas_for(self, nodes: int) -> int:
-        """Stream/KV replicas on a NATS deployment of ``nodes`` servers."""
-        wanted = self.replicas or min(nodes, 3)
-        if wanted > nodes:
-            raise ConfigError(
-                f"streams.replicas ({wanted}) exceeds the NATS servers ({nodes}): "
-                "set local.nats_cluster = 3 or lower streams.replicas"
-            )
-        return wanted
-
-
-@dataclass(frozen=True)
-class ConsumerSettings:
-    """Delivery settings shared by every stage's pull consumer."""
-
-    ack_wait_s: float = 30.0
-    max_ack_pending: int = 64
-    fetch_batch: int = 4
-    #: messages one replica works on at once. 2 hides one message's publish and ack round
-    #: trips behind the next one's codec work (which stays on one thread); inference takes
-    #: more so that frames of several messages share model calls.
-    in_flight: int = 2
-    max_deliver: int = 5
-    retry_backoff_s: float = 1.0
-    replicas: int = 1
-    metrics_port: int = 0
-    #: where /metrics, /healthz and /readyz listen: loopback on a laptop (camera names and
-    #: internals stay off the network); the Kubernetes manifests set 0.0.0.0 (probes, scrapes).
-    metrics_host: str = "127.0.0.1"
-
-    def _check(self, section: str) -> None:
-        _positive(
-            section,
-            ack_wait_s=self.ack_wait_s,
-            max_ack_pending=self.max_ack_pending,
-            fetch_batch=self.fetch_batch,
-            in_flight=self.in_flight,
-            max_deliver=self.max_deliver,
-            retry_backoff_s=self.retry_backoff_s,
-            replicas=self.replicas,
-        )
-        for name in ("fetch_batch", "in_flight"):
-            if getattr(self, name) > self.max_ack_pending:
-                raise ConfigError(
-                    f"{section}.{name} ({getattr(self, name)}) must not exceed "
-                    f"{section}.max_ack_pending ({self.max_ack_pending})"
-                )
+from framepipe.core.settings.bus import ConsumerSettings, positive
 
 
 @dataclass(frozen=True)
@@ -176,7 +34,7 @@ class GatewaySettings:
             raise ConfigError(f"gateway.pacing must be 'realtime' or 'fast', got {self.pacing!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"gateway.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
-        _positive(
+        positive(
             "gateway",
             gop_max_seconds=self.gop_max_seconds,
             connect_timeout_s=self.connect_timeout_s,
@@ -193,7 +51,7 @@ class DecoderSettings(ConsumerSettings):
 
     def __post_init__(self) -> None:
         self._check("decoder")
-        _positive("decoder", threads=self.threads, frames_per_part=self.frames_per_part)
+        positive("decoder", threads=self.threads, frames_per_part=self.frames_per_part)
 
 
 @dataclass(frozen=True)
@@ -254,7 +112,7 @@ class InferenceSettings(ConsumerSettings):
             raise ConfigError(
                 f"inference.skipped_frames must be 'carry' or 'none', got {self.skipped_frames!r}"
             )
-        _positive("inference", detect_every=self.detect_every)
+        positive("inference", detect_every=self.detect_every)
         if self.detect_fps < 0:
             raise ConfigError(f"inference.detect_fps must be >= 0 (0: every frame), got {self.detect_fps}")
         if self.detect_fps > 0 and self.detect_every > 1:
@@ -277,7 +135,7 @@ class InferenceSettings(ConsumerSettings):
             raise ConfigError(f"inference.score_threshold must be in (0, 1), got {self.score_threshold}")
         if not 0.0 < self.nms_iou < 1.0:
             raise ConfigError(f"inference.nms_iou must be in (0, 1), got {self.nms_iou}")
-        _positive(
+        positive(
             "inference",
             inter_op_threads=self.inter_op_threads,
             max_batch=self.max_batch,
@@ -361,7 +219,7 @@ class EncoderSettings(ConsumerSettings):
             )
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"encoder.crf must be 0..51, got {self.crf}")
-        _positive("encoder", threads=self.threads)
+        positive("encoder", threads=self.threads)
 
 
 #: what OUTPUT segments are: "burn-in" (boxes drawn into re-encoded video), "overlay" (the
@@ -414,7 +272,7 @@ class AnalysisSettings(ConsumerSettings):
             raise ConfigError(f"analysis.match_threshold must be in (0, 2), got {self.match_threshold}")
         if not 0.0 < self.track_iou < 1.0:
             raise ConfigError(f"analysis.track_iou must be in (0, 1), got {self.track_iou}")
-        _positive(
+        positive(
             "analysis",
             min_face_px=self.min_face_px,
             crops_per_track=self.crops_per_track,
@@ -439,127 +297,3 @@ class SinkSettings(ConsumerSettings):
         self._check("sink")
         if self.playlist_window < 0:
             raise ConfigError(f"sink.playlist_window must be >= 0, got {self.playlist_window}")
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """The embedded runtime; ports 0 pick free loopback ports at start."""
-
-    state_dir: str = ".framepipe"
-    shutdown_grace_s: float = 20.0
-    nats_port: int = 0
-    monitor_port: int = 0
-    #: the embedded nats-server: one user per process kind with per-stage permissions
-    #: (passwords generated into <state_dir>/nats-auth.json, 0600), and TLS with a
-    #: self-signed CA generated into <state_dir>/tls.
-    nats_auth: bool = True
-    nats_tls: bool = False
-    # Scale decoder/inference/encoder from their backlog like KEDA does in a cluster
-    # (the [scaling.*] tables); max_replicas caps every stage on one machine
-    # (0: the number of CPU cores), whatever the cluster maximum is.
-    autoscale: bool = True
-    max_replicas: int = 0
-    #: nats-servers the supervisor runs: 1, or a 3-node JetStream cluster on loopback (routes,
-    #: one store directory per node) whose streams and buckets get streams.replicas copies.
-    nats_cluster: int = 1
-    #: each embedded server's JetStream file store limit ("20GB", "64MB" or bytes).
-    nats_max_file_store: str = "20GB"
-
-    def __post_init__(self) -> None:
-        _positive("local", shutdown_grace_s=self.shutdown_grace_s)
-        if self.max_replicas < 0:
-            raise ConfigError(
-                f"local.max_replicas must be >= 0 (0: one per CPU core), got {self.max_replicas}"
-            )
-        if self.nats_cluster not in (1, 3):
-            raise ConfigError(
-                f"local.nats_cluster must be 1 or 3 (a JetStream quorum), got {self.nats_cluster}"
-            )
-        for key, port in (("nats_port", self.nats_port), ("monitor_port", self.monitor_port)):
-            if not 0 <= port <= 65535:
-                raise ConfigError(f"local.{key} must be 0..65535, got {port}")
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """The HLS server and console (``framepipe web``)."""
-
-    #: the token a browser or player must present; empty: generated at start when needed.
-    token: str = field(default="", repr=False)
-    #: "auto": a token only when bound to a non-loopback address; "always": also on loopback.
-    require_token: Literal["auto", "always"] = "auto"
-
-    def __post_init__(self) -> None:
-        if self.require_token not in ("auto", "always"):
-            raise ConfigError(f"web.require_token must be 'auto' or 'always', got {self.require_token!r}")
-        if self.token and len(self.token) < 16:
-            raise ConfigError("web.token must be at least 16 characters (or empty: one is generated)")
-
-
-@dataclass(frozen=True)
-class WebRtcSettings:
-    """Live view over WebRTC (WHEP, ``POST /whep/<camera>``) in the web server."""
-
-    enabled: bool = True
-    #: comma-separated ``stun:``/``turn:``/``turns:`` URLs for real networks; none on loopback.
-    ice_servers: str = ""
-    ice_username: str = ""
-    ice_credential: str = field(default="", repr=False)
-    #: comma-separated addresses ICE offers; empty: 127.0.0.1 when the server is bound to
-    #: loopback, else every interface's non-loopback address.
-    host_addresses: str = ""
-    max_viewers_per_camera: int = 8
-    max_viewers: int = 32
-    #: a session whose ICE/DTLS has not connected this long after its answer is closed.
-    connect_timeout_s: float = 15.0
-
-    def __post_init__(self) -> None:
-        _positive("webrtc", max_viewers_per_camera=self.max_viewers_per_camera, max_viewers=self.max_viewers)
-        if self.connect_timeout_s <= 0:
-            raise ConfigError(f"webrtc.connect_timeout_s must be > 0, got {self.connect_timeout_s}")
-        for url in self.ice_urls:
-            if not url.startswith(("stun:", "turn:", "turns:")):
-                raise ConfigError(f"webrtc.ice_servers: {url!r} is not a stun:, turn: or turns: URL")
-
-    @property
-    def ice_urls(self) -> list[str]:
-        return [u.strip() for u in self.ice_servers.split(",") if u.strip()]
-
-
-@dataclass(frozen=True)
-class Settings:
-    nats: NatsSettings = field(default_factory=NatsSettings)
-    streams: StreamSettings = field(default_factory=StreamSettings)
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
-    decoder: DecoderSettings = field(default_factory=DecoderSettings)
-    inference: InferenceSettings = field(default_factory=InferenceSettings)
-    encoder: EncoderSettings = field(default_factory=EncoderSettings)
-    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
-    sink: SinkSettings = field(default_factory=SinkSettings)
-    output: OutputSettings = field(default_factory=OutputSettings)
-    local: LocalSettings = field(default_factory=LocalSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
-
-    def consumer(self, stage: str) -> ConsumerSettings:
-        section = getattr(self, stage, None)
-        if not isinstance(section, ConsumerSettings):
-            raise ConfigError(f"no stage named {stage!r}")
-        return section
-
-    def replace(self, **sections: dict[str, Any]) -> Settings:
-        """A copy with some fields changed, e.g. ``replace(nats={"url": ...})``."""
-        changed = {
-            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
-        }
-        return dataclasses.replace(self, **changed)
-
-    def to_env(self) -> dict[str, str]:
-        """Environment that reproduces these settings in a child process."""
-        env: dict[str, str] = {}
-        for section in dataclasses.fields(self):
-            value = getattr(self, section.name)
-            for item in dataclasses.fields(value):
-                key = f"{ENV_PREFIX}{section.name.upper()}__{item.name.upper()}"
-                env[key] = str(getattr(value, item.name))
-        return env
