@@ -28,7 +28,7 @@ from framepipe.core.topology import SCALED_STAGES
 from framepipe.local.processes import Managed
 from framepipe.local.supervisor import LocalSystem
 from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.scaling.autoscale import fetch_lags
+from framepipe.scaling.jsz import fetch_lags
 
 CLIP = ClipSpec(width=640, height=360, seconds=60.0, gop=30, bframes=2)
 
@@ -61,7 +61,9 @@ def sample(system: LocalSystem) -> dict[str, Any]:
             row["procs"][f"nats-{index}"] = got
     if system.monitor_url:
         try:
-            row["backlog"] = {s: lag.lag for s, lag in fetch_lags(system.monitor_url, SCALED_STAGES).items()}
+            nodes = tuple(system.server.monitor_urls) if system.server else ()
+            lags = fetch_lags(system.monitor_url, SCALED_STAGES, nodes=nodes)
+            row["backlog"] = {s: None if lag is None else lag.lag for s, lag in lags.items()}
         except Exception as exc:  # noqa: BLE001 - a missed sample is recorded, not fatal
             row["backlog"] = {"error": str(exc)}
     return row

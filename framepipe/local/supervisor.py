@@ -250,7 +250,9 @@ class LocalSystem:
             scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
         cap = self.settings.local.max_replicas or os.cpu_count() or 1
         scaling = cap_scaling(scaling, cap)
-        reader = JszReader(self.monitor_url)
+        # Every node's endpoint: a consumer's counts are current on its leader only, and
+        # node 0 may be the one that is down.
+        reader = JszReader(self.monitor_url, nodes=tuple(self.server.monitor_urls) if self.server else ())
 
         def read_lags() -> dict[str, int | None]:
             return {stage: None if lag is None else lag.lag for stage, lag in reader.read().items()}
