@@ -11,6 +11,7 @@ source reconnects, a :class:`~framepipe.core.messages.GapMessage` goes to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from framepipe.stages.gateway.reader import (
     SourceReader,
     StreamParams,
 )
+from framepipe.stages.gateway.store_full import FullStoreDrops, StoreFullError, is_store_full
 
 log = structlog.get_logger("framepipe.gateway")
 
@@ -77,6 +79,7 @@ class Gateway:
         state = SourceState(self.camera, redact(self.source))
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
+            state.dropped_gops = previous.dropped_gops
         state.first_gop = state.next_gop
         await self._save(kv, state)
 
@@ -88,6 +91,7 @@ class Gateway:
         threading.Thread(target=reader.run, args=(loop, queue, state), daemon=True).start()
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
+        drops = FullStoreDrops(self.camera)
         try:
             while True:
                 item = await queue.get()
@@ -110,7 +114,7 @@ class Gateway:
                         await self._save(kv, state)
                     continue
                 if isinstance(item, Reconnected):
-                    await self._publish_gap(js, item)
+                    await self._publish_gap(js, dataclasses.replace(item, gop=drops.index(item.gop)))
                     continue
                 if isinstance(item, StreamParams):
                     params = item
@@ -134,16 +138,13 @@ class Gateway:
                     # File sources played as if live: wall clock against pts, re-anchored after a jump.
                     await asyncio.sleep(pacer.delay(item, params.time_base))
                 started = time.perf_counter()
+                item = drops.renumber(item)  # dense numbering after GOPs dropped for a full store
                 message = gop_message(self.camera, item, params)
                 headers, body = messages.encode(message)
                 headers[Headers.STAGE] = "gateway"
-                await bus.publish(
-                    js,
-                    Names.subject(Names.VIDEO, self.camera),
-                    body,
-                    headers,
-                    Names.msg_id(self.camera, item.index, "gateway"),
-                )
+                if not await self._publish_gop(js, item, body, headers, drops if live else None):
+                    state.dropped_gops += 1  # saved with the next stored GOP: the store is full now
+                    continue
                 self.published += 1
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
@@ -175,6 +176,44 @@ class Gateway:
             finally:
                 await nc.drain()
         return state
+
+    async def _publish_gop(
+        self,
+        js: JetStreamContext,
+        gop: Gop,
+        body: bytes,
+        headers: dict[str, str],
+        drops: FullStoreDrops | None,
+    ) -> bool:
+        """Publish one GOP to VIDEO; False if it was dropped for a full store.
+
+        File sources (``drops`` None) wait for space; live ones drop (:mod:`.store_full`).
+        """
+        subject = Names.subject(Names.VIDEO, self.camera)
+        msg_id = Names.msg_id(self.camera, gop.index, "gateway")
+        if drops is None:
+            await bus.publish(js, subject, body, headers, msg_id)
+            return True
+        all_headers = {**headers, Headers.MSG_ID: msg_id}
+
+        async def once() -> object:
+            try:
+                return await js.publish(subject, body, timeout=10.0, headers=all_headers)
+            except Exception as exc:
+                if is_store_full(exc):
+                    raise StoreFullError(str(exc)) from exc  # not transient: no waiting
+                raise
+
+        try:
+            await bus.retry_transient(once, f"publish {subject}", attempts=None)
+        except StoreFullError:
+            drops.drop(gop)
+            return False
+        if drops.dropping:
+            since, down_s, count = drops.resumed(gop.index)
+            reason = f"JetStream store full: {count} GOPs dropped"
+            await self._publish_gap(js, Reconnected(gop.index, down_s, since, reason))
+        return True
 
     async def _save(self, kv: KeyValue, state: SourceState) -> None:
         """Stamp and store the source state (retried through a NATS restart)."""
