@@ -32,8 +32,8 @@ from framepipe.stages.sink import PLAYLIST, segment_name
 from tests.helpers import MEDIA, MODELS, read_jsonl
 
 pytestmark = pytest.mark.integration
-#: 20 GOPs of 0.5 s at real time: long enough for two kills and their elections.
-CLIP = ClipSpec(width=320, height=240, seconds=10.0, gop=15, bframes=2)
+#: 28 GOPs of 0.5 s at real time: long enough for two kills and their elections.
+CLIP = ClipSpec(width=320, height=240, seconds=14.0, gop=15, bframes=2)
 GOPS = CLIP.frames // CLIP.gop
 CAMERA = "cam1"
 
@@ -149,7 +149,8 @@ def wait_for(condition: Any, what: str, run: subprocess.Popen[str], timeout: flo
 
 def test_kill_9_of_the_frames_then_the_encode_leader_mid_run(tmp_path: Path) -> None:
     """`framepipe run --once` with local.nats_cluster = 3: SIGKILL FRAMES's leader after 3
-    segments, then (once it is back) ENCODE's leader; each GOP once, DLQ empty, rc 0."""
+    segments, then (once it is back and a segment more is written) ENCODE's leader; each GOP
+    once, DLQ empty, rc 0."""
     state, out = tmp_path / "state", tmp_path / "out"
     env = {
         **os.environ,
@@ -179,7 +180,7 @@ def test_kill_9_of_the_frames_then_the_encode_leader_mid_run(tmp_path: Path) -> 
             killed.append((stream, leader))
             # on: the supervisor restarts it, and the stages get past the fault
             wait_for(lambda: view.healthy(leader), f"{leader} restarted", run)  # noqa: B023
-            wait_for(lambda: written(out) >= floor + 2, "progress after the kill", run)  # noqa: B023
+            wait_for(lambda: written(out) > floor, "progress after the kill", run)  # noqa: B023
         stdout, stderr = run.communicate(timeout=180)
     finally:
         if run.poll() is None:
