@@ -23,10 +23,11 @@ from structlog.testing import capture_logs
 from framepipe.core import bus
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.settings import Settings
-from framepipe.core.topology import Names, stage_spec
+from framepipe.core.topology import SCALED_STAGES, Names, stage_spec
 from framepipe.local.natscluster import NatsNodes
 from framepipe.local.supervisor import LocalSystem
-from framepipe.scaling import jsz
+from framepipe.scaling import autoscale, jsz
+from framepipe.scaling.autoscale import Autoscaler
 from framepipe.scaling.jsz import ConsumerLag, JszReader
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,7 @@ KEY = f"{DECODER.stream}/{DECODER.durable}"
 def _fresh_jsz_logger(monkeypatch: pytest.MonkeyPatch) -> None:
     """A module logger cached under an earlier ``logs.configure`` can bypass ``capture_logs``."""
     monkeypatch.setattr(jsz, "log", structlog.get_logger("framepipe.autoscale"))
+    monkeypatch.setattr(autoscale, "log", structlog.get_logger("framepipe.autoscale"))
 
 
 @pytest.fixture
@@ -163,3 +165,37 @@ class TestJszReaderOnACluster:
         while (lags := await asyncio.to_thread(autoscaler.read_lags))[Names.DECODER] != 5:
             assert time.monotonic() < deadline, lags
             await asyncio.sleep(0.3)
+
+    async def test_every_node_down_one_line_each_not_one_per_poll(
+        self, cluster: NatsNodes, cluster_js: Any
+    ) -> None:
+        """All three nodes killed for 6 polls: one node_unreachable per node and one
+        metric_unavailable for the trigger; after the restart one line each that it is back."""
+        reader = JszReader(cluster.monitor_url, nodes=tuple(cluster.monitor_urls), timeout=1.0)
+        counts = dict.fromkeys(SCALED_STAGES, 1)
+
+        def read_lags() -> dict[str, int | None]:
+            return {s: None if lag is None else lag.lag for s, lag in reader.read().items()}
+
+        now = [0.0]
+        autoscaler = Autoscaler(
+            StageScaling(), read_lags, counts.__getitem__, counts.__setitem__, clock=lambda: now[0]
+        )
+        await asyncio.to_thread(read_until, reader, (3, 2))
+        with capture_logs() as logs:
+            for index in range(3):
+                cluster.kill(index)
+            for _ in range(6):
+                now[0] += 600.0  # past every stage's polling interval
+                await asyncio.to_thread(autoscaler.step)
+            assert sorted(cluster.restart_crashed()) == ["n0", "n1", "n2"]
+            cluster.wait_healthy(90.0)
+            await asyncio.to_thread(read_until, reader, (3, 2), 60.0)
+            now[0] += 600.0
+            await asyncio.to_thread(autoscaler.step)
+        events = [line["event"] for line in logs if line["event"].startswith("autoscale.")]
+        assert events.count("autoscale.node_unreachable") == 3, events
+        assert events.count("autoscale.metric_unavailable") == 1, events
+        assert events.count("autoscale.node_back") == 3, events
+        assert events.count("autoscale.metric_available") == 1, events
+        assert counts == dict.fromkeys(SCALED_STAGES, 1)  # nothing scaled blind
