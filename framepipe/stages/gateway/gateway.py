@@ -40,9 +40,19 @@ log = structlog.get_logger("framepipe.gateway")
 
 class Gateway:
     def __init__(
-        self, settings: Settings, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+        self,
+        settings: Settings,
+        camera: str,
+        source: str,
+        pacing: str | None = None,
+        *,
+        once: bool = False,
+        thermal_of: str | None = None,
     ) -> None:
         self.settings = settings
+        #: a radiometric thermal camera paired with this visible one: its GOPs go to
+        #: ``thermal.<visible camera>`` (read by the fever attribute), never to the video pipeline.
+        self.thermal_of = validate_camera_name(thermal_of) if thermal_of else None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
         self.camera = validate_camera_name(camera)
@@ -53,6 +63,12 @@ class Gateway:
         self.gaps = 0
         #: the pod's probes: live while the process runs, ready once NATS is connected.
         self.health = health.Health()
+
+    @property
+    def subject(self) -> str:
+        if self.thermal_of:  # one thermal camera per visible one: its subject names the pair
+            return Names.subject(Names.THERMAL, self.thermal_of)
+        return Names.subject(Names.VIDEO, self.camera)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -126,6 +142,7 @@ class Gateway:
                         width=params.width,
                         height=params.height,
                         pacing=pacing,
+                        thermal_of=self.thermal_of,
                     )
                     continue
                 if params is None or not isinstance(item, Gop):
@@ -139,7 +156,7 @@ class Gateway:
                 headers[Headers.STAGE] = "gateway"
                 await bus.publish(
                     js,
-                    Names.subject(Names.VIDEO, self.camera),
+                    self.subject,
                     body,
                     headers,
                     Names.msg_id(self.camera, item.index, "gateway"),
@@ -230,4 +247,5 @@ def gop_message(camera: str, gop: Gop, params: StreamParams) -> messages.GopMess
         extradata=params.extradata,
         captured_at=time.time(),
         discontinuity=gop.discontinuity,
+        pixel_format=params.pixel_format,
     )
