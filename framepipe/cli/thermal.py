@@ -87,7 +87,7 @@ def calibrate(
         check_inside(
             matrix, parse_size("--visible-size", visible_size), parse_size("--thermal-size", thermal_size)
         )
-    flat = [round(float(v), 9) for v in matrix.ravel()]
+    flat = [round(float(v), 9) + 0.0 for v in matrix.ravel()]  # + 0.0: no "-0.0" in the config
     parse_homography(f"thermal.homography.{camera}", flat)  # what the settings will accept
     lines = f"[thermal.homography]\n{camera} = {json.dumps(flat)}\n"
     typer.echo(lines, nl=False)
