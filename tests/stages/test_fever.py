@@ -311,3 +311,15 @@ class TestThermalOverRtsp:
         originals = {f.tobytes() for f in clips.thermal_frames}
         assert decoded
         assert all(v.tobytes() in originals for v in decoded)
+
+    def test_the_k8s_camera_deployment_of_a_thermal_camera_names_its_partner(self) -> None:
+        """`cameras add --thermal-of -k`: the gateway gets --thermal-of and the pairing label."""
+        from framepipe.cluster.cameras import THERMAL_LABEL, camera_objects
+        from framepipe.core.cluster_settings import ClusterConfig
+
+        deployment, _ = camera_objects(Settings(), ClusterConfig(), THERMAL, "rtsp://ir", thermal_of=VISIBLE)
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[-2:] == ["--thermal-of", VISIBLE]
+        assert deployment["metadata"]["labels"][THERMAL_LABEL] == VISIBLE
+        visible, _ = camera_objects(Settings(), ClusterConfig(), VISIBLE, "rtsp://cam/x")
+        assert "--thermal-of" not in visible["spec"]["template"]["spec"]["containers"][0]["args"]
