@@ -30,7 +30,7 @@ from framepipe.core.settings import Settings
 from framepipe.media.gop import GopCutter
 from framepipe.media.thermal import decode_thermal, write_thermal_clip
 from framepipe.stages.analysis.attributes.base import FaceSample
-from framepipe.stages.analysis.attributes.fever import FeverAttribute, ThermalFrames
+from framepipe.stages.analysis.attributes.fever import FeverAttribute, ThermalFrames, frame_times
 from framepipe.stages.analysis.embedder import FaceEmbedder, read_image
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 
@@ -91,11 +91,9 @@ def main() -> None:
         gop = thermal_gop(Path(tmp))
     attribute = FeverAttribute(settings)
     attribute.load()
-    side = ThermalFrames(
-        "bench-ir", [gop], gop.captured_at, float(max(gop.pts)) * gop.time_base[0] / gop.time_base[1]
-    )
+    side = ThermalFrames("bench-ir", [gop], min(frame_times(gop).values()))  # face at its first frame
     side.frames()
-    sample = FaceSample(0, side.end_pts_s, box, landmarks, np.zeros((150, 150, 3), np.uint8), (width, height))
+    sample = FaceSample(0, 0.0, box, landmarks, np.zeros((150, 150, 3), np.uint8), (width, height))
     if not attribute.read([sample], side).present:
         raise SystemExit("the bench face got no reading: check the homography and the photo")
 

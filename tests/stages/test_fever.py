@@ -64,7 +64,7 @@ async def _stream_gops(js: JetStreamContext, stream: str) -> list[tuple[int, Gop
 
 def _samples(embedder: FaceEmbedder, gop: GopMessage) -> dict[int, list[FaceSample]]:
     """Per person (0: left, 1: right), dlib-aligned samples of two frames of the GOP."""
-    base = Fraction(*gop.time_base)
+    base, first = Fraction(*gop.time_base), min(gop.pts)
     frames = list(decode_gop(gop))
     out: dict[int, list[FaceSample]] = {0: [], 1: []}
     for index in (0, len(frames) - 2):
@@ -80,7 +80,7 @@ def _samples(embedder: FaceEmbedder, gop: GopMessage) -> dict[int, list[FaceSamp
             person = 0 if (box[0] + box[2]) / 2 < image.shape[1] / 2 else 1
             sample = FaceSample(
                 gop.frame_offset + index,
-                float(frame.pts * base),
+                float((frame.pts - first) * base),  # seconds into the GOP, as the stage gives it
                 box,
                 landmarks,
                 chip,
@@ -226,8 +226,8 @@ class TestNoReading:
         side = await attribute.gather(js, item, gop)
         assert side is not None
         last_frame = side.frames()[-1][0]
-        first_sample = min(side.end_at - (side.end_pts_s - s.pts) for s in samples)
-        skewed = dataclasses.replace(side, end_at=side.end_at + last_frame + 0.3 - first_sample)
+        first_sample = min(side.start_at + s.pts for s in samples)
+        skewed = dataclasses.replace(side, start_at=side.start_at + last_frame + 0.3 - first_sample)
         assert (
             FeverAttribute(settings.replace(thermal={"max_skew_s": 0.2})).read(samples, skewed) == NO_READING
         )

@@ -74,10 +74,9 @@ class ThermalFrames:
     #: the thermal camera (whose homography applies).
     camera: str
     gops: list[GopMessage]
-    #: the visible GOP's clock: a sample at ``pts`` seconds was captured at
-    #: ``end_at - (end_pts_s - pts)``.
-    end_at: float
-    end_pts_s: float
+    #: capture time of the visible GOP's first frame: a :class:`FaceSample` ``pts`` seconds
+    #: into the GOP was captured at ``start_at + pts``.
+    start_at: float
     _frames: list[tuple[float, Values]] | None = field(default=None, repr=False)
 
     def frames(self) -> list[tuple[float, Values]]:
@@ -190,8 +189,7 @@ class FeverAttribute(FaceAttribute[ThermalFrames]):
                 found.append(thermal)
         if not found:
             return None
-        base = Fraction(*gop.time_base)
-        return ThermalFrames(found[0].camera, found, gop.captured_at, float(max(gop.pts) * base))
+        return ThermalFrames(found[0].camera, found, min(times.values()))
 
     def read(self, samples: Sequence[FaceSample], side: ThermalFrames | None) -> Reading:
         cfg = self.settings.thermal
@@ -208,7 +206,7 @@ class FeverAttribute(FaceAttribute[ThermalFrames]):
             return NO_READING
         temperatures = []
         for sample in samples:
-            values = side.nearest(side.end_at - (side.end_pts_s - sample.pts), cfg.max_skew_s)
+            values = side.nearest(side.start_at + sample.pts, cfg.max_skew_s)
             if values is None:
                 continue  # no thermal frame close enough in time: this sample has no reading
             try:
