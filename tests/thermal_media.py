@@ -46,19 +46,23 @@ class PairedClips:
     thermal_frames: list[Values]
 
 
-def _visible_frame(squares: list[Image.Image], index: int) -> npt.NDArray[np.uint8]:
+def _visible_frame(squares: list[Image.Image], index: int, drift_px: int) -> npt.NDArray[np.uint8]:
     canvas = Image.new("RGB", (WIDTH, HEIGHT), (92, 96, 104))
     for square, (_, (x, y), _) in zip(squares, PEOPLE, strict=True):
-        canvas.paste(square, (x + DRIFT_PX * index, y))
+        canvas.paste(square, (x + drift_px * index, y))
     return np.asarray(canvas)
 
 
-def make_paired_clips(folder: Path, embedder: FaceEmbedder) -> PairedClips:
+def make_paired_clips(
+    folder: Path, embedder: FaceEmbedder, drift_px: int = DRIFT_PX, thermal_seconds: int = SECONDS
+) -> PairedClips:
+    """The pair; ``thermal_seconds`` > SECONDS with ``drift_px`` 0 (people standing still) lets a
+    thermal camera started a little earlier cover the whole visible clip."""
     squares = []
     for name, _, _ in PEOPLE:
         with Image.open(face_photo(name)) as photo:
             squares.append(photo.convert("RGB").crop(PORTRAIT_CROPS[name]).resize((FACE_PX, FACE_PX)))
-    first = _visible_frame(squares, 0)
+    first = _visible_frame(squares, 0, drift_px)
     faces = []  # (box, inner-canthus midpoint, eye span) in the first visible frame
     for box in sorted(embedder.detect(first)):
         x1, y1, x2, y2 = (round(v) for v in box)
@@ -83,7 +87,7 @@ def make_paired_clips(folder: Path, embedder: FaceEmbedder) -> PairedClips:
             "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0",
         }
         for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(_visible_frame(squares, index), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(_visible_frame(squares, index, drift_px), format="rgb24")
             frame.pts = index
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -94,9 +98,9 @@ def make_paired_clips(folder: Path, embedder: FaceEmbedder) -> PairedClips:
     th_h, th_w = round(HEIGHT * THERMAL_SCALE), round(WIDTH * THERMAL_SCALE)
     yy, xx = np.mgrid[0:th_h, 0:th_w].astype(np.float64)
     thermal_frames = []
-    for index in range(frames):
+    for index in range(thermal_seconds * FPS):
         scene = ROOM_C + rng.normal(0.0, 0.05, (th_h, th_w))
-        shift = DRIFT_PX * index * THERMAL_SCALE
+        shift = drift_px * index * THERMAL_SCALE
         for (box, canthus, span), (_, _, face_c) in zip(faces, PEOPLE, strict=True):
             x1, y1, x2, y2 = (v * THERMAL_SCALE for v in box)
             cx, cy = (x1 + x2) / 2 + shift, (y1 + y2) / 2

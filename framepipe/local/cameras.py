@@ -151,6 +151,12 @@ async def delete_camera(settings: Settings, name: str) -> bool:
             await kv.get(name)
         except KeyNotFoundError:
             return False
+        paired = next((c.name for c in await _all_specs(kv) if c.thermal_of == name), None)
+        if paired is not None:
+            raise ConfigError(
+                f"camera {name} has thermal camera {paired}: "
+                f"remove it first (`framepipe cameras remove {paired}`)"
+            )
         await kv.delete(name)
         return True
     finally:

@@ -26,7 +26,7 @@ from framepipe.core.errors import ConfigError
 from framepipe.core.messages import EncodeItem, GopMessage
 from framepipe.core.settings import Settings, ThermalSettings
 from framepipe.core.topology import Names
-from framepipe.local.cameras import CameraSpec, add_camera
+from framepipe.local.cameras import CameraSpec, add_camera, delete_camera
 from framepipe.media.codec import decode_gop
 from framepipe.media.thermal import decode_thermal, fit_homography, map_points
 from framepipe.stages.analysis.attributes import attribute_class
@@ -265,7 +265,8 @@ class TestPairing:
     async def test_unpaired_and_second_thermal_cameras_are_refused(
         self, js: JetStreamContext, nats_settings: Settings, clips: PairedClips
     ) -> None:
-        """No partner: one line naming what to add; a second thermal camera for one visible one: refused."""
+        """No partner: one line naming what to add; a second thermal camera for one visible one, or
+        removing a visible camera that still has its thermal camera: refused."""
         thermal = CameraSpec(THERMAL, str(clips.thermal), thermal_of=VISIBLE)
         with pytest.raises(ConfigError, match=f"has no visible partner: add camera {VISIBLE} first") as err:
             await add_camera(nats_settings, thermal)
@@ -278,6 +279,10 @@ class TestPairing:
             await add_camera(nats_settings, CameraSpec("lobby-ir2", str(clips.thermal), thermal_of=VISIBLE))
         with pytest.raises(ConfigError, match="is itself a thermal camera"):
             await add_camera(nats_settings, CameraSpec("x-ir", str(clips.thermal), thermal_of=THERMAL))
+        with pytest.raises(ConfigError, match=f"has thermal camera {THERMAL}: remove it first"):
+            await delete_camera(nats_settings, VISIBLE)  # it would leave the thermal camera unpaired
+        assert await delete_camera(nats_settings, THERMAL)
+        assert await delete_camera(nats_settings, VISIBLE)
 
 
 class TestThermalOverRtsp:
