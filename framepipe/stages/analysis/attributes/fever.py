@@ -59,6 +59,8 @@ MAX_THERMAL_GOPS = 400
 #: how far before the visible GOP the time search starts (JetStream stores a GOP
 #: shortly after its capture time; this covers clock skew and publish delays).
 SEARCH_SLACK_S = 5.0
+#: a first hit this much older than the start time asked for: the server ignored it.
+STALE_START_S = 60.0
 
 
 def frame_times(gop: GopMessage) -> dict[int, float]:
@@ -171,7 +173,7 @@ class FeverAttribute(FaceAttribute[ThermalFrames]):
         since = datetime.fromtimestamp(start - SEARCH_SLACK_S - self.settings.gateway.gop_max_seconds, UTC)
         request: dict[str, object] = {"start_time": since.isoformat().replace("+00:00", "Z")}
         found: list[GopMessage] = []
-        for _ in range(MAX_THERMAL_GOPS):
+        for index in range(MAX_THERMAL_GOPS):
             raw = await js._nc.request(  # direct get by time: not in nats-py's API
                 f"$JS.API.DIRECT.GET.{Names.THERMAL}",
                 json.dumps({**request, "next_by_subj": subject}).encode(),
@@ -183,6 +185,14 @@ class FeverAttribute(FaceAttribute[ThermalFrames]):
             request = {"seq": int(headers["Nats-Sequence"]) + 1}
             thermal = messages.decode(headers, raw.data or b"", GopMessage)
             span = frame_times(thermal).values()
+            if index == 0 and max(span) < since.timestamp() - STALE_START_S:
+                # nats-server < 2.11 ignores start_time and starts at the stream's first GOP.
+                _warn_once(
+                    "thermal.search_from_start",
+                    item.camera,
+                    "the NATS server ignores direct-get start_time (needs nats-server >= 2.11): "
+                    "thermal frames are searched from the stream's start and may be missed",
+                )
             if min(span) > end:
                 break
             if max(span) >= start:
