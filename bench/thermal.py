@@ -71,13 +71,8 @@ def timed(call: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--passes", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=RESULTS / "thermal.json")
-    args = parser.parse_args()
-
+def measure(repeats: int = 50, passes: int = 5) -> dict[str, Any]:
+    """The figures (``summary`` and the samples' stats); ``bench/attributes.py`` may call it."""
     embedder = FaceEmbedder()
     image = read_image(PHOTO)
     box = embedder.detect(image)[0]
@@ -98,11 +93,11 @@ def main() -> None:
         raise SystemExit("the bench face got no reading: check the homography and the photo")
 
     baseline, fever, decode = [], [], []
-    for _ in range(args.passes):
-        baseline += timed(lambda: embedder.crop(image, box), args.repeats)
-        fever += timed(lambda: attribute.read([sample], side), args.repeats)
-        decode += timed(lambda: decode_thermal(gop), max(1, args.repeats // 5))
-    baseline += timed(lambda: embedder.crop(image, box), args.repeats)
+    for _ in range(passes):
+        baseline += timed(lambda: embedder.crop(image, box), repeats)
+        fever += timed(lambda: attribute.read([sample], side), repeats)
+        decode += timed(lambda: decode_thermal(gop), max(1, repeats // 5))
+    baseline += timed(lambda: embedder.crop(image, box), repeats)
     summary = {
         "fever_read_ms_per_face_p50": round(stats(fever)["p50"], 3),
         "thermal_gop_decode_ms_p50": round(stats(decode)["p50"], 3),
@@ -110,13 +105,22 @@ def main() -> None:
         "fever_over_align": ratio(stats(fever)["p50"], stats(baseline)["p50"]),
         "decode_over_align": ratio(stats(decode)["p50"], stats(baseline)["p50"]),
     }
+    return {
+        "summary": summary,
+        "fever_ms": stats(fever),
+        "decode_ms": stats(decode),
+        "align_ms": stats(baseline),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / "thermal.json")
+    args = parser.parse_args()
     write_result(
-        {
-            "summary": summary,
-            "fever_ms": stats(fever),
-            "decode_ms": stats(decode),
-            "align_ms": stats(baseline),
-        },
+        measure(args.repeats, args.passes),
         args.out,
         f"python -m bench.thermal --repeats {args.repeats} --passes {args.passes}",
     )
