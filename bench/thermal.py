@@ -106,6 +106,8 @@ def measure(repeats: int = 50, passes: int = 5) -> dict[str, Any]:
         "decode_over_align": ratio(stats(decode)["p50"], stats(baseline)["p50"]),
     }
     return {
+        "benchmark": "thermal",
+        "params": {"repeats": repeats, "passes": passes, "thermal_size": list(THERMAL_SIZE)},
         "summary": summary,
         "fever_ms": stats(fever),
         "decode_ms": stats(decode),
@@ -113,12 +115,12 @@ def measure(repeats: int = 50, passes: int = 5) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS / "thermal.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     write_result(
         measure(args.repeats, args.passes),
         args.out,
