@@ -35,6 +35,9 @@ class Names:
     ANALYZE = "ANALYZE"
     #: person appeared / identified / left, unknown-person alerts (JSON, for applications).
     EVENTS = "EVENTS"
+    #: radiometric 16-bit GOPs of thermal cameras on ``thermal.<its visible camera>`` (gateway →
+    #: the fever attribute; never decoded by the decoder, inference or encoder).
+    THERMAL = "THERMAL"
 
     GATEWAY = "gateway"
     DECODER = "decoder"
@@ -61,6 +64,7 @@ class Names:
         DLQ: "dlq",
         ANALYZE: "analyze",
         EVENTS: "events",
+        THERMAL: "thermal",
     }
 
     @classmethod
@@ -137,6 +141,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.DLQ, False, "dlq_max_age_s", "dlq_max_bytes", max_msgs_setting="dlq_max_msgs"),
     StreamSpec(Names.ANALYZE, True),
     StreamSpec(Names.EVENTS, False, "detections_max_age_s", product=True),
+    StreamSpec(Names.THERMAL, False, "video_max_age_s", "thermal_max_bytes"),
 )
 
 
@@ -223,7 +228,12 @@ STAGES: tuple[StageSpec, ...] = (
         Names.GATEWAY,
         entry="",
         # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state.
-        publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS)),
+        # thermal.<camera>: a thermal camera's (``--thermal-of``) GOPs instead of video.<camera>.
+        publishes=(
+            Names.wildcard(Names.VIDEO),
+            Names.wildcard(Names.DETECTIONS),
+            Names.wildcard(Names.THERMAL),
+        ),
         writes_buckets=(Names.SOURCES_BUCKET,),
         dead_letters=False,
         resources=("100m", "1", "128Mi", "512Mi"),

@@ -136,12 +136,20 @@ class LocalSystem:
             time.sleep(0.2)
 
     def add_camera(
-        self, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+        self,
+        camera: str,
+        source: str,
+        pacing: str | None = None,
+        *,
+        once: bool = False,
+        thermal_of: str | None = None,
     ) -> Managed:
         validate_camera_name(camera)
         argv = [sys.executable, "-m", "framepipe", "gateway", "--camera", camera, "--source", source]
         if pacing:
             argv += ["--pacing", pacing]
+        if thermal_of:  # a thermal camera: its GOPs go to the THERMAL stream
+            argv += ["--thermal-of", thermal_of]
         if once:  # a live source that fails ends the gateway (and `run --once`) instead of retrying
             argv += ["--once"]
         managed = self._add(f"gateway-{camera}", argv, restart=False)
@@ -360,7 +368,7 @@ class LocalSystem:
                     log.warning("camera.ignored", camera=spec.name, why="a gateway of that name already runs")
                     continue
                 self._stop_camera(spec.name)
-                managed = self.add_camera(spec.name, spec.source, spec.pacing)
+                managed = self.add_camera(spec.name, spec.source, spec.pacing, thermal_of=spec.thermal_of)
                 managed.restart = is_live(spec.source)  # a live camera is restarted if it crashes
                 self.kv_cameras[spec.name] = (spec, managed)
                 pid = managed.process.pid if managed.process else None

@@ -42,9 +42,19 @@ log = structlog.get_logger("framepipe.gateway")
 
 class Gateway:
     def __init__(
-        self, settings: Settings, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+        self,
+        settings: Settings,
+        camera: str,
+        source: str,
+        pacing: str | None = None,
+        *,
+        once: bool = False,
+        thermal_of: str | None = None,
     ) -> None:
         self.settings = settings
+        #: a radiometric thermal camera paired with this visible one: its GOPs go to
+        #: ``thermal.<visible camera>`` (read by the fever attribute), never to the video pipeline.
+        self.thermal_of = validate_camera_name(thermal_of) if thermal_of else None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
         self.camera = validate_camera_name(camera)
@@ -55,6 +65,12 @@ class Gateway:
         self.gaps = 0
         #: the pod's probes: live while the process runs, ready once NATS is connected.
         self.health = health.Health()
+
+    @property
+    def subject(self) -> str:
+        if self.thermal_of:  # one thermal camera per visible one: its subject names the pair
+            return Names.subject(Names.THERMAL, self.thermal_of)
+        return Names.subject(Names.VIDEO, self.camera)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -130,6 +146,7 @@ class Gateway:
                         width=params.width,
                         height=params.height,
                         pacing=pacing,
+                        thermal_of=self.thermal_of,
                     )
                     continue
                 if params is None or not isinstance(item, Gop):
@@ -185,11 +202,12 @@ class Gateway:
         headers: dict[str, str],
         drops: FullStoreDrops | None,
     ) -> bool:
-        """Publish one GOP to VIDEO; False if it was dropped for a full store.
+        """Publish one GOP to its stream (VIDEO, or THERMAL for a thermal camera); False if it
+        was dropped for a full store.
 
         File sources (``drops`` None) wait for space; live ones drop (:mod:`.store_full`).
         """
-        subject = Names.subject(Names.VIDEO, self.camera)
+        subject = self.subject
         msg_id = Names.msg_id(self.camera, gop.index, "gateway")
         if drops is None:
             await bus.publish(js, subject, body, headers, msg_id)
@@ -269,4 +287,5 @@ def gop_message(camera: str, gop: Gop, params: StreamParams) -> messages.GopMess
         extradata=params.extradata,
         captured_at=time.time(),
         discontinuity=gop.discontinuity,
+        pixel_format=params.pixel_format,
     )

@@ -83,6 +83,7 @@ class StreamParams:
     height: int
     time_base: Fraction
     extradata: bytes | None
+    pixel_format: str = ""
 
 
 def open_input(
@@ -111,6 +112,7 @@ def stream_params(stream: Any) -> StreamParams:
         height=ctx.height,
         time_base=Fraction(stream.time_base),
         extradata=bytes(ctx.extradata) if ctx.extradata else None,
+        pixel_format=ctx.format.name if ctx.format is not None else "",
     )
 
 
