@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -50,13 +49,24 @@ def _check_run_arguments(source: str, pacing: str | None, counts: dict[str, int 
             raise ConfigError(f"{flag} must be at least 1, got {count}")
 
 
-def _prepare_output(output: Path, camera: str) -> None:
+def _prepare_output(output: Path, camera: str, fresh: bool) -> None:
+    """Keep the camera's recording (the run goes on after it), or delete it with ``--fresh``."""
+    from framepipe.local.resume import recording_dir, remove_recording, resume_point
+
     _check_writable(output)
-    target = output / camera
-    if target.exists():
-        if not (target / ".state").is_dir():
-            raise ConfigError(f"{target} exists and was not written by framepipe; choose another --output")
-        shutil.rmtree(target)
+    recording_dir(output, camera)  # refuses a folder framepipe did not write
+    if fresh:
+        removed = remove_recording(output, camera)
+        if removed is not None:
+            console.print(
+                f"--fresh: removed the previous recording of {camera} in {output / camera} "
+                f"({removed.segments} segments, detections and events)"
+            )
+    elif (kept := resume_point(output, camera)) is not None:
+        console.print(
+            f"keeping the recording of {camera} in {output / camera} ({kept.segments} segments); "
+            f"this run goes on from GOP {kept.next_gop} (--fresh starts clean)"
+        )
 
 
 def _run_local(
@@ -70,13 +80,23 @@ def _run_local(
     web: bool = False,
     linger: bool = False,
     autoscale: bool | None = None,
+    fresh: bool = False,
 ) -> int:
     from framepipe.local.signals import stop_on_signals
 
     try:
         with stop_on_signals():  # SIGTERM/SIGHUP drain like Ctrl-C
             return _run_system(
-                settings, source, camera, once, pacing, replicas, web=web, linger=linger, autoscale=autoscale
+                settings,
+                source,
+                camera,
+                once,
+                pacing,
+                replicas,
+                web=web,
+                linger=linger,
+                autoscale=autoscale,
+                fresh=fresh,
             )
     except KeyboardInterrupt:  # before the system was up, or while it started
         console.print("interrupted: stopped")
@@ -94,6 +114,7 @@ def _run_system(
     web: bool,
     linger: bool,
     autoscale: bool | None,
+    fresh: bool,
 ) -> int:
     from framepipe.local.supervisor import LocalSystem, require_model
 
@@ -104,7 +125,7 @@ def _run_system(
         system.claim_state_dir()  # before anything of a running system could be touched
         # The supervisor's JSON events go to their own file; the console keeps the human lines.
         logs.configure(file=state_dir / "logs" / "supervisor.log")
-        _prepare_output(output, camera)
+        _prepare_output(output, camera, fresh)
         with console.status("starting nats-server and stages..."):
             system.start(replicas)
             system.wait_ready()
@@ -194,6 +215,12 @@ def run(
             help="Scale stages on backlog like KEDA (default: local.autoscale, off with fixed counts).",
         ),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Delete the camera's previous recording first (default: keep it, go on after it)."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Start the whole pipeline locally (embedded NATS) on one source."""
@@ -213,7 +240,14 @@ def run(
         if v is not None
     }
     code = _run_local(
-        settings, source, camera, once, pacing or ("fast" if once else None), replicas, autoscale=autoscale
+        settings,
+        source,
+        camera,
+        once,
+        pacing or ("fast" if once else None),
+        replicas,
+        autoscale=autoscale,
+        fresh=fresh,
     )
     raise typer.Exit(code)
 
@@ -255,9 +289,10 @@ def demo(
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)
     _enrol_sample_person(settings)
-    code = _run_local(
-        settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {}, web=web, linger=web and sys.stdout.isatty()
-    )
+    # The demo replays one sample clip: each demo starts with a clean recording.
+    linger = web and sys.stdout.isatty()
+    sample = str(DEFAULT_SAMPLE)
+    code = _run_local(settings, sample, "demo", True, pacing, {}, web=web, linger=linger, fresh=True)
     if code == 0:
         playlist = output / "demo" / "index.m3u8"
         out.print(f"\nAnnotated video: {playlist.resolve()}")
