@@ -247,6 +247,7 @@ def run(
     inference = inference if inference is not None else inferencers
     counts = {"--decoders": decoders, inference_flag: inference, "--encoders": encoders}
     _check_run_arguments(pacing, counts)
+    pacing = pacing or ("fast" if once else None)  # a declared camera's own pacing comes first
     cameras = run_cameras(camera, source, pacing, loaded.cluster.cameras)
     replicas = {
         k: v
@@ -257,7 +258,7 @@ def run(
         settings,
         cameras,
         once,
-        pacing or ("fast" if once else None),
+        pacing,
         replicas,
         autoscale=autoscale,
         fresh=fresh,
@@ -305,7 +306,7 @@ def demo(
     # The demo replays one sample clip: each demo starts with a clean recording.
     linger = web and sys.stdout.isatty()
     sample = str(DEFAULT_SAMPLE)
-    cameras = [RunCamera("demo", sample)]
+    cameras = [RunCamera("demo", sample, pacing)]
     code = _run_local(settings, cameras, True, pacing, {}, web=web, linger=linger, fresh=True)
     if code == 0:
         playlist = output / "demo" / "index.m3u8"
