@@ -315,8 +315,8 @@ class Runner:
         if done.gop_complete:
             health.GOPS.labels(self.stage.name).inc()
         # One gop.done per GOP per stage: a message that is one part of a GOP (inference works
-        # on parts) logs part.done until the part that completes the GOP.
-        log.info(
+        # on parts) logs part.done (debug: the benches read it) until the part that completes it.
+        (log.info if done.gop_complete else log.debug)(
             "gop.done" if done.gop_complete else "part.done",
             duration_ms=round(duration * 1000, 1),
             frames=done.frames,

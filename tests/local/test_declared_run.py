@@ -65,6 +65,12 @@ class TestRunDeclaredCameras:
             assert playlist[-1] == "#EXT-X-ENDLIST"
             assert any(line.startswith("seg_") for line in playlist)
         assert encoder_modes(tmp_path) == {"front": {"burn-in"}, "back": {"overlay"}}
+        # The logs a newcomer reads: one gop.done per GOP per stage, no per-part lines.
+        for log in (tmp_path / "state" / "logs").glob("*-0.log"):
+            events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+            assert not [e for e in events if e["event"] == "part.done"], log.name
+            done = [(e["camera"], e["gop"]) for e in events if e["event"] == "gop.done"]
+            assert len(done) == len(set(done)), log.name
 
     def test_refusals_up_front(self, tmp_path: Path) -> None:
         """No source and no cameras, a declared file that is missing, a bad URL, --camera
