@@ -44,7 +44,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from framepipe.core import asyncapi, bus, gallery, messages, topology
-from framepipe.core.errors import FramepipeError, SchemaError
+from framepipe.core.errors import FramepipeError, SchemaError, UnreachableError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
@@ -137,11 +137,17 @@ class WebServer:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._watcher: asyncio.Future[None] | None = None
+        #: the ordered consumers: unsubscribed at shutdown, so their heartbeat tasks end too.
+        self._subscriptions: list[Any] = []
         self.whep: WhepHub | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def nats_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
 
     @property
     def open_url(self) -> str:
@@ -198,8 +204,18 @@ class WebServer:
                 await self._watcher
         if self.whep is not None:
             await self.whep.close()
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):  # a closed connection has nothing to unsubscribe
+                await subscription.unsubscribe()
         if self._nc is not None:
             await self._nc.close()
+        # The client's own tasks (subscription readers, heartbeats) end here, on this loop,
+        # not as "Task was destroyed but it is pending!" when the loop stops.
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2.0)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -208,18 +224,14 @@ class WebServer:
     async def _connect(self) -> None:
         self._nc = await bus.connect(self.settings, "framepipe-web")
         self._js = self._nc.jetstream(timeout=10.0)
-        await self._js.subscribe(
-            Names.wildcard(Names.OUTPUT),
-            cb=self._on_segment,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-        )
-        await self._js.subscribe(
-            Names.wildcard(Names.DLQ),
-            cb=self._on_dead_letter,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-        )
+        for subject, callback in ((Names.OUTPUT, self._on_segment), (Names.DLQ, self._on_dead_letter)):
+            subscription = await self._js.subscribe(
+                Names.wildcard(subject),
+                cb=callback,
+                ordered_consumer=True,
+                deliver_policy=js_api.DeliverPolicy.ALL,
+            )
+            self._subscriptions.append(subscription)
         self._watcher = asyncio.ensure_future(self._watch_sources())
         self.whep = WhepHub(
             self.settings.webrtc,
@@ -488,6 +500,24 @@ def _tokenize_playlist(body: bytes, token: str) -> bytes:
     return "\n".join(tagged).encode()
 
 
+#: a local system whose NATS has been unreachable this long is gone (a crashed nats-server
+#: is restarted by the supervisor within a few seconds).
+SYSTEM_GONE_S = 15.0
+
+
+def system_gone(server: WebServer, runtime_file: Path, gone_since: float | None) -> tuple[str, float | None]:
+    """Why the local system this server shows is gone ("" while it is not), and since when
+    NATS has been unreachable (None while connected)."""
+    if server.nats_connected:
+        return "", None
+    gone_since = gone_since if gone_since is not None else time.monotonic()
+    if not runtime_file.is_file():
+        return "it was stopped", gone_since
+    if time.monotonic() - gone_since >= SYSTEM_GONE_S:
+        return f"its NATS has not answered for {SYSTEM_GONE_S:.0f} s", gone_since
+    return "", gone_since
+
+
 def serve(
     settings: Settings,
     host: str,
@@ -495,8 +525,15 @@ def serve(
     window: int,
     replicas: ReplicaCount = _no_replicas,
     describe: events_api.Describe | None = None,
+    runtime_file: Path | None = None,
 ) -> None:
-    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
+    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process).
+
+    Serving a local system (``runtime_file`` exists, now or later), it ends once that system
+    is gone: the console shows live segments from the system's NATS, so without it there is
+    nothing to serve (the recordings stay on disk). UnreachableError says so in one line
+    (exit 3). In a cluster (no runtime file) it rides out NATS outages instead.
+    """
     import signal
 
     server = WebServer(
@@ -507,5 +544,20 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     # Printed once, to the terminal only: the token is never logged.
     print(f"console: {server.open_url}", flush=True)
-    stop.wait()
+    attached, gone_since, why = False, None, ""
+    while not stop.wait(1.0):
+        if runtime_file is None:
+            continue
+        attached = attached or runtime_file.is_file()
+        if attached:
+            why, gone_since = system_gone(server, runtime_file, gone_since)
+            if why:
+                break
     server.stop()
+    if why:
+        log.info("web.system_gone", why=why)
+        raise UnreachableError(
+            f"the framepipe system at {settings.nats.url} is gone ({why}): the console has nothing "
+            f"left to serve; start `framepipe run` again, then `framepipe web` (recordings stay in "
+            f"{settings.sink.output_dir})"
+        )

@@ -32,7 +32,7 @@ from framepipe.core.settings.thermal import ThermalSettings
 
 ENV_PREFIX = "FRAMEPIPE_"
 #: tables of the same TOML file that only the cluster manifests and the autoscaler read.
-CLUSTER_SECTIONS = ("k8s", "scaling")
+CLUSTER_SECTIONS = ("k8s", "scaling", "cameras")  # cameras: settings/cameras.py
 
 __all__ = [
     "CLUSTER_SECTIONS",

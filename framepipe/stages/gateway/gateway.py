@@ -27,6 +27,7 @@ from framepipe.core.settings import Settings
 from framepipe.core.sources import SourceState, is_live, read_source_state, redact
 from framepipe.core.topology import Names, validate_camera_name
 from framepipe.media.gop import Gop
+from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
 from framepipe.stages.gateway.pacing import RealtimePacer
 from framepipe.stages.gateway.reader import (
     END_OF_SOURCE,
@@ -108,6 +109,8 @@ class Gateway:
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
         drops = FullStoreDrops(self.camera)
+        #: a camera outside what the pipeline is tuned for: one warning per problem.
+        check = InputCheck(InputExpectations(gop_max_s=self.settings.gateway.gop_max_seconds))
         try:
             while True:
                 item = await queue.get()
@@ -148,6 +151,7 @@ class Gateway:
                         pacing=pacing,
                         thermal_of=self.thermal_of,
                     )
+                    self._say_degraded(check.stream(params.width, params.height))
                     continue
                 if params is None or not isinstance(item, Gop):
                     raise SourceError(f"reader sent {type(item).__name__} before stream parameters")
@@ -163,6 +167,7 @@ class Gateway:
                     state.dropped_gops += 1  # saved with the next stored GOP: the store is full now
                     continue
                 self.published += 1
+                self._say_degraded(check.gop(item, params.time_base))
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
                 await self._save(kv, state)
@@ -232,6 +237,16 @@ class Gateway:
             reason = f"JetStream store full: {count} GOPs dropped"
             await self._publish_gap(js, Reconnected(gop.index, down_s, since, reason))
         return True
+
+    def _say_degraded(self, found: list[Degraded]) -> None:
+        for problem in found:
+            log.warning(
+                "gateway.input_degraded",
+                camera=self.camera,
+                problem=problem.problem,
+                seen=problem.seen,
+                what_to_do=problem.advice,
+            )
 
     async def _save(self, kv: KeyValue, state: SourceState) -> None:
         """Stamp and store the source state (retried through a NATS restart)."""
