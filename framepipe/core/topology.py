@@ -77,6 +77,14 @@ class Names:
         prefix = subject.partition(".")[0]
         return next((stream for stream, p in cls.SUBJECT_PREFIX.items() if p == prefix), "")
 
+    #: core-NATS subjects (no stream): the gateway's encoded packets as it reads them, for the
+    #: instant live view (``live.<camera>``; fire-and-forget, nothing stored).
+    LIVE_PREFIX = "live"
+
+    @classmethod
+    def live_subject(cls, camera: str) -> str:
+        return f"{cls.LIVE_PREFIX}.{camera}"
+
     @classmethod
     def dlq_subject(cls, stage: str) -> str:
         return f"{cls.SUBJECT_PREFIX[cls.DLQ]}.{stage}"
@@ -222,8 +230,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         Names.GATEWAY,
         entry="",
-        # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state.
-        publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS)),
+        # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state;
+        # live.<camera>: each packet as read, for the instant live view (core NATS).
+        publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS), f"{Names.LIVE_PREFIX}.>"),
         writes_buckets=(Names.SOURCES_BUCKET,),
         dead_letters=False,
         resources=("100m", "1", "128Mi", "512Mi"),
