@@ -34,8 +34,10 @@ from framepipe.local.supervisor import LocalSystem
 from framepipe.media.codec import encode_segment
 from framepipe.media.sample import ClipSpec, astronaut, make_clip, render_frame
 from framepipe.media.stamp import paint_stamp, read_stamp
+from framepipe.web.packet_track import PacketTrack
 from framepipe.web.server import WebServer
-from framepipe.web.whep import CameraFeed, PacketTrack, WhepError, check_offer
+from framepipe.web.whep import WhepError, check_offer
+from framepipe.web.whep_feed import CameraFeed
 from tests.helpers import MEDIA, REPO
 from tests.whep_client import WhepViewer, http, make_offer, stamps
 
