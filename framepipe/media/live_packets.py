@@ -91,11 +91,13 @@ def is_annex_b(data: bytes) -> bool:
 
 
 def avcc_parameter_sets(extradata: bytes) -> tuple[list[bytes], int]:
-    """(SPS and PPS NAL units, NAL length size) of an avcC record; Annex B extradata split."""
+    """(SPS and PPS NAL units, NAL length size) of an avcC record; for Annex B extradata (or
+    none) the units and 0: the packets are Annex B too. The extradata decides, never a packet's
+    first bytes (an AVCC length of 0x0000016a reads as a start code)."""
     if not extradata:
-        return [], 4
+        return [], 0
     if is_annex_b(extradata):
-        return [n for n in _split_annex_b(extradata) if n], 4
+        return _split_annex_b(extradata), 0
     if len(extradata) < 7 or extradata[0] != 1:
         raise CorruptMediaError("H.264 extradata is neither avcC nor Annex B")
     length_size = (extradata[4] & 3) + 1
@@ -120,8 +122,9 @@ def _split_annex_b(data: bytes) -> list[bytes]:
 
 
 def annex_b(packet: LivePacket, parameter_sets: list[bytes], length_size: int) -> bytes:
-    """``packet`` as an Annex B access unit; a keyframe gets ``parameter_sets`` unless it has its own."""
-    if is_annex_b(packet.data):
+    """``packet`` as an Annex B access unit (``length_size`` 0: it is one already, else AVCC with
+    that NAL length size); a keyframe gets ``parameter_sets`` unless it carries its own."""
+    if length_size == 0:
         body = packet.data
         nal_types = {n[0] & 0x1F for n in _split_annex_b(body) if n}
     else:

@@ -52,7 +52,7 @@ class InstantFeed:
         self._subscriptions: list[Subscription] = []
         self._extradata: bytes | None = None
         self._parameter_sets: list[bytes] = []
-        self._length_size = 4
+        self._length_size = 0  # Annex B until an avcC extradata says otherwise
         self._anchor: tuple[float, float] | None = None  # (wall clock, pts in seconds)
         self._epoch = time.time()
         self._time_base: Any = None

@@ -436,7 +436,7 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js", "/overlay.js", "/events.js"):
+        if path in ("/console.js", "/whep.js", "/live_boxes.js", "/overlay.js", "/events.js"):
             return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():

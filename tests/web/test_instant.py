@@ -1,0 +1,197 @@
+"""The instant live view: the camera's own packets over WHEP as the gateway reads them, boxes beside it.
+
+Real parts throughout: a nats-server (fixtures), the gateway playing a generated clip in
+real time (its frames carry their number, ``media.stamp``), the web server, aiortc as the
+WHEP client (``tests/whep_client.py``) and headless Chromium for the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from framepipe.core import messages
+from framepipe.core.errors import CorruptMediaError
+from framepipe.core.messages import Detection, DetectionsMessage, FrameDetections
+from framepipe.core.settings import Settings
+from framepipe.core.sources import SourceState
+from framepipe.core.topology import Names
+from framepipe.media.live_packets import LivePacket, annex_b, avcc_parameter_sets
+from framepipe.media.sample import ClipSpec, make_clip
+from framepipe.media.stamp import read_stamp
+from framepipe.stages.gateway import Gateway
+from framepipe.web.server import WebServer
+from tests.helpers import MEDIA
+from tests.whep_client import WhepViewer, stamps
+
+#: 4 s GOPs: a picture that arrives before its GOP is complete cannot have come through VIDEO.
+SPEC = ClipSpec(width=320, height=180, fps=25, seconds=8.0, gop=100, bframes=0, stamp=True)
+GOP_S = SPEC.gop / SPEC.fps
+#: the box every frame "has" in the tests' detections (source pixels)
+BOX = (40.0, 30.0, 200.0, 150.0)
+
+
+def _clip() -> Path:
+    path = MEDIA / "instant_gop100_stamp.mp4"
+    if not path.is_file():
+        make_clip(path, SPEC)
+    return path
+
+
+def _live_packets(path: Path) -> list[LivePacket]:
+    """The clip's packets as the gateway forwards them (MP4: AVCC, extradata avcC)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        extradata = bytes(stream.codec_context.extradata or b"")
+        out = []
+        for seq, packet in enumerate(p for p in container.demux(stream) if p.size):
+            assert packet.pts is not None
+            assert packet.time_base is not None
+            out.append(
+                LivePacket(
+                    "h264", int(packet.pts), int(packet.dts if packet.dts is not None else packet.pts),
+                    packet.time_base, bool(packet.is_keyframe), seq, time.time(), bytes(packet),
+                    extradata if packet.is_keyframe else b"",
+                )
+            )  # fmt: skip
+        return out
+
+
+class TestLivePackets:
+    def test_round_trip_and_truncation(self) -> None:
+        """A packet survives encode/decode; cut-off bytes are a CorruptMediaError, not garbage."""
+        packet = _live_packets(_clip())[0]
+        assert LivePacket.decode(packet.encode()) == packet
+        with pytest.raises(CorruptMediaError):
+            LivePacket.decode(packet.encode()[:20])
+
+    def test_viewer_joining_mid_gop_decodes_cleanly_from_the_next_keyframe(self) -> None:
+        """Packets from mid-GOP on, as a viewer gets them: skip to the keyframe, convert AVCC to
+        Annex B with its SPS/PPS, and a fresh decoder shows exactly frames 100.. with no damage."""
+        packets = _live_packets(_clip())[37:]
+        start = next(i for i, p in enumerate(packets) if p.keyframe)
+        parameter_sets, length_size = avcc_parameter_sets(packets[start].extradata)
+        decoder = av.CodecContext.create("h264", "r")  # no extradata: only what the stream carries
+        shown: list[int | None] = []
+        for live in packets[start:]:
+            for frame in decoder.decode(av.Packet(annex_b(live, parameter_sets, length_size))):
+                shown.append(read_stamp(frame.to_ndarray(format="rgb24")))
+        for frame in decoder.decode(None):
+            shown.append(read_stamp(frame.to_ndarray(format="rgb24")))
+        assert shown == list(range(SPEC.gop, SPEC.frames))
+
+
+async def _register(js: JetStreamContext, camera: str) -> None:
+    """The camera's source state, as its gateway writes it: the server knows it before any packet."""
+    kv = await js.key_value(Names.SOURCES_BUCKET)
+    await kv.put(camera, SourceState(camera, "file").to_json())
+
+
+async def _publish_boxes_for_packets(nc: Client, camera: str, delay_s: float = 0.0) -> Any:
+    """A stand-in detector: a DETECTIONS message (the product's JSON) for every packet's frame."""
+
+    async def on_packet(msg: Msg) -> None:
+        live = LivePacket.decode(msg.data)
+        frame = round(live.pts_s * SPEC.fps)
+        message = DetectionsMessage(
+            camera=camera, gop=frame // SPEC.gop, part=0, parts=1,
+            frames=(FrameDetections(frame, live.pts, (Detection(BOX, 0.9, "face"),)),),
+        )  # fmt: skip
+        headers, body = messages.encode(message)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        await nc.publish(Names.subject(Names.DETECTIONS, camera), body, headers=headers)
+
+    return await nc.subscribe(Names.live_subject(camera), cb=on_packet)
+
+
+@pytest.fixture
+async def web(nats_settings: Settings, js: JetStreamContext) -> Any:
+    server = await asyncio.to_thread(lambda: WebServer(nats_settings, port=0).start())
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def _gateway(settings: Settings, source: Path) -> Gateway:
+    return Gateway(settings.replace(gateway={"metrics_port": -1}), "door", str(source), "realtime")
+
+
+class TestInstantView:
+    async def test_frames_before_the_first_gop_is_complete_in_order_with_timed_boxes(
+        self, web: WebServer, js: JetStreamContext, nc: Client, nats_settings: Settings
+    ) -> None:
+        """An aiortc viewer of ?view=instant decodes the camera's first frame long before the gateway
+        completes (let alone publishes) GOP 0, then every frame in order; a viewer that joins
+        mid-GOP starts at the next keyframe with no broken frame; each box on the data channel
+        carries the RTP timestamp of exactly the frame it was detected in."""
+        source = _clip()
+        await _register(js, "door")
+        detector = await _publish_boxes_for_packets(nc, "door")
+        first = WhepViewer(web.url, "door", view="instant", boxes=True)
+        assert (reply := await first.connect()).status == 201, reply
+        started = time.time()
+        camera = asyncio.ensure_future(_gateway(nats_settings, source).run())
+        first_frames = asyncio.ensure_future(first.frames(until_idle_s=3.0))
+        await asyncio.sleep(1.5)  # frame ~37 of GOP 0's 100
+        joiner = WhepViewer(web.url, "door", view="instant")
+        assert (await joiner.connect()).status == 201
+        joined = time.time()
+        joiner_frames = await joiner.frames(until_idle_s=3.0)
+        frames = await first_frames
+        await camera
+        await detector.unsubscribe()
+        raw = await js.get_msg(Names.VIDEO, 1)
+        gop0 = messages.decode(raw.headers, raw.data or b"", messages.GopMessage)
+        assert web.whep is not None
+        stats = web.whep.stats()["door"]["instant"]
+        await first.close()
+        await joiner.close()
+
+        got = stamps(frames)
+        first_s, gop0_s = first.arrived[0] - started, gop0.captured_at - started
+        print(f"instant: first frame {first_s:.2f} s after the camera started, GOP 0 complete at "
+              f"{gop0_s:.2f} s; {len(got)}/{SPEC.frames} frames; {stats}")  # fmt: skip
+        assert gop0.gop == 0
+        assert first.arrived[0] < gop0.captured_at, "the first frame came no earlier than its whole GOP"
+        assert first.arrived[0] - started < GOP_S
+        assert len(got) >= SPEC.frames - 2, f"only {len(got)} of {SPEC.frames} frames"
+        assert got == list(range(len(got))), f"first {got[:5]}, last {got[-5:]}"
+
+        assert joined - started < GOP_S, "the joiner was not connected before GOP 1 (machine too slow?)"
+        late = stamps(joiner_frames)
+        assert late, "the mid-GOP joiner decoded nothing"
+        assert late[0] == SPEC.gop, f"the mid-GOP joiner started at {late[:3]}, not frame {SPEC.gop}"
+        assert late == list(range(SPEC.gop, SPEC.gop + len(late))), f"broken frames: {late}"
+
+        assert first.boxes is not None
+        rows = [row for message in first.boxes for row in message["frames"] if row["rtp"] is not None]
+        by_rtp = dict(zip(first.rtp, got, strict=True))  # the frames' RTP timestamps, as sent
+        matched = [row for row in rows if row["rtp"] in by_rtp]
+        assert len(matched) >= 0.9 * len(got), (
+            f"{len(matched)} timed boxes for {len(got)} frames ({len(first.boxes)} messages, {len(rows)} "
+            f"rows with an RTP time; first {first.boxes[:1]}, frame RTP times {list(by_rtp)[:3]})"
+        )
+        assert all(by_rtp[row["rtp"]] == row["frame"] for row in matched), "a box timed to another frame"
+        assert matched[0]["detections"][0]["box"] == list(BOX)
+        assert (len(web.whep.sessions), len(web.whep.instant_feeds)) == (0, 0)
+
+    async def test_unknown_view_is_one_line_400(self, web: WebServer, js: JetStreamContext) -> None:
+        """?view= other than annotated/instant: 400 with one line; the instant view still answers."""
+        await _register(js, "door")
+        reply = await WhepViewer(web.url, "door", view="fisheye").connect()
+        assert reply.status == 400
+        assert reply.body.count("\n") == 1
+        assert "view must be" in reply.body
+        viewer = WhepViewer(web.url, "door", view="instant")
+        assert (await viewer.connect()).status == 201
+        await viewer.close()
