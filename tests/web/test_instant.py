@@ -8,6 +8,9 @@ WHEP client (``tests/whep_client.py``) and headless Chromium for the console.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ from framepipe.media.stamp import read_stamp
 from framepipe.stages.gateway import Gateway
 from framepipe.web.server import WebServer
 from tests.helpers import MEDIA
+from tests.web.test_web import DevTools, _chromium, _free_port, _get
+from tests.web.test_whep import _publish_segment
 from tests.whep_client import WhepViewer, stamps
 
 #: 4 s GOPs: a picture that arrives before its GOP is complete cannot have come through VIDEO.
@@ -106,11 +111,23 @@ async def _publish_boxes_for_packets(nc: Client, camera: str, delay_s: float = 0
             frames=(FrameDetections(frame, live.pts, (Detection(BOX, 0.9, "face"),)),),
         )  # fmt: skip
         headers, body = messages.encode(message)
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        await nc.publish(Names.subject(Names.DETECTIONS, camera), body, headers=headers)
+        if not delay_s:
+            await nc.publish(Names.subject(Names.DETECTIONS, camera), body, headers=headers)
+            return
+        # Later, without holding up the next packet's callback (they run one at a time).
+        task = asyncio.ensure_future(_publish_later(nc, camera, body, headers, delay_s))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
+    pending: set[asyncio.Future[None]] = set()
     return await nc.subscribe(Names.live_subject(camera), cb=on_packet)
+
+
+async def _publish_later(
+    nc: Client, camera: str, body: bytes, headers: dict[str, str], delay_s: float
+) -> None:
+    await asyncio.sleep(delay_s)
+    await nc.publish(Names.subject(Names.DETECTIONS, camera), body, headers=headers)
 
 
 @pytest.fixture
@@ -195,3 +212,99 @@ class TestInstantView:
         viewer = WhepViewer(web.url, "door", view="instant")
         assert (await viewer.connect()).status == 201
         await viewer.close()
+
+
+# Box-coloured pixels on the console's canvas now: opaque (on time) and faded (late).
+CANVAS_PIXELS_JS = """
+(() => {
+  const c = document.querySelector('#cam-door canvas.overlay'), s = window.framepipeLiveBoxes.door;
+  const v = document.querySelector('#cam-door video');
+  if (!c || !s || !c.width) return null;
+  const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let strong = 0, faint = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const far = Math.abs(px[i] - 40) > 40 || Math.abs(px[i + 1] - 230) > 40 || Math.abs(px[i + 2] - 60) > 40;
+    if (far) continue;
+    if (px[i + 3] > 200) strong++; else if (px[i + 3] > 60) faint++;
+  }
+  return {strong, faint, late: s.late, behind: s.behindS, drawn: s.drawn, onTime: s.onTimeDrawn,
+          lateDrawn: s.lateDrawn, t: v.currentTime, view: document.querySelector('#cam-door').dataset.view};
+})()
+"""
+
+
+@pytest.mark.integration
+async def test_console_plays_instant_view_with_boxes_in_headless_chromium(
+    web: WebServer, js: JetStreamContext, nc: Client, nats_settings: Settings, tmp_path: Path
+) -> None:
+    """The console's default view plays the camera over WebRTC at once and draws the boxes of the
+    data channel on its canvas: opaque while they keep up with the picture, faded (late) once the
+    detector answers 0.5 s behind it (a pixel check of the canvas)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does)")
+    await _publish_segment(js, "door", 0)  # the console lists cameras that have a segment
+    await _register(js, "door")
+    port = _free_port()
+    chrome = subprocess.Popen(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--autoplay-policy=no-user-gesture-required",
+         "--window-size=1280,800", f"--remote-debugging-port={port}", "--remote-allow-origins=*", web.url],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "chromium.log", "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    devtools: DevTools | None = None
+    detectors: list[Any] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                targets = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/json/list"))
+                page = next(t for t in targets if t["type"] == "page")
+                break
+            except (OSError, StopIteration):
+                assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+                await asyncio.sleep(0.3)
+        devtools = DevTools(page["webSocketDebuggerUrl"])
+        assert web.whep is not None
+        while not any(s.pc.connectionState == "connected" for s in list(web.whep.sessions.values())):
+            assert time.monotonic() < deadline + 30, "the console opened no WebRTC session"
+            await asyncio.sleep(0.2)
+        # On time for GOP 0; for GOP 1 the "detector" answers 0.5 s after the picture.
+        detectors.append(await _publish_boxes_for_packets(nc, "door"))
+        camera = asyncio.ensure_future(_gateway(nats_settings, _clip()).run())
+        samples: list[dict[str, Any]] = []
+        switched = False
+        while not camera.done():
+            await asyncio.sleep(0.25)
+            if not switched and samples and samples[-1]["t"] > GOP_S - 0.5:
+                await detectors.pop().unsubscribe()
+                detectors.append(await _publish_boxes_for_packets(nc, "door", delay_s=0.5))
+                switched = True
+            sample = await asyncio.to_thread(devtools.evaluate, CANVAS_PIXELS_JS)
+            if sample:
+                samples.append(sample)
+        await camera
+        shot = await asyncio.to_thread(devtools.call, "Page.captureScreenshot", format="png")
+        (tmp_path / "instant.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        for detector in detectors:
+            await detector.unsubscribe()
+        if devtools is not None:
+            devtools.close()
+        chrome.terminate()
+        chrome.wait(10)
+    summary = [(round(s["t"], 1), s["strong"], s["faint"], s["late"], s["behind"]) for s in samples]
+    assert samples, "the console never drew a frame of the camera"
+    assert samples[-1]["view"] == "instant"
+    assert max(s["t"] for s in samples) > 2.0, f"the video did not play: {summary}"
+    on_time = [s for s in samples if s["drawn"] and not s["late"] and s["strong"] >= 60]
+    late = [s for s in samples if s["late"] and s["faint"] >= 60 and s["strong"] == 0]
+    assert on_time, (
+        f"no opaque box while detections kept up: (t, opaque px, faded px, late, behind s) {summary}"
+    )
+    assert switched
+    assert late, f"no faded box while detections were 0.5 s late: {summary}"
+    # How far behind: the detector's 0.5 s (the first, as the on-time boxes stop, are younger).
+    behind = sorted(s["behind"] for s in late)
+    assert 0.35 < behind[len(behind) // 2] < 1.0, behind
