@@ -112,8 +112,8 @@ class WhepViewer:
             raise ConnectionError(f"WHEP session did not connect: {state}")
         return reply
 
-    async def frames(self, until_idle_s: float = 5.0) -> list[av.VideoFrame]:
-        """Decoded frames until none arrives for ``until_idle_s`` (the camera ended)."""
+    async def frames(self, until_idle_s: float = 5.0, limit: int = 0) -> list[av.VideoFrame]:
+        """Decoded frames until none arrives for ``until_idle_s`` (the camera ended) or ``limit``."""
         assert self.track is not None
         track = await asyncio.wait_for(self.track, 10)
         out: list[av.VideoFrame] = []
@@ -126,6 +126,8 @@ class WhepViewer:
             out.append(frame)
             self.arrived.append(time.time())
             self.rtp.append(self._rtp_timestamp(frame))
+            if limit and len(out) >= limit:
+                return out
 
     def _rtp_timestamp(self, frame: av.VideoFrame) -> int | None:
         """The frame's RTP timestamp as sent (aiortc's receiver counts pts from its first one, and

@@ -308,3 +308,40 @@ async def test_console_plays_instant_view_with_boxes_in_headless_chromium(
     # How far behind: the detector's 0.5 s (the first, as the on-time boxes stop, are younger).
     behind = sorted(s["behind"] for s in late)
     assert 0.35 < behind[len(behind) // 2] < 1.0, behind
+
+
+@pytest.mark.integration
+async def test_rtsp_camera_is_forwarded_packet_by_packet_as_read(
+    web: WebServer, js: JetStreamContext, nats_settings: Settings, tmp_path: Path
+) -> None:
+    """A real RTSP camera (GStreamer): the gateway forwards each packet from its demux thread as
+    it reads it, so an instant viewer decodes the camera's frames, in order and undamaged, long
+    before the gateway has the camera's first GOP complete."""
+    from tests.rtsp import RtspServer, require_gst
+
+    require_gst()
+    rtsp = RtspServer({"cam": _clip()}, tmp_path / "rtsp.log").start()
+    try:
+        await _register(js, "door")
+        viewer = WhepViewer(web.url, "door", view="instant")
+        assert (await viewer.connect()).status == 201
+        gateway = Gateway(nats_settings.replace(gateway={"metrics_port": -1}), "door", rtsp.url("cam"))
+        started = time.time()
+        camera = asyncio.ensure_future(gateway.run())
+        # The clip's 200 frames, then the RTSP session ends (and the gateway reconnects).
+        frames = await asyncio.wait_for(viewer.frames(until_idle_s=3.0, limit=SPEC.gop + 50), 60)
+        gateway.stop()
+        await asyncio.wait_for(camera, 30)
+        raw = await js.get_msg(Names.VIDEO, 1)
+        gop0 = messages.decode(raw.headers, raw.data or b"", messages.GopMessage)
+        await viewer.close()
+    finally:
+        rtsp.stop()
+    got = stamps(frames)
+    print(f"rtsp instant: first frame {viewer.arrived[0] - started:.2f} s, GOP 0 published "
+          f"{gop0.captured_at - started:.2f} s after the gateway started; {len(got)} frames")  # fmt: skip
+    assert viewer.arrived[0] < gop0.captured_at - 1.0, "the first frame did not come well before GOP 0"
+    assert len(got) >= SPEC.gop, f"only {len(got)} frames"
+    assert got[0] is not None
+    assert got[0] % SPEC.gop == 0, f"started at frame {got[0]}, not at a keyframe"
+    assert got == list(range(got[0], got[0] + len(got))), f"damaged or out of order: {got}"
