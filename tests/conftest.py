@@ -57,6 +57,8 @@ SLOW = frozenset(
         "tests/local/test_fever_pipeline.py::test_one_fever_alert_for_the_hot_person_none_for_the_other",
         "tests/web/test_web.py::test_console_plays_annotated_video_in_headless_chromium",
         "tests/web/test_whep.py::test_aiortc_viewer_receives_every_frame_of_a_live_camera_in_order",
+        "tests/web/test_instant.py::TestInstantView::test_frames_before_the_first_gop_is_complete_in_order_with_timed_boxes",
+        "tests/web/test_instant.py::test_console_plays_instant_view_with_boxes_in_headless_chromium",
         # a real `framepipe run` each (issue 21; 20-60 s on the loaded machine)
         "tests/local/test_lifecycle.py::test_sigterm_and_sighup_stop_the_run_in_order",
         "tests/local/test_lifecycle.py::test_sigkill_of_the_run_takes_its_children_along",

@@ -81,6 +81,14 @@ class Names:
         prefix = subject.partition(".")[0]
         return next((stream for stream, p in cls.SUBJECT_PREFIX.items() if p == prefix), "")
 
+    #: core-NATS subjects (no stream): the gateway's encoded packets as it reads them, for the
+    #: instant live view (``live.<camera>``; fire-and-forget, nothing stored).
+    LIVE_PREFIX = "live"
+
+    @classmethod
+    def live_subject(cls, camera: str) -> str:
+        return f"{cls.LIVE_PREFIX}.{camera}"
+
     @classmethod
     def dlq_subject(cls, stage: str) -> str:
         return f"{cls.SUBJECT_PREFIX[cls.DLQ]}.{stage}"
@@ -228,11 +236,13 @@ STAGES: tuple[StageSpec, ...] = (
         Names.GATEWAY,
         entry="",
         # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state.
-        # thermal.<camera>: a thermal camera's (``--thermal-of``) GOPs instead of video.<camera>.
+        # thermal.<camera>: a thermal camera's (``--thermal-of``) GOPs instead of video.<camera>;
+        # live.<camera>: each packet as read, for the instant live view (core NATS).
         publishes=(
             Names.wildcard(Names.VIDEO),
             Names.wildcard(Names.DETECTIONS),
             Names.wildcard(Names.THERMAL),
+            f"{Names.LIVE_PREFIX}.>",
         ),
         writes_buckets=(Names.SOURCES_BUCKET,),
         dead_letters=False,

@@ -13,7 +13,8 @@ the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
 applications code against (:mod:`framepipe.core.asyncapi`).
-``/whep/<camera>`` is the WebRTC live view (``web/whep.py``), under the same token rules.
+``/whep/<camera>`` is the WebRTC live view (``web/whep.py``; ``?view=instant``: the camera's own
+packets as read, ``web/instant.py``), under the same token rules.
 ``/api/events/<camera>`` (the events timeline, snapshots) and ``POST /api/faces/enroll``
 (a person from a track's snapshot) are :mod:`framepipe.web.events_api`, same token rules.
 """
@@ -52,7 +53,9 @@ from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
 from framepipe.web.index import OutputIndex, Segment
-from framepipe.web.whep import CameraFeed, WhepHub
+from framepipe.web.instant import InstantFeed
+from framepipe.web.whep import WhepHub
+from framepipe.web.whep_feed import CameraFeed
 
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
@@ -238,7 +241,15 @@ class WebServer:
             known_camera=self._known_camera,
             loopback=is_loopback(self.host),
             follow_captures=self._follow_captures,
+            instant_feed=self._instant_feed,
         )
+
+    async def _instant_feed(self, camera: str) -> InstantFeed:
+        """The camera's packets from live.<camera> and boxes from dets.<camera> (core NATS)."""
+        assert self._nc is not None
+        feed = InstantFeed(camera)
+        await feed.start(self._nc)
+        return feed
 
     async def _known_camera(self, camera: str) -> bool:
         """A camera with segments, or one whose gateway has registered (a viewer may come first)."""
@@ -287,7 +298,12 @@ class WebServer:
             ),
         )
         if self.whep is not None and seg.camera in self.whep.feeds:
-            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data))
+            boxes = (
+                [f.to_wire() for f in sorted(seg.frames, key=lambda f: f.pts)]
+                if seg.mode == "overlay"
+                else None
+            )
+            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data), boxes)
 
     async def _on_dead_letter(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -432,7 +448,7 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js", "/overlay.js", "/events.js"):
+        if path in ("/console.js", "/whep.js", "/live_boxes.js", "/overlay.js", "/events.js"):
             return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():

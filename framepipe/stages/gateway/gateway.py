@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import threading
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from framepipe.core.sources import SourceState, is_live, read_source_state, reda
 from framepipe.core.topology import Names, validate_camera_name
 from framepipe.media.gop import Gop
 from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
+from framepipe.stages.gateway.live import LiveForwarder
 from framepipe.stages.gateway.pacing import RealtimePacer
 from framepipe.stages.gateway.reader import (
     END_OF_SOURCE,
@@ -51,11 +53,16 @@ class Gateway:
         *,
         once: bool = False,
         thermal_of: str | None = None,
+        live_packets: bool = True,
     ) -> None:
         self.settings = settings
         #: a radiometric thermal camera paired with this visible one: its GOPs go to
         #: ``thermal.<visible camera>`` (read by the fever attribute), never to the video pipeline.
         self.thermal_of = validate_camera_name(thermal_of) if thermal_of else None
+        #: forward each packet to live.<camera> for the instant view (off: only the bench's
+        #: with/without CPU comparison turns it off; a thermal camera's 16-bit video is not
+        #: something a browser can play).
+        self.live_packets = live_packets and self.thermal_of is None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
         self.camera = validate_camera_name(camera)
@@ -104,7 +111,18 @@ class Gateway:
         pacing = "live" if live else self.pacing
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
-        reader = SourceReader(self.camera, self.source, self.settings.gateway, self.stopping, once=self.once)
+        forwarder = LiveForwarder(nc, self.camera) if self.live_packets else None
+        on_packet = None
+        if forwarder is not None and pacing == "live":
+            on_packet = functools.partial(forwarder.forward_threadsafe, loop)
+        reader = SourceReader(
+            self.camera,
+            self.source,
+            self.settings.gateway,
+            self.stopping,
+            once=self.once,
+            on_packet=on_packet,
+        )
         threading.Thread(target=reader.run, args=(loop, queue, state), daemon=True).start()
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
@@ -157,7 +175,11 @@ class Gateway:
                     raise SourceError(f"reader sent {type(item).__name__} before stream parameters")
                 if pacing == "realtime":
                     # File sources played as if live: wall clock against pts, re-anchored after a jump.
-                    await asyncio.sleep(pacer.delay(item, params.time_base))
+                    wait = pacer.delay(item, params.time_base)
+                    if forwarder is not None:
+                        await forwarder.release(item, wait, params)  # each packet at its own time
+                    else:
+                        await asyncio.sleep(wait)
                 started = time.perf_counter()
                 item = drops.renumber(item)  # dense numbering after GOPs dropped for a full store
                 message = gop_message(self.camera, item, params)
@@ -184,6 +206,13 @@ class Gateway:
                 )
             state.state = "stopped" if self.stopping.is_set() else "ended"
             state.lost_frames = reader.lost_frames
+            if forwarder is not None:
+                log.info(
+                    "gateway.live_packets",
+                    camera=self.camera,
+                    forwarded=forwarder.forwarded,
+                    dropped=forwarder.dropped,
+                )
             if reader.lost_frames:
                 log.warning("gateway.input_damaged", camera=self.camera, lost_frames=reader.lost_frames)
         except BaseException:
