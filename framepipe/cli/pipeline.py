@@ -140,7 +140,9 @@ def _run_system(
         apply_modes(system.settings, cameras)
         gateways = []
         for camera in cameras:
-            gateway = system.add_camera(camera.name, camera.source, camera.pacing, once=once)
+            gateway = system.add_camera(
+                camera.name, camera.source, camera.pacing, once=once, thermal_of=camera.thermal_of
+            )
             if camera.declared and not once and is_live(camera.source):
                 gateway.restart = True  # a declared live camera comes back if its gateway crashes
             gateways.append((camera.name, gateway))

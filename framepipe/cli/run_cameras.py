@@ -23,6 +23,7 @@ class RunCamera:
     pacing: str | None = None
     mode: str | None = None
     declared: bool = False
+    thermal_of: str | None = None
 
 
 def check_source_exists(source: str, who: str = "source") -> None:
@@ -48,7 +49,16 @@ def run_cameras(
         cameras.append(RunCamera(camera, source, pacing))
     for entry in declared:
         check_source_exists(entry.source, f"camera {entry.name}: source")
-        cameras.append(RunCamera(entry.name, entry.source, entry.pacing or pacing, entry.mode, declared=True))
+        cameras.append(
+            RunCamera(
+                entry.name,
+                entry.source,
+                entry.pacing or pacing,
+                entry.mode,
+                declared=True,
+                thermal_of=entry.thermal_of,
+            )
+        )
     if not cameras:
         raise ConfigError("nothing to run: give --source FILE|URL, or declare [[cameras]] in the config (-c)")
     return cameras

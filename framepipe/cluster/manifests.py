@@ -156,7 +156,7 @@ def declared_camera_files(settings: Settings, cluster: ClusterConfig) -> dict[st
         return {}
     files = {
         f"cameras/{camera.name}.yaml": _dump(
-            list(camera_objects(settings, cluster, camera.name, camera.source))
+            list(camera_objects(settings, cluster, camera.name, camera.source, thermal_of=camera.thermal_of))
         )
         for camera in cluster.cameras
     }

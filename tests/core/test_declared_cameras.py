@@ -77,6 +77,14 @@ class TestDeclaredCameras:
             (f'{GOOD}\nmode = "sepia"', "cameras.a.mode must be one of burn-in, overlay"),
             (f'{GOOD}\npacing = "slow"', "cameras.a.pacing must be one of realtime, fast"),
             ('name = "a"\nsource = 5', "cameras.a.source must be a string"),
+            (f'{GOOD}\nthermal_of = "a"', "cameras.a.thermal_of: a camera cannot be its own thermal camera"),
+            (f'{GOOD}\nthermal_of = "door"', "cameras.a.thermal_of: no camera door is declared"),
+            (f'{GOOD}\n[[cameras]]\nname = "t1"\nsource = "rtsp://h/t1"\nthermal_of = "a"\n'
+             '[[cameras]]\nname = "t2"\nsource = "rtsp://h/t2"\nthermal_of = "t1"',
+             "cameras.t2.thermal_of: t1 is itself a thermal camera"),
+            (f'{GOOD}\n[[cameras]]\nname = "t1"\nsource = "rtsp://h/t1"\nthermal_of = "a"\n'
+             '[[cameras]]\nname = "t2"\nsource = "rtsp://h/t2"\nthermal_of = "a"',
+             "cameras.t2.thermal_of: a already has thermal camera t1"),
         ],
     )  # fmt: skip
     def test_bad_entries_are_one_line_each(self, tmp_path: Path, entries: str, says: str) -> None:
@@ -87,6 +95,24 @@ class TestDeclaredCameras:
         assert says in message
         assert "\n" not in message
         assert "secret" not in message
+
+    def test_a_thermal_camera_is_rendered_with_its_pairing(self, tmp_path: Path) -> None:
+        """A declared ``thermal_of`` reaches the gateway's args and the pairing label, as
+        ``cameras add --thermal-of`` makes them."""
+        thermal = 'name = "door_ir"\nsource = "rtsp://ir.example.invalid/s"\nthermal_of = "door"\n'
+        text = f"{TWO_FORMS}\n[[cameras]]\n{thermal}"
+        loaded = load_config(config(tmp_path, text), env={})
+        assert loaded.cluster.cameras[-1].thermal_of == "door"
+        root = tmp_path / "k8s"
+        render_tree(loaded.settings, root, loaded.cluster)
+        deployment = next(
+            d
+            for d in yaml.safe_load_all((root / "cameras" / "door_ir.yaml").read_text())
+            if d["kind"] == "Deployment"
+        )
+        assert deployment["metadata"]["labels"]["framepipe.io/thermal-of"] == "door"
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[-2:] == ["--thermal-of", "door"]
 
     def test_rendered_as_gateway_deployments_with_secrets(self, tmp_path: Path) -> None:
         """`k8s render` writes cameras/ (one Deployment + Secret per camera); kustomize builds it

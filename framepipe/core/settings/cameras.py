@@ -8,11 +8,16 @@ rendered by ``framepipe k8s render`` (one gateway Deployment + Secret each).
     source = "rtsp://door.local/stream"
     mode = "overlay"          # optional: the camera's output mode ([output] mode otherwise)
 
+    [[cameras]]
+    name = "door-thermal"     # a radiometric thermal camera paired with "door"
+    source = "rtsp://door-thermal.local/stream"
+    thermal_of = "door"
+
     [cameras.yard]            # the same, as a table per camera
     source = "/srv/clips/yard.mp4"
     pacing = "realtime"
 
-A record has the fields of ``framepipe cameras add`` (name, source, pacing) plus the output
+A record has the fields of ``framepipe cameras add`` (name, source, pacing, thermal_of) plus the output
 mode of ``framepipe cameras mode``. Adding a field: one line in :class:`DeclaredCamera`, its
 check in ``__post_init__`` (a reference to another camera, such as a thermal camera's
 visible twin, is checked in :func:`declared_cameras` where all names are known).
@@ -45,6 +50,8 @@ class DeclaredCamera:
     source: str
     pacing: str | None = None
     mode: str | None = None
+    #: this is the radiometric thermal camera of that visible camera (``--thermal-of``).
+    thermal_of: str | None = None
 
     def __post_init__(self) -> None:
         where = f"cameras.{self.name}"
@@ -135,4 +142,32 @@ def declared_cameras(raw: Any) -> tuple[DeclaredCamera, ...]:
             if not isinstance(value, str):
                 raise ConfigError(f"cameras.{name}.{key} must be a string, got {value!r}")
         cameras.append(DeclaredCamera(name, **values))
+    _check_thermal_pairs(cameras)
     return tuple(cameras)
+
+
+def _check_thermal_pairs(cameras: list[DeclaredCamera]) -> None:
+    """Each ``thermal_of`` names another declared, visible camera that has no other thermal one."""
+    by_name = {c.name: c for c in cameras}
+    partners: dict[str, str] = {}
+    for camera in cameras:
+        if camera.thermal_of is None:
+            continue
+        where = f"cameras.{camera.name}.thermal_of"
+        partner = by_name.get(camera.thermal_of)
+        if camera.thermal_of == camera.name:
+            raise ConfigError(f"{where}: a camera cannot be its own thermal camera; name its visible camera")
+        if partner is None:
+            raise ConfigError(
+                f"{where}: no camera {camera.thermal_of} is declared; declare the visible camera too"
+            )
+        if partner.thermal_of is not None:
+            raise ConfigError(
+                f"{where}: {partner.name} is itself a thermal camera; pair it with a visible one"
+            )
+        if camera.thermal_of in partners:
+            raise ConfigError(
+                f"{where}: {camera.thermal_of} already has thermal camera {partners[camera.thermal_of]}; "
+                "one thermal camera per visible one"
+            )
+        partners[camera.thermal_of] = camera.name
