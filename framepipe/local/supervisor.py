@@ -41,6 +41,7 @@ from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
 from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
 from framepipe.scaling.jsz import JszReader
+from framepipe.scaling.output_modes import for_output_mode
 
 log = structlog.get_logger("framepipe.supervisor")
 #: the stages that run as replicas of a consumer, from the topology table.
@@ -249,7 +250,7 @@ class LocalSystem:
         if scaling is None:
             scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
         cap = self.settings.local.max_replicas or os.cpu_count() or 1
-        scaling = cap_scaling(scaling, cap)
+        scaling = for_output_mode(cap_scaling(scaling, cap), self.settings.output.mode)
         reader = JszReader(self.monitor_url)
 
         def read_lags() -> dict[str, int | None]:
