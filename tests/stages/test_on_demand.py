@@ -29,17 +29,18 @@ from framepipe.media.gop import GopCutter
 from framepipe.media.sample import ClipSpec, make_clip
 from framepipe.scaling.output_modes import for_output_mode
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
+from framepipe.stages.output_modes import set_mode
 from framepipe.web.index import LiveIndex, Segment
 from tests.helpers import MEDIA
 
 #: an Annex B camera of 1 s GOPs at 15 fps: long enough for sleep, a viewer, and sleep again.
-CAMERA = ClipSpec(width=640, height=360, fps=15, seconds=32.0, gop=15, bframes=2)
+CAMERA = ClipSpec(width=640, height=360, fps=15, seconds=36.0, gop=15, bframes=2)
 LIVE_URI = re.compile(r"^live_(\d+)\.ts$", re.M)
 VIEWER_TTL_S = 2.0
 
 
 def _camera_clip() -> Path:
-    path = MEDIA / "on_demand_annexb.ts"
+    path = MEDIA / f"on_demand_annexb_{CAMERA.seconds:.0f}s.ts"
     if not path.is_file():
         make_clip(path, CAMERA)
     return path
@@ -124,6 +125,14 @@ async def _output_and_encode(settings: Settings, camera: str) -> tuple[list[Segm
         await nc.close()
 
 
+async def _set_mode(settings: Settings, mode: str | None) -> None:
+    nc = await bus.connect(settings, "test-on-demand")
+    try:
+        await set_mode(nc.jetstream(timeout=10.0), "od", mode)
+    finally:
+        await nc.close()
+
+
 async def _encode_last_seq(settings: Settings) -> int:
     nc = await bus.connect(settings, "test-on-demand")
     try:
@@ -136,11 +145,12 @@ async def _encode_last_seq(settings: Settings) -> int:
 def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
     settings: Settings, nats_server: NatsServer
 ) -> None:
-    """A real-time on-demand camera under the local autoscaler: with nobody watching, the
-    recording is the camera's own GOPs byte for byte and the encoder gets no ENCODE item and
-    goes to 0 replicas; an HLS viewer polling /<cam>/live.m3u8 wakes it and the next GOPs come
-    as burn-in live segments with the boxes in the pixels (not recorded); once the viewer stops,
-    live segments stop within the viewer TTL and the encoder goes back to 0."""
+    """A real-time camera under the local autoscaler, switched from burn-in to on-demand while it
+    runs (from the next GOP, nothing lost): with nobody watching, the recording is the camera's
+    own GOPs byte for byte and the encoder gets no ENCODE item and goes to 0 replicas; an HLS
+    viewer polling /<cam>/live.m3u8 wakes it and the next GOPs come as burn-in live segments
+    with the boxes in the pixels (not recorded); once the viewer stops, live segments stop
+    within the viewer TTL and the encoder goes back to 0."""
     source = _camera_clip()
     container, stream = open_input(str(source))
     with container:
@@ -165,6 +175,7 @@ def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
         system.wait_ready()
         web = system.start_web()
         autoscaler = system.enable_autoscaling(scaling)
+        asyncio.run(_set_mode(settings, "burn-in"))  # the camera's own override, for now
         gateway = system.add_camera("od", str(source), "realtime")
 
         def wait(what: str, done: Any, timeout: float) -> None:
@@ -174,10 +185,14 @@ def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
                 system.supervise()
                 time.sleep(0.1)
 
-        # 1. Nobody watches: the recording grows, the encoder goes to zero, no ENCODE item.
-        wait("encoder at 0 replicas and 2 recorded GOPs", lambda: not system.replicas(Names.ENCODER)
-             and (out / "seg_000001.ts").is_file(), 40)  # fmt: skip
-        assert asyncio.run(_encode_last_seq(settings)) == 0
+        # 0. Burn-in for two GOPs, then the camera back to the default, on-demand, while it runs.
+        wait("2 recorded GOPs", lambda: (out / "seg_000001.ts").is_file(), 60)
+        asyncio.run(_set_mode(settings, None))
+        # 1. Nobody watches: the recording grows, the encoder goes to zero, no new ENCODE item.
+        wait("encoder at 0 replicas", lambda: not system.replicas(Names.ENCODER), 40)
+        before_viewer = asyncio.run(_encode_last_seq(settings))
+        wait("2 more recorded GOPs", lambda: len(list(out.glob("seg_*.ts"))) >= before_viewer + 2, 20)
+        assert asyncio.run(_encode_last_seq(settings)) == before_viewer
         # 2. A viewer: an HLS player reloading the annotated live playlist.
         viewer_since = time.monotonic()
         seen: list[int] = []
@@ -201,19 +216,24 @@ def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
         f"on-demand cold start: first live segment {first_live_after:.1f} s after the viewer's first request"
     )
 
-    recording = sorted((s for s in segments if s.rendition == "recording"), key=lambda s: s.gop)
+    recorded = sorted((s for s in segments if s.rendition != "live"), key=lambda s: s.gop)
     live = sorted((s for s in segments if s.rendition == "live"), key=lambda s: s.gop)
-    assert [s.gop for s in recording] == list(range(total))
-    assert {s.rendition for s in segments} == {"recording", "live"}
-    # Every recorded GOP is the camera's own packets (overlay), byte for byte.
-    for gop, segment in zip(gops, recording, strict=True):
-        assert segment.mode == "overlay"
+    assert [s.gop for s in recorded] == list(range(total))
+    # The switch applied at a GOP boundary: burn-in (encoder, rendition "") then on-demand's
+    # recording (the analysis stage's remux), with no GOP lost or doubled at the switch.
+    burnt = sum(1 for s in recorded if s.rendition == "")
+    assert 2 <= burnt <= before_viewer, (burnt, before_viewer)
+    assert [(s.rendition, s.mode) for s in recorded] == [("", "burn-in")] * burnt + [
+        ("recording", "overlay")
+    ] * (total - burnt)
+    # Every on-demand GOP recorded is the camera's own packets (overlay), byte for byte.
+    for gop in gops[burnt:]:
         with av.open(io.BytesIO((out / f"seg_{gop.gop:06d}.ts").read_bytes()), format="mpegts") as ts:
             packets = [bytes(p) for p in ts.demux(ts.streams.video[0]) if p.size]
         assert packets == [bytes(p) for p in gop.packets], gop.gop
-    # The encoder worked for the watched GOPs only: one ENCODE item per live segment.
+    # The encoder worked for the burn-in GOPs and the watched GOPs only: one item each.
     live_gops = [s.gop for s in live]
-    assert encode_items == len(live_gops), (encode_items, live_gops)
+    assert encode_items == burnt + len(live_gops), (encode_items, burnt, live_gops)
     assert live_gops == list(range(live_gops[0], live_gops[-1] + 1)), live_gops
     assert set(seen) <= set(live_gops)
     assert live_gops[-1] < total - 3, (
@@ -239,10 +259,10 @@ def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
                 assert _box_outline_share(recorded_frames[index], box) < 0.2, (gop, index)
                 checked += 1
     assert checked >= 3
-    # The autoscaler took the encoder 1 → 0, up for the viewer, and back to 0.
+    # The autoscaler took the encoder to 0, up for the viewer, and back to 0.
     encoder = [n for _, stage, n, _, _ in autoscaler.timeline if stage == Names.ENCODER]
-    assert encoder[0] == 0, autoscaler.timeline
-    assert max(encoder) >= 1, autoscaler.timeline
+    asleep = encoder.index(0)
+    assert max(encoder[asleep:]) >= 1, autoscaler.timeline
     assert encoder[-1] == 0, autoscaler.timeline
     # The recording's playlist decodes to every source frame; live segments are not in it.
     with av.open(str(out / "index.m3u8")) as playlist:
