@@ -190,18 +190,38 @@ class OutputIndex:
 
 class LiveIndex(OutputIndex):
     """On-demand cameras' burn-in segments (``rendition="live"``): they exist only while
-    watched, so a GOP far past the last one starts a new watch: the old run is dropped
-    (a playlist never waits for the hole between two viewers to time out)."""
+    watched. A run whose newest segment is older than ``stale_after`` is over (its playlist is
+    empty again), and a GOP after a gap in a finished run, or far past it, starts a new run (a
+    playlist never waits on the hole between two viewers)."""
 
     uri = staticmethod(live_segment_uri)
+
+    @staticmethod
+    def stale_after(newest: Segment) -> float:
+        """Seconds without a new live segment after which the watch is over (3 GOPs, >= 6 s)."""
+        return max(6.0, 3 * newest.duration)
+
+    def _over(self, cam: CameraIndex, now: float) -> bool:
+        newest = cam.segments[max(cam.segments)]
+        return now - newest.arrived > self.stale_after(newest)
 
     def add_segment(self, camera: str, segment: Segment) -> None:
         with self._lock:
             cam = self._camera(camera)
-            if cam.segments and segment.gop > max(cam.segments) + max(self.window, 1):
-                cam.segments.clear()
+            if cam.segments and segment.gop > max(cam.segments) + 1:
+                far = segment.gop > max(cam.segments) + max(self.window, 1)
+                if far or self._over(cam, segment.arrived or time.time()):
+                    cam.segments.clear()
             if segment.gop not in cam.segments:
                 cam.segments[segment.gop] = segment
+
+    def playlist(self, camera: str, now: float | None = None) -> str | None:
+        now = time.time() if now is None else now
+        with self._lock:
+            cam = self._cameras.get(camera)
+            if cam is None or not cam.segments or self._over(cam, now):
+                return None
+        return super().playlist(camera, now)
 
     def empty_playlist(self) -> str:
         """A live playlist with no segment yet: players reload it until the first arrives."""

@@ -75,17 +75,22 @@ class TestOnDemandScaling:
 
 
 class TestLiveIndex:
-    def test_a_new_watch_starts_a_new_run_and_names_live_segments(self) -> None:
-        """Live segments are named live_<gop>.ts; a GOP past the window after a pause drops the
-        old run, so the new viewer's playlist does not wait on the hole between them."""
+    def test_a_watch_ends_and_a_new_one_starts_a_new_run(self) -> None:
+        """Live segments are named live_<gop>.ts; a run with no new segment for 3 GOPs (>= 6 s)
+        is over (no playlist: the web server answers an empty one); the next viewer's first
+        GOP starts a new run rather than waiting on the hole; a GOP far past the window too."""
         live = LiveIndex(window=3)
         assert "live_" not in live.empty_playlist()
         assert "#EXT-X-ENDLIST" not in live.empty_playlist()
-        for gop in (4, 5, 6):
-            live.add_segment("c", Segment(gop, gop, 1.0, False, 15, 0, 0.0, time.time()))
-        assert LIVE_URI.findall(live.playlist("c") or "") == ["000004", "000005", "000006"]
-        live.add_segment("c", Segment(20, 20, 1.0, False, 15, 0, 0.0, time.time()))
-        assert LIVE_URI.findall(live.playlist("c") or "") == ["000020"]
+        t0 = 1000.0
+        for gop in (4, 6, 5):  # out of order, as two encoder replicas may deliver them
+            live.add_segment("c", Segment(gop, gop, 1.0, False, 15, 0, 0.0, t0 + gop))
+        assert LIVE_URI.findall(live.playlist("c", now=t0 + 7) or "") == ["000004", "000005", "000006"]
+        assert live.playlist("c", now=t0 + 13) is None  # 7 s after the newest: the viewer left
+        live.add_segment("c", Segment(9, 9, 1.0, False, 15, 0, 0.0, t0 + 14))
+        assert LIVE_URI.findall(live.playlist("c", now=t0 + 14.5) or "") == ["000009"]
+        live.add_segment("c", Segment(30, 30, 1.0, False, 15, 0, 0.0, t0 + 15))
+        assert LIVE_URI.findall(live.playlist("c", now=t0 + 15) or "") == ["000030"]
 
 
 def _box_outline_share(image: np.ndarray[Any, Any], box: list[float]) -> float:
@@ -236,6 +241,7 @@ def test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero(
     assert encode_items == burnt + len(live_gops), (encode_items, burnt, live_gops)
     assert live_gops == list(range(live_gops[0], live_gops[-1] + 1)), live_gops
     assert set(seen) <= set(live_gops)
+    assert first_live_after is not None
     assert live_gops[-1] < total - 3, (
         f"live until GOP {live_gops[-1]} of {total}: the viewer left long before"
     )
