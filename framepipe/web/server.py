@@ -277,7 +277,9 @@ class WebServer:
         except SchemaError:
             return
         meta = msg.metadata
-        (self.live if seg.rendition == "live" else self.index).add_segment(
+        live = seg.rendition == "live"
+        stored_at = meta.timestamp.timestamp()
+        (self.live if live else self.index).add_segment(
             seg.camera,
             Segment(
                 gop=seg.gop,
@@ -286,8 +288,10 @@ class WebServer:
                 discontinuity=seg.discontinuity,
                 frames=len(seg.frames),
                 faces=sum(1 for f in seg.frames if f.detections),
-                stored_at=meta.timestamp.timestamp(),
-                arrived=time.time(),
+                stored_at=stored_at,
+                # Live runs end by age: a server replaying old live segments at its start must
+                # not list them as a current watch.
+                arrived=stored_at if live else time.time(),
             ),
         )
         # WebRTC shows the annotated view: an on-demand camera's live rendition, not its recording.
