@@ -59,6 +59,8 @@ SLOW = frozenset(
         "tests/web/test_whep.py::test_aiortc_viewer_receives_every_frame_of_a_live_camera_in_order",
         "tests/web/test_instant.py::TestInstantView::test_frames_before_the_first_gop_is_complete_in_order_with_timed_boxes",
         "tests/web/test_instant.py::test_console_plays_instant_view_with_boxes_in_headless_chromium",
+        "tests/stages/test_on_demand.py::test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero",
+        "tests/web/test_whep_on_demand.py::test_a_whep_viewer_of_an_on_demand_camera_gets_the_burn_in_live_rendition",
         # a real `framepipe run` each (issue 21; 20-60 s on the loaded machine)
         "tests/local/test_lifecycle.py::test_sigterm_and_sighup_stop_the_run_in_order",
         "tests/local/test_lifecycle.py::test_sigkill_of_the_run_takes_its_children_along",

@@ -170,11 +170,14 @@ def list_(kubernetes: KubeOpt = False, config: ConfigOpt = None) -> None:
 def mode(
     name: Annotated[str, typer.Argument(help="Camera name.")],
     output_mode: Annotated[
-        str, typer.Argument(metavar="MODE", help="burn-in | overlay | default (back to [output] mode).")
+        str,
+        typer.Argument(
+            metavar="MODE", help="burn-in | overlay | on-demand | default (back to [output] mode)."
+        ),
     ],
     config: ConfigOpt = None,
 ) -> None:
-    """Set a camera's output mode; the encoders apply it from the next GOP (no restart)."""
+    """Set a camera's output mode; it applies from the camera's next GOP (no restart)."""
 
     validate_camera_name(name)
     chosen = None if output_mode == "default" else check_mode(output_mode)

@@ -19,6 +19,7 @@ from framepipe.core.settings import Settings
 from framepipe.core.topology import stage_spec
 from framepipe.scaling.autoscale import HPA_TOLERANCE
 from framepipe.scaling.demand import DEFAULT_GOPS_PER_S
+from framepipe.scaling.output_modes import for_output_mode
 
 #: the gateway pods, one per camera (cluster/cameras.py labels them).
 GATEWAY_PODS = "app.kubernetes.io/component=gateway,framepipe.io/camera"
@@ -65,7 +66,7 @@ def cameras_per_replica(scaling: ScalingSettings) -> float:
 
 
 def triggers(settings: Settings, cluster: ClusterConfig, stage: str) -> list[Obj]:
-    scaling: ScalingSettings = getattr(cluster.scaling, stage)
+    scaling: ScalingSettings = getattr(for_output_mode(cluster.scaling, settings.output.mode), stage)
     consumer = stage_spec(stage).consumer
     out: list[Obj] = [
         {
@@ -94,8 +95,8 @@ def triggers(settings: Settings, cluster: ClusterConfig, stage: str) -> list[Obj
 
 
 def scaled_object(settings: Settings, cluster: ClusterConfig, stage: str) -> Obj:
-    """KEDA ScaledObject of one scaled stage."""
-    scaling: ScalingSettings = getattr(cluster.scaling, stage)
+    """KEDA ScaledObject of one scaled stage (on-demand output: the encoder may sleep at 0)."""
+    scaling: ScalingSettings = getattr(for_output_mode(cluster.scaling, settings.output.mode), stage)
     name = deployment_name(stage)
     return {
         "apiVersion": "keda.sh/v1alpha1",

@@ -371,6 +371,9 @@ class EncodeItem(Message):
     frames: tuple[FrameDetections, ...]
     #: the GOP's face tracklets, set by the analysis stage (empty before it, or no faces).
     faces: tuple[FaceTracklet, ...] = ()
+    #: an on-demand camera's GOP to burn in for its annotated live view only (its recording,
+    #: the overlay segment, is already in OUTPUT): the encoder marks the segment ``rendition="live"``.
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,6 +395,10 @@ class SegmentMessage(Message):
     time_base: tuple[int, int] = (0, 1)
     #: the analysis stage's face tracklets, passed through by the encoder for the sink.
     faces: tuple[FaceTracklet, ...] = ()
+    #: "": the camera's one segment of this GOP (recorded and shown live); on-demand cameras
+    #: have "recording" (the overlay segment the sink records) and, while watched, "live" (burn-in,
+    #: served as the annotated live playlist and WebRTC view, never recorded).
+    rendition: str = ""
 
 
 @dataclass(frozen=True)

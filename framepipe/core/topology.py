@@ -54,6 +54,9 @@ class Names:
     CAMERAS_BUCKET = "FP_CAMERAS"  # desired cameras (name → source); the supervisor watches it
     OUTPUT_MODES_BUCKET = "FP_OUTPUT_MODES"  # camera → output mode overriding [output] mode
     FACES_BUCKET = "FP_FACES"  # the face gallery (person → embeddings); analysis replicas watch it
+    #: camera → "someone watches its annotated live view" (keys expire after streams.viewer_ttl_s);
+    #: the web server refreshes them, the analysis stage routes on-demand GOPs to burn-in on them.
+    VIEWERS_BUCKET = "FP_VIEWERS"
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
         VIDEO: "video",
@@ -167,6 +170,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.CAMERAS_BUCKET, None),
     BucketSpec(Names.OUTPUT_MODES_BUCKET, None),
     BucketSpec(Names.FACES_BUCKET, None),
+    BucketSpec(Names.VIEWERS_BUCKET, "viewer_ttl_s"),
 )
 
 
@@ -272,8 +276,9 @@ STAGES: tuple[StageSpec, ...] = (
         Names.ANALYSIS,
         entry="framepipe.stages.analysis.stage:Analysis",
         consumers=(_reads(Names.ANALYZE, Names.ANALYSIS),),
-        # encode.<camera>: the GOP's detections with names and per-GOP face tracklets.
-        publishes=(Names.wildcard(Names.ENCODE),),
+        # encode.<camera>: the GOP's detections with names and per-GOP face tracklets;
+        # out.<camera>: on-demand cameras' overlay segments, remuxed here (stages/output_routing.py).
+        publishes=(Names.wildcard(Names.ENCODE), Names.wildcard(Names.OUTPUT)),
         watches_buckets=(Names.FACES_BUCKET,),
         scaled=True,
         # ~0.5 s of CPU per GOP with a face (like the encoder): a small backlog per replica.

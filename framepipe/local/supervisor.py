@@ -42,6 +42,7 @@ from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
 from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
 from framepipe.scaling.jsz import JszReader
+from framepipe.scaling.output_modes import for_output_mode
 
 log = structlog.get_logger("framepipe.supervisor")
 #: the stages that run as replicas of a consumer, from the topology table.
@@ -263,7 +264,7 @@ class LocalSystem:
         if scaling is None:
             scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
         cap = self.settings.local.max_replicas or os.cpu_count() or 1
-        scaling = cap_scaling(scaling, cap)
+        scaling = for_output_mode(cap_scaling(scaling, cap), self.settings.output.mode)
         # Every node's endpoint: a consumer's counts are current on its leader only, and
         # node 0 may be the one that is down.
         reader = JszReader(self.monitor_url, nodes=tuple(self.server.monitor_urls) if self.server else ())

@@ -1,5 +1,6 @@
 """Encoder stage: re-read the GOP from VIDEO, then per the camera's output mode draw
-detections and encode a segment (burn-in), or remux the camera's own packets (overlay)."""
+detections and encode a segment (burn-in), or remux the camera's own packets (overlay).
+On-demand cameras reach it only while watched (``EncodeItem.live``, stages/output_routing.py)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,10 @@ class Encoder(Stage[EncodeItem]):
                 f"VIDEO seq {message.video_seq} holds {gop.camera}/{gop.gop}, "
                 f"expected {message.camera}/{message.gop}"
             )
-        mode = await self.modes.mode(message.camera)
+        # A live item is an on-demand camera's watched GOP: burn it in whatever the mode says
+        # now. An on-demand camera's other items were routed before a switch to on-demand:
+        # burn them in as its recording, so the switch leaves no hole.
+        mode = "burn-in" if message.live else await self.modes.mode(message.camera)
         if mode == "overlay":
             data, duration = await self.offload(remux_gop, gop)
             count = len(gop.packets)
@@ -113,13 +117,18 @@ class Encoder(Stage[EncodeItem]):
             frames=message.frames,
             data=data,
             discontinuity=gop.discontinuity,
-            mode=mode,
+            mode="overlay" if mode == "overlay" else "burn-in",
             time_base=gop.time_base,
-            faces=message.faces,  # the analysis stage's tracklets, for the sink's tracks and events
+            # the analysis stage's tracklets, for the sink's tracks and events (a live segment is
+            # never recorded: the recording segment of the same GOP carries them).
+            faces=() if message.live else message.faces,
+            rendition="live" if message.live else "",
         )
         await ctx.publish(
             Names.subject(Names.OUTPUT, message.camera),
             segment,
             Names.msg_id(message.camera, message.gop, self.name),
         )
-        return Done(frames=count, fields={"segment_bytes": len(data), "mode": mode})
+        return Done(
+            frames=count, fields={"segment_bytes": len(data), "mode": mode, "live": int(message.live)}
+        )

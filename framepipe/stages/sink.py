@@ -303,6 +303,9 @@ class Sink(Stage[SegmentMessage]):
         await super().close()
 
     async def process(self, message: SegmentMessage, ctx: WorkContext) -> Done:
+        if message.rendition == "live":
+            # An on-demand camera's burn-in for its viewers: the recording is its overlay segment.
+            return Done(frames=0, fields={"appended": 0, "skipped": "live rendition"})
         async with self.writer.lock:
             output = await self.writer.camera(message.camera)
             if message.gop >= output.progress.next_gop:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -79,7 +80,13 @@ class CameraIndex:
         return not missing
 
 
-def render_playlist(entries: list[Entry], window: int, ended: bool) -> str:
+def live_segment_uri(gop: int) -> str:
+    return f"live_{gop:06d}.ts"
+
+
+def render_playlist(
+    entries: list[Entry], window: int, ended: bool, uri: Callable[[int], str] = segment_uri
+) -> str:
     """An HLS media playlist: the whole list once ended, else the live window."""
     shown = entries if ended or not window else entries[-window:]
     skipped = len(entries) - len(shown)
@@ -98,7 +105,7 @@ def render_playlist(entries: list[Entry], window: int, ended: bool) -> str:
         if entry.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
         lines.append(f"#EXTINF:{entry.duration:.6f},")
-        lines.append(segment_uri(entry.gop))
+        lines.append(uri(entry.gop))
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
@@ -106,6 +113,9 @@ def render_playlist(entries: list[Entry], window: int, ended: bool) -> str:
 
 class OutputIndex:
     """Thread-safe: NATS callbacks write, HTTP handler threads read."""
+
+    #: the segments' names in the playlist (relative to ``/<camera>/``).
+    uri: Callable[[int], str] = staticmethod(segment_uri)
 
     def __init__(self, window: int = 6, hole_timeout_s: float = 10.0) -> None:
         self.window = window
@@ -149,7 +159,7 @@ class OutputIndex:
             if cam is None or not cam.segments:
                 return None
             entries = cam.entries(time.time() if now is None else now, self.hole_timeout_s)
-            return render_playlist(entries, self.window, cam.complete(entries))
+            return render_playlist(entries, self.window, cam.complete(entries), self.uri)
 
     def summary(self) -> list[dict[str, object]]:
         """Per camera: segments, latest GOP, faces in the latest segments (for the console)."""
@@ -176,3 +186,43 @@ class OutputIndex:
                     }
                 )
         return out
+
+
+class LiveIndex(OutputIndex):
+    """On-demand cameras' burn-in segments (``rendition="live"``): they exist only while
+    watched. A run whose newest segment is older than ``stale_after`` is over (its playlist is
+    empty again), and a GOP after a gap in a finished run, or far past it, starts a new run (a
+    playlist never waits on the hole between two viewers)."""
+
+    uri = staticmethod(live_segment_uri)
+
+    @staticmethod
+    def stale_after(newest: Segment) -> float:
+        """Seconds without a new live segment after which the watch is over (3 GOPs, >= 6 s)."""
+        return max(6.0, 3 * newest.duration)
+
+    def _over(self, cam: CameraIndex, now: float) -> bool:
+        newest = cam.segments[max(cam.segments)]
+        return now - newest.arrived > self.stale_after(newest)
+
+    def add_segment(self, camera: str, segment: Segment) -> None:
+        with self._lock:
+            cam = self._camera(camera)
+            if cam.segments and segment.gop > max(cam.segments) + 1:
+                far = segment.gop > max(cam.segments) + max(self.window, 1)
+                if far or self._over(cam, segment.arrived or time.time()):
+                    cam.segments.clear()
+            if segment.gop not in cam.segments:
+                cam.segments[segment.gop] = segment
+
+    def playlist(self, camera: str, now: float | None = None) -> str | None:
+        now = time.time() if now is None else now
+        with self._lock:
+            cam = self._cameras.get(camera)
+            if cam is None or not cam.segments or self._over(cam, now):
+                return None
+        return super().playlist(camera, now)
+
+    def empty_playlist(self) -> str:
+        """A live playlist with no segment yet: players reload it until the first arrives."""
+        return render_playlist([], self.window, False, self.uri)

@@ -1,7 +1,9 @@
 """HTTP server: HLS from the OUTPUT stream, the web console and its JSON API.
 
 ``/<camera>/index.m3u8``, ``/<camera>/seg_<gop>.ts`` and its detections per frame
-``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video) are served from
+``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video), and an on-demand
+camera's annotated live view ``/<camera>/live.m3u8`` + ``live_<gop>.ts`` (burn-in while it is
+requested: :mod:`framepipe.web.presence`) are served from
 JetStream (an ordered consumer keeps the index, a direct get fetches a
 segment's bytes), so any number of encoder replicas on any machines feed one
 server with no shared filesystem. ``/`` is the console (a static page; hls.js
@@ -52,8 +54,9 @@ from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
-from framepipe.web.index import OutputIndex, Segment
+from framepipe.web.index import LiveIndex, OutputIndex, Segment
 from framepipe.web.instant import InstantFeed
+from framepipe.web.presence import ViewerPresence
 from framepipe.web.whep import WhepHub
 from framepipe.web.whep_feed import CameraFeed
 
@@ -65,6 +68,9 @@ CONTRACT_FILES: dict[str, bytes] = {rel: text.encode() for rel, text in asyncapi
 SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
 SIDECAR_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.json$")
 PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
+#: an on-demand camera's annotated live view (burn-in while watched; requests keep it watched).
+LIVE_PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/live\.m3u8$")
+LIVE_SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/live_(\d{1,12})\.ts$")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
 TOKEN_COOKIE = "framepipe_token"
@@ -131,6 +137,7 @@ class WebServer:
         self.host, self.port = host, port
         self.token = resolve_token(settings.web, host)
         self.index = OutputIndex(window=window)
+        self.live = LiveIndex(window=window)
         self.replicas = replicas
         self._loop = asyncio.new_event_loop()
         self._nc: Client | None = None
@@ -143,6 +150,8 @@ class WebServer:
         #: the ordered consumers: unsubscribed at shutdown, so their heartbeat tasks end too.
         self._subscriptions: list[Any] = []
         self.whep: WhepHub | None = None
+        self.presence = ViewerPresence(settings.streams.viewer_ttl_s, self._loop)
+        self._presence_task: asyncio.Future[None] | None = None
 
     @property
     def url(self) -> str:
@@ -201,6 +210,10 @@ class WebServer:
             thread.join(5.0)
 
     async def _shutdown(self) -> None:
+        if self._presence_task is not None:
+            self._presence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence_task
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -243,6 +256,9 @@ class WebServer:
             follow_captures=self._follow_captures,
             instant_feed=self._instant_feed,
         )
+        await self.presence.start(self._js)
+        whep = self.whep
+        self._presence_task = asyncio.ensure_future(self.presence.follow(lambda: list(whep.feeds)))
 
     async def _instant_feed(self, camera: str) -> InstantFeed:
         """The camera's packets from live.<camera> and boxes from dets.<camera> (core NATS)."""
@@ -284,7 +300,9 @@ class WebServer:
         except SchemaError:
             return
         meta = msg.metadata
-        self.index.add_segment(
+        live = seg.rendition == "live"
+        stored_at = meta.timestamp.timestamp()
+        (self.live if live else self.index).add_segment(
             seg.camera,
             Segment(
                 gop=seg.gop,
@@ -293,11 +311,14 @@ class WebServer:
                 discontinuity=seg.discontinuity,
                 frames=len(seg.frames),
                 faces=sum(1 for f in seg.frames if f.detections),
-                stored_at=meta.timestamp.timestamp(),
-                arrived=time.time(),
+                stored_at=stored_at,
+                # Live runs end by age: a server replaying old live segments at its start must
+                # not list them as a current watch.
+                arrived=stored_at if live else time.time(),
             ),
         )
-        if self.whep is not None and seg.camera in self.whep.feeds:
+        # WebRTC shows the annotated view: an on-demand camera's live rendition, not its recording.
+        if self.whep is not None and seg.camera in self.whep.feeds and seg.rendition != "recording":
             boxes = (
                 [f.to_wire() for f in sorted(seg.frames, key=lambda f: f.pts)]
                 if seg.mode == "overlay"
@@ -353,11 +374,11 @@ class WebServer:
         return {"time": time.time(), "stages": stages}
 
     # -- HTTP side (handler threads) ---------------------------------------
-    def segment(self, camera: str, gop: int) -> bytes | None:
-        seg = self.index.segment(camera, gop)
+    def segment(self, camera: str, gop: int, live: bool = False) -> bytes | None:
+        seg = (self.live if live else self.index).segment(camera, gop)
         if seg is None:
             return None
-        key = (camera, gop)
+        key = (camera, -1 - gop if live else gop)
         with self._cache_lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -477,6 +498,19 @@ class WebServer:
             if playlist is None:
                 return 404, "text/plain", b"no such camera (yet)"
             return 200, "application/vnd.apple.mpegurl", playlist.encode()
+        if match := LIVE_PLAYLIST_PATH.match(path):
+            watched = match.group(1)
+            playlist = self.live.playlist(watched)
+            if playlist is None and watched not in self.index.cameras():
+                return 404, "text/plain", b"no such camera (yet)"
+            self.presence.touch(watched)
+            return 200, "application/vnd.apple.mpegurl", (playlist or self.live.empty_playlist()).encode()
+        if match := LIVE_SEGMENT_PATH.match(path):
+            self.presence.touch(match.group(1))
+            data = self.segment(match.group(1), int(match.group(2)), live=True)
+            if data is None:
+                return 404, "text/plain", b"no such segment"
+            return 200, "video/mp2t", data
         if match := SIDECAR_PATH.match(path):
             seg = self.index.segment(match.group(1), int(match.group(2)))
             if seg is None:

@@ -62,6 +62,9 @@ class StreamSettings:
     detections_max_age_s: float = 7 * 24 * 3600.0
     dlq_max_age_s: float = 14 * 24 * 3600.0
     ledger_ttl_s: float = 3600.0
+    #: how long a viewer of an on-demand camera's annotated live view counts as watching after
+    #: the web server last saw it (FP_VIEWERS keys expire after this; the web server refreshes them).
+    viewer_ttl_s: float = 10.0
     duplicate_window_s: float = 300.0
     #: copies of every stream and KV bucket; 0: one per NATS node up to 3 (1 on a single
     #: server, 3 on local.nats_cluster = 3). A cluster renders k8s.stream_replicas here.
@@ -83,6 +86,7 @@ class StreamSettings:
             output_max_age_s=self.output_max_age_s,
             duplicate_window_s=self.duplicate_window_s,
             ledger_ttl_s=self.ledger_ttl_s,
+            viewer_ttl_s=self.viewer_ttl_s,
             dlq_max_bytes=self.dlq_max_bytes,
             dlq_max_msgs=self.dlq_max_msgs,
             thermal_max_bytes=self.thermal_max_bytes,

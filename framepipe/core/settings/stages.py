@@ -223,8 +223,9 @@ class EncoderSettings(ConsumerSettings):
 
 
 #: what OUTPUT segments are: "burn-in" (boxes drawn into re-encoded video), "overlay" (the
-#: camera's own GOP remuxed, boxes as timed metadata the console draws).
-OUTPUT_MODES = ("burn-in", "overlay")
+#: camera's own GOP remuxed, boxes as timed metadata the console draws), "on-demand" (overlay
+#: recorded always; burn-in only while a viewer watches the annotated live view, docs/output-modes.md).
+OUTPUT_MODES = ("burn-in", "overlay", "on-demand")
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class OutputSettings:
     (VLC, ffplay, a browser), where overlay's boxes need the console or ``export --burn-in``.
     """
 
-    mode: Literal["burn-in", "overlay"] = "burn-in"
+    mode: Literal["burn-in", "overlay", "on-demand"] = "burn-in"
 
     def __post_init__(self) -> None:
         if self.mode not in OUTPUT_MODES:

@@ -36,6 +36,7 @@ from framepipe.media.codec import decode_gop
 from framepipe.stages.analysis.embedder import Crop, FaceEmbedder
 from framepipe.stages.analysis.tracklets import Sighting, Tracklet, choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
+from framepipe.stages.output_routing import OutputRouter
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Analysis(Stage[EncodeItem]):
         super().__init__(settings)
         self._embedder: FaceEmbedder | None = None
         self.gallery = GalleryWatch(settings.analysis.match_threshold)
+        self.router = OutputRouter(settings)
 
     @property
     def embedder(self) -> FaceEmbedder:
@@ -104,6 +106,7 @@ class Analysis(Stage[EncodeItem]):
         self._embedder = await asyncio.to_thread(FaceEmbedder)
         health.set_backend(self.name, "dlib-cpu")
         await self.gallery.start(js)
+        await self.router.setup(js)
 
     async def close(self) -> None:
         await self.gallery.stop()
@@ -191,10 +194,12 @@ class Analysis(Stage[EncodeItem]):
             )
             for f in message.frames
         )
-        await ctx.publish(
-            Names.subject(Names.ENCODE, message.camera),
+        routed = await self.router.route(
+            self,
+            ctx,
             EncodeItem(message.camera, message.gop, message.video_seq, frames, faces),
-            Names.msg_id(message.camera, message.gop, self.name),
+            gop,
+            read_gop,
         )
         identified = sum(1 for f in faces if f.identity)
         return Done(
@@ -204,6 +209,7 @@ class Analysis(Stage[EncodeItem]):
                 "embedded": sum(f.crops for f in faces),
                 "identified": identified,
                 "gallery": len(self.gallery.index),
+                **routed,
             },
         )
 
