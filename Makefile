@@ -155,5 +155,6 @@ image-test:
 	docker/image_smoke.sh $(IMAGE)
 
 # Not in CI: real-time cameras for SOAK_MINUTES (30), sampling RSS/fds/threads/backlog (bench/soak.py).
+# Run on a quiet machine; exits 1 unless steady after warm-up (bench/soak.py says what that means).
 soak: $(STAMP) models
 	$(BIN)/python -m bench.soak --minutes $${SOAK_MINUTES:-30} --cameras $${SOAK_CAMERAS:-3}

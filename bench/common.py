@@ -217,6 +217,7 @@ class StageHarness:
         env.update(self.settings.to_env())
         env[f"FRAMEPIPE_{stage.upper()}__METRICS_PORT"] = "-1"
         env["FRAMEPIPE_LOG_FORMAT"] = "json"
+        env["FRAMEPIPE_LOG_LEVEL"] = "debug"  # part.done (handler_seconds) is a debug event
         logs = [self.workdir / f"{stage}-{replicas}x-{i}.log" for i in range(replicas)]
         procs = []
         for path in logs:

@@ -11,6 +11,15 @@ the run with the median just after warm-up (the first ``--warmup`` fraction).
 Not part of CI (``make soak``). Writes ``bench/results/soak.json``.
 
     python -m bench.soak [--minutes 30] [--cameras 3] [--cluster]
+    make soak                      # the same; SOAK_MINUTES, SOAK_CAMERAS override
+
+Run it on a quiet machine with enough cores for the cameras at real time (on 2
+shared cores one inference replica falls behind two 360p cameras, and a growing
+backlog then says nothing about leaks). **Steady state** (:func:`steady_state`)
+means, comparing the end with just after warm-up, for every process: RSS within
+``RSS_RATIO`` (×1.10), open fds and threads within ``HANDLES_SLACK`` (+2), and
+for every stage a backlog that did not grow (end ≤ after warm-up + 20 % + 10
+messages). The run prints the verdict and exits 1 when it is not steady.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from framepipe.core.topology import SCALED_STAGES
 from framepipe.local.processes import Managed
 from framepipe.local.supervisor import LocalSystem
 from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.scaling.autoscale import fetch_lags
+from framepipe.scaling.jsz import fetch_lags
 
 CLIP = ClipSpec(width=640, height=360, seconds=60.0, gop=30, bframes=2)
 
@@ -61,10 +70,36 @@ def sample(system: LocalSystem) -> dict[str, Any]:
             row["procs"][f"nats-{index}"] = got
     if system.monitor_url:
         try:
-            row["backlog"] = {s: lag.lag for s, lag in fetch_lags(system.monitor_url, SCALED_STAGES).items()}
+            nodes = tuple(system.server.monitor_urls) if system.server else ()
+            lags = fetch_lags(system.monitor_url, SCALED_STAGES, nodes=nodes)
+            row["backlog"] = {s: None if lag is None else lag.lag for s, lag in lags.items()}
         except Exception as exc:  # noqa: BLE001 - a missed sample is recorded, not fatal
             row["backlog"] = {"error": str(exc)}
     return row
+
+
+RSS_RATIO = 1.10
+HANDLES_SLACK = 2
+BACKLOG_SLACK = (1.2, 10)
+
+
+def steady_state(growth: dict[str, Any]) -> list[str]:
+    """What grew past the steady-state bounds (see the module docstring); empty when steady."""
+    grew = []
+    for name, entry in growth.items():
+        if name.startswith("backlog-"):
+            factor, extra = BACKLOG_SLACK
+            if entry["end"] > entry["after_warmup"] * factor + extra:
+                grew.append(f"{name} {entry['after_warmup']:g} -> {entry['end']:g}")
+            continue
+        rss = entry.get("rss_kib")
+        if rss and rss["ratio"] is not None and rss["ratio"] > RSS_RATIO:
+            grew.append(f"{name} RSS x{rss['ratio']}")
+        for metric in ("fds", "threads"):
+            got = entry.get(metric)
+            if got and got["end"] - got["after_warmup"] > HANDLES_SLACK:
+                grew.append(f"{name} {metric} {got['after_warmup']:g} -> {got['end']:g}")
+    return grew
 
 
 def summarize(rows: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
@@ -87,8 +122,8 @@ def summarize(rows: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
                 }
         out[name] = entry
     for stage in SCALED_STAGES:
-        a = [r["backlog"].get(stage, 0) for r in early if "error" not in r["backlog"]]
-        b = [r["backlog"].get(stage, 0) for r in late if "error" not in r["backlog"]]
+        a = [r["backlog"][stage] for r in early if r["backlog"].get(stage) is not None]
+        b = [r["backlog"][stage] for r in late if r["backlog"].get(stage) is not None]
         if a and b:
             out[f"backlog-{stage}"] = {"after_warmup": statistics.median(a), "end": statistics.median(b)}
     return out
@@ -134,10 +169,12 @@ def main() -> None:
                     next_sample += args.interval
                 time.sleep(0.5)
             restarts = {m.name: m.restarts for m in system.processes if m.restarts}
+    growth = summarize(rows, args.warmup)
+    grew = steady_state(growth)
     result = {
         "params": vars(args) | {"clip": f"{CLIP.width}x{CLIP.height} {CLIP.seconds:.0f}s gop {CLIP.gop}"},
         "samples": rows,
-        "summary": {"growth": summarize(rows, args.warmup), "replays": rounds, "restarts": restarts},
+        "summary": {"growth": growth, "replays": rounds, "restarts": restarts, "grew": grew},
     }
     write_result(
         result,
@@ -146,6 +183,9 @@ def main() -> None:
         + " ".join(f"--{k} {v}" for k, v in vars(args).items() if not isinstance(v, bool))
         + (" --cluster" if args.cluster else ""),
     )
+    if grew:
+        raise SystemExit(f"soak: not steady after warm-up: {'; '.join(grew)}")
+    print("soak: steady after warm-up (RSS, fds, threads and backlogs within bounds)")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
-"""Glass-to-glass latency of the live view: WebRTC (WHEP) against HLS, in headless Chromium, same run.
+"""Glass-to-glass latency of the live views: instant and annotated WebRTC (WHEP) against HLS, same run.
 
 The whole pipeline runs as in ``framepipe demo`` (every stage its own process, a
 real nats-server, ``framepipe web`` started by the supervisor); a gateway plays a
 generated clip as a live camera (``pacing=realtime``) whose frames carry their
 number as a block code (``framepipe.media.stamp``). Chromium opens the console
-twice: as it is (WebRTC) and with ``?live=hls`` (the HLS fallback, the baseline).
+three times: ``?view=instant`` (the camera's own packets as the gateway reads them,
+the console's default), ``?view=annotated`` (the pipeline's output over WebRTC) and
+``?live=hls`` (the HLS fallback, the baseline).
 In each page a ``requestVideoFrameCallback`` reads the code of every frame shown
 and notes when it is displayed (``expectedDisplayTime`` on the wall clock).
 
 Glass time of a frame = its GOP's ``captured_at`` (stamped by the gateway when it
 publishes the GOP, i.e. when the GOP's last frame was "captured") minus the
 frame's distance from that last frame (pts). Latency = display − glass, same
-machine, same clock. A GOP is cut only when the next keyframe arrives, so any
-path that starts from the gateway's output carries up to one GOP of that wait;
-the annotated path also waits for the whole GOP to be processed.
+machine, same clock. (The gateway releases each packet of a file played in real time
+at that same time, ``stages/gateway/live.py``, so for the instant view this is when
+the packet left the "camera".) A GOP is cut only when the next keyframe arrives, so
+any path that starts from the gateway's GOPs carries up to one GOP of that wait;
+the annotated path also waits for the whole GOP to be processed; the instant path
+waits for neither.
 
     python -m bench.webrtc_latency [--quick] [--seconds S]
 
-Writes ``bench/results/webrtc_latency.json``: p50/p95 per path and the ratio to HLS.
+Writes ``bench/results/webrtc_latency.json``: p50/p95 per path and the ratios to HLS.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -166,9 +172,10 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         sink={"output_dir": str(workdir / "out")},
         local={"state_dir": str(workdir / "st")},
     )
-    paths = {"webrtc": "", "hls": "?live=hls"}
+    paths = {"instant": "?view=instant", "webrtc": "?view=annotated", "hls": "?live=hls"}
     samples: dict[str, list[list[float]]] = {}
     server_delays: list[float] = []
+    instant_delays: list[float] = []
     chrome: subprocess.Popen[bytes] | None = None
     try:
         system = LocalSystem(settings, workdir / "st", embedded_nats=False)
@@ -190,9 +197,10 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
                  "--disable-backgrounding-occluded-windows", f"--user-data-dir={workdir / 'chromium'}",
                  "--autoplay-policy=no-user-gesture-required", "--window-size=1280,800",
                  f"--remote-debugging-port={port}", "--remote-allow-origins=*",
-                 url + paths["webrtc"]],
+                 url + paths["instant"]],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+            _open_tab(port, url + paths["webrtc"])
             _open_tab(port, url + paths["hls"])
             pages = _pages(port, len(paths))
             by_path = {name: next(p for p in pages if p[0] == url + query) for name, query in paths.items()}
@@ -208,6 +216,9 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
                     delay = (camera.get("webrtc") or {}).get("delay_s")
                     if delay is not None:
                         server_delays.append(delay)
+                    instant = ((camera.get("webrtc") or {}).get("instant") or {}).get("delay_s")
+                    if instant is not None:
+                        instant_delays.append(instant)
             for name, page in probes.items():
                 samples[name] = page.evaluate("window.__fpSamples || []")
                 page.close()
@@ -222,6 +233,9 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         "paths": {},
         # The web server's own capture → send delay (median of its recent frames), sampled each second.
         "server_capture_to_send_s": _percentiles(server_delays),
+        # The instant view: gateway read → web server sent, per packet (median of the recent ones).
+        "instant_read_to_send_s": _percentiles(instant_delays),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     for name, rows in samples.items():
         first_shown: dict[int, float] = {}
@@ -234,10 +248,17 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
             "frames_total": spec.frames,
         }
     webrtc = result["paths"].get("webrtc", {}).get("latency_s", {})
+    instant = result["paths"].get("instant", {}).get("latency_s", {})
     hls = result["paths"].get("hls", {}).get("latency_s", {})
     gop_s = gop / fps
     result["summary"] = {
         "gop_s": gop_s,
+        "instant_p50_s": instant.get("p50"),
+        "instant_p95_s": instant.get("p95"),
+        "instant_over_hls_p50": ratio(instant.get("p50", 0.0), hls.get("p50", 0.0)),
+        "instant_over_annotated_p50": ratio(instant.get("p50", 0.0), webrtc.get("p50", 0.0)),
+        "instant_p95_goal_s": 0.5,
+        "instant_meets_goal": bool(instant.get("n") and instant["p95"] < 0.5),
         "webrtc_p50_s": webrtc.get("p50"),
         "webrtc_p95_s": webrtc.get("p95"),
         "hls_p50_s": hls.get("p50"),

@@ -6,10 +6,10 @@ Runs under the Debian system python (``/usr/bin/python3``, which has
     /usr/bin/python3 tests/rtsp_server.py --port 8554 --mount /h264=clip.mp4 --mount /hevc=clip.mkv \
         [--user name:password]
 
-Each mount serves one file (MP4 or Matroska, H.264 or HEVC) without
-re-encoding, paced in real time by the server's clock; every client session
-starts at the beginning (the tests make the file long by repeating a clip, see
-``tests/rtsp.py``). Prints ``READY <port>`` once listening.
+Each mount serves one file (MP4 or Matroska, H.264 or HEVC; or raw RGB frames named
+``<name>_<W>x<H>_<fps>.rgb``, as RFC 4175 raw video) without re-encoding, paced in real
+time by the server's clock; every client session starts at the beginning (the tests make
+the file long by repeating a clip, see ``tests/rtsp.py``). Prints ``READY <port>`` once listening.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
 def launch_line(path: str, codec: str) -> str:
+    if path.endswith(".rgb"):
+        # Raw RGB frames named <name>_<W>x<H>_<fps>.rgb (a radiometric thermal clip, 16-bit
+        # values packed high byte red, low byte green), sent as RFC 4175 raw video.
+        width, height = path.rsplit("_", 2)[1].split("x")
+        fps = path.rsplit("_", 1)[1].removesuffix(".rgb")
+        return (
+            f'( filesrc location="{path}" ! rawvideoparse width={width} height={height} format=rgb '
+            f"framerate={fps}/1 ! rtpvrawpay name=pay0 pt=96 )"
+        )
     demux = "matroskademux" if path.endswith(".mkv") else "qtdemux"
     parse, pay = ("h265parse", "rtph265pay") if codec == "hevc" else ("h264parse", "rtph264pay")
     return f'( filesrc location="{path}" ! {demux} ! {parse} config-interval=-1 ! {pay} name=pay0 pt=96 )'

@@ -8,10 +8,13 @@ test SIGKILLs it to play a browser that vanishes without a word.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
@@ -43,10 +46,20 @@ def http(
         return Reply(error.code, error.read().decode(), dict(error.headers))
 
 
-async def make_offer(codec: str | None = None) -> tuple[RTCPeerConnection, str]:
+async def make_offer(
+    codec: str | None = None, boxes: list[dict[str, Any]] | None = None
+) -> tuple[RTCPeerConnection, str]:
     """A recvonly video offer with every codec aiortc has, VP8 first as browsers list them, or
-    only ``codec`` (``video/VP8`` for an offer without H.264)."""
+    only ``codec`` (``video/VP8`` for an offer without H.264); with ``boxes``, a ``boxes`` data
+    channel whose messages are appended to it."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    if boxes is not None:
+        channel = pc.createDataChannel("boxes")
+
+        @channel.on("message")
+        def on_message(message: str | bytes) -> None:
+            boxes.append(json.loads(message))
+
     transceiver = pc.addTransceiver("video", direction="recvonly")
     if codec is not None:
         codecs = RTCRtpReceiver.getCapabilities("video").codecs
@@ -58,16 +71,21 @@ async def make_offer(codec: str | None = None) -> tuple[RTCPeerConnection, str]:
 class WhepViewer:
     """One WHEP session: connect, receive decoded frames, end with DELETE."""
 
-    def __init__(self, base_url: str, camera: str) -> None:
-        self.endpoint = f"{base_url.rstrip('/')}/whep/{camera}"
+    def __init__(self, base_url: str, camera: str, view: str = "", boxes: bool = False) -> None:
+        self.endpoint = f"{base_url.rstrip('/')}/whep/{camera}" + (f"?view={view}" if view else "")
+        #: the box messages of the ``boxes`` data channel (when asked for), as they came.
+        self.boxes: list[dict[str, Any]] | None = [] if boxes else None
         self.base_url = base_url.rstrip("/")
         self.pc: RTCPeerConnection | None = None
         self.session_url = ""
         self.track: asyncio.Future[MediaStreamTrack] | None = None
+        #: wall-clock time each frame of :meth:`frames` was decoded, and its RTP timestamp
+        self.arrived: list[float] = []
+        self.rtp: list[int | None] = []
 
     async def connect(self, timeout: float = 20.0) -> Reply:
         """POST the offer, apply the answer and wait for the connection; the reply either way."""
-        pc, sdp = await make_offer()
+        pc, sdp = await make_offer(boxes=self.boxes)
         self.pc = pc
         loop = asyncio.get_running_loop()
         self.track = loop.create_future()
@@ -94,8 +112,8 @@ class WhepViewer:
             raise ConnectionError(f"WHEP session did not connect: {state}")
         return reply
 
-    async def frames(self, until_idle_s: float = 5.0) -> list[av.VideoFrame]:
-        """Decoded frames until none arrives for ``until_idle_s`` (the camera ended)."""
+    async def frames(self, until_idle_s: float = 5.0, limit: int = 0) -> list[av.VideoFrame]:
+        """Decoded frames until none arrives for ``until_idle_s`` (the camera ended) or ``limit``."""
         assert self.track is not None
         track = await asyncio.wait_for(self.track, 10)
         out: list[av.VideoFrame] = []
@@ -106,6 +124,19 @@ class WhepViewer:
                 return out
             assert isinstance(frame, av.VideoFrame)
             out.append(frame)
+            self.arrived.append(time.time())
+            self.rtp.append(self._rtp_timestamp(frame))
+            if limit and len(out) >= limit:
+                return out
+
+    def _rtp_timestamp(self, frame: av.VideoFrame) -> int | None:
+        """The frame's RTP timestamp as sent (aiortc's receiver counts pts from its first one, and
+        keeps that origin in its timestamp mapper; a browser's requestVideoFrameCallback shows it)."""
+        if self.pc is None or frame.pts is None:
+            return None
+        receiver = self.pc.getTransceivers()[0].receiver
+        origin = getattr(getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None), "_origin", None)
+        return None if origin is None else (origin + frame.pts) % 2**32
 
     async def close(self, delete: bool = True) -> Reply | None:
         reply = None

@@ -19,6 +19,7 @@ from framepipe.cli import (
     pipeline,
     processes,
     scale,
+    thermal,
     viewing,
 )
 from framepipe.cli.errors import Typer, report
@@ -72,6 +73,7 @@ app.add_typer(
     events.app, name="events", help="Follow the EVENTS stream (people appearing, identified, leaving)."
 )
 app.add_typer(scale.app, name="scale", help="Simulate a load curve against the scaling settings; tune them.")
+app.add_typer(thermal.app, name="thermal", help="Register thermal cameras to their visible ones (fever).")
 
 
 def entrypoint() -> None:

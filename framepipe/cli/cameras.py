@@ -18,7 +18,14 @@ from framepipe.core.loader import load_config, load_settings
 from framepipe.core.settings import Settings
 from framepipe.core.sources import redact
 from framepipe.core.topology import validate_camera_name
-from framepipe.local.cameras import CameraSpec, add_camera, check_source, delete_camera, list_cameras
+from framepipe.local.cameras import (
+    CameraSpec,
+    add_camera,
+    check_source,
+    check_thermal_pairing,
+    delete_camera,
+    list_cameras,
+)
 from framepipe.local.runtime import attach_to_running, runtime_path
 from framepipe.stages.output_modes import check_mode, set_mode
 
@@ -84,6 +91,14 @@ def add(
         str | None,
         typer.Option(help="realtime | fast (files only; default: the gateway.pacing setting, realtime)."),
     ] = None,
+    thermal_of: Annotated[
+        str | None,
+        typer.Option(
+            "--thermal-of",
+            metavar="VISIBLE",
+            help="A radiometric thermal camera paired with the visible camera VISIBLE (fever screening).",
+        ),
+    ] = None,
     kubernetes: KubeOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -93,9 +108,14 @@ def add(
     source = _one_of("source", "SOURCE", source, "--source", source_option)
     validate_camera_name(name)
     check_source(source)
+    if thermal_of:
+        validate_camera_name(thermal_of)
     if kubernetes:
         settings, cluster, kube = _kube(config)
-        kube.add(*camera_objects(settings, cluster, name, source))
+        if thermal_of:
+            cameras = [CameraSpec(camera, "", thermal_of=of) for camera, of in kube.pairings()]
+            check_thermal_pairing(CameraSpec(name, source, thermal_of=thermal_of), cameras)
+        kube.add(*camera_objects(settings, cluster, name, source, thermal_of=thermal_of))
     else:
         settings = _local_settings(config)
         _, runtime = attach_to_running(settings)
@@ -106,8 +126,10 @@ def add(
             raise ConfigError(
                 f"camera {name} is the one `framepipe run --source` started: choose another name"
             )
-        _local(add_camera(settings, CameraSpec(name, source, pacing)))
-    typer.echo(f"camera {name} added ({redact(source)})")
+        running = [p.name.removeprefix("gateway-") for p in runtime.processes if p.alive] if runtime else []
+        _local(add_camera(settings, CameraSpec(name, source, pacing, thermal_of), running))
+    paired = f", thermal camera of {thermal_of}" if thermal_of else ""
+    typer.echo(f"camera {name} added ({redact(source)}{paired})")
 
 
 @app.command("remove")

@@ -49,6 +49,13 @@ def render(
         root = out or Path("k8s")
         written = render_tree(settings, root, cluster)
         typer.echo(f"wrote {len(written)} files under {root}/")
+        for camera in cluster.cameras:
+            if camera.mode is not None:  # the encoders read modes from NATS, not from manifests
+                typer.echo(
+                    f"camera {camera.name}: mode {camera.mode} is applied by local runs only", err=True
+                )
+        if cluster.cameras:
+            typer.echo(f"cameras: kubectl apply -k {root / 'cameras'}")
         return
     if out is not None:
         render_tree(settings, out, cluster)

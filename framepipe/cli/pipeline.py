@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -11,16 +10,17 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
+from framepipe.cli.run_cameras import RunCamera, apply_modes, run_cameras
 from framepipe.core import logs
 from framepipe.core.errors import ConfigError
-from framepipe.core.loader import load_settings
+from framepipe.core.loader import load_config, load_settings
 from framepipe.core.settings import Settings
+from framepipe.core.sources import is_live
 from framepipe.core.topology import Names, validate_camera_name
 
-LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
 PACINGS = ("realtime", "fast")
 
 
@@ -37,12 +37,8 @@ def _check_writable(output: Path) -> None:
         ) from None
 
 
-def _check_run_arguments(source: str, pacing: str | None, counts: dict[str, int | None]) -> None:
-    """What `run` refuses before it starts anything (one line, exit 2)."""
-    if Path(source).is_dir():
-        raise ConfigError(f"source {source} is a directory: give a video file or an rtsp:// or http:// URL")
-    if not (source.startswith(LIVE_PREFIXES) or Path(source).is_file()):
-        raise ConfigError(f"source {source} does not exist")
+def _check_run_arguments(pacing: str | None, counts: dict[str, int | None]) -> None:
+    """What `run` refuses before it starts anything (one line, exit 2); sources: run_cameras."""
     if pacing is not None and pacing not in PACINGS:
         raise ConfigError(f"--pacing must be one of {', '.join(PACINGS)}, got {pacing!r}")
     for flag, count in counts.items():
@@ -50,19 +46,29 @@ def _check_run_arguments(source: str, pacing: str | None, counts: dict[str, int 
             raise ConfigError(f"{flag} must be at least 1, got {count}")
 
 
-def _prepare_output(output: Path, camera: str) -> None:
+def _prepare_output(output: Path, camera: str, fresh: bool) -> None:
+    """Keep the camera's recording (the run goes on after it), or delete it with ``--fresh``."""
+    from framepipe.local.resume import recording_dir, remove_recording, resume_point
+
     _check_writable(output)
-    target = output / camera
-    if target.exists():
-        if not (target / ".state").is_dir():
-            raise ConfigError(f"{target} exists and was not written by framepipe; choose another --output")
-        shutil.rmtree(target)
+    recording_dir(output, camera)  # refuses a folder framepipe did not write
+    if fresh:
+        removed = remove_recording(output, camera)
+        if removed is not None:
+            console.print(
+                f"--fresh: removed the previous recording of {camera} in {output / camera} "
+                f"({removed.segments} segments, detections and events)"
+            )
+    elif (kept := resume_point(output, camera)) is not None:
+        console.print(
+            f"keeping the recording of {camera} in {output / camera} ({kept.segments} segments); "
+            f"this run goes on from GOP {kept.next_gop} (--fresh starts clean)"
+        )
 
 
 def _run_local(
     settings: Settings,
-    source: str,
-    camera: str,
+    cameras: list[RunCamera],
     once: bool,
     pacing: str | None,
     replicas: dict[str, int],
@@ -70,13 +76,22 @@ def _run_local(
     web: bool = False,
     linger: bool = False,
     autoscale: bool | None = None,
+    fresh: bool = False,
 ) -> int:
     from framepipe.local.signals import stop_on_signals
 
     try:
         with stop_on_signals():  # SIGTERM/SIGHUP drain like Ctrl-C
             return _run_system(
-                settings, source, camera, once, pacing, replicas, web=web, linger=linger, autoscale=autoscale
+                settings,
+                cameras,
+                once,
+                pacing,
+                replicas,
+                web=web,
+                linger=linger,
+                autoscale=autoscale,
+                fresh=fresh,
             )
     except KeyboardInterrupt:  # before the system was up, or while it started
         console.print("interrupted: stopped")
@@ -85,8 +100,7 @@ def _run_local(
 
 def _run_system(
     settings: Settings,
-    source: str,
-    camera: str,
+    cameras: list[RunCamera],
     once: bool,
     pacing: str | None,
     replicas: dict[str, int],
@@ -94,7 +108,9 @@ def _run_system(
     web: bool,
     linger: bool,
     autoscale: bool | None,
+    fresh: bool,
 ) -> int:
+    from framepipe.local.progress import CameraResult
     from framepipe.local.supervisor import LocalSystem, require_model
 
     require_model(settings)
@@ -104,7 +120,8 @@ def _run_system(
         system.claim_state_dir()  # before anything of a running system could be touched
         # The supervisor's JSON events go to their own file; the console keeps the human lines.
         logs.configure(file=state_dir / "logs" / "supervisor.log")
-        _prepare_output(output, camera)
+        for camera in cameras:
+            _prepare_output(output, camera.name, fresh)
         with console.status("starting nats-server and stages..."):
             system.start(replicas)
             system.wait_ready()
@@ -120,9 +137,22 @@ def _run_system(
         console_url = system.start_web() if web else None
         if console_url:
             out.print(f"Console (live annotated video): {console_url}")
-        gateway_process = system.add_camera(camera, source, pacing, once=once)
+        apply_modes(system.settings, cameras)
+        gateways = []
+        for camera in cameras:
+            gateway = system.add_camera(
+                camera.name, camera.source, camera.pacing, once=once, thermal_of=camera.thermal_of
+            )
+            if camera.declared and not once and is_live(camera.source):
+                gateway.restart = True  # a declared live camera comes back if its gateway crashes
+            gateways.append((camera.name, gateway))
+        if len(cameras) > 1 or cameras[0].declared:
+            console.print(
+                f"cameras: {', '.join(c.name + (' (config)' if c.declared else '') for c in cameras)}"
+            )
         if not once:
-            console.print(f"running; HLS output in {output / camera}; Ctrl-C to stop")
+            where = output / cameras[0].name if len(cameras) == 1 else output
+            console.print(f"running; HLS output in {where}; Ctrl-C to stop")
             system.watch_cameras()  # `framepipe cameras add|remove` while this runs
             try:
                 while True:
@@ -132,6 +162,7 @@ def _run_system(
             except KeyboardInterrupt:
                 console.print("stopping: draining stages...")
             return 0
+        results: list[CameraResult] = []
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -140,37 +171,41 @@ def _run_system(
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task(f"{camera}: GOPs written", total=None)
+            for name, gateway in gateways:  # they run at once; waiting for each in turn is enough
+                task = progress.add_task(f"{name}: GOPs written", total=None)
 
-            def on_progress(count: int) -> None:
-                state = system.camera_progress(camera)
-                progress.update(task, completed=count)
-                if state is not None:
-                    progress.update(task, total=None)
+                def on_progress(count: int, task: TaskID = task) -> None:
+                    progress.update(task, completed=count)
 
-            try:
-                result = system.wait_for_camera(camera, gateway_process, on_progress=on_progress)
-            except KeyboardInterrupt:
-                console.print("interrupted: draining stages...")
-                return 130
-        if console_url and linger and result.complete:
-            out.print(f"done: {result.segments} segments; console still at {console_url} (Ctrl-C to stop)")
+                try:
+                    results.append(system.wait_for_camera(name, gateway, on_progress=on_progress))
+                except KeyboardInterrupt:
+                    console.print("interrupted: draining stages...")
+                    return 130
+        complete = all(result.complete for result in results)
+        if console_url and linger and complete:
+            segments = sum(result.segments for result in results)
+            out.print(f"done: {segments} segments; console still at {console_url} (Ctrl-C to stop)")
             try:
                 while True:
                     system.supervise()
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 console.print("stopping...")
-    if result.complete:
-        out.print(f"{result.segments} segments → {result.playlist}")
-        out.print(f"detections → {output / camera / 'detections.jsonl'}")
-        return 0
-    console.print(f"[bold red]error:[/] {escape(f'{camera}: {result.reason}')}")
-    return 1
+    for result in results:
+        if result.complete:
+            out.print(f"{result.segments} segments → {result.playlist}")
+            out.print(f"detections → {output / result.camera / 'detections.jsonl'}")
+        else:
+            console.print(f"[bold red]error:[/] {escape(f'{result.camera}: {result.reason}')}")
+    return 0 if complete else 1
 
 
 def run(
-    source: Annotated[str, typer.Option(help="Video file (or URL) to process.")],
+    source: Annotated[
+        str | None,
+        typer.Option(help="Video file (or URL) to process (optional when the config declares [[cameras]])."),
+    ] = None,
     camera: Annotated[str, typer.Option(help="Camera name.")] = "cam1",
     output: Annotated[
         Path | None, typer.Option(help="Output directory (default: the sink.output_dir setting, ./output).")
@@ -194,11 +229,18 @@ def run(
             help="Scale stages on backlog like KEDA (default: local.autoscale, off with fixed counts).",
         ),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Delete the camera's previous recording first (default: keep it, go on after it)."
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Start the whole pipeline locally (embedded NATS) on one source."""
     validate_camera_name(camera)
-    settings = load_settings(config)
+    loaded = load_config(config)
+    settings = loaded.settings
     if output is not None:
         settings = settings.replace(sink={"output_dir": str(output)})
     if inference is not None and inferencers is not None:
@@ -206,14 +248,22 @@ def run(
     inference_flag = "--inference" if inference is not None else "--inferencers"
     inference = inference if inference is not None else inferencers
     counts = {"--decoders": decoders, inference_flag: inference, "--encoders": encoders}
-    _check_run_arguments(source, pacing, counts)
+    _check_run_arguments(pacing, counts)
+    pacing = pacing or ("fast" if once else None)  # a declared camera's own pacing comes first
+    cameras = run_cameras(camera, source, pacing, loaded.cluster.cameras)
     replicas = {
         k: v
         for k, v in ((Names.DECODER, decoders), (Names.INFERENCE, inference), (Names.ENCODER, encoders))
         if v is not None
     }
     code = _run_local(
-        settings, source, camera, once, pacing or ("fast" if once else None), replicas, autoscale=autoscale
+        settings,
+        cameras,
+        once,
+        pacing,
+        replicas,
+        autoscale=autoscale,
+        fresh=fresh,
     )
     raise typer.Exit(code)
 
@@ -255,9 +305,11 @@ def demo(
         with console.status(f"generating the sample clip {DEFAULT_SAMPLE} (first run)..."):
             make_clip(DEFAULT_SAMPLE)
     _enrol_sample_person(settings)
-    code = _run_local(
-        settings, str(DEFAULT_SAMPLE), "demo", True, pacing, {}, web=web, linger=web and sys.stdout.isatty()
-    )
+    # The demo replays one sample clip: each demo starts with a clean recording.
+    linger = web and sys.stdout.isatty()
+    sample = str(DEFAULT_SAMPLE)
+    cameras = [RunCamera("demo", sample, pacing)]
+    code = _run_local(settings, cameras, True, pacing, {}, web=web, linger=linger, fresh=True)
     if code == 0:
         playlist = output / "demo" / "index.m3u8"
         out.print(f"\nAnnotated video: {playlist.resolve()}")

@@ -69,12 +69,16 @@ def gateway(
     once: Annotated[
         bool, typer.Option("--once", help="Live source: fail instead of reconnecting; its end ends the run.")
     ] = False,
+    thermal_of: Annotated[
+        str | None,
+        typer.Option("--thermal-of", help="A radiometric thermal camera paired with this visible camera."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Publish a camera/file as GOPs to the VIDEO stream."""
+    """Publish a camera/file as GOPs to the VIDEO stream (a thermal camera: to THERMAL)."""
     from framepipe.stages.gateway import Gateway
 
-    gw = Gateway(load_settings(config), camera, source, pacing, once=once)
+    gw = Gateway(load_settings(config), camera, source, pacing, once=once, thermal_of=thermal_of)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()

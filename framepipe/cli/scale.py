@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from framepipe.cli.errors import Typer
@@ -255,8 +256,24 @@ def tune_command(
     load = load_curve(curve)
     existing = config if config is not None and config.is_file() else None  # --write may create it
     models = stage_models(load, throughput, rate, startup, _stage_settings(existing))
-    with console.status("simulating candidate settings..."):
-        tuning = tune(load, models, target_age, allow_zero=allow_zero, step_s=step)
+    with Progress(
+        TextColumn("[bold]simulating candidate settings"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        # A day's curve takes a minute or more: each candidate's line as it is known.
+        task = progress.add_task("tune", total=None)
+        shown: list[str] = []
+
+        def on_step(line: str, done: int, planned: int) -> None:
+            shown.append(line)
+            progress.console.print(f"  {line}", markup=False, highlight=False)
+            progress.update(task, completed=done, total=planned + 1)  # + the static-peak run
+
+        tuning = tune(load, models, target_age, allow_zero=allow_zero, step_s=step, on_step=on_step)
         fixed = simulate(
             load,
             tuning.scaling,
@@ -277,7 +294,10 @@ def tune_command(
         {"tuning_steps": tuning.steps, "met": tuning.met},
     )
     for line in tuning.steps:
-        console.print(f"  {line}")
+        if line in shown:  # printed while it ran
+            shown.remove(line)
+        else:
+            console.print(f"  {line}", markup=False, highlight=False)
     table = Table(title=f"recommended \\[scaling.*] for {load.name} (target p95 backlog age {target_age} s)")
     table.add_column("setting")
     for stage in SCALED_STAGES:

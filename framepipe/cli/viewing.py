@@ -65,7 +65,7 @@ def web(
         runtime = read_runtime(path)
         return runtime.replicas() if runtime else {}
 
-    serve(settings, host, port, window, replicas, describe=chip_describer())
+    serve(settings, host, port, window, replicas, describe=chip_describer(), runtime_file=path)
 
 
 def export(

@@ -26,19 +26,28 @@ from framepipe.core.topology import validate_camera_name
 Obj = dict[str, Any]
 SOURCE_ENV = "FRAMEPIPE_SOURCE_URL"
 CAMERA_LABEL = "framepipe.io/camera"
+THERMAL_LABEL = "framepipe.io/thermal-of"
 
 
 def secret_name(camera: str) -> str:
     return f"framepipe-camera-{camera.lower().replace('_', '-')}"
 
 
-def camera_objects(settings: Settings, cluster: ClusterConfig, camera: str, source: str) -> tuple[Obj, Obj]:
-    """(Deployment, Secret) of one camera; the Deployment is ``k8s/camera/``'s template."""
+def camera_objects(
+    settings: Settings, cluster: ClusterConfig, camera: str, source: str, *, thermal_of: str | None = None
+) -> tuple[Obj, Obj]:
+    """(Deployment, Secret) of one camera; the Deployment is ``k8s/camera/``'s template.
+
+    A thermal camera's gateway gets ``--thermal-of VISIBLE`` (its GOPs go to THERMAL) and
+    the ``framepipe.io/thermal-of`` label, from which :meth:`KubeCameras.specs` reads the pairing."""
     validate_camera_name(camera)
     if not source:
         raise ConfigError("a camera needs a source (rtsp://... URL)")
     deployment = gateway_deployment(settings, cluster, camera, f"$({SOURCE_ENV})")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    if thermal_of:
+        container["args"] = [*container["args"], "--thermal-of", validate_camera_name(thermal_of)]
+        deployment["metadata"]["labels"][THERMAL_LABEL] = thermal_of
     container["env"] = [
         *container["env"],
         {"name": SOURCE_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(camera), "key": "url"}}},
@@ -118,6 +127,14 @@ class KubeCameras:
         with contextlib.suppress(self.api_error):
             self.core.delete_namespaced_secret(secret_name(camera), self.namespace)
         return bool(found)
+
+    def pairings(self) -> list[tuple[str, str | None]]:
+        """(camera, the visible camera it is the thermal camera of, or None) of every camera."""
+        items = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector="app.kubernetes.io/component=gateway"
+        ).items
+        found = ((item.metadata.labels or {}) for item in items)
+        return [(tags[CAMERA_LABEL], tags.get(THERMAL_LABEL)) for tags in found if CAMERA_LABEL in tags]
 
     def list(self) -> list[tuple[str, str, str]]:
         items = self.apps.list_namespaced_deployment(

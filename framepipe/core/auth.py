@@ -38,7 +38,9 @@ def permissions(user: str) -> dict[str, list[str]]:
     """Subjects ``user`` may publish to and subscribe on (replies come to ``_INBOX``),
     from the stage table: its outputs, buckets, consumers' API and acks, and DLQ subject."""
     if user == ADMIN:
-        return {"publish": ["$JS.API.>", "$KV.>"], "subscribe": ["_INBOX.>"]}
+        # live.> and dets.>: the web server's instant view reads them as core NATS subscriptions.
+        live = [f"{Names.LIVE_PREFIX}.>", Names.wildcard(Names.DETECTIONS)]
+        return {"publish": ["$JS.API.>", "$KV.>"], "subscribe": ["_INBOX.>", *live]}
     spec = stage_spec(user)
     publish = [*JS_READ, *spec.publishes, *(Names.kv_subjects(bucket) for bucket in spec.writes_buckets)]
     for consumer in spec.consumers:

@@ -49,7 +49,12 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             return
         log.warning("nats.disconnected", client=name)
 
+    #: the errors already logged during this outage: a reconnect loop repeats the same one every
+    #: 0.5 s, so each is logged once until the connection is back.
+    said: set[str] = set()
+
     async def on_reconnect() -> None:
+        said.clear()
         log.info("nats.reconnected", client=name)
 
     first_errors: list[Exception] = []
@@ -60,7 +65,10 @@ async def connect(settings: Settings, name: str, *, retry_initial: bool = True) 
             if isinstance(exc, ssl.SSLError):
                 raise exc  # out of nats.connect now: after a failed handshake its close never returns
             return
-        log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
+        error = str(exc) or type(exc).__name__
+        if error not in said:
+            said.add(error)
+            log.warning("nats.error", client=name, error=error)
 
     # Credentials: explicit settings, else the local server's admin (never sent elsewhere).
     user, password, tls_ca = client_credentials(settings)

@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from framepipe.core.errors import ConfigError
+from framepipe.core.settings.cameras import DeclaredCamera
 from framepipe.core.topology import STAGES
 
 V = TypeVar("V")
@@ -385,3 +386,5 @@ class ClusterConfig:
     k8s: K8sSettings = field(default_factory=K8sSettings)
     resources: WorkloadResources = field(default_factory=WorkloadResources)
     scaling: StageScaling = field(default_factory=StageScaling)
+    #: the ``[[cameras]]`` of the file: local runs start them, ``k8s render`` renders them.
+    cameras: tuple[DeclaredCamera, ...] = ()

@@ -56,6 +56,9 @@ CAMERA_UPDATED = Gauge(
     ["camera"],
 )
 CAMERA_NEXT_GOP = Gauge("framepipe_camera_next_gop", "GOPs the gateway has published so far", ["camera"])
+GATEWAY_DROPPED_GOPS = Counter(
+    "framepipe_gateway_dropped_gops_total", "Live GOPs the gateway dropped, by reason", ["camera", "reason"]
+)
 INFERENCE_BACKEND = Gauge(
     "framepipe_inference_backend_info",
     "The model and what runs it (value 1)",

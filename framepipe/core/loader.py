@@ -23,6 +23,7 @@ from typing import Any, Literal
 from framepipe.core.cluster_settings import ClusterConfig, K8sSettings, StageScaling, WorkloadResources
 from framepipe.core.errors import ConfigError
 from framepipe.core.settings import CLUSTER_SECTIONS, ENV_PREFIX, Settings
+from framepipe.core.settings.cameras import declared_cameras
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -142,8 +143,8 @@ def settings_from(tables: Mapping[str, Any], env: Mapping[str, str]) -> Settings
     return Settings(**{name: build(name, hints[name], values) for name, values in raw.items()})
 
 
-def cluster_config_from_tables(k8s: Any, scaling: Any) -> ClusterConfig:
-    """:class:`ClusterConfig` from the ``[k8s]`` and ``[scaling]`` tables of a parsed file."""
+def cluster_config_from_tables(k8s: Any, scaling: Any, cameras: Any = None) -> ClusterConfig:
+    """:class:`ClusterConfig` from the ``[k8s]``, ``[scaling]`` and ``[[cameras]]`` tables of a file."""
     k8s = {} if k8s is None else k8s
     if not isinstance(k8s, dict):
         raise ConfigError("[k8s] must be a table")
@@ -153,6 +154,7 @@ def cluster_config_from_tables(k8s: Any, scaling: Any) -> ClusterConfig:
         k8s=build("k8s", K8sSettings, k8s),
         resources=build("k8s.resources", WorkloadResources, resources),
         scaling=build("scaling", StageScaling, {} if scaling is None else scaling),
+        cameras=declared_cameras(cameras),
     )
 
 
@@ -163,7 +165,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     tables = read_toml(file) if file is not None else {}
     return Config(
         settings_from(tables, env),
-        cluster_config_from_tables(tables.get("k8s"), tables.get("scaling")),
+        cluster_config_from_tables(tables.get("k8s"), tables.get("scaling"), tables.get("cameras")),
     )
 
 
@@ -177,4 +179,4 @@ def load_cluster_config(path: str | Path | None = None) -> ClusterConfig:
     if path is None:
         return ClusterConfig()
     tables = read_toml(path)
-    return cluster_config_from_tables(tables.get("k8s"), tables.get("scaling"))
+    return cluster_config_from_tables(tables.get("k8s"), tables.get("scaling"), tables.get("cameras"))

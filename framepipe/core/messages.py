@@ -284,6 +284,8 @@ class GopMessage(Message):
     extradata: bytes | None = None
     captured_at: float = 0.0
     discontinuity: bool = False
+    #: the source's pixel format (``gray16le``, ``rgb24``...): raw and 16-bit thermal video need it.
+    pixel_format: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.packets)

@@ -142,14 +142,17 @@ class Runner:
 
     def request_stop(self) -> None:
         if not self.stopping.is_set():
-            self.log.info("stage.draining")
+            if self.nc is not None:  # before the first connect, run() says it stopped instead
+                self.log.info("stage.draining")
             self.stopping.set()
 
     async def run(self, *, serve_health: bool = True) -> None:
         if serve_health and self.consumer.metrics_port >= 0:
             port = self.health.serve(self.consumer.metrics_port, self.consumer.metrics_host)
             self.log.info("stage.health", port=port)
-        self.nc = await bus.connect(self.settings, f"framepipe-{self.stage.name}")
+        self.nc = await self._connect_unless_stopped()
+        if self.nc is None:
+            return
         js = self.nc.jetstream(timeout=10.0)
         await self.stage.setup(js)
         sub = await self._bind(js)
@@ -200,6 +203,21 @@ class Runner:
                 await self.nc.close()
             self.health.close()
             self.log.info("stage.stopped")
+
+    async def _connect_unless_stopped(self) -> Client | None:
+        """The first connect, given up at once on SIGTERM (it may wait up to 30 s for NATS)."""
+        connect = asyncio.create_task(bus.connect(self.settings, f"framepipe-{self.stage.name}"))
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({connect, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if connect.done():
+            return connect.result()
+        connect.cancel()
+        with contextlib.suppress(BaseException):
+            await connect
+        self.health.close()
+        self.log.info("stage.stopped_before_start", why="stopped while waiting for NATS; nothing was fetched")
+        return None
 
     def window(self) -> int:
         """Messages this replica works on at once: ``in_flight``, capped by the stage."""
@@ -297,8 +315,8 @@ class Runner:
         if done.gop_complete:
             health.GOPS.labels(self.stage.name).inc()
         # One gop.done per GOP per stage: a message that is one part of a GOP (inference works
-        # on parts) logs part.done until the part that completes the GOP.
-        log.info(
+        # on parts) logs part.done (debug: the benches read it) until the part that completes it.
+        (log.info if done.gop_complete else log.debug)(
             "gop.done" if done.gop_complete else "part.done",
             duration_ms=round(duration * 1000, 1),
             frames=done.frames,

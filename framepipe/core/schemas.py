@@ -30,6 +30,7 @@ Schema = dict[str, Any]
 #: the kinds each stream carries. The DLQ holds copies of any kind (see HEADERS_DLQ).
 STREAM_KINDS: dict[str, tuple[type[messages.Message], ...]] = {
     Names.VIDEO: (messages.GopMessage,),
+    Names.THERMAL: (messages.GopMessage,),
     Names.FRAMES: (messages.FrameBatch,),
     Names.DETECTIONS: (messages.DetectionsMessage, messages.GapMessage),
     Names.ANALYZE: (messages.EncodeItem,),

@@ -74,6 +74,8 @@ class SourceState:
     updated_at: float = 0.0
     #: frames missing from the input (holes in its timestamps; see media.loss).
     lost_frames: int = 0
+    #: live GOPs dropped because the JetStream store was full (stages/gateway/store_full.py).
+    dropped_gops: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()

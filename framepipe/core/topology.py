@@ -35,6 +35,9 @@ class Names:
     ANALYZE = "ANALYZE"
     #: person appeared / identified / left, unknown-person alerts (JSON, for applications).
     EVENTS = "EVENTS"
+    #: radiometric 16-bit GOPs of thermal cameras on ``thermal.<its visible camera>`` (gateway →
+    #: the fever attribute; never decoded by the decoder, inference or encoder).
+    THERMAL = "THERMAL"
 
     GATEWAY = "gateway"
     DECODER = "decoder"
@@ -61,6 +64,7 @@ class Names:
         DLQ: "dlq",
         ANALYZE: "analyze",
         EVENTS: "events",
+        THERMAL: "thermal",
     }
 
     @classmethod
@@ -76,6 +80,14 @@ class Names:
         """The stream a subject belongs to (``dets.lobby`` → DETECTIONS); "" if none."""
         prefix = subject.partition(".")[0]
         return next((stream for stream, p in cls.SUBJECT_PREFIX.items() if p == prefix), "")
+
+    #: core-NATS subjects (no stream): the gateway's encoded packets as it reads them, for the
+    #: instant live view (``live.<camera>``; fire-and-forget, nothing stored).
+    LIVE_PREFIX = "live"
+
+    @classmethod
+    def live_subject(cls, camera: str) -> str:
+        return f"{cls.LIVE_PREFIX}.{camera}"
 
     @classmethod
     def dlq_subject(cls, stage: str) -> str:
@@ -137,6 +149,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(Names.DLQ, False, "dlq_max_age_s", "dlq_max_bytes", max_msgs_setting="dlq_max_msgs"),
     StreamSpec(Names.ANALYZE, True),
     StreamSpec(Names.EVENTS, False, "detections_max_age_s", product=True),
+    StreamSpec(Names.THERMAL, False, "video_max_age_s", "thermal_max_bytes"),
 )
 
 
@@ -223,7 +236,14 @@ STAGES: tuple[StageSpec, ...] = (
         Names.GATEWAY,
         entry="",
         # dets.<camera>: the gap event after a reconnect; FP_SOURCES: the source state.
-        publishes=(Names.wildcard(Names.VIDEO), Names.wildcard(Names.DETECTIONS)),
+        # thermal.<camera>: a thermal camera's (``--thermal-of``) GOPs instead of video.<camera>;
+        # live.<camera>: each packet as read, for the instant live view (core NATS).
+        publishes=(
+            Names.wildcard(Names.VIDEO),
+            Names.wildcard(Names.DETECTIONS),
+            Names.wildcard(Names.THERMAL),
+            f"{Names.LIVE_PREFIX}.>",
+        ),
         writes_buckets=(Names.SOURCES_BUCKET,),
         dead_letters=False,
         resources=("100m", "1", "128Mi", "512Mi"),

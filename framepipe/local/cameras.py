@@ -14,6 +14,7 @@ import json
 import queue
 import socket
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,19 @@ class CameraSpec:
     name: str
     source: str
     pacing: str | None = None
+    #: a radiometric thermal camera: the visible camera it is paired with.
+    thermal_of: str | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({"source": self.source, "pacing": self.pacing}).encode()
+        record: dict[str, Any] = {"source": self.source, "pacing": self.pacing}
+        if self.thermal_of:
+            record["thermal_of"] = self.thermal_of
+        return json.dumps(record).encode()
 
     @classmethod
     def from_json(cls, name: str, raw: bytes) -> CameraSpec:
         data = json.loads(raw)
-        return cls(name, str(data["source"]), data.get("pacing"))
+        return cls(name, str(data["source"]), data.get("pacing"), data.get("thermal_of") or None)
 
 
 def check_source(source: str) -> str:
@@ -68,12 +74,14 @@ async def put_camera(settings: Settings, spec: CameraSpec) -> None:
         await nc.close()
 
 
-async def add_camera(settings: Settings, spec: CameraSpec) -> None:
+async def add_camera(settings: Settings, spec: CameraSpec, running: Collection[str] = ()) -> None:
     """Add ``spec``; adding it again with the same source is a no-op (its pacing may change).
 
     A camera that exists with another source is refused (ConfigError): its recording would
     mix two sources in one playlist. Removing it first and adding it again starts a new
-    recording instead (the gateway marks the first GOP a discontinuity).
+    recording instead (the gateway marks the first GOP a discontinuity). A thermal camera is
+    refused unless its visible partner is in the bucket (or is one of the ``running`` cameras
+    `framepipe run --source` started) and has no thermal camera yet.
     """
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
@@ -82,6 +90,9 @@ async def add_camera(settings: Settings, spec: CameraSpec) -> None:
             entry = await kv.get(spec.name)
         except KeyNotFoundError:
             entry = None
+        if spec.thermal_of:
+            started = [CameraSpec(name, "") for name in running]
+            check_thermal_pairing(spec, [*await _all_specs(kv), *started])
         if entry is not None and entry.value:
             current = CameraSpec.from_json(spec.name, entry.value)
             if current.source != spec.source:
@@ -94,6 +105,44 @@ async def add_camera(settings: Settings, spec: CameraSpec) -> None:
         await nc.close()
 
 
+def check_thermal_pairing(spec: CameraSpec, cameras: list[CameraSpec]) -> None:
+    """A thermal camera needs its visible partner, which must be visible and have no other one."""
+    by_name = {c.name: c for c in cameras}
+    partner = by_name.get(spec.thermal_of or "")
+    if spec.thermal_of == spec.name:
+        raise ConfigError(f"camera {spec.name} cannot be its own thermal camera: name its visible camera")
+    if partner is None:
+        raise ConfigError(
+            f"thermal camera {spec.name} has no visible partner: add camera {spec.thermal_of} first "
+            f"(`framepipe cameras add {spec.thermal_of} URL`), then `--thermal-of {spec.thermal_of}`"
+        )
+    if partner.thermal_of:
+        raise ConfigError(
+            f"camera {partner.name} is itself a thermal camera (of {partner.thermal_of}): "
+            "pair the thermal camera with a visible one"
+        )
+    other = next((c for c in cameras if c.thermal_of == partner.name and c.name != spec.name), None)
+    if other is not None:
+        raise ConfigError(
+            f"camera {partner.name} already has thermal camera {other.name}: one thermal camera per "
+            f"visible one (remove {other.name} first)"
+        )
+
+
+async def _all_specs(kv: Any) -> list[CameraSpec]:
+    try:
+        keys = await kv.keys()
+    except (NotFoundError, NoKeysError):
+        return []
+    out = []
+    for key in keys:
+        with contextlib.suppress(KeyNotFoundError):
+            entry = await kv.get(key)
+            if entry.value:
+                out.append(CameraSpec.from_json(key, entry.value))
+    return out
+
+
 async def delete_camera(settings: Settings, name: str) -> bool:
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
@@ -102,6 +151,12 @@ async def delete_camera(settings: Settings, name: str) -> bool:
             await kv.get(name)
         except KeyNotFoundError:
             return False
+        paired = next((c.name for c in await _all_specs(kv) if c.thermal_of == name), None)
+        if paired is not None:
+            raise ConfigError(
+                f"camera {name} has thermal camera {paired}: "
+                f"remove it first (`framepipe cameras remove {paired}`)"
+            )
         await kv.delete(name)
         return True
     finally:

@@ -57,8 +57,10 @@ def last_error(log_file: Path) -> str:
 class ProgressWatch:
     """Follows one camera until its playlist is closed, its gateway fails, or it stalls."""
 
-    def __init__(self, output_dir: Path, camera: str, stall_timeout: float) -> None:
+    def __init__(self, output_dir: Path, camera: str, stall_timeout: float, first_gop: int = 0) -> None:
         self.output_dir, self.camera, self.stall_timeout = output_dir, camera, stall_timeout
+        #: this run's first GOP: a kept recording's earlier GOPs (and its end) are not this run's.
+        self.first_gop = first_gop
         self.playlist = output_dir / camera / "index.m3u8"
         self.last_count, self.last_change = -1, time.monotonic()
 
@@ -70,14 +72,17 @@ class ProgressWatch:
         progress = read_progress(self.output_dir, camera) or {}
         entries = progress.get("entries", [])
         gaps = progress.get("gaps", [])
-        entries = entries if isinstance(entries, list) else []
-        gaps_list = gaps if isinstance(gaps, list) else []
+        entries = [e for e in entries if e["gop"] >= self.first_gop] if isinstance(entries, list) else []
+        gaps_list = [g for g in gaps if g["gop"] >= self.first_gop] if isinstance(gaps, list) else []
         count = len(entries) + len(gaps_list)
+        next_gop = progress.get("next_gop")
+        ran = self.first_gop == 0 or (isinstance(next_gop, int) and next_gop > self.first_gop)
+        this_run_ended = ran and bool(progress.get("ended"))
         if on_progress:
             on_progress(count)
         if count != self.last_count:
             self.last_count, self.last_change = count, time.monotonic()
-        if progress.get("ended"):
+        if this_run_ended:
             segments = len(entries)
             reason = ""
             if gaps_list:

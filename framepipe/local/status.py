@@ -109,6 +109,7 @@ async def camera_states(js: JetStreamContext, runtime: Runtime | None) -> list[d
                 "state": state.state if state else "starting",
                 "gops": state.next_gop if state else 0,
                 "lost_frames": state.lost_frames if state else 0,
+                "dropped_gops": state.dropped_gops if state else 0,
                 "updated_s_ago": round(now - state.updated_at, 1) if state and state.updated_at else None,
             }
         )
@@ -240,7 +241,7 @@ def render_status(report: dict[str, Any]) -> list[Table]:
 
 def _camera_and_stage_tables(report: dict[str, Any]) -> list[Table]:
     cameras = Table(title="Cameras")
-    for column in ("camera", "source", "state", "GOPs published", "lost frames", "added by"):
+    for column in ("camera", "source", "state", "GOPs published", "lost frames", "GOPs dropped", "added by"):
         cameras.add_column(column)
     for cam in report.get("cameras", []):
         cameras.add_row(
@@ -249,6 +250,7 @@ def _camera_and_stage_tables(report: dict[str, Any]) -> list[Table]:
             cam["state"],
             str(cam["gops"]),
             str(cam["lost_frames"]),
+            str(cam.get("dropped_gops", 0)),
             cam["added_by"],
         )
     stages = Table(title="Stages (GOPs/s since each process started; `--watch` shows the last interval)")

@@ -36,6 +36,7 @@ from framepipe.local.natscluster import CLUSTER_DIR, NatsNodes
 from framepipe.local.natsserver import free_port
 from framepipe.local.processes import Managed
 from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
+from framepipe.local.resume import ResumePoint, seed_source_state
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
 from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
@@ -82,6 +83,8 @@ class LocalSystem:
         #: cameras of the FP_CAMERAS bucket: its watch (from watch_cameras()) and their gateways.
         self.camera_watch: CameraWatch | None = None
         self.kv_cameras: dict[str, tuple[CameraSpec, Managed]] = {}
+        #: cameras whose kept recording the gateway goes on from (:mod:`.resume`).
+        self.resumed: dict[str, ResumePoint] = {}
         self.state_lock = StateLock(state_dir)
         #: on every log line of this system and its children (core.logs.add_run_id).
         self.run_id = uuid.uuid4().hex[:12]
@@ -136,14 +139,25 @@ class LocalSystem:
             time.sleep(0.2)
 
     def add_camera(
-        self, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+        self,
+        camera: str,
+        source: str,
+        pacing: str | None = None,
+        *,
+        once: bool = False,
+        thermal_of: str | None = None,
     ) -> Managed:
         validate_camera_name(camera)
         argv = [sys.executable, "-m", "framepipe", "gateway", "--camera", camera, "--source", source]
         if pacing:
             argv += ["--pacing", pacing]
+        if thermal_of:  # a thermal camera: its GOPs go to the THERMAL stream
+            argv += ["--thermal-of", thermal_of]
         if once:  # a live source that fails ends the gateway (and `run --once`) instead of retrying
             argv += ["--once"]
+        if (point := seed_source_state(self.settings, camera)) is not None:
+            self.resumed[camera] = point
+            log.info("camera.resumed", camera=camera, next_gop=point.next_gop, segments_kept=point.segments)
         managed = self._add(f"gateway-{camera}", argv, restart=False)
         self._write_runtime()
         return managed
@@ -250,7 +264,9 @@ class LocalSystem:
             scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
         cap = self.settings.local.max_replicas or os.cpu_count() or 1
         scaling = cap_scaling(scaling, cap)
-        reader = JszReader(self.monitor_url)
+        # Every node's endpoint: a consumer's counts are current on its leader only, and
+        # node 0 may be the one that is down.
+        reader = JszReader(self.monitor_url, nodes=tuple(self.server.monitor_urls) if self.server else ())
 
         def read_lags() -> dict[str, int | None]:
             return {stage: None if lag is None else lag.lag for stage, lag in reader.read().items()}
@@ -358,7 +374,7 @@ class LocalSystem:
                     log.warning("camera.ignored", camera=spec.name, why="a gateway of that name already runs")
                     continue
                 self._stop_camera(spec.name)
-                managed = self.add_camera(spec.name, spec.source, spec.pacing)
+                managed = self.add_camera(spec.name, spec.source, spec.pacing, thermal_of=spec.thermal_of)
                 managed.restart = is_live(spec.source)  # a live camera is restarted if it crashes
                 self.kv_cameras[spec.name] = (spec, managed)
                 pid = managed.process.pid if managed.process else None
@@ -395,7 +411,9 @@ class LocalSystem:
         on_progress: Callable[[int], None] | None = None,
     ) -> CameraResult:
         """Block until the sink has closed the camera's playlist (file sources)."""
-        watch = ProgressWatch(Path(self.settings.sink.output_dir), camera, stall_timeout)
+        resumed = self.resumed.get(camera)
+        first_gop = resumed.next_gop if resumed else 0
+        watch = ProgressWatch(Path(self.settings.sink.output_dir), camera, stall_timeout, first_gop)
         while True:
             self.supervise()
             result = watch.poll(gateway, self.state_dir / "logs", on_progress)

@@ -437,13 +437,21 @@ class Autoscaler:
         self.read_demand = read_demand
         self.timeline: list[tuple[float, str, int, int | None, str]] = []
         self._next: dict[str, float] = {}
+        #: the lag trigger's error as last logged: one line per outage, not one per poll.
+        self._lag_error: str | None = None
 
     def _read(self) -> tuple[Mapping[str, int | None], Mapping[str, float] | None]:
         try:
             lags: Mapping[str, int | None] = self.read_lags()
         except BusError as exc:
-            log.warning("autoscale.metric_unavailable", trigger=LAG, error=str(exc))
+            if self._lag_error != str(exc):
+                log.warning("autoscale.metric_unavailable", trigger=LAG, error=str(exc))
+            self._lag_error = str(exc)
             lags = {}
+        else:
+            if self._lag_error is not None:
+                log.info("autoscale.metric_available", trigger=LAG)
+                self._lag_error = None
         demand: Mapping[str, float] | None = None
         if self.read_demand is not None:
             try:

@@ -12,7 +12,14 @@ when ``meta_cluster.cluster_size > 1`` the scaler finds the leader: it asks
 asks each node's ``/varz`` for its ``server_name`` and ``/jsz`` for the
 consumer, and keeps the answer of the node whose name is the consumer's
 ``cluster.leader``. The leader's URL is remembered until an answer from it no
-longer has the consumer or names another leader.
+longer has the consumer or names another leader. Nodes that do not answer (a
+node is down, or restarting) are skipped, with one warning when a node stops
+answering and one line when it is back, not one per poll. When no answering
+node is the leader (an election under way, the leader hung or just died), the
+stage has no figure for that poll: a follower's ``num_pending`` is not kept
+current (nats-server 2.15 reports 0 pending on followers of a consumer with 3
+pending, see tests/scaling/test_jsz_cluster.py), so using it would scale down
+on a backlog.
 
 In Kubernetes the node hosts come from ``/varz`` and the monitoring port from
 the trigger's endpoint. On one machine the nodes share 127.0.0.1 and differ by
@@ -124,48 +131,97 @@ class JszReader:
     timeout: float = 5.0
     #: consumer → the monitoring URL of its leader, as last found.
     leaders: dict[str, str] = field(default_factory=dict)
+    #: monitoring URL → server_name (a node keeps its name across restarts).
+    names: dict[str, str] = field(default_factory=dict)
+    #: nodes that did not answer the last time they were asked (warned once).
+    down: set[str] = field(default_factory=set)
+    #: stage → the error last logged for it (logged again only when it changes).
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def read(self, stages: tuple[str, ...] = SCALED_STAGES) -> dict[str, ConsumerLag | None]:
         """Each stage's lag; ``None`` (and one log line) where its consumer cannot be read.
 
-        Raises :class:`BusError` only when the endpoint itself does not answer.
+        Raises :class:`BusError` only when no node's endpoint answers.
         """
-        base = _get_json(jsz_url(self.monitor_url, self.account), self.timeout)
-        cache: dict[str, Payload] = {self.monitor_url: base}
+        cache: dict[str, Payload | None] = {}
+        base = self._base(cache)
         out: dict[str, ConsumerLag | None] = {}
         for stage in stages:
             spec = stage_spec(stage).consumer
             try:
                 out[stage] = self._one(spec.stream, spec.durable, base, cache)
             except BusError as exc:
-                log.warning("autoscale.lag_unavailable", stage=stage, error=str(exc))
+                if self.unavailable.get(stage) != str(exc):
+                    log.warning("autoscale.lag_unavailable", stage=stage, error=str(exc))
+                self.unavailable[stage] = str(exc)
                 out[stage] = None
+            else:
+                if self.unavailable.pop(stage, None) is not None:
+                    log.info("autoscale.lag_available", stage=stage)
         return out
 
-    def _jsz(self, url: str, cache: dict[str, Payload]) -> Payload:
+    def _base(self, cache: dict[str, Payload | None]) -> Payload:
+        """The first answer of the endpoint, else of any known node."""
+        candidates = [self.monitor_url, *(url for url in self.nodes if url != self.monitor_url)]
+        for url in candidates:
+            payload = self._jsz(url, cache)
+            if payload is not None:
+                return payload
+        raise BusError(f"no NATS monitoring endpoint answers ({', '.join(candidates)}); is NATS running?")
+
+    def _jsz(self, url: str, cache: dict[str, Payload | None]) -> Payload | None:
+        """``url``'s /jsz, or ``None`` if the node does not answer (logged when that changes)."""
         if url not in cache:
-            cache[url] = _get_json(jsz_url(url, self.account), self.timeout)
+            try:
+                cache[url] = _get_json(jsz_url(url, self.account), self.timeout)
+            except BusError as exc:
+                cache[url] = None
+                if url not in self.down:
+                    self.down.add(url)
+                    log.warning(
+                        "autoscale.node_unreachable",
+                        node=url,
+                        error=str(exc),
+                        hint="reading the consumers' lag from the other NATS nodes until it answers",
+                    )
+            else:
+                if url in self.down:
+                    self.down.discard(url)
+                    log.info("autoscale.node_back", node=url)
         return cache[url]
 
-    def _one(self, stream: str, consumer: str, base: Payload, cache: dict[str, Payload]) -> ConsumerLag:
+    def _one(
+        self, stream: str, consumer: str, base: Payload, cache: dict[str, Payload | None]
+    ) -> ConsumerLag:
         key = f"{stream}/{consumer}"
         cached = self.leaders.get(key)
         if cached:
-            found = parse_jsz(self._jsz(cached, cache), stream, consumer, self.account)
+            payload = self._jsz(cached, cache)
+            found = None if payload is None else parse_jsz(payload, stream, consumer, self.account)
             if found is not None and self._name(cached) == found.leader:
                 return found
-            del self.leaders[key]  # the leader moved or the consumer went: look again
-        found = parse_jsz(base, stream, consumer, self.account)
+            del self.leaders[key]  # the leader moved, died or the consumer went: look again
         if cluster_size(base) <= 1:
+            found = parse_jsz(base, stream, consumer, self.account)
             if found is None:
                 raise BusError(f"consumer {key} is not in {self.monitor_url}/jsz; run `framepipe setup`")
             return found
+        reported = False
         for url in self._node_urls():
-            answer = parse_jsz(self._jsz(url, cache), stream, consumer, self.account)
-            if answer is not None and answer.leader and self._name(url) == answer.leader:
+            payload = self._jsz(url, cache)
+            answer = None if payload is None else parse_jsz(payload, stream, consumer, self.account)
+            if answer is None:
+                continue
+            reported = True
+            if answer.leader and self._name(url) == answer.leader:
                 self.leaders[key] = url
                 return answer
-        raise BusError(f"no node of the NATS cluster at {self.monitor_url} is the leader of consumer {key}")
+        if reported:  # followers' num_pending is not current: no figure rather than a wrong one
+            raise BusError(
+                f"no answering NATS node leads consumer {key} (an election is under way or its "
+                "leader is down); its lag is read again once a leader answers"
+            )
+        raise BusError(f"no node of the NATS cluster at {self.monitor_url} reports consumer {key}")
 
     def _node_urls(self) -> list[str]:
         if self.nodes:
@@ -175,7 +231,13 @@ class JszReader:
         )
 
     def _name(self, url: str) -> str:
-        return str(_get_json(f"{url.rstrip('/')}/varz", self.timeout).get("server_name") or "")
+        if url not in self.names:
+            try:
+                varz = _get_json(f"{url.rstrip('/')}/varz", self.timeout)
+            except BusError:
+                return ""  # it answered /jsz a moment ago; asked again next time
+            self.names[url] = str(varz.get("server_name") or "")
+        return self.names[url]
 
 
 def fetch_lags(
@@ -184,6 +246,7 @@ def fetch_lags(
     *,
     account: str | None = None,
     timeout: float = 5.0,
+    nodes: tuple[str, ...] = (),
 ) -> dict[str, ConsumerLag | None]:
     """Lag of each stage's durable consumer (one-shot :class:`JszReader`)."""
-    return JszReader(monitor_url, account, timeout=timeout).read(stages)
+    return JszReader(monitor_url, account, nodes=nodes, timeout=timeout).read(stages)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,17 +138,28 @@ def tune(
     max_rounds: int = 8,
     step_s: float = 1.0,
     candidates: tuple[Candidate, ...] = CANDIDATES,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> Tuning:
     """Simulate every candidate; keep the cheapest (replica-seconds, then fewest replica
     changes) whose p95 backlog age meets the target. If none does, tighten the best one:
-    the slowest stage's threshold, then its scale-up step, then its minimum."""
+    the slowest stage's threshold, then its scale-up step, then its minimum.
+
+    ``on_step(line, simulations done, simulations planned)`` follows a long run (a day's
+    curve takes a minute or more): called after each simulation with its line of ``steps``."""
     tried: list[Tuning] = []
     steps: list[str] = []
+    planned = len(candidates)
+
+    def said(line: str) -> None:
+        steps.append(line)
+        if on_step is not None:
+            on_step(line, len(tried), planned)
+
     for candidate in candidates:
         scaling = settings_for(curve, models, target_age_s, candidate, allow_zero=allow_zero)
         tuning = Tuning(scaling, simulate(curve, scaling, models, step_s=step_s), target_age_s, steps)
         tried.append(tuning)
-        steps.append(
+        said(
             f"{candidate.describe()}: p95 backlog age {tuning.p95_age_s:.1f} s, "
             f"{tuning.result.replica_seconds():.0f} replica-s, {_changes(tuning.result)} replica changes"
         )
@@ -158,6 +170,7 @@ def tune(
         return best
     tuning = min(tried, key=lambda t: t.p95_age_s)
     scaling = tuning.scaling
+    planned += max_rounds  # at most: the loop below stops once the target is met
     steps.append(
         f"no candidate meets {target_age_s} s; tightening {candidates[tried.index(tuning)].describe()}"
     )
@@ -177,8 +190,9 @@ def tune(
             break
         scaling = with_stage(scaling, worst, **changes)
         tuning = Tuning(scaling, simulate(curve, scaling, models, step_s=step_s), target_age_s, steps)
+        tried.append(tuning)
         described = ", ".join(f"{k}={v}" for k, v in changes.items())
-        steps.append(f"{worst}: {described} -> p95 backlog age {tuning.p95_age_s:.1f} s")
+        said(f"{worst}: {described} -> p95 backlog age {tuning.p95_age_s:.1f} s")
     return tuning
 
 

@@ -162,6 +162,8 @@ class CameraOutput:
                 break
             p.next_gop += 1
             appended += 1
+        if appended and p.ended:  # a kept recording goes on (local.resume): it is open again
+            p.ended, p.lost_frames = False, 0
         if appended:
             with open(self.dir / DETECTIONS, "a", encoding="utf-8") as handle:
                 handle.write("".join(line + "\n" for line in lines))

@@ -13,7 +13,8 @@ the URL to open): ``?token=`` (which also sets a cookie, so the console's and
 hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
 ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
 applications code against (:mod:`framepipe.core.asyncapi`).
-``/whep/<camera>`` is the WebRTC live view (``web/whep.py``), under the same token rules.
+``/whep/<camera>`` is the WebRTC live view (``web/whep.py``; ``?view=instant``: the camera's own
+packets as read, ``web/instant.py``), under the same token rules.
 ``/api/events/<camera>`` (the events timeline, snapshots) and ``POST /api/faces/enroll``
 (a person from a track's snapshot) are :mod:`framepipe.web.events_api`, same token rules.
 """
@@ -44,7 +45,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from framepipe.core import asyncapi, bus, gallery, messages, topology
-from framepipe.core.errors import FramepipeError, SchemaError
+from framepipe.core.errors import FramepipeError, SchemaError, UnreachableError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings, WebSettings
 from framepipe.core.sources import read_source_state
@@ -52,7 +53,9 @@ from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
 from framepipe.web.index import OutputIndex, Segment
-from framepipe.web.whep import CameraFeed, WhepHub
+from framepipe.web.instant import InstantFeed
+from framepipe.web.whep import WhepHub
+from framepipe.web.whep_feed import CameraFeed
 
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
@@ -137,11 +140,17 @@ class WebServer:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._watcher: asyncio.Future[None] | None = None
+        #: the ordered consumers: unsubscribed at shutdown, so their heartbeat tasks end too.
+        self._subscriptions: list[Any] = []
         self.whep: WhepHub | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def nats_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
 
     @property
     def open_url(self) -> str:
@@ -198,8 +207,18 @@ class WebServer:
                 await self._watcher
         if self.whep is not None:
             await self.whep.close()
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):  # a closed connection has nothing to unsubscribe
+                await subscription.unsubscribe()
         if self._nc is not None:
             await self._nc.close()
+        # The client's own tasks (subscription readers, heartbeats) end here, on this loop,
+        # not as "Task was destroyed but it is pending!" when the loop stops.
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2.0)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -208,25 +227,29 @@ class WebServer:
     async def _connect(self) -> None:
         self._nc = await bus.connect(self.settings, "framepipe-web")
         self._js = self._nc.jetstream(timeout=10.0)
-        await self._js.subscribe(
-            Names.wildcard(Names.OUTPUT),
-            cb=self._on_segment,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-        )
-        await self._js.subscribe(
-            Names.wildcard(Names.DLQ),
-            cb=self._on_dead_letter,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-        )
+        for subject, callback in ((Names.OUTPUT, self._on_segment), (Names.DLQ, self._on_dead_letter)):
+            subscription = await self._js.subscribe(
+                Names.wildcard(subject),
+                cb=callback,
+                ordered_consumer=True,
+                deliver_policy=js_api.DeliverPolicy.ALL,
+            )
+            self._subscriptions.append(subscription)
         self._watcher = asyncio.ensure_future(self._watch_sources())
         self.whep = WhepHub(
             self.settings.webrtc,
             known_camera=self._known_camera,
             loopback=is_loopback(self.host),
             follow_captures=self._follow_captures,
+            instant_feed=self._instant_feed,
         )
+
+    async def _instant_feed(self, camera: str) -> InstantFeed:
+        """The camera's packets from live.<camera> and boxes from dets.<camera> (core NATS)."""
+        assert self._nc is not None
+        feed = InstantFeed(camera)
+        await feed.start(self._nc)
+        return feed
 
     async def _known_camera(self, camera: str) -> bool:
         """A camera with segments, or one whose gateway has registered (a viewer may come first)."""
@@ -275,7 +298,12 @@ class WebServer:
             ),
         )
         if self.whep is not None and seg.camera in self.whep.feeds:
-            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data))
+            boxes = (
+                [f.to_wire() for f in sorted(seg.frames, key=lambda f: f.pts)]
+                if seg.mode == "overlay"
+                else None
+            )
+            self.whep.on_segment(seg.camera, seg.gop, bytes(seg.data), boxes)
 
     async def _on_dead_letter(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -420,7 +448,7 @@ class WebServer:
     def route(self, path: str) -> tuple[int, str, bytes]:
         if path in ("/", "/index.html"):
             return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js", "/overlay.js", "/events.js"):
+        if path in ("/console.js", "/whep.js", "/live_boxes.js", "/overlay.js", "/events.js"):
             return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
         if path == "/vendor/hls.min.js":
             if not HLS_JS.is_file():
@@ -488,6 +516,24 @@ def _tokenize_playlist(body: bytes, token: str) -> bytes:
     return "\n".join(tagged).encode()
 
 
+#: a local system whose NATS has been unreachable this long is gone (a crashed nats-server
+#: is restarted by the supervisor within a few seconds).
+SYSTEM_GONE_S = 15.0
+
+
+def system_gone(server: WebServer, runtime_file: Path, gone_since: float | None) -> tuple[str, float | None]:
+    """Why the local system this server shows is gone ("" while it is not), and since when
+    NATS has been unreachable (None while connected)."""
+    if server.nats_connected:
+        return "", None
+    gone_since = gone_since if gone_since is not None else time.monotonic()
+    if not runtime_file.is_file():
+        return "it was stopped", gone_since
+    if time.monotonic() - gone_since >= SYSTEM_GONE_S:
+        return f"its NATS has not answered for {SYSTEM_GONE_S:.0f} s", gone_since
+    return "", gone_since
+
+
 def serve(
     settings: Settings,
     host: str,
@@ -495,8 +541,15 @@ def serve(
     window: int,
     replicas: ReplicaCount = _no_replicas,
     describe: events_api.Describe | None = None,
+    runtime_file: Path | None = None,
 ) -> None:
-    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process)."""
+    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process).
+
+    Serving a local system (``runtime_file`` exists, now or later), it ends once that system
+    is gone: the console shows live segments from the system's NATS, so without it there is
+    nothing to serve (the recordings stay on disk). UnreachableError says so in one line
+    (exit 3). In a cluster (no runtime file) it rides out NATS outages instead.
+    """
     import signal
 
     server = WebServer(
@@ -507,5 +560,20 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     # Printed once, to the terminal only: the token is never logged.
     print(f"console: {server.open_url}", flush=True)
-    stop.wait()
+    attached, gone_since, why = False, None, ""
+    while not stop.wait(1.0):
+        if runtime_file is None:
+            continue
+        attached = attached or runtime_file.is_file()
+        if attached:
+            why, gone_since = system_gone(server, runtime_file, gone_since)
+            if why:
+                break
     server.stop()
+    if why:
+        log.info("web.system_gone", why=why)
+        raise UnreachableError(
+            f"the framepipe system at {settings.nats.url} is gone ({why}): the console has nothing "
+            f"left to serve; start `framepipe run` again, then `framepipe web` (recordings stay in "
+            f"{settings.sink.output_dir})"
+        )

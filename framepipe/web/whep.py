@@ -31,44 +31,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import statistics
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import aioice.ice
-import av
 import structlog
 from aiortc import (
-    MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
-from framepipe.core.errors import CorruptMediaError
 from framepipe.core.settings import WebRtcSettings
-from framepipe.media.passthrough import AccessUnit, demux_h264
+from framepipe.web.instant import InstantFeed
+from framepipe.web.packet_track import PacketTrack
+from framepipe.web.whep_feed import CameraFeed
 
 log = structlog.get_logger("framepipe.web.whep")
-RTP_CLOCK = 90_000
-TIME_BASE = Fraction(1, RTP_CLOCK)
-#: access units a viewer may have queued (about 2 s at 25 fps) before it skips to a keyframe.
-TRACK_QUEUE = 50
-#: a segment that arrives out of GOP order is waited for this long before it is skipped
-#: (about one GOP: encoder replicas finish neighbouring GOPs up to a GOP apart).
-REORDER_WAIT_S = 1.0
-#: segments queued beyond this are dropped, oldest first: a live view never falls behind.
-MAX_QUEUED_SEGMENTS = 4
-#: sending fell this far behind the wall clock (a late segment): restart the clock at now.
-RESYNC_AFTER_S = 0.5
 SESSION_PATH = "/whep/session/"
 
 
@@ -117,158 +102,22 @@ def use_host_addresses(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = chosen
 
 
-class PacketTrack(MediaStreamTrack):
-    """A video track whose frames are already encoded: aiortc payloads ``av.Packet``s as they are."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._queue: asyncio.Queue[av.Packet[Any]] = asyncio.Queue(maxsize=TRACK_QUEUE)
-        self._started = False
-        self.dropped = 0
-
-    def offer(self, unit: AccessUnit, rtp_ticks: int) -> None:
-        if not self._started and not unit.keyframe:
-            return  # a decoder can start only at a keyframe
-        if self._queue.full():
-            # The viewer's connection cannot keep up: start again at the next keyframe.
-            self.dropped += self._queue.qsize()
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._started = False
-            if not unit.keyframe:
-                return
-        packet = av.Packet(unit.data)
-        packet.pts = packet.dts = rtp_ticks
-        packet.time_base = TIME_BASE
-        self._started = True
-        self._queue.put_nowait(packet)
-
-    async def recv(self) -> av.Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        return await self._queue.get()
-
-
-@dataclass
-class _Pending:
-    gop: int
-    data: bytes
-    arrived: float
-
-
-class CameraFeed:
-    """One camera's annotated segments, in GOP order and on the wall clock, to its viewers' tracks."""
-
-    def __init__(self, camera: str) -> None:
-        self.camera = camera
-        self.tracks: set[PacketTrack] = set()
-        self._pending: dict[int, _Pending] = {}
-        self._next_gop: int | None = None
-        self._wake = asyncio.Event()
-        self._anchor: tuple[float, float] | None = None  # (wall clock, dts) of the clock's start
-        self._epoch = time.time()
-        self.sent = 0
-        self.skipped: list[int] = []
-        self.delays: deque[float] = deque(maxlen=100)
-        self.captured: dict[int, float] = {}
-        self.task = asyncio.ensure_future(self._run())
-
-    def add_segment(self, gop: int, data: bytes) -> None:
-        if self._next_gop is not None and gop < self._next_gop:
-            self._skip(gop, "late")  # arrived after a later GOP was sent: a live view skips it
-            return
-        self._pending[gop] = _Pending(gop, data, time.monotonic())
-        while len(self._pending) > MAX_QUEUED_SEGMENTS:
-            self._skip(min(self._pending), "behind")
-            del self._pending[min(self._pending)]
-        self._wake.set()
-
-    def _skip(self, gop: int, reason: str) -> None:
-        self.skipped.append(gop)
-        log.warning("whep.gop_skipped", camera=self.camera, gop=gop, reason=reason)
-
-    def add_capture(self, gop: int, stored_at: float) -> None:
-        """When the camera's GOP reached VIDEO (≈ when its last frame was captured)."""
-        self.captured[gop] = stored_at
-        while len(self.captured) > 64:
-            del self.captured[min(self.captured)]
-
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    def _ready(self) -> _Pending | float | None:
-        """The next segment to send, else seconds until the head-of-line wait ends, else None."""
-        if not self._pending:
-            return None
-        first = self._pending[min(self._pending)]
-        if self._next_gop is None or first.gop == self._next_gop:
-            return self._pending.pop(first.gop)
-        waited = time.monotonic() - first.arrived
-        if waited >= REORDER_WAIT_S:
-            for gop in range(self._next_gop, first.gop):
-                self._skip(gop, "missing")  # lost (dead-lettered) or very late
-            return self._pending.pop(first.gop)
-        return REORDER_WAIT_S - waited
-
-    async def _run(self) -> None:
-        while True:
-            ready = self._ready()
-            if not isinstance(ready, _Pending):
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), ready)
-                continue
-            self._next_gop = ready.gop + 1
-            try:
-                units = demux_h264(ready.data)
-            except CorruptMediaError as exc:
-                log.warning("whep.bad_segment", camera=self.camera, gop=ready.gop, error=str(exc))
-                continue
-            await self._send(ready.gop, units)
-
-    async def _send(self, gop: int, units: list[AccessUnit]) -> None:
-        if not units:
-            return
-        last_pts = max(u.pts_s for u in units)
-        for unit in units:
-            now = time.time()
-            if self._anchor is None:
-                self._anchor = (now, unit.dts_s)
-            due = self._anchor[0] + unit.dts_s - self._anchor[1]
-            if due < now - RESYNC_AFTER_S or due > now + 5.0:
-                self._anchor = (now, unit.dts_s)  # a late segment or a timestamp jump
-                due = now
-            if due > now:
-                await asyncio.sleep(due - now)
-            shown = self._anchor[0] + unit.pts_s - self._anchor[1]
-            ticks = round((shown - self._epoch) * RTP_CLOCK)
-            for track in list(self.tracks):
-                track.offer(unit, ticks)
-            self.sent += 1
-            if gop in self.captured:
-                self.delays.append(time.time() - (self.captured[gop] - (last_pts - unit.pts_s)))
-
-    def delay_s(self) -> float | None:
-        """Median capture-to-send delay of the recent frames (needs the VIDEO timestamps)."""
-        return round(statistics.median(self.delays), 3) if self.delays else None
-
-
 @dataclass
 class Session:
     id: str
     camera: str
     pc: RTCPeerConnection
     track: PacketTrack
+    view: str = "annotated"
     created: float = field(default_factory=time.monotonic)
     watchdog: asyncio.Task[None] | None = None
 
 
 #: start following one camera's VIDEO timestamps (for the delay shown); returns the stop.
 CaptureFollower = Callable[[CameraFeed], Any]
+#: the live views a session can ask for (``?view=``): the annotated segments, or the camera's own
+#: packets as the gateway reads them (``web/instant.py``).
+VIEWS = ("annotated", "instant")
 
 
 class WhepHub:
@@ -281,12 +130,16 @@ class WhepHub:
         known_camera: Callable[[str], Awaitable[bool]],
         loopback: bool,
         follow_captures: CaptureFollower | None = None,
+        instant_feed: Callable[[str], Awaitable[InstantFeed]] | None = None,
     ) -> None:
         self.settings = settings
         self.known_camera = known_camera
         self.follow_captures = follow_captures
         self.sessions: dict[str, Session] = {}
         self.feeds: dict[str, CameraFeed] = {}
+        #: started and subscribed by the server (it owns the NATS connection).
+        self.instant_feed = instant_feed
+        self.instant_feeds: dict[str, InstantFeed] = {}
         self._followers: dict[str, Any] = {}
         addresses = [a.strip() for a in settings.host_addresses.split(",") if a.strip()]
         use_host_addresses(addresses or (["127.0.0.1"] if loopback else []))
@@ -307,10 +160,12 @@ class WhepHub:
         # list(): HTTP handler threads read while the event loop changes the dict.
         return sum(1 for s in list(self.sessions.values()) if s.camera == camera)
 
-    async def create(self, camera: str, sdp: str) -> tuple[str, str]:
+    async def create(self, camera: str, sdp: str, view: str = "annotated") -> tuple[str, str]:
         """A new session for ``camera`` from an SDP offer: (session id, SDP answer)."""
         if not self.settings.enabled:
             raise WhepError(503, "503: WebRTC is disabled (webrtc.enabled = false); use HLS")
+        if view not in VIEWS or (view == "instant" and self.instant_feed is None):
+            raise WhepError(400, f"400: view must be one of {', '.join(VIEWS)}, got {view[:20]!r}")
         if not await self.known_camera(camera):
             raise WhepError(404, f"404: camera {camera!r} has produced no video yet; see `framepipe cameras`")
         check_offer(sdp)
@@ -326,7 +181,7 @@ class WhepHub:
             )
         pc = RTCPeerConnection(self._configuration())
         track = PacketTrack()
-        session = Session(secrets.token_urlsafe(16), camera, pc, track)
+        session = Session(secrets.token_urlsafe(16), camera, pc, track, view)
         # Counted before the first await, so parallel offers cannot overshoot the limits.
         self.sessions[session.id] = session
         try:
@@ -335,6 +190,7 @@ class WhepHub:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             codecs = RTCRtpSender.getCapabilities("video").codecs
             transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == "video/h264"])
+            track.sender = transceiver.sender
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except WhepError:
@@ -350,7 +206,18 @@ class WhepHub:
             if pc.connectionState in ("failed", "closed"):
                 await self._end(session.id, pc.connectionState)
 
+        @pc.on("datachannel")
+        def on_channel(channel: RTCDataChannel) -> None:
+            if channel.label == "boxes":
+                track.channel = channel
+
         session.watchdog = asyncio.ensure_future(self._watch_connect(session))
+        if view == "instant":
+            await self._watch_instant(camera, track)
+            log.info(
+                "whep.session", camera=camera, session=session.id[:8], view=view, viewers=self.viewers(camera)
+            )
+            return session.id, pc.localDescription.sdp
         feed = self.feeds.get(camera)
         if feed is None:
             feed = self.feeds[camera] = CameraFeed(camera)
@@ -359,6 +226,13 @@ class WhepHub:
         feed.tracks.add(track)
         log.info("whep.session", camera=camera, session=session.id[:8], viewers=self.viewers(camera))
         return session.id, pc.localDescription.sdp
+
+    async def _watch_instant(self, camera: str, track: PacketTrack) -> None:
+        feed = self.instant_feeds.get(camera)
+        if feed is None and self.instant_feed is not None:
+            feed = self.instant_feeds[camera] = await self.instant_feed(camera)
+        if feed is not None:
+            feed.tracks.add(track)
 
     async def _watch_connect(self, session: Session) -> None:
         await asyncio.sleep(self.settings.connect_timeout_s)
@@ -376,6 +250,12 @@ class WhepHub:
         if session.watchdog is not None and session.watchdog is not asyncio.current_task():
             session.watchdog.cancel()
         session.track.stop()
+        instant = self.instant_feeds.get(session.camera)
+        if instant is not None:
+            instant.tracks.discard(session.track)
+            if not instant.tracks:
+                del self.instant_feeds[session.camera]
+                await instant.close()
         feed = self.feeds.get(session.camera)
         if feed is not None:
             feed.tracks.discard(session.track)
@@ -400,20 +280,24 @@ class WhepHub:
             with contextlib.suppress(Exception):
                 await follower.unsubscribe()
 
-    def on_segment(self, camera: str, gop: int, data: bytes) -> None:
+    def on_segment(
+        self, camera: str, gop: int, data: bytes, frames: list[dict[str, Any]] | None = None
+    ) -> None:
         feed = self.feeds.get(camera)
         if feed is not None:
-            feed.add_segment(gop, data)
+            feed.add_segment(gop, data, frames)
 
     async def close(self) -> None:
         for session_id in list(self.sessions):
             await self._end(session_id, "server_stopping")
         for camera in list(self.feeds):
             await self._close_feed(camera)
+        for camera in list(self.instant_feeds):
+            await self.instant_feeds.pop(camera).close()
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per watched camera: viewers, frames sent, capture-to-send delay."""
-        return {
+        """Per watched camera: viewers, frames sent, capture-to-send delay (and the instant view's)."""
+        out: dict[str, dict[str, Any]] = {
             camera: {
                 "viewers": self.viewers(camera),
                 "sent": feed.sent,
@@ -422,3 +306,11 @@ class WhepHub:
             }
             for camera, feed in list(self.feeds.items())
         }
+        for camera, instant in list(self.instant_feeds.items()):
+            out.setdefault(camera, {"viewers": self.viewers(camera)})["instant"] = {
+                "sent": instant.sent,
+                "lost": instant.lost,
+                "boxes": instant.boxes,
+                "delay_s": instant.delay_s(),
+            }
+        return out

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Coroutine
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 
@@ -25,7 +26,7 @@ Call = Callable[[Coroutine[Any, Any, Any], float], Any]
 def respond(
     handler: BaseHTTPRequestHandler, hub: WhepHub | None, call: Call, method: str, path: str, body: bytes
 ) -> None:
-    """POST an offer to /whep/<camera>, DELETE /whep/session/<id>; anything else one line."""
+    """POST an offer to /whep/<camera>[?view=instant], DELETE /whep/session/<id>; else one line."""
     headers: dict[str, str] = {}
     try:
         if hub is None:
@@ -35,7 +36,9 @@ def respond(
             if ctype != "application/sdp":
                 raise WhepError(415, "415: send the SDP offer as Content-Type: application/sdp")
             offer = body.decode("utf-8", "replace")
-            session_id, answer = call(hub.create(match.group(1), offer), 30.0)
+            # ?view=instant: the camera's own packets as read (web/instant.py); else annotated.
+            view = parse_qs(handler.path.partition("?")[2]).get("view", ["annotated"])[0]
+            session_id, answer = call(hub.create(match.group(1), offer, view), 30.0)
             status, ctype, payload = 201, "application/sdp", answer.encode()
             headers["Location"] = SESSION_PATH + session_id
         elif method == "DELETE" and path.startswith(SESSION_PATH):

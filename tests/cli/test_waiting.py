@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -56,3 +57,39 @@ class TestSaysWhatItWaitsFor:
         """The console says no system runs, where it looked, and what to start."""
         seen = _first_stderr_lines(["web", "--port", "0"], tmp_path, "no framepipe system is running")
         assert "framepipe run" in seen
+
+
+class TestStopWhileWaiting:
+    def test_sigterm_while_a_stage_waits_for_nats_exits_at_once(self, tmp_path: Path) -> None:
+        """SIGTERM during the first connect (which waits up to 30 s): exit 0 within seconds, one line."""
+        url = f"nats://127.0.0.1:{_unused_port()}"
+        env = {
+            **os.environ,
+            "FRAMEPIPE_NATS__URL": url,
+            "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "framepipe", "stage", "decoder"], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        seen = ""
+        try:
+            deadline = time.monotonic() + 25
+            while "nats.waiting" not in seen and time.monotonic() < deadline and proc.poll() is None:
+                ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+                if ready:
+                    seen += proc.stderr.readline()
+            assert "nats.waiting" in seen, seen
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)  # before the fix: it waited out the 30 s connect deadline
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        rest = proc.stderr.read()
+        assert code == 0, seen + rest
+        assert "Traceback" not in rest
+        lines = [line for line in rest.splitlines() if line.strip()]
+        assert len(lines) == 1, rest
+        assert "stage.stopped_before_start" in lines[0]

@@ -143,9 +143,7 @@ async def run_with_fault(
     with structlog.testing.capture_logs() as events:
         running = asyncio.create_task(runner.run(serve_health=False))
         fault_injected = asyncio.Event()
-        producing = asyncio.create_task(
-            produce(js, GOPS, hold_at=fault_after + 2, go_on=fault_injected)
-        )
+        producing = asyncio.create_task(produce(js, GOPS, hold_at=fault_after + 2, go_on=fault_injected))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while len(await stored_gops(js, Names.FRAMES)) < fault_after:

@@ -49,3 +49,16 @@ class TestLastError:
             out.write("error: cannot open rtsp://cam/1: Connection refused\n")
             out.write(json.dumps({"event": "nats.closed"}) + "\n")
         assert last_error(log) == "cannot open rtsp://cam/1: Connection refused"
+
+    def test_a_kept_recordings_end_is_not_this_runs_end(self, tmp_path: Path) -> None:
+        """Resumed after GOP 3: the old ended progress is no result; this run's GOPs alone are counted."""
+        _ended(tmp_path, next_gop=3)
+        gateway = Managed("gateway-cam", [], tmp_path / "gateway-cam.log")
+        watch = ProgressWatch(tmp_path, "cam", 60, first_gop=3)
+        assert watch.poll(gateway, tmp_path) is None
+        progress = {"entries": [{"gop": 0}, {"gop": 2}, {"gop": 3}, {"gop": 4}], "gaps": [], "ended": True}
+        (tmp_path / "cam" / ".state" / "progress.json").write_text(json.dumps({**progress, "next_gop": 5}))
+        result = watch.poll(gateway, tmp_path)
+        assert result is not None
+        assert result.complete
+        assert result.segments == 2

@@ -34,7 +34,8 @@ class TestStatusReport:
         """An added camera and the `run --source` camera, each with its gateway's state; a row per stage."""
         await put_camera(nats_settings, CameraSpec("hall", "rtsp://viewer:pw-secret@10.0.0.9/s"))
         await _store_state(js, SourceState("hall", "rtsp://10.0.0.9/s", state="reconnecting", next_gop=3))
-        await _store_state(js, SourceState("door", "clip.mp4", state="running", next_gop=12, lost_frames=2))
+        door = SourceState("door", "clip.mp4", state="running", next_gop=12, lost_frames=2, dropped_gops=4)
+        await _store_state(js, door)
         await _store_state(js, SourceState("gone", "old.mp4", state="stopped", next_gop=5))  # removed earlier
         gateway = ProcessEntry("gateway-door", os.getpid(), str(tmp_path / "gateway-door.log"))
         runtime = Runtime(nats_url=nats_settings.nats.url, processes=(gateway,))
@@ -52,6 +53,7 @@ class TestStatusReport:
             "state": "running",
             "gops": 12,
             "lost_frames": 2,
+            "dropped_gops": 4,
             "updated_s_ago": None,
         }
         stages = {row["stage"]: row for row in report["stages"]}

@@ -23,7 +23,7 @@ from framepipe.scaling.simulator import (
     static_peak,
     weighted_percentile,
 )
-from framepipe.scaling.tuner import settings_for, tune, write_scaling
+from framepipe.scaling.tuner import CANDIDATES, settings_for, tune, write_scaling
 from tests.helpers import REPO
 
 #: every scaled stage: (GOPs/s per replica, start-up s, static replicas for the 12-GOP/s peak).
@@ -154,6 +154,25 @@ def test_tuner_tightens_when_no_candidate_meets_a_tight_target() -> None:
     assert len(tightened) == 3, tuning.steps
 
 
+def test_tuner_reports_each_simulation_as_it_finishes() -> None:
+    """`on_step` gets every line of `steps` that ends a simulation, in order, with how many
+    simulations are done and planned (what `scale tune` shows as its progress)."""
+    calls: list[tuple[str, int, int]] = []
+    tuning = tune(
+        BURST, MODELS, target_age_s=8, on_step=lambda line, done, planned: calls.append((line, done, planned))
+    )
+    assert [line for line, _, _ in calls] == tuning.steps[: len(calls)]
+    assert [done for _, done, _ in calls] == list(range(1, len(calls) + 1))
+    assert len(calls) == len(CANDIDATES)
+    assert {planned for _, _, planned in calls} == {len(CANDIDATES)}
+    slow = dict(MODELS, inference=StageModel(gops_per_s=2.0, startup_s=120.0))
+    jump = LoadCurve(((0, 1), (60, 12)), duration_s=600, name="jump")
+    tightened: list[tuple[str, int, int]] = []
+    tune(jump, slow, target_age_s=2, max_rounds=3, on_step=lambda *call: tightened.append(call))
+    assert len(tightened) == len(CANDIDATES) + 3
+    assert tightened[-1][1:] == (len(CANDIDATES) + 3, len(CANDIDATES) + 3)
+
+
 def test_office_day_curve_ships_and_is_volatile() -> None:
     """The shipped curve covers a day with a night trough, a peak and sudden spikes."""
     curve = load_curve(OFFICE_DAY)
@@ -200,6 +219,9 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     tuned = json.loads((tmp_path / "scale-tune-burst.json").read_text())
+    printed = " ".join(result.output.split())  # CliRunner's console wraps at 80 columns
+    for line in tuned["tuning_steps"]:  # each once: printed while it ran, not again at the end
+        assert printed.count(" ".join(line.split())) == 1, result.output
     assert tuned["met"] is True
     assert tuned["autoscaled"]["backlog_age_s"]["p95"] <= 8
     written = load_cluster_config(config).scaling.inference

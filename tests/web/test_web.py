@@ -252,7 +252,9 @@ def _box_edge_pixels(png: Path, rect: dict[str, float], box: list[float], source
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("live", "mode"), [("webrtc", "burn-in"), ("hls", "burn-in"), ("hls", "overlay")])
+@pytest.mark.parametrize(
+    ("live", "mode"), [("webrtc", "burn-in"), ("webrtc", "overlay"), ("hls", "burn-in"), ("hls", "overlay")]
+)
 def test_console_plays_annotated_video_in_headless_chromium(
     settings: Settings, tmp_path: Path, live: str, mode: str
 ) -> None:
@@ -260,8 +262,9 @@ def test_console_plays_annotated_video_in_headless_chromium(
     `framepipe demo` does) plays its annotated video in Chromium, over WebRTC by default and
     over HLS when WebRTC is unavailable (here: disabled); the screenshot of the playing video
     shows the detection boxes. In overlay mode the video is the camera's own and the console
-    draws the sidecar's boxes on a canvas: the boxes of the frame on screen land on the face
-    (the clip's known face box) in the screenshot."""
+    draws the boxes on a canvas (HLS: the sidecar's; WebRTC: those of the session's boxes data
+    channel): the boxes of the frame on screen land on the face (the clip's known face box) in
+    the screenshot. (The instant view, the console's default, is tests/web/test_instant.py's.)"""
     browser = _chromium()
     if browser is None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium; .ci/run does)")
@@ -285,7 +288,7 @@ def test_console_plays_annotated_video_in_headless_chromium(
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chromium'}", "--autoplay-policy=no-user-gesture-required",
              "--window-size=1280,800", "--hide-scrollbars", f"--remote-debugging-port={port}",
-             "--remote-allow-origins=*", url],
+             "--remote-allow-origins=*", url + "?view=annotated"],
             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "chromium.log", "wb"),  # noqa: SIM115
         )  # fmt: skip
         try:

@@ -34,8 +34,10 @@ from framepipe.local.supervisor import LocalSystem
 from framepipe.media.codec import encode_segment
 from framepipe.media.sample import ClipSpec, astronaut, make_clip, render_frame
 from framepipe.media.stamp import paint_stamp, read_stamp
+from framepipe.web.packet_track import PacketTrack
 from framepipe.web.server import WebServer
-from framepipe.web.whep import CameraFeed, PacketTrack, WhepError, check_offer
+from framepipe.web.whep import WhepError, check_offer
+from framepipe.web.whep_feed import CameraFeed
 from tests.helpers import MEDIA, REPO
 from tests.whep_client import WhepViewer, http, make_offer, stamps
 
@@ -93,7 +95,8 @@ def _server_counts(web: WebServer) -> tuple[int, int, list[str]]:
         return sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
 
     assert web.whep is not None
-    return len(web.whep.sessions), len(web.whep.feeds), web._call(tasks())
+    feeds = len(web.whep.feeds) + len(web.whep.instant_feeds)
+    return len(web.whep.sessions), feeds, web._call(tasks())
 
 
 class TestStamp:
@@ -227,11 +230,13 @@ class TestWhepEndpoint:
             assert time.monotonic() < deadline, _server_counts(server)
             await asyncio.sleep(0.1)
 
-    async def test_no_leaks_after_100_connect_disconnect_cycles(self, server: WebServer) -> None:
-        """100 full connects (ICE + DTLS) and DELETEs leave no session, feed, task or thread behind."""
+    @pytest.mark.parametrize("view", ["annotated", "instant"])
+    async def test_no_leaks_after_100_connect_disconnect_cycles(self, server: WebServer, view: str) -> None:
+        """100 full connects (ICE + DTLS) and DELETEs leave no session, feed, task, thread or NATS
+        subscription behind (the instant view with its boxes data channel too)."""
 
         async def cycle() -> None:
-            viewer = WhepViewer(server.url, "door")
+            viewer = WhepViewer(server.url, "door", view=view, boxes=view == "instant")
             assert (await viewer.connect()).status == 201
             reply = await viewer.close()
             assert reply is not None
@@ -242,6 +247,8 @@ class TestWhepEndpoint:
         await asyncio.sleep(0.5)
         _, _, tasks_before = _server_counts(server)
         threads_before = _own_threads()
+        assert server._nc is not None
+        subscriptions_before = len(server._nc._subs)
         for _ in range(25):  # 100 cycles, 4 at a time
             await asyncio.gather(*(cycle() for _ in range(4)))
         deadline = time.monotonic() + 5  # closing sessions finish their RTCP BYE, then exit
@@ -253,6 +260,7 @@ class TestWhepEndpoint:
             await asyncio.sleep(0.2)
         assert (sessions, feeds) == (0, 0)
         assert not leaked, f"tasks leaked on the server loop: {leaked}"
+        assert len(server._nc._subs) == subscriptions_before, "NATS subscriptions leaked"
         while len(_own_threads()) > len(threads_before) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         after = _own_threads()

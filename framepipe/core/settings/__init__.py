@@ -28,10 +28,11 @@ from framepipe.core.settings.stages import (
     OutputSettings,
     SinkSettings,
 )
+from framepipe.core.settings.thermal import ThermalSettings
 
 ENV_PREFIX = "FRAMEPIPE_"
 #: tables of the same TOML file that only the cluster manifests and the autoscaler read.
-CLUSTER_SECTIONS = ("k8s", "scaling")
+CLUSTER_SECTIONS = ("k8s", "scaling", "cameras")  # cameras: settings/cameras.py
 
 __all__ = [
     "CLUSTER_SECTIONS",
@@ -50,6 +51,7 @@ __all__ = [
     "Settings",
     "SinkSettings",
     "StreamSettings",
+    "ThermalSettings",
     "WebRtcSettings",
     "WebSettings",
     "positive",
@@ -70,6 +72,7 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     web: WebSettings = field(default_factory=WebSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
+    thermal: ThermalSettings = field(default_factory=ThermalSettings)
 
     def consumer(self, stage: str) -> ConsumerSettings:
         section = getattr(self, stage, None)

@@ -70,6 +70,8 @@ class StreamSettings:
     #: the oldest entries go first (DiscardPolicy.OLD) once either is reached.
     dlq_max_bytes: int = 256 * 1024**2
     dlq_max_msgs: int = 100_000
+    #: the THERMAL stream's size (it keeps GOPs as long as VIDEO: streams.video_max_age_s).
+    thermal_max_bytes: int = 1024**3
 
     def __post_init__(self) -> None:
         if self.storage not in ("file", "memory"):
@@ -83,6 +85,7 @@ class StreamSettings:
             ledger_ttl_s=self.ledger_ttl_s,
             dlq_max_bytes=self.dlq_max_bytes,
             dlq_max_msgs=self.dlq_max_msgs,
+            thermal_max_bytes=self.thermal_max_bytes,
         )
         if not 0 <= self.replicas <= 5:
             raise ConfigError(

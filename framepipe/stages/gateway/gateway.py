@@ -11,6 +11,8 @@ source reconnects, a :class:`~framepipe.core.messages.GapMessage` goes to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import threading
 import time
 from typing import Any
@@ -26,6 +28,8 @@ from framepipe.core.settings import Settings
 from framepipe.core.sources import SourceState, is_live, read_source_state, redact
 from framepipe.core.topology import Names, validate_camera_name
 from framepipe.media.gop import Gop
+from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
+from framepipe.stages.gateway.live import LiveForwarder
 from framepipe.stages.gateway.pacing import RealtimePacer
 from framepipe.stages.gateway.reader import (
     END_OF_SOURCE,
@@ -34,15 +38,31 @@ from framepipe.stages.gateway.reader import (
     SourceReader,
     StreamParams,
 )
+from framepipe.stages.gateway.store_full import FullStoreDrops, StoreFullError, is_store_full
 
 log = structlog.get_logger("framepipe.gateway")
 
 
 class Gateway:
     def __init__(
-        self, settings: Settings, camera: str, source: str, pacing: str | None = None, *, once: bool = False
+        self,
+        settings: Settings,
+        camera: str,
+        source: str,
+        pacing: str | None = None,
+        *,
+        once: bool = False,
+        thermal_of: str | None = None,
+        live_packets: bool = True,
     ) -> None:
         self.settings = settings
+        #: a radiometric thermal camera paired with this visible one: its GOPs go to
+        #: ``thermal.<visible camera>`` (read by the fever attribute), never to the video pipeline.
+        self.thermal_of = validate_camera_name(thermal_of) if thermal_of else None
+        #: forward each packet to live.<camera> for the instant view (off: only the bench's
+        #: with/without CPU comparison turns it off; a thermal camera's 16-bit video is not
+        #: something a browser can play).
+        self.live_packets = live_packets and self.thermal_of is None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
         self.camera = validate_camera_name(camera)
@@ -53,6 +73,12 @@ class Gateway:
         self.gaps = 0
         #: the pod's probes: live while the process runs, ready once NATS is connected.
         self.health = health.Health()
+
+    @property
+    def subject(self) -> str:
+        if self.thermal_of:  # one thermal camera per visible one: its subject names the pair
+            return Names.subject(Names.THERMAL, self.thermal_of)
+        return Names.subject(Names.VIDEO, self.camera)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -77,6 +103,7 @@ class Gateway:
         state = SourceState(self.camera, redact(self.source))
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
+            state.dropped_gops = previous.dropped_gops
         state.first_gop = state.next_gop
         await self._save(kv, state)
 
@@ -84,10 +111,24 @@ class Gateway:
         pacing = "live" if live else self.pacing
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
-        reader = SourceReader(self.camera, self.source, self.settings.gateway, self.stopping, once=self.once)
+        forwarder = LiveForwarder(nc, self.camera) if self.live_packets else None
+        on_packet = None
+        if forwarder is not None and pacing == "live":
+            on_packet = functools.partial(forwarder.forward_threadsafe, loop)
+        reader = SourceReader(
+            self.camera,
+            self.source,
+            self.settings.gateway,
+            self.stopping,
+            once=self.once,
+            on_packet=on_packet,
+        )
         threading.Thread(target=reader.run, args=(loop, queue, state), daemon=True).start()
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
+        drops = FullStoreDrops(self.camera)
+        #: a camera outside what the pipeline is tuned for: one warning per problem.
+        check = InputCheck(InputExpectations(gop_max_s=self.settings.gateway.gop_max_seconds))
         try:
             while True:
                 item = await queue.get()
@@ -110,7 +151,7 @@ class Gateway:
                         await self._save(kv, state)
                     continue
                 if isinstance(item, Reconnected):
-                    await self._publish_gap(js, item)
+                    await self._publish_gap(js, dataclasses.replace(item, gop=drops.index(item.gop)))
                     continue
                 if isinstance(item, StreamParams):
                     params = item
@@ -126,25 +167,29 @@ class Gateway:
                         width=params.width,
                         height=params.height,
                         pacing=pacing,
+                        thermal_of=self.thermal_of,
                     )
+                    self._say_degraded(check.stream(params.width, params.height))
                     continue
                 if params is None or not isinstance(item, Gop):
                     raise SourceError(f"reader sent {type(item).__name__} before stream parameters")
                 if pacing == "realtime":
                     # File sources played as if live: wall clock against pts, re-anchored after a jump.
-                    await asyncio.sleep(pacer.delay(item, params.time_base))
+                    wait = pacer.delay(item, params.time_base)
+                    if forwarder is not None:
+                        await forwarder.release(item, wait, params)  # each packet at its own time
+                    else:
+                        await asyncio.sleep(wait)
                 started = time.perf_counter()
+                item = drops.renumber(item)  # dense numbering after GOPs dropped for a full store
                 message = gop_message(self.camera, item, params)
                 headers, body = messages.encode(message)
                 headers[Headers.STAGE] = "gateway"
-                await bus.publish(
-                    js,
-                    Names.subject(Names.VIDEO, self.camera),
-                    body,
-                    headers,
-                    Names.msg_id(self.camera, item.index, "gateway"),
-                )
+                if not await self._publish_gop(js, item, body, headers, drops if live else None):
+                    state.dropped_gops += 1  # saved with the next stored GOP: the store is full now
+                    continue
                 self.published += 1
+                self._say_degraded(check.gop(item, params.time_base))
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
                 await self._save(kv, state)
@@ -161,6 +206,13 @@ class Gateway:
                 )
             state.state = "stopped" if self.stopping.is_set() else "ended"
             state.lost_frames = reader.lost_frames
+            if forwarder is not None:
+                log.info(
+                    "gateway.live_packets",
+                    camera=self.camera,
+                    forwarded=forwarder.forwarded,
+                    dropped=forwarder.dropped,
+                )
             if reader.lost_frames:
                 log.warning("gateway.input_damaged", camera=self.camera, lost_frames=reader.lost_frames)
         except BaseException:
@@ -175,6 +227,55 @@ class Gateway:
             finally:
                 await nc.drain()
         return state
+
+    async def _publish_gop(
+        self,
+        js: JetStreamContext,
+        gop: Gop,
+        body: bytes,
+        headers: dict[str, str],
+        drops: FullStoreDrops | None,
+    ) -> bool:
+        """Publish one GOP to its stream (VIDEO, or THERMAL for a thermal camera); False if it
+        was dropped for a full store.
+
+        File sources (``drops`` None) wait for space; live ones drop (:mod:`.store_full`).
+        """
+        subject = self.subject
+        msg_id = Names.msg_id(self.camera, gop.index, "gateway")
+        if drops is None:
+            await bus.publish(js, subject, body, headers, msg_id)
+            return True
+        all_headers = {**headers, Headers.MSG_ID: msg_id}
+
+        async def once() -> object:
+            try:
+                return await js.publish(subject, body, timeout=10.0, headers=all_headers)
+            except Exception as exc:
+                if is_store_full(exc):
+                    raise StoreFullError(str(exc)) from exc  # not transient: no waiting
+                raise
+
+        try:
+            await bus.retry_transient(once, f"publish {subject}", attempts=None)
+        except StoreFullError:
+            drops.drop(gop)
+            return False
+        if drops.dropping:
+            since, down_s, count = drops.resumed(gop.index)
+            reason = f"JetStream store full: {count} GOPs dropped"
+            await self._publish_gap(js, Reconnected(gop.index, down_s, since, reason))
+        return True
+
+    def _say_degraded(self, found: list[Degraded]) -> None:
+        for problem in found:
+            log.warning(
+                "gateway.input_degraded",
+                camera=self.camera,
+                problem=problem.problem,
+                seen=problem.seen,
+                what_to_do=problem.advice,
+            )
 
     async def _save(self, kv: KeyValue, state: SourceState) -> None:
         """Stamp and store the source state (retried through a NATS restart)."""
@@ -230,4 +331,5 @@ def gop_message(camera: str, gop: Gop, params: StreamParams) -> messages.GopMess
         extradata=params.extradata,
         captured_at=time.time(),
         discontinuity=gop.discontinuity,
+        pixel_format=params.pixel_format,
     )

@@ -20,7 +20,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -83,6 +83,7 @@ class StreamParams:
     height: int
     time_base: Fraction
     extradata: bytes | None
+    pixel_format: str = ""
 
 
 def open_input(
@@ -111,6 +112,7 @@ def stream_params(stream: Any) -> StreamParams:
         height=ctx.height,
         time_base=Fraction(stream.time_base),
         extradata=bytes(ctx.extradata) if ctx.extradata else None,
+        pixel_format=ctx.format.name if ctx.format is not None else "",
     )
 
 
@@ -147,8 +149,12 @@ class SourceReader:
         stopping: threading.Event,
         *,
         once: bool = False,
+        on_packet: Callable[[DemuxedPacket, StreamParams], None] | None = None,
     ) -> None:
         self.camera = camera
+        #: called in this thread with every packet as read (normalized timestamps): the
+        #: instant live view's forwarder; must not block.
+        self.on_packet = on_packet
         #: read a live source once (``run --once``): a failed open or read ends the reader
         #: with the error, the end of the stream ends it; no reconnect.
         self.once = once
@@ -246,7 +252,10 @@ class SourceReader:
                                     lost_total=self.lost_frames,
                                     why="damaged input: the demuxer skipped what it could not read",
                                 )
-                            for gop in cutter.push(DemuxedPacket(pts, dts, keyframe, data)):
+                            packet = DemuxedPacket(pts, dts, keyframe, data)
+                            if self.on_packet is not None:
+                                self.on_packet(packet, params)
+                            for gop in cutter.push(packet):
                                 put(gop)
                     except (av.error.FFmpegError, OSError) as exc:
                         reason = ffmpeg_error_text(exc, url, cfg.read_timeout_s)

@@ -1,5 +1,7 @@
-// framepipe console: live annotated cameras (WebRTC, whep.js; hls.js as the fallback), detections,
-// live latency, backlog and replicas per stage. `?live=hls` forces HLS.
+// framepipe console: live cameras (WebRTC, whep.js; hls.js as the fallback), detections, live
+// latency, backlog and replicas per stage. `?live=hls` forces HLS. `?view=annotated` plays the
+// pipeline's output over WebRTC; the default, `?view=instant`, the camera's own stream at once with
+// the boxes drawn over it as they arrive (the header's toggle switches).
 "use strict";
 const players = {};
 const history = {};
@@ -25,11 +27,26 @@ function addCamera(cam) {
   document.getElementById("grid").append(box);
   const forceHls = new URLSearchParams(location.search).get("live") === "hls";
   if (window.playLive && !forceHls) {
-    const live = playLive(cam, video, () => playHls(cam, video, canvas));
+    const live = playLive(cam, video, () => playHls(cam, video, canvas), liveView(), canvas);
     if (live.mode === "webrtc") players[cam] = live;  // else the fallback registered itself
   } else {
     playHls(cam, video, canvas);
   }
+}
+
+function liveView() {
+  return new URLSearchParams(location.search).get("view") === "annotated" ? "annotated" : "instant";
+}
+
+function setUpViewToggle() {
+  const toggle = document.getElementById("view");
+  if (!toggle) return;
+  toggle.checked = liveView() === "instant";
+  toggle.addEventListener("change", () => {
+    const query = new URLSearchParams(location.search);
+    query.set("view", toggle.checked ? "instant" : "annotated");
+    location.search = query.toString();
+  });
 }
 
 function playHls(cam, video, canvas) {
@@ -57,7 +74,10 @@ function playHls(cam, video, canvas) {
 function latencyText(cam, c) {
   const p = players[cam];
   if (!p) return "";
-  if (p.mode === "webrtc" && c.webrtc && c.webrtc.delay_s !== null) {
+  if (p.mode === "webrtc" && p.view === "instant" && c.webrtc && c.webrtc.instant && c.webrtc.instant.delay_s !== null) {
+    return ` · instant ${(c.webrtc.instant.delay_s + (p.bufferS || 0)).toFixed(2)} s behind`;
+  }
+  if (p.mode === "webrtc" && c.webrtc && c.webrtc.delay_s !== null && c.webrtc.delay_s !== undefined) {
     return ` · WebRTC ${(c.webrtc.delay_s + (p.bufferS || 0)).toFixed(2)} s behind`;
   }
   if (p.mode === "hls" && p.hls && p.hls.latency) return ` · HLS ${p.hls.latency.toFixed(1)} s behind live edge`;
@@ -71,6 +91,7 @@ async function refreshCameras() {
     if (!players[c.camera]) addCamera(c.camera);
     const box = document.getElementById("cam-" + c.camera);
     box.dataset.mode = players[c.camera].mode;
+    box.dataset.view = players[c.camera].mode === "webrtc" ? players[c.camera].view : "";
     box.querySelector(".dets").textContent =
       `${c.frames_with_faces}/${c.frames} recent frames with faces · ${c.segments} segments` +
       (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "") + latencyText(c.camera, c);
@@ -123,5 +144,6 @@ async function tick() {
   try { await refreshCameras(); } catch (e) { console.warn(e); }
   try { await refreshPipeline(); } catch (e) { console.warn(e); }
 }
+setUpViewToggle();
 tick();
 setInterval(tick, 1000);

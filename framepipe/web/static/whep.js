@@ -1,5 +1,6 @@
-// framepipe console: live view over WebRTC (WHEP, POST /whep/<camera>); the console falls back to
-// HLS when this fails. A session that drops (server restart, network) is re-offered after a pause.
+// framepipe console: live view over WebRTC (WHEP, POST /whep/<camera>?view=instant|annotated); the
+// console falls back to HLS when this fails. A session that drops (server restart, network) is
+// re-offered after a pause. Boxes come on the session's "boxes" data channel (live_boxes.js).
 "use strict";
 
 function iceGathered(pc, timeoutMs) {
@@ -15,13 +16,18 @@ function iceGathered(pc, timeoutMs) {
 async function whepConnect(cam, video, player) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTransceiver("video", { direction: "recvonly" });
+  // Lossy and unordered: a late box is worth less than the next one.
+  const boxes = pc.createDataChannel("boxes", { ordered: false, maxRetransmits: 0 });
   pc.ontrack = (event) => {
+    // The instant view is as late as the network: ask for the smallest jitter buffer.
+    if (player.view === "instant" && "jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
     video.play().catch(() => {});
   };
+  if (window.attachLiveBoxes && player.canvas) attachLiveBoxes(cam, video, player.canvas, boxes, player.view);
   await pc.setLocalDescription(await pc.createOffer());
   await iceGathered(pc, 2000);
-  const reply = await fetch("/whep/" + encodeURIComponent(cam), {
+  const reply = await fetch("/whep/" + encodeURIComponent(cam) + "?view=" + player.view, {
     method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
   });
   if (reply.status !== 201) {
@@ -56,9 +62,12 @@ async function playoutDelay(pc) {
   return delay;
 }
 
-// Plays `cam` in `video` over WebRTC; calls `fallback()` once if WebRTC is unavailable at the start.
-function playLive(cam, video, fallback) {
-  const player = { video, mode: "webrtc", pc: null, bufferS: null, session: null, failures: 0 };
+// Plays `cam` in `video` over WebRTC, the `view` ("instant": the camera's own stream at once;
+// "annotated": the pipeline's output), boxes on `canvas`; calls `fallback()` once if WebRTC is
+// unavailable at the start.
+function playLive(cam, video, fallback, view, canvas) {
+  const player = { video, canvas, view: view || "instant", mode: "webrtc", pc: null, bufferS: null,
+                   session: null, failures: 0 };
   const start = async () => {
     try {
       player.pc = await whepConnect(cam, video, player);

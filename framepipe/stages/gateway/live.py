@@ -1,0 +1,114 @@
+"""The instant live view's source: each packet to ``live.<camera>`` as the gateway reads it.
+
+Core NATS, not JetStream: nothing is stored or acknowledged, a message with no
+subscriber is dropped by the server, so with nobody watching the cost is one small
+publish per packet (measured in ``bench/webrtc_latency.py --gateway-cpu``). Lossy
+by design: when the connection is down or its outgoing buffer holds more than
+:data:`MAX_PENDING_BYTES`, packets are dropped (and counted) rather than delaying the
+GOPs that go to VIDEO. Keyframes carry the stream's extradata, so a viewer can start
+at any keyframe (:mod:`framepipe.media.live_packets`).
+
+A live source (RTSP) is forwarded from the demux thread the moment a packet is read;
+a file played in real time is forwarded packet by packet at each packet's own time
+(:meth:`LiveForwarder.release`), so it looks like a camera to a viewer too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+
+import structlog
+from nats.aio.client import Client
+
+from framepipe.core.topology import Names
+from framepipe.media.gop import DemuxedPacket, Gop
+from framepipe.media.live_packets import MAX_PACKET_BYTES, LivePacket
+from framepipe.stages.gateway.reader import StreamParams
+
+log = structlog.get_logger("framepipe.gateway")
+#: outgoing bytes the NATS client may hold before live packets are dropped (~2 s of 4 Mbit/s).
+MAX_PENDING_BYTES = 1024 * 1024
+
+
+class LiveForwarder:
+    """Publishes one camera's packets to ``live.<camera>``, fire-and-forget."""
+
+    def __init__(self, nc: Client, camera: str) -> None:
+        self.nc = nc
+        self.camera = camera
+        self.subject = Names.live_subject(camera)
+        self.forwarded = 0
+        self.dropped = 0
+        self._warned_size = False
+        self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget, but referenced until done
+
+    async def forward(
+        self, packet: DemuxedPacket, params: StreamParams, read_at: float | None = None
+    ) -> None:
+        """Publish ``packet`` now (on the event loop); drop it when the bus cannot take it at once."""
+        if len(packet.data) > MAX_PACKET_BYTES:
+            self.dropped += 1
+            if not self._warned_size:
+                self._warned_size = True
+                log.warning(
+                    "gateway.live_packet_too_big",
+                    camera=self.camera,
+                    bytes=len(packet.data),
+                    limit=MAX_PACKET_BYTES,
+                    detail="not sent to the instant view (the GOP still goes to VIDEO); lower the bitrate",
+                )
+            return
+        if not self.nc.is_connected or self.nc.pending_data_size > MAX_PENDING_BYTES:
+            self.dropped += 1
+            return
+        live = LivePacket(
+            codec=params.codec,
+            pts=packet.pts,
+            dts=packet.dts,
+            time_base=params.time_base,
+            keyframe=packet.keyframe,
+            seq=self.forwarded,
+            read_at=read_at if read_at is not None else time.time(),
+            data=packet.data,
+            extradata=(params.extradata or b"") if packet.keyframe else b"",
+        )
+        try:
+            await self.nc.publish(self.subject, live.encode())
+        except Exception:  # noqa: BLE001 - the instant view is best effort; VIDEO is what counts
+            self.dropped += 1
+            return
+        self.forwarded += 1
+
+    def forward_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, packet: DemuxedPacket, params: StreamParams
+    ) -> None:
+        """From the demux thread: hand the packet to the loop and return at once (never blocks)."""
+        read_at = time.time()
+        loop.call_soon_threadsafe(self._start, packet, params, read_at)
+
+    def _start(self, packet: DemuxedPacket, params: StreamParams, read_at: float) -> None:
+        task = asyncio.ensure_future(self.forward(packet, params, read_at))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def release(self, gop: Gop, wait_s: float, params: StreamParams) -> None:
+        """A file played in real time: forward each packet of ``gop`` at its own time.
+
+        ``wait_s`` is when the GOP's last frame is due (the real-time pacer's delay); the
+        call returns then, as the plain sleep it replaces would.
+        """
+        time_base: Fraction = params.time_base
+        last_due = time.monotonic() + wait_s
+        last_pts = max(p.pts for p in gop.packets)
+        due = 0.0
+        for packet in gop.packets:  # decode order; times never go backwards (B-frames)
+            due = max(due, last_due - float((last_pts - packet.pts) * time_base))
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.forward(packet, params)
+        rest = last_due - time.monotonic()
+        if rest > 0:
+            await asyncio.sleep(rest)
