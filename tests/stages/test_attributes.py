@@ -230,3 +230,34 @@ class TestProductStreams:
         changed = np.argwhere((plain != labelled).any(axis=2))
         assert len(changed) > 50
         assert changed[:, 0].min() > 220, "only below the box"
+
+
+class TestRunRefusesEarly:
+    """`framepipe run` checks the attributes before it starts anything."""
+
+    def test_unknown_attribute_and_missing_model_are_one_line_each(self, tmp_path: Path) -> None:
+        """analysis.attributes = "hat", or a mask model that is not there: exit 2, one line, no system."""
+        from typer.testing import CliRunner
+
+        from framepipe.cli.app import app
+
+        source = tmp_path / "clip.mp4"
+        source.write_bytes(b"")
+        base = {"FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state")}
+        runner = CliRunner()
+        for env, expected in (
+            ({"FRAMEPIPE_ANALYSIS__ATTRIBUTES": "hat"}, "unknown face attribute 'hat'"),
+            (
+                {
+                    "FRAMEPIPE_ANALYSIS__ATTRIBUTES": "mask",
+                    "FRAMEPIPE_ANALYSIS__MASK_MODEL": str(tmp_path / "m.onnx"),
+                },
+                "run `make models`",
+            ),
+        ):
+            result = runner.invoke(app, ["run", "--source", str(source), "--once"], env={**base, **env})
+            assert result.exit_code != 0
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert len(lines) == 1, result.output
+            assert expected in lines[0]
+        assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
