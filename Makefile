@@ -70,6 +70,14 @@ $(FACE_PHOTOS): | $(STAMP)
 
 face-photos: $(FACE_PHOTOS)
 
+# The mask attribute's BASELINE classifier, trained on masks drawn on those portraits and on
+# the ones scikit-image and matplotlib ship (docs/attributes.md; about a minute on 2 cores).
+MASK_MODEL := .cache/models/mask_baseline.onnx
+$(MASK_MODEL): $(FACE_PHOTOS) | $(STAMP)
+	$(BIN)/python -m framepipe.stages.analysis.attributes.mask_baseline --models-dir .cache/models --photos-dir .cache/face-photos
+
+models: $(MASK_MODEL)
+
 demo: $(STAMP) models sample web-assets
 	$(BIN)/framepipe demo
 

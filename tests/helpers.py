@@ -113,3 +113,23 @@ def output_gops(settings: Settings, camera: str) -> Counter[int]:
             await nc.close()
 
     return asyncio.run(scan())
+
+
+def masked_portrait_clip(name: str, spec: ClipSpec) -> Path:
+    """:func:`portrait_clip` with a light-blue surgical mask drawn over nose and mouth (the
+    mask baseline's drawing, from the 5 landmarks dlib finds on the photo), made once."""
+    from PIL import Image
+
+    from framepipe.stages.analysis.attributes.mask_synth import MaskLook, draw_mask
+    from framepipe.stages.analysis.embedder import FaceEmbedder, read_image
+
+    path = MEDIA / f"masked_{Path(name).stem}_{spec.cache_name}"
+    if not path.is_file():
+        photo = read_image(face_photo(name))
+        embedder = FaceEmbedder()
+        (box,) = embedder.detect(photo)
+        landmarks = embedder.crop(photo, box).landmarks
+        masked = draw_mask(photo, landmarks, "worn", MaskLook("surgical", (155, 200, 232), (0, 0, 0)))
+        square = Image.fromarray(masked).crop(PORTRAIT_CROPS[name]).resize((512, 512))
+        make_clip(path, spec, np.asarray(square))
+    return path

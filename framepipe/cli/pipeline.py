@@ -79,7 +79,10 @@ def _run_local(
     fresh: bool = False,
 ) -> int:
     from framepipe.local.signals import stop_on_signals
+    from framepipe.stages.analysis.reading import AttributeSet
 
+    # Unknown face attributes or a missing mask model: one line now, not a crashing replica.
+    AttributeSet(settings).load()
     try:
         with stop_on_signals():  # SIGTERM/SIGHUP drain like Ctrl-C
             return _run_system(

@@ -11,6 +11,12 @@ as well. Types:
   ``analysis.unknown_alert_after_gops`` analysed GOPs; once per track, never per frame.
 - ``person.left``: the track was not seen for ``analysis.track_max_gap_gops`` GOPs
   (or its camera ended).
+- ``alert.<name>`` from a face attribute (``alert.fever``): once per track, when the
+  attribute's own rule says so (docs/attributes.md).
+
+Every event carries the track's current face-attribute values (``attributes``, e.g.
+``{"mask": {"value": "worn", "confidence": 0.93}}``; empty: none switched on or no
+reading yet).
 
 Every event's ``id`` is deterministic (camera, track, type, and the name for
 ``identified``) and is its ``Nats-Msg-Id``, so a replay after a crash is
@@ -19,6 +25,7 @@ de-duplicated by the stream instead of reaching applications twice.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from framepipe.core.errors import SchemaError
@@ -29,6 +36,13 @@ IDENTIFIED = "person.identified"
 LEFT = "person.left"
 UNKNOWN_ALERT = "alert.unknown_person"
 TYPES = (APPEARED, IDENTIFIED, LEFT, UNKNOWN_ALERT)
+#: the types face attributes raise (``Followed.alert``): ``alert.<word>``.
+ATTRIBUTE_ALERT = re.compile(r"^alert\.[a-z][a-z0-9_]*$")
+
+
+def known_type(kind: Any) -> bool:
+    return isinstance(kind, str) and (kind in TYPES or bool(ATTRIBUTE_ALERT.match(kind)))
+
 
 _BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
 
@@ -46,7 +60,10 @@ EVENT_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema": {"const": SCHEMA_VERSION},
         "id": {"type": "string", "description": "deterministic; the Nats-Msg-Id"},
-        "type": {"enum": list(TYPES)},
+        "type": {
+            "anyOf": [{"enum": list(TYPES)}, {"type": "string", "pattern": ATTRIBUTE_ALERT.pattern}],
+            "description": "what happened; alert.<word> (e.g. alert.fever) comes from a face attribute",
+        },
         "camera": {"type": "string"},
         "track": {"type": "integer", "minimum": 1, "description": "one id per person per camera"},
         "identity": {"type": "string", "description": "the gallery's name, or 'unknown'"},
@@ -57,6 +74,19 @@ EVENT_SCHEMA: dict[str, Any] = {
         "first_seen": {"type": "number", "description": "Unix time of the track's first frame"},
         "last_seen": {"type": "number", "description": "Unix time of its last frame so far"},
         "gop": {"type": "integer", "description": "the GOP whose analysis decided the event"},
+        "attributes": {
+            "type": "object",
+            "description": "the track's current face-attribute values (analysis.attributes)",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["value", "confidence"],
+                "additionalProperties": False,
+                "properties": {
+                    "value": {"type": ["string", "number"], "description": "e.g. worn, or 37.9 (°C)"},
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+        },
         "snapshot": {
             "type": "object",
             "required": ["gop", "frame", "box", "segment", "file"],
@@ -92,8 +122,9 @@ def make_event(
     last_seen: float,
     gop: int,
     snapshot: dict[str, Any],
+    attributes: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    if kind not in TYPES:
+    if not known_type(kind):
         raise SchemaError(f"unknown event type {kind!r}")
     return {
         "schema": SCHEMA_VERSION,
@@ -107,6 +138,7 @@ def make_event(
         "last_seen": round(last_seen, 3),
         "gop": gop,
         "snapshot": snapshot,
+        "attributes": attributes or {},
     }
 
 
@@ -117,6 +149,6 @@ def check_event(event: Any) -> dict[str, Any]:
     missing = [k for k in EVENT_SCHEMA["required"] if k not in event]
     if missing:
         raise SchemaError(f"event lacks {', '.join(missing)}")
-    if event["type"] not in TYPES or event["schema"] != SCHEMA_VERSION:
+    if not known_type(event["type"]) or event["schema"] != SCHEMA_VERSION:
         raise SchemaError(f"event type {event['type']!r} / schema {event['schema']!r} is not known")
     return event

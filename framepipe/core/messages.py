@@ -61,6 +61,48 @@ JSON_CONTENT_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
+class AttributeReading:
+    """One face attribute's reading (``analysis.attributes``): e.g. mask = "worn" at 0.93.
+
+    ``value`` is a label or a number (a temperature); a face without a reading of an
+    attribute simply has no entry for it ("no reading" is never a made-up value)."""
+
+    name: str
+    value: str | float
+    confidence: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "confidence": round(self.confidence, 4)}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> AttributeReading:
+        if not isinstance(raw, dict):
+            raise SchemaError("attribute reading must be a map")
+        name, value, confidence = raw.get("name"), raw.get("value"), raw.get("confidence", 0.0)
+        if (
+            not isinstance(name, str)
+            or isinstance(value, bool)
+            or not isinstance(value, str | int | float)
+            or isinstance(confidence, bool)
+            or not isinstance(confidence, int | float)
+        ):
+            raise SchemaError(f"malformed attribute reading {raw!r}"[:200])
+        return cls(name, value if isinstance(value, str) else float(value), float(confidence))
+
+
+def attributes_map(readings: tuple[AttributeReading, ...]) -> dict[str, dict[str, Any]]:
+    """The JSON form applications read: ``{"mask": {"value": "worn", "confidence": 0.93}}``."""
+    return {r.name: {"value": r.value, "confidence": round(r.confidence, 4)} for r in readings}
+
+
+def attributes_from_map(raw: Any) -> tuple[AttributeReading, ...]:
+    if not isinstance(raw, dict):
+        raise SchemaError("attributes must be a map of name to {value, confidence}")
+    return tuple(AttributeReading.from_wire({"name": k, **v}) if isinstance(v, dict)
+                 else AttributeReading.from_wire(v) for k, v in raw.items())  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Detection:
     box: tuple[float, float, float, float]
     score: float
@@ -70,6 +112,8 @@ class Detection:
     track: int = -1
     #: set by the analysis stage: the gallery's name, ``"unknown"``, or "" (not analysed).
     identity: str = ""
+    #: set by the analysis stage: the readings of the face's tracklet (``analysis.attributes``).
+    attributes: tuple[AttributeReading, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -80,6 +124,8 @@ class Detection:
         if self.track >= 0:  # only analysed detections carry them: DETECTIONS stays as it was
             wire["track"] = self.track
             wire["identity"] = self.identity
+        if self.attributes:
+            wire["attributes"] = attributes_map(self.attributes)
         return wire
 
     @classmethod
@@ -102,7 +148,8 @@ class Detection:
         ):
             raise SchemaError(f"malformed detection {raw!r}"[:200])
         box4 = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-        return cls(box4, float(score), label, track, identity)
+        attributes = attributes_from_map(raw["attributes"]) if "attributes" in raw else ()
+        return cls(box4, float(score), label, track, identity, attributes)
 
 
 @dataclass(frozen=True)
@@ -340,10 +387,14 @@ class FaceTracklet:
     best_frame: int = -1
     best_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     snapshot: bytes = b""
+    #: the tracklet's readings of the camera's switched-on attributes (none: no reading).
+    attributes: tuple[AttributeReading, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+        wire = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                 for f in dataclasses.fields(self)}  # fmt: skip
+        wire["attributes"] = [a.to_wire() for a in self.attributes]
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Any) -> FaceTracklet:

@@ -76,6 +76,8 @@ FIELD_DOCS: dict[str, str] = {
     "Detection.label": "what was detected",
     "Detection.track": "the face's track id on its camera (analysed detections only)",
     "Detection.identity": "the gallery's name or 'unknown' (analysed detections only)",
+    "Detection.attributes": "the face's attribute readings by name, e.g. mask (analysis.attributes; "
+    "absent: none switched on, or no reading)",
 }
 
 DETECTION: Schema = {
@@ -94,6 +96,18 @@ DETECTION: Schema = {
         "label": {"type": "string", "description": FIELD_DOCS["Detection.label"]},
         "track": {"type": "integer", "description": FIELD_DOCS["Detection.track"]},
         "identity": {"type": "string", "description": FIELD_DOCS["Detection.identity"]},
+        "attributes": {
+            "type": "object",
+            "description": FIELD_DOCS["Detection.attributes"],
+            "additionalProperties": {
+                "type": "object",
+                "required": ["value", "confidence"],
+                "properties": {
+                    "value": {"type": ["string", "number"], "description": "e.g. worn, or 37.9 (°C)"},
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+        },
     },
 }
 

@@ -159,6 +159,18 @@ def paint_detections(painter: Painter, detections: Iterable[Detection]) -> None:
         # An analysed face shows who it is (or "unknown"); otherwise the label and score.
         text = det.identity or f"{det.label} {det.score:.2f}"
         draw_text(painter, x1, y1 - 7 * scale, text, scale)
+        # Its attribute readings, one plate under the box: "mask worn  fever 37.9".
+        if det.attributes:
+            draw_text(painter, x1, y2 + 1, attribute_caption(det), scale)
+
+
+def attribute_caption(det: Detection) -> str:
+    """``mask worn fever 37.9``: each reading's name and value (numbers to one decimal)."""
+    parts = [
+        f"{a.name} {a.value:.1f}" if isinstance(a.value, float) else f"{a.name} {a.value}"
+        for a in det.attributes
+    ]
+    return "  ".join(parts)
 
 
 def draw_detections(image: npt.NDArray[np.uint8], detections: Iterable[Detection]) -> None:

@@ -82,7 +82,13 @@ class CameraProgress:
 
 class CameraOutput:
     def __init__(
-        self, root: Path, camera: str, first_gop: int, window: int, analysis: AnalysisSettings | None = None
+        self,
+        root: Path,
+        camera: str,
+        first_gop: int,
+        window: int,
+        analysis: AnalysisSettings | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.dir = root / camera
         self.state_dir = self.dir / STATE_DIR
@@ -100,7 +106,7 @@ class CameraOutput:
             handle.truncate(self.progress.detections_bytes)
         with open(self.dir / EVENTS_FILE, "ab") as handle:
             handle.truncate(self.progress.events_bytes)
-        self.tracker = CameraTracker(camera, analysis or AnalysisSettings(), self.progress.tracks)
+        self.tracker = CameraTracker(camera, analysis or AnalysisSettings(), self.progress.tracks, settings)
 
     def add_segment(self, segment: SegmentMessage) -> None:
         _write_atomic(self.dir / segment_name(segment.gop), segment.data)
@@ -213,6 +219,7 @@ class OutputWriter:
     """Shared by the segment and gap consumers of one sink process."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.analysis = settings.analysis
         self.root = Path(settings.sink.output_dir)
         self.window = settings.sink.playlist_window
@@ -244,7 +251,9 @@ class OutputWriter:
             validate_camera_name(name)
             state = await read_source_state(self.js, name) if self.js else None
             first = state.first_gop if state else 0
-            self.cameras[name] = CameraOutput(self.root, name, first, self.window, self.analysis)
+            self.cameras[name] = CameraOutput(
+                self.root, name, first, self.window, self.analysis, self.settings
+            )
         return self.cameras[name]
 
     async def flush_events(self, output: CameraOutput) -> None:

@@ -25,10 +25,13 @@ import numpy as np
 from nats.js import JetStreamContext
 
 from framepipe.core import bus, events
+from framepipe.core.errors import ConfigError
 from framepipe.core.gallery import UNKNOWN
 from framepipe.core.messages import FaceTracklet
-from framepipe.core.settings import AnalysisSettings
+from framepipe.core.settings import AnalysisSettings, Settings
 from framepipe.core.topology import Names
+from framepipe.stages.analysis.attributes import attribute_class
+from framepipe.stages.analysis.attributes.base import NO_READING, FaceAttribute, Reading
 from framepipe.stages.analysis.tracklets import box_iou
 
 #: tracklets whose votes decide a track's identity: the last few GOPs (a few seconds).
@@ -78,6 +81,18 @@ class Track:
     alerted: bool = False
     named: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] = field(default_factory=dict)
+    #: each face attribute's state (``FaceAttribute.follow``) and the alerts already raised.
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+
+
+class _KeptReading(FaceAttribute[None]):
+    """How the sink follows an attribute this build does not know: the last reading."""
+
+    name = ""
+
+    def read(self, samples: Any, side: None) -> Reading:
+        return NO_READING
 
 
 def _embedding(face: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.float32]] | None:
@@ -88,9 +103,17 @@ def _embedding(face: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.float32]] | 
 
 
 class CameraTracker:
-    def __init__(self, camera: str, cfg: AnalysisSettings, state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        camera: str,
+        cfg: AnalysisSettings,
+        state: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.camera = camera
         self.cfg = cfg
+        self.settings = settings or Settings(analysis=cfg)
+        self._followers: dict[str, FaceAttribute[Any]] = {}
         state = state or {}
         self.next_id: int = int(state.get("next_id", 1))
         self.tracks: list[Track] = [Track(**t) for t in state.get("tracks", [])]
@@ -109,7 +132,41 @@ class CameraTracker:
             last_seen=track.last_seen,
             gop=gop,
             snapshot=track.snapshot,
+            attributes=self._current(track),
         )
+
+    def _follower(self, name: str) -> FaceAttribute[Any]:
+        if name not in self._followers:
+            try:
+                self._followers[name] = attribute_class(name)(self.settings)
+            except ConfigError:
+                self._followers[name] = _KeptReading(self.settings)
+        return self._followers[name]
+
+    def _current(self, track: Track) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, state in track.attributes.items():
+            reading = self._follower(name).current(state)
+            if reading.present:
+                out[name] = {"value": reading.value, "confidence": round(reading.confidence, 4)}
+        return out
+
+    def _follow(self, track: Track, face: dict[str, Any], gop: int) -> list[dict[str, Any]]:
+        """Fold the tracklet's attribute readings into the track; its alerts, once each."""
+        readings = {
+            r["name"]: Reading(r["value"], float(r.get("confidence", 0.0)))
+            for r in face.get("attributes", [])
+        }
+        raised: list[str] = []
+        for name in [*track.attributes, *(n for n in readings if n not in track.attributes)]:
+            followed = self._follower(name).follow(
+                track.attributes.get(name, {}), readings.get(name, NO_READING)
+            )
+            track.attributes[name] = dict(followed.state)
+            if followed.alert and followed.alert not in track.alerts:
+                track.alerts.append(followed.alert)
+                raised.append(followed.alert)
+        return [self._event(kind, track, gop) for kind in raised]
 
     def _candidate(self, face: dict[str, Any], gop: int, taken: set[int]) -> Track | None:
         emb = _embedding(face)
@@ -175,9 +232,11 @@ class CameraTracker:
                 track.recent = ([*track.recent, face.get("identity") or UNKNOWN])[-VOTE_WINDOW:]
             # The vote first, so that "appeared" already names a person known at once.
             decided = self._revote(track, face, gop, snapshot) if embedded else []
+            alerts = self._follow(track, face, gop) if embedded else []
             if appeared:
                 out.append(self._event(events.APPEARED, track, gop))
             out.extend(decided)
+            out.extend(alerts)
         out.extend(self._expire(gop))
         return mapping, out
 

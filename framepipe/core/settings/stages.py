@@ -8,6 +8,7 @@ from typing import Literal
 
 from framepipe.core.errors import ConfigError
 from framepipe.core.paths import resolve_models_dir
+from framepipe.core.settings.attributes import attribute_list, camera_attribute_lists
 from framepipe.core.settings.bus import ConsumerSettings, positive
 
 
@@ -266,6 +267,12 @@ class AnalysisSettings(ConsumerSettings):
     track_max_gap_gops: int = 1
     #: GOPs a track must stay unknown before its one alert.unknown_person.
     unknown_alert_after_gops: int = 2
+    #: face attributes of every camera, comma-separated (e.g. "mask"); empty: none.
+    attributes: str = ""
+    #: per-camera overrides of ``attributes``: "lobby=mask,fever; garage=" (docs/attributes.md).
+    camera_attributes: str = ""
+    #: the mask classifier (ONNX, docs/attributes.md); empty: the baseline in inference.models_dir.
+    mask_model: str = ""
 
     def __post_init__(self) -> None:
         self._check("analysis")
@@ -282,6 +289,22 @@ class AnalysisSettings(ConsumerSettings):
         )
         if self.track_max_gap_gops < 0:
             raise ConfigError(f"analysis.track_max_gap_gops must be >= 0, got {self.track_max_gap_gops}")
+        attribute_list("analysis.attributes", self.attributes)
+        camera_attribute_lists(self.camera_attributes)
+
+    def attributes_for(self, camera: str) -> tuple[str, ...]:
+        """The attributes switched on for ``camera``: its override, else ``attributes``."""
+        overrides = camera_attribute_lists(self.camera_attributes)
+        if camera in overrides:
+            return overrides[camera]
+        return attribute_list("analysis.attributes", self.attributes)
+
+    def all_attributes(self) -> tuple[str, ...]:
+        """Every attribute some camera uses (what an analysis replica loads)."""
+        names = list(attribute_list("analysis.attributes", self.attributes))
+        for listed in camera_attribute_lists(self.camera_attributes).values():
+            names += [n for n in listed if n not in names]
+        return tuple(names)
 
     def gallery_path(self, state_dir: str) -> Path:
         return Path(self.gallery_dir) if self.gallery_dir else Path(state_dir) / "faces"

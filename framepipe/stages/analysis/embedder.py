@@ -15,6 +15,7 @@ file) finds it, and a photo must show exactly one face of at least
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class Crop:
     frontalness: float
     #: variance of the chip's Laplacian (blur lowers it).
     sharpness: float
+    #: dlib's 5 landmarks (eye corners 0-1 and 2-3, nose 4) in the frame's pixels, (5, 2).
+    landmarks: npt.NDArray[np.float32] = dataclasses.field(
+        default_factory=lambda: np.zeros((5, 2), np.float32)
+    )
 
 
 #: the model files inside the face-recognition-models package (public domain); never the
@@ -101,7 +106,7 @@ class FaceEmbedder:
         rect = self._dlib.rectangle(x1, y1, x2, y2)
         shape = self.shape_predictor(image, rect)
         chip = np.asarray(self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
-        return Crop(chip, _frontalness(shape), _sharpness(chip))
+        return Crop(chip, _frontalness(shape), _sharpness(chip), _points(shape))
 
     def describe(self, chips: list[Image]) -> npt.NDArray[np.float32]:
         """Descriptors of aligned chips, one network call for all of them: (n, 128)."""
@@ -180,9 +185,13 @@ def _resize(image: Image, scale: float) -> Image:
     return np.asarray(PILImage.fromarray(image).resize(size, PILImage.Resampling.BILINEAR))
 
 
+def _points(shape: Any) -> npt.NDArray[np.float32]:
+    return np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], dtype=np.float32)
+
+
 def _frontalness(shape: Any) -> float:
     """dlib's 5 points are eye corners (0-1 one eye, 2-3 the other) and the nose (4)."""
-    points = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], dtype=np.float32)
+    points = _points(shape)
     eye_a, eye_b, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
     span = float(np.linalg.norm(eye_a - eye_b))
     if span <= 0:

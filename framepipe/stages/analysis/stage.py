@@ -28,12 +28,21 @@ from nats.js.errors import NotFoundError
 from framepipe.core import health, messages
 from framepipe.core.errors import MissingInputError
 from framepipe.core.gallery import UNKNOWN, GalleryIndex
-from framepipe.core.messages import Detection, EncodeItem, FaceTracklet, FrameDetections, GopMessage
+from framepipe.core.messages import (
+    AttributeReading,
+    Detection,
+    EncodeItem,
+    FaceTracklet,
+    FrameDetections,
+    GopMessage,
+)
 from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
 from framepipe.media.codec import decode_gop
+from framepipe.stages.analysis.attributes.base import FaceSample
 from framepipe.stages.analysis.embedder import Crop, FaceEmbedder
+from framepipe.stages.analysis.reading import AttributeSet
 from framepipe.stages.analysis.tracklets import Sighting, Tracklet, choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
 from framepipe.stages.output_routing import OutputRouter
@@ -46,6 +55,19 @@ class Embedded:
     sightings: list[Sighting]
     crops: list[Crop]
     descriptors: npt.NDArray[np.float32]
+    #: the full-resolution frame's (width, height).
+    frame_size: tuple[int, int] = (0, 0)
+
+    def samples(self, gop: GopMessage) -> list[FaceSample]:
+        """The crops as the attributes see them (:class:`FaceSample`)."""
+        base = min(gop.pts)
+        tick = Fraction(*gop.time_base)
+        return [
+            FaceSample(
+                s.frame, float((s.pts - base) * tick), s.detection.box, c.landmarks, c.chip, self.frame_size
+            )
+            for s, c in zip(self.sightings, self.crops, strict=True)
+        ]
 
 
 async def read_gop(js: JetStreamContext, item: EncodeItem) -> GopMessage:
@@ -95,6 +117,8 @@ class Analysis(Stage[EncodeItem]):
         self._embedder: FaceEmbedder | None = None
         self.gallery = GalleryWatch(settings.analysis.match_threshold)
         self.router = OutputRouter(settings)
+        #: unknown attribute names fail here, in one line, before anything starts.
+        self.attributes = AttributeSet(settings)
 
     @property
     def embedder(self) -> FaceEmbedder:
@@ -104,6 +128,7 @@ class Analysis(Stage[EncodeItem]):
 
     async def setup(self, js: JetStreamContext) -> None:
         self._embedder = await asyncio.to_thread(FaceEmbedder)
+        await asyncio.to_thread(self.attributes.load)
         health.set_backend(self.name, "dlib-cpu")
         await self.gallery.start(js)
         await self.router.setup(js)
@@ -120,10 +145,12 @@ class Analysis(Stage[EncodeItem]):
                 by_frame.setdefault(sighting.frame, []).append((local, sighting))
         crops: list[tuple[int, Sighting, Crop]] = []
         last = max(by_frame)
+        size = (0, 0)
         for offset, frame in enumerate(decode_gop(gop, 1)):
             index = gop.frame_offset + offset
             if index in by_frame:
                 image: npt.NDArray[np.uint8] = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+                size = (image.shape[1], image.shape[0])
                 for local, sighting in by_frame[index]:
                     crops.append((local, sighting, self.embedder.crop(image, sighting.detection.box)))
             if index >= last:
@@ -132,10 +159,18 @@ class Analysis(Stage[EncodeItem]):
         out: dict[int, Embedded] = {}
         for local in wanted:
             rows = [i for i, (owner, _, _) in enumerate(crops) if owner == local]
-            out[local] = Embedded([crops[i][1] for i in rows], [crops[i][2] for i in rows], descriptors[rows])
+            out[local] = Embedded(
+                [crops[i][1] for i in rows], [crops[i][2] for i in rows], descriptors[rows], size
+            )
         return out
 
-    def summarise(self, track: Tracklet, embedded: Embedded | None, gop: GopMessage | None) -> FaceTracklet:
+    def summarise(
+        self,
+        track: Tracklet,
+        embedded: Embedded | None,
+        gop: GopMessage | None,
+        attributes: tuple[AttributeReading, ...] = (),
+    ) -> FaceTracklet:
         cfg = self.settings.analysis
         first, last = track.sightings[0], track.last
         identity, distance, embedding, best = UNKNOWN, -1.0, b"", first
@@ -164,6 +199,7 @@ class Analysis(Stage[EncodeItem]):
             best_frame=best.frame,
             best_box=best.detection.box,
             snapshot=snapshot,
+            attributes=attributes,
         )
 
     async def process(self, message: EncodeItem, ctx: WorkContext) -> Done:
@@ -178,17 +214,27 @@ class Analysis(Stage[EncodeItem]):
             gop = await read_gop(ctx.js, message)  # for the timestamps even without crops
         if wanted and gop is not None:
             embedded = await self.offload(self.embed, gop, wanted)
-        faces = tuple(self.summarise(t, embedded.get(t.local), gop) for t in tracks)
-        named: dict[tuple[int, int], tuple[int, str]] = {}
+        readings: dict[int, tuple[AttributeReading, ...]] = {}
+        switched_on = self.attributes.for_camera(message.camera)
+        if switched_on and embedded and gop is not None:
+            gathered = await self.attributes.gather(ctx.js, message, gop, switched_on)
+            samples = {local: e.samples(gop) for local, e in embedded.items()}
+            readings = await self.offload(
+                self.attributes.read, message.camera, message.gop, gathered, samples
+            )
+        faces = tuple(
+            self.summarise(t, embedded.get(t.local), gop, readings.get(t.local, ())) for t in tracks
+        )
+        named: dict[tuple[int, int], tuple[int, str, tuple[AttributeReading, ...]]] = {}
         for track, face in zip(tracks, faces, strict=True):
             for s in track.sightings:
-                named[(s.frame, s.index)] = (track.local, face.identity or UNKNOWN)
+                named[(s.frame, s.index)] = (track.local, face.identity or UNKNOWN, face.attributes)
         frames = tuple(
             FrameDetections(
                 f.frame,
                 f.pts,
                 tuple(
-                    Detection(d.box, d.score, d.label, *named.get((f.frame, i), (-1, "")))
+                    Detection(d.box, d.score, d.label, *named.get((f.frame, i), (-1, "", ())))
                     for i, d in enumerate(f.detections)
                 ),
             )
@@ -210,6 +256,7 @@ class Analysis(Stage[EncodeItem]):
                 "identified": identified,
                 "gallery": len(self.gallery.index),
                 **routed,
+                "attributes": sum(len(f.attributes) for f in faces),
             },
         )
 

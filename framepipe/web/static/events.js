@@ -12,7 +12,11 @@ function eventItem(cam, e) {
   const when = new Date(e.last_seen * 1000).toLocaleTimeString();
   const who = e.identity + (e.distance !== null && e.distance !== undefined ? ` (${e.distance.toFixed(2)})` : "");
   const snap = e.snapshot || {};
-  const text = `${when} · track ${e.track} · ${EVENT_LABELS[e.type] || e.type} · ${who}` +
+  const kind = EVENT_LABELS[e.type] || (e.type.startsWith("alert.") ? `ALERT ${e.type.slice(6)}` : e.type);
+  // The track's face attributes (docs/attributes.md): "mask worn", "fever 37.9".
+  const attrs = Object.entries(e.attributes || {})
+    .map(([name, a]) => `${name} ${typeof a.value === "number" ? a.value.toFixed(1) : a.value}`).join(", ");
+  const text = `${when} · track ${e.track} · ${kind} · ${who}` + (attrs ? ` · ${attrs}` : "") +
     (snap.segment ? ` · ${snap.segment} frame ${snap.frame}` : "");
   li.append(document.createTextNode(text));
   if (snap.url) {

@@ -54,6 +54,9 @@ function attachOverlay(cam, video, hls, canvas) {
       const x = ox + x1 * scale, y = oy + y1 * scale;
       ctx.strokeRect(x, y, (x2 - x1) * scale, (y2 - y1) * scale);
       ctx.fillText(`${d.label} ${d.score.toFixed(2)}`, x + 2, Math.max(12, y - 4));
+      const attrs = Object.entries(d.attributes || {})
+        .map(([name, a]) => `${name} ${typeof a.value === "number" ? a.value.toFixed(1) : a.value}`);
+      if (attrs.length) ctx.fillText(attrs.join("  "), x + 2, y + (y2 - y1) * scale + 14);
     }
     state.drawn += 1;
   }

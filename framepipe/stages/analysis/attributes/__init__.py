@@ -15,7 +15,7 @@ from framepipe.stages.analysis.attributes.base import FaceAttribute
 
 _REGISTRY: dict[str, type[FaceAttribute[Any]]] = {}
 #: the attribute modules, imported on first lookup (their models load only in ``load()``).
-_MODULES: tuple[str, ...] = ("fever",)
+_MODULES: tuple[str, ...] = ("fever", "mask")
 
 
 def register(cls: type[FaceAttribute[Any]]) -> type[FaceAttribute[Any]]:

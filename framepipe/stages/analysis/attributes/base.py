@@ -99,7 +99,20 @@ class FaceAttribute(ABC, Generic[SideInput]):
     def follow(self, state: TrackState, reading: Reading) -> Followed:
         """Fold one more tracklet's reading into the track's state (the sink, in GOP order).
 
-        Default: keep the last present reading, raise nothing."""
+        The sink calls it for each analysed tracklet of the track, with :data:`NO_READING`
+        when this tracklet has none of an attribute the track had. Default: keep the last
+        present reading, raise nothing."""
         if not reading.present:
             return Followed(state)
-        return Followed({"value": reading.value or "", "confidence": reading.confidence})
+        return Followed(
+            {"value": reading.value if reading.value is not None else "", "confidence": reading.confidence}
+        )
+
+    def current(self, state: TrackState) -> Reading:
+        """The track's value as EVENTS show it, from its state. Default: the state's
+        ``value`` and ``confidence`` keys (what the default :meth:`follow` keeps)."""
+        value = state.get("value")
+        if value is None or isinstance(value, bool) or value == "":
+            return NO_READING
+        confidence = state.get("confidence", 0.0)
+        return Reading(value, float(confidence) if isinstance(confidence, int | float) else 0.0)

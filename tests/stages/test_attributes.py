@@ -1,0 +1,263 @@
+"""Face attributes: the mask baseline on faces it never saw, the registry, per-camera
+switches, readings in DETECTIONS / EVENTS / detections.jsonl, drawing, missing models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jsonschema
+import numpy as np
+import pytest
+
+from framepipe.core import events, schemas
+from framepipe.core.errors import ConfigError, SetupError
+from framepipe.core.loader import load_config
+from framepipe.core.messages import AttributeReading, Detection, FaceTracklet, FrameDetections
+from framepipe.core.settings import AnalysisSettings, Settings
+from framepipe.core.topology import Names
+from framepipe.media.annotate import draw_detections
+from framepipe.stages.analysis import attributes as registry
+from framepipe.stages.analysis.attributes.base import NO_READING, FaceAttribute, FaceSample, Followed, Reading
+from framepipe.stages.analysis.attributes.mask import MaskAttribute
+from framepipe.stages.analysis.attributes.mask_baseline import HELD_OUT, LABELS, bases, synthesise
+from framepipe.stages.analysis.embedder import FaceEmbedder
+from framepipe.stages.analysis.reading import AttributeSet
+from framepipe.stages.analysis.stage import Analysis
+from framepipe.stages.tracking import CameraTracker
+from tests.helpers import FACE_PHOTOS, MODELS
+
+#: held-out faces per class, drawn with a seed the build never used.
+PER_CLASS = 20
+
+
+@pytest.fixture(scope="module")
+def mask() -> MaskAttribute:
+    attribute = MaskAttribute(Settings().replace(inference={"models_dir": str(MODELS)}))
+    if not attribute.path.is_file():
+        pytest.fail("the mask baseline is missing: run `make models` before the tests", pytrace=False)
+    attribute.load()
+    return attribute
+
+
+def _sample(chip: np.ndarray[Any, np.dtype[np.uint8]]) -> FaceSample:
+    return FaceSample(0, 0.0, (0.0, 0.0, 150.0, 150.0), np.zeros((5, 2), np.float32), chip, (150, 150))
+
+
+class TestMaskBaseline:
+    """Masked and bare faces of people the baseline never saw: the accuracy it reports."""
+
+    def test_held_out_person_gets_the_right_mask_at_the_reported_accuracy(self, mask: MaskAttribute) -> None:
+        """Fresh synthesised faces of the held-out people (never in training): per class within
+        0.15 of the accuracy in the model's metadata, overall within 0.08."""
+        report = mask.report
+        assert report["baseline"] is True
+        assert set(report["held_out_people"]) == set(HELD_OUT)
+        assert not set(report["held_out_people"]) & set(report["training_people"])
+        embedder = FaceEmbedder()
+        rng = np.random.default_rng(20261202)
+        held_out = [b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT]
+        right = {label: 0 for label in LABELS}
+        for base in held_out:
+            for k, label in enumerate(LABELS):
+                for _ in range(PER_CLASS // len(held_out)):
+                    reading = mask.read([_sample(synthesise(base, k, rng, embedder))], None)
+                    right[label] += reading.value == label
+        seen = PER_CLASS // len(held_out) * len(held_out)
+        measured = {label: right[label] / seen for label in LABELS}
+        reported = report["held_out_accuracy"]
+        for label in LABELS:
+            assert measured[label] >= reported[label] - 0.15, (label, measured, reported)
+        overall = sum(right.values()) / (seen * len(LABELS))
+        assert overall >= reported["overall"] - 0.08, (measured, reported)
+
+    def test_a_tracklet_reading_is_the_mean_over_its_crops_and_no_crop_is_no_reading(
+        self, mask: MaskAttribute
+    ) -> None:
+        """Several crops: one label with its mean probability; none (or a wrong-sized chip): no reading."""
+        embedder = FaceEmbedder()
+        rng = np.random.default_rng(7)
+        base = next(b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT)
+        chips = [synthesise(base, 1, rng, embedder) for _ in range(3)]
+        probabilities = mask.probabilities(chips).mean(axis=0)
+        reading = mask.read([_sample(c) for c in chips], None)
+        assert reading.value == LABELS[int(probabilities.argmax())]
+        assert reading.confidence == pytest.approx(float(probabilities.max()), abs=1e-6)
+        assert mask.read([], None) is NO_READING
+        assert mask.read([_sample(np.zeros((10, 10, 3), np.uint8))], None) is NO_READING
+
+    def test_missing_or_wrong_model_is_one_line_saying_what_to_do(self, tmp_path: Path) -> None:
+        """No file: run make models or set analysis.mask_model; not ONNX: the contract."""
+        missing = MaskAttribute(Settings().replace(analysis={"mask_model": str(tmp_path / "none.onnx")}))
+        with pytest.raises(SetupError) as info:
+            missing.load()
+        assert "make models" in str(info.value)
+        assert "analysis.mask_model" in str(info.value)
+        assert "\n" not in str(info.value)
+        garbage = tmp_path / "garbage.onnx"
+        garbage.write_bytes(b"not onnx")
+        with pytest.raises(SetupError, match="contract"):
+            MaskAttribute(Settings().replace(analysis={"mask_model": str(garbage)})).load()
+
+
+class TestRegistryAndSwitches:
+    """Names are checked against the registry; cameras switch attributes on and off."""
+
+    def test_unknown_attribute_is_refused_in_one_line(self) -> None:
+        """analysis.attributes = "mask,hat": the stage refuses to start, naming hat and the known ones."""
+        settings = Settings().replace(analysis={"attributes": "mask,hat"})
+        with pytest.raises(ConfigError) as info:
+            Analysis(settings)
+        message = str(info.value)
+        assert "'hat'" in message
+        assert "mask" in message.partition("known: ")[2]
+        assert "\n" not in message
+        with pytest.raises(ConfigError, match="camera=attributes"):
+            load_config(None, {"FRAMEPIPE_ANALYSIS__CAMERA_ATTRIBUTES": "lobby"})
+        with pytest.raises(ConfigError, match="not an attribute name"):
+            load_config(None, {"FRAMEPIPE_ANALYSIS__ATTRIBUTES": "Mask!"})
+
+    def test_per_camera_switch_from_the_environment(self) -> None:
+        """Every camera has mask, except garage (off) and lobby (its own list)."""
+        env = {
+            "FRAMEPIPE_ANALYSIS__ATTRIBUTES": "mask",
+            "FRAMEPIPE_ANALYSIS__CAMERA_ATTRIBUTES": "garage=; lobby=mask",
+        }
+        settings = load_config(None, env).settings
+        assert settings.analysis.attributes_for("door") == ("mask",)
+        assert settings.analysis.attributes_for("garage") == ()
+        assert settings.analysis.attributes_for("lobby") == ("mask",)
+        chosen = AttributeSet(settings)
+        assert [a.name for a in chosen.for_camera("door")] == ["mask"]
+        assert chosen.for_camera("garage") == []
+        # A child process (framepipe run, pods) gets the same switches.
+        assert load_config(None, settings.to_env()).settings.analysis == settings.analysis
+
+
+class _Flag(FaceAttribute[None]):
+    """A plug-in with an alert: 'on' readings, alert.flag once the track has two."""
+
+    name: ClassVar[str] = "flag"
+
+    def read(self, samples: Sequence[FaceSample], side: None) -> Reading:
+        return Reading("on", 1.0) if samples else NO_READING
+
+    def follow(self, state: Any, reading: Reading) -> Followed:
+        count = int(state.get("count", 0)) + (1 if reading.present else 0)
+        new = {"count": count, "value": "on" if count else "", "confidence": 1.0}
+        return Followed(new, "alert.flag" if count >= 2 else None)
+
+
+@pytest.fixture
+def flag_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry._REGISTRY, "flag", _Flag)
+
+
+def _face(local: int, attributes: tuple[AttributeReading, ...], frame: int = 0) -> dict[str, Any]:
+    tracklet = FaceTracklet(
+        local=local, first_frame=frame, last_frame=frame + 9, first_box=(100, 100, 200, 200),
+        last_box=(100, 100, 200, 200), first_seen=1.0, last_seen=1.3, crops=2, attributes=attributes,
+    )  # fmt: skip
+    return json.loads(json.dumps(tracklet.to_wire(), default=lambda b: ""))  # type: ignore[no-any-return]
+
+
+class TestTracksAndEvents:
+    """The sink folds readings per track: EVENTS carry them, alerts come once, state persists."""
+
+    def test_events_carry_the_track_attributes_and_an_alert_comes_once(self, flag_registered: None) -> None:
+        """Three GOPs of one track with flag readings: one alert.flag, at the second GOP,
+        after a restore from the saved state too; every event validates against the schema."""
+        cfg = AnalysisSettings(unknown_alert_after_gops=10)  # only the attribute's alert here
+        tracker = CameraTracker("door", cfg)
+        reading = (AttributeReading("flag", "on", 1.0), AttributeReading("mask", "worn", 0.9))
+        _, first = tracker.update(0, [_face(0, reading, 0)])
+        _, second = tracker.update(1, [_face(0, reading, 10)])
+        restored = CameraTracker("door", cfg, json.loads(json.dumps(tracker.state())))
+        _, third = restored.update(2, [_face(0, reading, 20)])
+        _, left = restored.update(5, [])
+        found = first + second + third + left
+        assert [e["type"] for e in found] == [events.APPEARED, "alert.flag", events.LEFT]
+        assert found[1]["id"] == "door:track1:alert.flag"
+        assert found[1]["attributes"]["flag"] == {"value": "on", "confidence": 1.0}
+        assert found[-1]["attributes"]["mask"] == {"value": "worn", "confidence": 1.0}
+        for event in found:
+            jsonschema.validate(event, events.EVENT_SCHEMA)
+            events.check_event(event)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**found[0], "type": "flag"}, events.EVENT_SCHEMA)
+
+    def test_mask_vote_does_not_flip_on_one_odd_gop(self) -> None:
+        """worn, worn, none (one GOP), worn: the track stays worn throughout."""
+        tracker = CameraTracker("door", AnalysisSettings())
+        values = []
+        for gop, value in enumerate(("worn", "worn", "none", "worn")):
+            tracker.update(gop, [_face(0, (AttributeReading("mask", value, 0.9),), gop * 10)])
+            values.append(tracker._current(tracker.tracks[0])["mask"]["value"])
+        assert values == ["worn"] * 4
+
+
+class TestProductStreams:
+    """Readings in DETECTIONS, detections.jsonl and on the video."""
+
+    def test_detection_wire_and_schemas_carry_attributes(self) -> None:
+        """An analysed face round-trips with its attributes and validates against the published
+        DETECTIONS and detections.jsonl schemas; an unanalysed one is unchanged."""
+        det = Detection((10, 10, 60, 60), 0.9, "face", 3, "alice", (AttributeReading("mask", "worn", 0.93),))
+        wire = det.to_wire()
+        assert wire["attributes"] == {"mask": {"value": "worn", "confidence": 0.93}}
+        assert Detection.from_wire(json.loads(json.dumps(wire))) == det
+        assert "attributes" not in Detection((10, 10, 60, 60), 0.9).to_wire()
+        frame = FrameDetections(5, 500, (det,)).to_wire()
+        jsonschema.validate({"camera": "door", "gop": 0, **frame}, schemas.detections_line_schema())
+        message = {"kind": "detections", "camera": "door", "gop": 0, "part": 0, "parts": 1,
+                   "frames": [frame], "model": "blazeface-full"}  # fmt: skip
+        jsonschema.validate(message, schemas.stream_schema(Names.DETECTIONS))
+        bad = {**wire, "attributes": {"mask": {"value": ["worn"], "confidence": 0.9}}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"camera": "door", "gop": 0, **frame, "detections": [bad]},
+                                schemas.detections_line_schema())  # fmt: skip
+
+    def test_the_label_is_drawn_under_the_box(self) -> None:
+        """Same face with and without a reading: only the one with it changes pixels under the box."""
+        plain, labelled = (np.full((360, 640, 3), 90, np.uint8) for _ in range(2))
+        box = (200.0, 100.0, 300.0, 220.0)
+        draw_detections(plain, [Detection(box, 0.9, "face", 1, "alice")])
+        draw_detections(
+            labelled, [Detection(box, 0.9, "face", 1, "alice", (AttributeReading("mask", "worn", 0.9),))]
+        )
+        changed = np.argwhere((plain != labelled).any(axis=2))
+        assert len(changed) > 50
+        assert changed[:, 0].min() > 220, "only below the box"
+
+
+class TestRunRefusesEarly:
+    """`framepipe run` checks the attributes before it starts anything."""
+
+    def test_unknown_attribute_and_missing_model_are_one_line_each(self, tmp_path: Path) -> None:
+        """analysis.attributes = "hat", or a mask model that is not there: exit 2, one line, no system."""
+        from typer.testing import CliRunner
+
+        from framepipe.cli.app import app
+
+        source = tmp_path / "clip.mp4"
+        source.write_bytes(b"")
+        base = {"FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state")}
+        runner = CliRunner()
+        for env, expected in (
+            ({"FRAMEPIPE_ANALYSIS__ATTRIBUTES": "hat"}, "unknown face attribute 'hat'"),
+            (
+                {
+                    "FRAMEPIPE_ANALYSIS__ATTRIBUTES": "mask",
+                    "FRAMEPIPE_ANALYSIS__MASK_MODEL": str(tmp_path / "m.onnx"),
+                },
+                "run `make models`",
+            ),
+        ):
+            result = runner.invoke(app, ["run", "--source", str(source), "--once"], env={**base, **env})
+            assert result.exit_code != 0
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert len(lines) == 1, result.output
+            assert expected in lines[0]
+        assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
