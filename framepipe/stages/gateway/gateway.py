@@ -31,6 +31,7 @@ from framepipe.media.gop import Gop
 from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
 from framepipe.stages.gateway.live import LiveForwarder
 from framepipe.stages.gateway.pacing import RealtimePacer
+from framepipe.stages.gateway.profile import GopRate
 from framepipe.stages.gateway.reader import (
     END_OF_SOURCE,
     Reconnected,
@@ -127,6 +128,7 @@ class Gateway:
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
         drops = FullStoreDrops(self.camera)
+        rate = GopRate()  # the camera's real GOPs/s, for feed-forward scaling
         #: a camera outside what the pipeline is tuned for: one warning per problem.
         check = InputCheck(InputExpectations(gop_max_s=self.settings.gateway.gop_max_seconds))
         try:
@@ -192,6 +194,8 @@ class Gateway:
                 self._say_degraded(check.gop(item, params.time_base))
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
+                rate.add(item, params.time_base)
+                state.gops_per_s, state.fps = round(rate.gops_per_s, 4), round(rate.fps, 3)
                 await self._save(kv, state)
                 log.info(
                     "gop.done",
