@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -99,6 +100,24 @@ def test_under_provisioned_stage_builds_a_backlog_that_ages() -> None:
     assert max(result.lag["inference"]) > 5000
     assert max(result.age["inference"]) > 600
     assert max(result.age["decoder"]) == 0.0
+
+
+def test_replicas_of_every_stage_share_the_machines_cores() -> None:
+    """Static peak's 15 replicas on 3 shared cores serve at a fifth of their speed: a backlog
+    builds where the unshared run has none, and the pipeline delivers only what 3 cores can."""
+    alone = simulate(BURST, StageScaling(), MODELS, static=STATIC)
+    shared = simulate(BURST, StageScaling(), MODELS, static=STATIC, cores=3.0)
+    roomy = simulate(BURST, StageScaling(), MODELS, static=STATIC, cores=64.0)
+    assert max(max(a) for a in roomy.age.values()) == 0.0  # more cores than replicas: no limit
+    assert max(max(a) for a in alone.age.values()) == 0.0
+    assert max(max(a) for a in shared.age.values()) > 300
+    # Twelve cameras for 10 minutes: decoder (2) and inference (6) are saturated, analysis and
+    # encoder busy x/3 and x/4 of a replica at throughput x; each working replica gets
+    # 3 / (8 + 7x/12) of a core, so x = 6 × 2 × that share: 7x²/12 + 8x - 36 = 0.
+    flat = LoadCurve(((0, 12),), duration_s=600, name="flat")
+    delivered = simulate(flat, StageScaling(), MODELS, static=STATIC, cores=3.0).latency
+    expected = (-8 + math.sqrt(64 + 4 * 7 / 12 * 36)) / (2 * 7 / 12)
+    assert sum(gops for _, gops in delivered) / 600 == pytest.approx(expected, rel=0.02)
 
 
 def test_autoscaled_burst_uses_fewer_replica_seconds_than_static_peak() -> None:
