@@ -23,7 +23,7 @@ from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.curves import LoadCurve, load_curve
 from framepipe.scaling.report import plot, report, write_json
 from framepipe.scaling.simulator import SimResult, StageModel, compare, simulate, static_peak
-from framepipe.scaling.tuner import tune, write_scaling
+from framepipe.scaling.tuner import NOT_SEARCHED, tune, write_scaling
 
 app = Typer(help="Scaling simulator and tuner (the same KEDA + HPA rules as the cluster).")
 console = Console(stderr=True)
@@ -312,9 +312,11 @@ def tune_command(
         "scale_up_period_s",
         "scale_down_stabilization_s",
         "scale_down_percent",
+        "gops_per_replica",
     ):
         table.add_row(name, *(str(getattr(getattr(tuning.scaling, s), name)) for s in SCALED_STAGES))
     out.print(table)
+    out.print(NOT_SEARCHED, markup=False, highlight=False)
     out.print(_summary_table(tuning.result, fixed, target_age))
     verdict = "meets" if tuning.met else "MISSES"
     out.print(

@@ -275,6 +275,7 @@ class LocalSystem:
         # Feed-forward: the cameras this supervisor runs a gateway for, at the measured rates.
         rates = configured_rates(scaling, Path("bench/results/scaling.json"))
 
+        demand_stages = tuple(s for s in rates if getattr(scaling, s).feed_forward)
         profiles = CameraProfiles()
 
         def read_demand() -> dict[str, float]:
@@ -296,8 +297,9 @@ class LocalSystem:
             read_lags,
             lambda stage: len(self.replicas(stage)),
             self.scale,
-            read_demand=read_demand if rates else None,
-            demand_stages=tuple(rates),
+            # No demand reads (a NATS connection a poll) where no stage has the demand trigger.
+            read_demand=read_demand if demand_stages else None,
+            demand_stages=demand_stages,
         )
         log.info(
             "autoscale.enabled",

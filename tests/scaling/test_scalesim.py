@@ -24,7 +24,15 @@ from framepipe.scaling.simulator import (
     static_peak,
     weighted_percentile,
 )
-from framepipe.scaling.tuner import CANDIDATES, settings_for, tune, write_scaling
+from framepipe.scaling.tuner import (
+    CANDIDATES,
+    NOT_SEARCHED,
+    TUNED_FIELDS,
+    WRITTEN_AS_SIMULATED,
+    settings_for,
+    tune,
+    write_scaling,
+)
 from tests.helpers import REPO
 
 #: every scaled stage: (GOPs/s per replica, start-up s, static replicas for the 12-GOP/s peak).
@@ -158,6 +166,9 @@ def test_tuner_meets_the_target_and_writes_the_config(tmp_path: Path) -> None:
     loaded = load_cluster_config(config).scaling
     for stage in SCALED_STAGES:
         assert getattr(loaded, stage) == getattr(tuning.scaling, stage)
+        assert getattr(loaded, stage).gops_per_replica == MODELS[stage].gops_per_s
+    written = tomllib.loads(text)["scaling"]["inference"]
+    assert set(TUNED_FIELDS + WRITTEN_AS_SIMULATED) <= set(written)
 
 
 def test_tuner_tightens_when_no_candidate_meets_a_tight_target() -> None:
@@ -246,6 +257,8 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     written = load_cluster_config(config).scaling.inference
     assert written.lag_threshold == tuned["scaling"]["inference"]["lag_threshold"]
     assert isinstance(written, ScalingSettings)
+    assert written.gops_per_replica == TABLE["inference"][0]  # feed-forward on in the cluster
+    assert " ".join(NOT_SEARCHED.split()) in printed  # which fields it leaves alone, and why
 
 
 def test_scale_cli_without_throughput_says_what_to_do(tmp_path: Path) -> None:
