@@ -178,6 +178,13 @@ def simulate_command(
         ),
     ] = True,
     step: Annotated[float, typer.Option(help="Simulation step (s).")] = 1.0,
+    cores: Annotated[
+        float,
+        typer.Option(
+            help="Cores all stages' replicas share (the local system on one machine); 0: no limit, "
+            "each pod has its own CPU as in a cluster."
+        ),
+    ] = 0.0,
     out_dir: OutOpt = Path("bench/results"),
 ) -> None:
     """Replay CURVE with the configured \\[scaling.*] against static peak provisioning."""
@@ -187,7 +194,7 @@ def simulate_command(
     for line in capacity_warnings(load, scaling, models):
         console.print(f"[yellow]warning:[/] {escape(line)}")
     started = time.perf_counter()
-    auto, fixed = compare(load, scaling, models, step_s=step, feed_forward=feed_forward)
+    auto, fixed = compare(load, scaling, models, step_s=step, feed_forward=feed_forward, cores=cores)
     json_path, png_path = _write(
         load, scaling, models, auto, fixed, target_age, out_dir, f"scale-sim-{load.name}"
     )

@@ -283,11 +283,18 @@ def compare(
     models: dict[str, StageModel],
     step_s: float = 1.0,
     feed_forward: bool = True,
+    cores: float = 0.0,
 ) -> tuple[SimResult, SimResult]:
-    """The autoscaled run and the static-peak run of the same curve."""
-    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward)
+    """The autoscaled run and the static-peak run of the same curve (on the same ``cores``)."""
+    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward, cores=cores)
     fixed = simulate(
-        curve, scaling, models, static=static_peak(curve, models), step_s=step_s, label="static peak"
+        curve,
+        scaling,
+        models,
+        static=static_peak(curve, models),
+        step_s=step_s,
+        label="static peak",
+        cores=cores,
     )
     return auto, fixed
 

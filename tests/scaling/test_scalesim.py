@@ -228,6 +228,13 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     assert report["static_replicas"] == STATIC
     assert report["replica_seconds_ratio"] > 0
     assert (tmp_path / "scale-sim-burst.png").read_bytes()[:4] == b"\x89PNG"
+    # The same settings on one shared core cannot carry 12 cameras: the verdict says so.
+    result = runner.invoke(
+        app,
+        ["scale", "simulate", "--curve", str(curve), *rates, "--cores", "1", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "MISSES the target" in result.output
 
     config = tmp_path / "framepipe.toml"
     result = runner.invoke(
