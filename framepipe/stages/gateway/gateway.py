@@ -105,6 +105,8 @@ class Gateway:
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
             state.dropped_gops = previous.dropped_gops
+            # The last measured rate stands until this run's first GOP replaces it.
+            state.gops_per_s, state.fps = previous.gops_per_s, previous.fps
         state.first_gop = state.next_gop
         await self._save(kv, state)
 
