@@ -23,7 +23,7 @@ from framepipe.core.topology import SCALED_STAGES
 from framepipe.scaling.curves import LoadCurve, load_curve
 from framepipe.scaling.report import plot, report, write_json
 from framepipe.scaling.simulator import SimResult, StageModel, compare, simulate, static_peak
-from framepipe.scaling.tuner import tune, write_scaling
+from framepipe.scaling.tuner import NOT_SEARCHED, tune, write_scaling
 
 app = Typer(help="Scaling simulator and tuner (the same KEDA + HPA rules as the cluster).")
 console = Console(stderr=True)
@@ -178,6 +178,13 @@ def simulate_command(
         ),
     ] = True,
     step: Annotated[float, typer.Option(help="Simulation step (s).")] = 1.0,
+    cores: Annotated[
+        float,
+        typer.Option(
+            help="Cores all stages' replicas share (the local system on one machine); 0: no limit, "
+            "each pod has its own CPU as in a cluster."
+        ),
+    ] = 0.0,
     out_dir: OutOpt = Path("bench/results"),
 ) -> None:
     """Replay CURVE with the configured \\[scaling.*] against static peak provisioning."""
@@ -187,7 +194,7 @@ def simulate_command(
     for line in capacity_warnings(load, scaling, models):
         console.print(f"[yellow]warning:[/] {escape(line)}")
     started = time.perf_counter()
-    auto, fixed = compare(load, scaling, models, step_s=step, feed_forward=feed_forward)
+    auto, fixed = compare(load, scaling, models, step_s=step, feed_forward=feed_forward, cores=cores)
     json_path, png_path = _write(
         load, scaling, models, auto, fixed, target_age, out_dir, f"scale-sim-{load.name}"
     )
@@ -312,9 +319,11 @@ def tune_command(
         "scale_up_period_s",
         "scale_down_stabilization_s",
         "scale_down_percent",
+        "gops_per_replica",
     ):
         table.add_row(name, *(str(getattr(getattr(tuning.scaling, s), name)) for s in SCALED_STAGES))
     out.print(table)
+    out.print(NOT_SEARCHED, markup=False, highlight=False)
     out.print(_summary_table(tuning.result, fixed, target_age))
     verdict = "meets" if tuning.met else "MISSES"
     out.print(

@@ -76,6 +76,10 @@ class SourceState:
     lost_frames: int = 0
     #: live GOPs dropped because the JetStream store was full (stages/gateway/store_full.py).
     dropped_gops: int = 0
+    #: measured GOP messages a second (fps / GOP frames, smoothed; stages/gateway/profile.py):
+    #: what feed-forward scaling counts for this camera. 0 until the gateway has seen a GOP.
+    gops_per_s: float = 0.0
+    fps: float = 0.0
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()

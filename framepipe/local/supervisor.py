@@ -40,7 +40,7 @@ from framepipe.local.resume import ResumePoint, seed_source_state
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
 from framepipe.local.statelock import StateLock
 from framepipe.scaling.autoscale import Autoscaler, cap_scaling
-from framepipe.scaling.demand import CameraLoad, configured_rates, expected_replicas
+from framepipe.scaling.demand import CameraProfiles, configured_rates, expected_replicas, read_gop_rates
 from framepipe.scaling.jsz import JszReader
 from framepipe.scaling.output_modes import for_output_mode
 
@@ -275,19 +275,31 @@ class LocalSystem:
         # Feed-forward: the cameras this supervisor runs a gateway for, at the measured rates.
         rates = configured_rates(scaling, Path("bench/results/scaling.json"))
 
+        demand_stages = tuple(s for s in rates if getattr(scaling, s).feed_forward)
+        profiles = CameraProfiles()
+
         def read_demand() -> dict[str, float]:
-            gateways = [
-                CameraLoad(m.name) for m in self.processes if m.name.startswith("gateway-") and m.alive
+            # Each running gateway's camera at the GOP rate it measured (FP_SOURCES).
+            cameras = [
+                m.name.removeprefix("gateway-")
+                for m in self.processes
+                if m.name.startswith("gateway-") and m.alive
             ]
-            return expected_replicas(gateways, rates, scaling)
+            try:
+                measured = asyncio.run(read_gop_rates(self.settings)) if cameras else {}
+            except Exception as exc:  # noqa: BLE001 - NATS down: the lag trigger says so; assume 1 GOP/s
+                log.warning("autoscale.camera_rates_unavailable", error=str(exc) or type(exc).__name__)
+                measured = {}
+            return expected_replicas(profiles.loads(cameras, measured), rates, scaling)
 
         self.autoscaler = Autoscaler(
             scaling,
             read_lags,
             lambda stage: len(self.replicas(stage)),
             self.scale,
-            read_demand=read_demand if rates else None,
-            demand_stages=tuple(rates),
+            # No demand reads (a NATS connection a poll) where no stage has the demand trigger.
+            read_demand=read_demand if demand_stages else None,
+            demand_stages=demand_stages,
         )
         log.info(
             "autoscale.enabled",

@@ -2,7 +2,9 @@
 
 Lag-based scaling reacts only once a queue has built. The camera registry says
 earlier how much work is coming: each camera sends ``fps / gop_frames`` GOPs a
-second, and a replica of a stage has a measured throughput in GOPs a second
+second (measured by its gateway from the stream's timestamps and kept in its
+source state, :class:`CameraProfiles`; 1 GOP/s until it has a figure), and a
+replica of a stage has a measured throughput in GOPs a second
 (``bench/results/scaling.json``, ``framepipe scale simulate --rate``). So
 
     expected replicas = Σ camera GOPs/s ÷ (per-replica GOPs/s × utilization)
@@ -28,9 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from framepipe.core import bus
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import ConfigError
-from framepipe.core.topology import SCALED_STAGES
+from framepipe.core.settings import Settings
+from framepipe.core.sources import SourceState
+from framepipe.core.topology import SCALED_STAGES, Names
+
+log = structlog.get_logger("framepipe.demand")
 
 #: a camera's default GOP rate: 30 fps in 1-second GOPs (the bundled curves' cameras).
 DEFAULT_GOPS_PER_S = 1.0
@@ -42,6 +53,67 @@ class CameraLoad:
 
     name: str
     gops_per_s: float = DEFAULT_GOPS_PER_S
+
+
+class CameraProfiles:
+    """Each camera's load from its measured GOP rate (``SourceState.gops_per_s``).
+
+    A camera without a figure yet (its gateway has not cut a GOP, or its state could
+    not be read) counts as :data:`DEFAULT_GOPS_PER_S`, said once per camera in one
+    log line rather than once per poll.
+    """
+
+    def __init__(self) -> None:
+        self._assumed: set[str] = set()
+
+    def loads(self, cameras: Iterable[str], measured: Mapping[str, float]) -> list[CameraLoad]:
+        out = []
+        for name in cameras:
+            rate = measured.get(name, 0.0)
+            if rate > 0:
+                self._assumed.discard(name)
+                out.append(CameraLoad(name, rate))
+                continue
+            if name not in self._assumed:
+                self._assumed.add(name)
+                log.info(
+                    "demand.rate_assumed",
+                    camera=name,
+                    gops_per_s=DEFAULT_GOPS_PER_S,
+                    reason="its gateway has not measured a GOP rate yet",
+                    what_to_do="nothing: the measured rate replaces it once the camera sends GOPs",
+                )
+            out.append(CameraLoad(name))
+        return out
+
+
+async def measured_gop_rates(js: JetStreamContext) -> dict[str, float]:
+    """Camera → measured GOPs/s, from every source state in ``FP_SOURCES`` that has one."""
+    kv = await js.key_value(Names.SOURCES_BUCKET)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return {}
+    out: dict[str, float] = {}
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue  # removed meanwhile
+        if entry.value:
+            state = SourceState.from_json(entry.value)
+            if state.gops_per_s > 0:
+                out[key] = state.gops_per_s
+    return out
+
+
+async def read_gop_rates(settings: Settings) -> dict[str, float]:
+    """:func:`measured_gop_rates` over a connection of its own (the supervisor's poller)."""
+    nc = await bus.connect(settings, "framepipe-demand", retry_initial=False)
+    try:
+        return await measured_gop_rates(nc.jetstream(timeout=5.0))
+    finally:
+        await nc.close()
 
 
 def expected_replicas(

@@ -17,6 +17,13 @@ one encode item per GOP to the encoder. Queues are FIFO, so the age of the
 oldest message still waiting at a stage (its *backlog age*) and each GOP's
 time from gateway to encoded segment are exact for the fluid.
 
+On one machine (the local system) the replicas of *every* stage share its
+cores: with ``cores`` set, replicas that have work when more of them are busy
+than there are cores available each serve at ``cores / busy`` of their speed
+(processor sharing), whatever their stage. Adding a replica then shortens no
+queue once the machine is full, which a per-stage efficiency cannot express.
+In a cluster each pod has its own CPU request, so ``cores`` stays unset there.
+
 The same run with every stage fixed at the replicas its peak load needs gives
 the baseline: *static peak provisioning*.
 """
@@ -166,12 +173,14 @@ def simulate(
     step_s: float = 1.0,
     label: str = "autoscaled",
     feed_forward: bool = True,
+    cores: float = 0.0,
 ) -> SimResult:
     """Run the curve; ``static`` fixes each stage's replicas instead of autoscaling.
 
     With ``feed_forward`` each stage whose settings enable it also gets the demand
     trigger: the replicas the curve's current cameras need at the model's rate
     (:func:`framepipe.scaling.demand.expected_replicas`, the rule the cluster serves).
+    ``cores`` > 0 makes all stages' replicas share that many cores (see the module).
     """
     stages = SCALED_STAGES
     scalers = {
@@ -184,6 +193,7 @@ def simulate(
     starting: dict[str, list[float]] = {s: [] for s in stages}  # ready-at times of new pods
     ready = dict(desired)
     busy = dict.fromkeys(stages, 0.0)  # replicas working, from last step's throughput
+    working = dict.fromkeys(stages, 0.0)  # replicas that had work last step, at full speed
     next_poll = dict.fromkeys(stages, 0.0)
     result = SimResult(
         label,
@@ -202,6 +212,7 @@ def simulate(
         queues[stages[0]].push(
             t, t, cameras * curve.gops_per_camera_s * step_s * models[stages[0]].messages_per_gop
         )
+        share = _core_share(cores, working)
         for index, stage in enumerate(stages):
             model = models[stage]
             if static is None and t >= next_poll[stage]:
@@ -226,8 +237,10 @@ def simulate(
             if starting[stage] and min(starting[stage]) <= t:
                 ready[stage] += sum(1 for at in starting[stage] if at <= t)
                 starting[stage] = [at for at in starting[stage] if at > t]
-            served = queues[stage].take(model.capacity(ready[stage]) * step_s)
-            busy[stage] = sum(m for _, m in served) / (model.messages_per_s * step_s)
+            working[stage] = min(float(ready[stage]), queues[stage].size / (model.messages_per_s * step_s))
+            served = queues[stage].take(model.capacity(ready[stage]) * share * step_s)
+            # Replicas holding a message: a slowed one holds it longer, so divide the share out.
+            busy[stage] = sum(m for _, m in served) / (model.messages_per_s * share * step_s)
             gops = [(origin, messages / model.messages_per_gop) for origin, messages in served]
             if index + 1 < len(stages):
                 following = stages[index + 1]
@@ -246,6 +259,18 @@ def simulate(
     return result
 
 
+def _core_share(cores: float, working: dict[str, float]) -> float:
+    """The speed each working replica gets when ``cores`` are shared by all stages (1: no limit).
+
+    ``working`` is how many replicas of each stage had work in the last step (the work offered
+    in full-speed replica units, at most its ready replicas): the fluid flows through every
+    stage within one step, so the step's own queues at its start would miss the downstream work."""
+    total = sum(working.values())
+    if cores <= 0 or total <= EPSILON:
+        return 1.0
+    return min(1.0, cores / total)
+
+
 def static_peak(curve: LoadCurve, models: dict[str, StageModel]) -> dict[str, int]:
     """Replicas each stage needs to keep up with the curve's peak."""
     peak_gops = curve.peak * curve.gops_per_camera_s
@@ -258,11 +283,18 @@ def compare(
     models: dict[str, StageModel],
     step_s: float = 1.0,
     feed_forward: bool = True,
+    cores: float = 0.0,
 ) -> tuple[SimResult, SimResult]:
-    """The autoscaled run and the static-peak run of the same curve."""
-    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward)
+    """The autoscaled run and the static-peak run of the same curve (on the same ``cores``)."""
+    auto = simulate(curve, scaling, models, step_s=step_s, feed_forward=feed_forward, cores=cores)
     fixed = simulate(
-        curve, scaling, models, static=static_peak(curve, models), step_s=step_s, label="static peak"
+        curve,
+        scaling,
+        models,
+        static=static_peak(curve, models),
+        step_s=step_s,
+        label="static peak",
+        cores=cores,
     )
     return auto, fixed
 

@@ -9,6 +9,12 @@ share and in how fast they scale up and down. Replica bounds come from the
 curve's trough and peak. Every candidate is run on the curve with the simulator
 and the cheapest one that keeps the p95 backlog age within the target wins;
 if none does, the closest is tightened stage by stage.
+
+Each stage's measured rate is written as ``gops_per_replica`` (the simulated
+candidates ran with feed-forward at that rate, so the cluster's demand trigger
+matches them). Tolerances, select policies, ``scale_down_pods`` and the
+feed-forward utilization are written as simulated but not searched:
+:data:`NOT_SEARCHED` says why.
 """
 
 from __future__ import annotations
@@ -43,6 +49,27 @@ TUNED_FIELDS = (
     "scale_down_percent",
     "scale_down_period_s",
     "fallback_replicas",
+    # each stage's measured rate: it turns the cluster's feed-forward demand trigger on with
+    # the figure the candidates were simulated with.
+    "gops_per_replica",
+)
+#: written as the candidates were simulated with them, not searched (see NOT_SEARCHED).
+WRITTEN_AS_SIMULATED = (
+    "feed_forward",
+    "feed_forward_utilization",
+    "scale_up_tolerance",
+    "scale_down_tolerance",
+    "scale_up_select_policy",
+    "scale_down_select_policy",
+    "scale_down_pods",
+)
+#: why the tuner keeps those at their defaults: the fluid simulator has no noise to trade them against.
+NOT_SEARCHED = (
+    "not searched, written as simulated: tolerances (the band absorbs metric noise, which the "
+    "fluid simulator has none of, so any search would pick 0), feed_forward_utilization (the "
+    "headroom for service-time spread the simulator does not model; a search would pick 1.0), "
+    "select policies and scale_down_pods (the candidates vary the Pods/Percent steps with "
+    "selectPolicy Max instead)"
 )
 
 
@@ -121,6 +148,7 @@ def settings_for(
             scale_down_percent=candidate.scale_down_percent,
             scale_down_period_s=60,
             fallback_replicas=max(1, min(maximum, need_peak)),
+            gops_per_replica=round(model.gops_per_s, 3),
         )
     return StageScaling(**stages)
 
@@ -210,7 +238,7 @@ def write_scaling(path: Path, scaling: StageScaling, note: str) -> None:
             tables[stage] = tomlkit.table()
         table = tables[stage]
         values: ScalingSettings = getattr(scaling, stage)
-        for name in TUNED_FIELDS:
+        for name in TUNED_FIELDS + WRITTEN_AS_SIMULATED:
             table[name] = getattr(values, name)
         table.comment(note)
     path.write_text(tomlkit.dumps(document))

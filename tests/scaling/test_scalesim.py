@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -23,7 +24,15 @@ from framepipe.scaling.simulator import (
     static_peak,
     weighted_percentile,
 )
-from framepipe.scaling.tuner import CANDIDATES, settings_for, tune, write_scaling
+from framepipe.scaling.tuner import (
+    CANDIDATES,
+    NOT_SEARCHED,
+    TUNED_FIELDS,
+    WRITTEN_AS_SIMULATED,
+    settings_for,
+    tune,
+    write_scaling,
+)
 from tests.helpers import REPO
 
 #: every scaled stage: (GOPs/s per replica, start-up s, static replicas for the 12-GOP/s peak).
@@ -101,6 +110,24 @@ def test_under_provisioned_stage_builds_a_backlog_that_ages() -> None:
     assert max(result.age["decoder"]) == 0.0
 
 
+def test_replicas_of_every_stage_share_the_machines_cores() -> None:
+    """Static peak's 15 replicas on 3 shared cores serve at a fifth of their speed: a backlog
+    builds where the unshared run has none, and the pipeline delivers only what 3 cores can."""
+    alone = simulate(BURST, StageScaling(), MODELS, static=STATIC)
+    shared = simulate(BURST, StageScaling(), MODELS, static=STATIC, cores=3.0)
+    roomy = simulate(BURST, StageScaling(), MODELS, static=STATIC, cores=64.0)
+    assert max(max(a) for a in roomy.age.values()) == 0.0  # more cores than replicas: no limit
+    assert max(max(a) for a in alone.age.values()) == 0.0
+    assert max(max(a) for a in shared.age.values()) > 300
+    # Twelve cameras for 10 minutes: decoder (2) and inference (6) are saturated, analysis and
+    # encoder busy x/3 and x/4 of a replica at throughput x; each working replica gets
+    # 3 / (8 + 7x/12) of a core, so x = 6 × 2 × that share: 7x²/12 + 8x - 36 = 0.
+    flat = LoadCurve(((0, 12),), duration_s=600, name="flat")
+    delivered = simulate(flat, StageScaling(), MODELS, static=STATIC, cores=3.0).latency
+    expected = (-8 + math.sqrt(64 + 4 * 7 / 12 * 36)) / (2 * 7 / 12)
+    assert sum(gops for _, gops in delivered) / 600 == pytest.approx(expected, rel=0.02)
+
+
 def test_autoscaled_burst_uses_fewer_replica_seconds_than_static_peak() -> None:
     """KEDA + HPA rules follow the burst: up during it, down after, cheaper than static."""
     scaling = settings_for(BURST, MODELS, target_age_s=10)
@@ -139,6 +166,9 @@ def test_tuner_meets_the_target_and_writes_the_config(tmp_path: Path) -> None:
     loaded = load_cluster_config(config).scaling
     for stage in SCALED_STAGES:
         assert getattr(loaded, stage) == getattr(tuning.scaling, stage)
+        assert getattr(loaded, stage).gops_per_replica == MODELS[stage].gops_per_s
+    written = tomllib.loads(text)["scaling"]["inference"]
+    assert set(TUNED_FIELDS + WRITTEN_AS_SIMULATED) <= set(written)
 
 
 def test_tuner_tightens_when_no_candidate_meets_a_tight_target() -> None:
@@ -198,6 +228,13 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     assert report["static_replicas"] == STATIC
     assert report["replica_seconds_ratio"] > 0
     assert (tmp_path / "scale-sim-burst.png").read_bytes()[:4] == b"\x89PNG"
+    # The same settings on one shared core cannot carry 12 cameras: the verdict says so.
+    result = runner.invoke(
+        app,
+        ["scale", "simulate", "--curve", str(curve), *rates, "--cores", "1", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "MISSES the target" in result.output
 
     config = tmp_path / "framepipe.toml"
     result = runner.invoke(
@@ -227,6 +264,8 @@ def test_scale_cli_simulate_and_tune(tmp_path: Path) -> None:
     written = load_cluster_config(config).scaling.inference
     assert written.lag_threshold == tuned["scaling"]["inference"]["lag_threshold"]
     assert isinstance(written, ScalingSettings)
+    assert written.gops_per_replica == TABLE["inference"][0]  # feed-forward on in the cluster
+    assert " ".join(NOT_SEARCHED.split()) in printed  # which fields it leaves alone, and why
 
 
 def test_scale_cli_without_throughput_says_what_to_do(tmp_path: Path) -> None:

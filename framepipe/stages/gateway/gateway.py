@@ -31,6 +31,7 @@ from framepipe.media.gop import Gop
 from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
 from framepipe.stages.gateway.live import LiveForwarder
 from framepipe.stages.gateway.pacing import RealtimePacer
+from framepipe.stages.gateway.profile import GopRate
 from framepipe.stages.gateway.reader import (
     END_OF_SOURCE,
     Reconnected,
@@ -104,6 +105,8 @@ class Gateway:
         if previous is not None:
             state.next_gop, state.next_frame = previous.next_gop, previous.next_frame
             state.dropped_gops = previous.dropped_gops
+            # The last measured rate stands until this run's first GOP replaces it.
+            state.gops_per_s, state.fps = previous.gops_per_s, previous.fps
         state.first_gop = state.next_gop
         await self._save(kv, state)
 
@@ -127,6 +130,7 @@ class Gateway:
         params: StreamParams | None = None
         pacer = RealtimePacer(resync_after_s=self.settings.gateway.gop_max_seconds * 2)
         drops = FullStoreDrops(self.camera)
+        rate = GopRate()  # the camera's real GOPs/s, for feed-forward scaling
         #: a camera outside what the pipeline is tuned for: one warning per problem.
         check = InputCheck(InputExpectations(gop_max_s=self.settings.gateway.gop_max_seconds))
         try:
@@ -192,6 +196,8 @@ class Gateway:
                 self._say_degraded(check.gop(item, params.time_base))
                 state.next_gop = item.index + 1
                 state.next_frame = item.frame_offset + len(item.packets)
+                rate.add(item, params.time_base)
+                state.gops_per_s, state.fps = round(rate.gops_per_s, 4), round(rate.fps, 3)
                 await self._save(kv, state)
                 log.info(
                     "gop.done",
