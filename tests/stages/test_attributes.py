@@ -22,14 +22,14 @@ from framepipe.media.annotate import draw_detections
 from framepipe.stages.analysis import attributes as registry
 from framepipe.stages.analysis.attributes.base import NO_READING, FaceAttribute, FaceSample, Followed, Reading
 from framepipe.stages.analysis.attributes.mask import MaskAttribute
-from framepipe.stages.analysis.attributes.mask_baseline import HELD_OUT, LABELS, bases, synthesise
+from framepipe.stages.analysis.attributes.mask_baseline import FOLDS_DIR, LABELS, PEOPLE, bases, synthesise
 from framepipe.stages.analysis.embedder import FaceEmbedder
 from framepipe.stages.analysis.reading import AttributeSet
 from framepipe.stages.analysis.stage import Analysis
 from framepipe.stages.tracking import CameraTracker
 from tests.helpers import FACE_PHOTOS, MODELS
 
-#: held-out faces per class, drawn with a seed the build never used.
+#: fresh faces per class and person, drawn with a seed the build never used.
 PER_CLASS = 20
 
 
@@ -49,29 +49,41 @@ def _sample(chip: np.ndarray[Any, np.dtype[np.uint8]]) -> FaceSample:
 class TestMaskBaseline:
     """Masked and bare faces of people the baseline never saw: the accuracy it reports."""
 
-    def test_held_out_person_gets_the_right_mask_at_the_reported_accuracy(self, mask: MaskAttribute) -> None:
-        """Fresh synthesised faces of the held-out people (never in training): per class within
-        0.15 of the accuracy in the model's metadata, overall within 0.08."""
+    def test_people_never_seen_get_the_right_mask_at_the_reported_accuracy(self, mask: MaskAttribute) -> None:
+        """Each leave-one-person-out fold's model (built without that person) on fresh faces of that
+        person: the mean over people per class within 0.1 of the figure the shipped model reports,
+        overall within 0.06; the shipped model (trained on everyone) no worse on the same faces."""
         report = mask.report
         assert report["baseline"] is True
-        assert set(report["held_out_people"]) == set(HELD_OUT)
-        assert not set(report["held_out_people"]) & set(report["training_people"])
+        assert report["held_out"].startswith("leave-one-person-out")
+        assert set(report["leave_one_person_out"]) == set(PEOPLE) == set(report["training_people"])
         embedder = FaceEmbedder()
+        every = bases(FACE_PHOTOS, embedder)
         rng = np.random.default_rng(20261202)
-        held_out = [b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT]
-        right = {label: 0 for label in LABELS}
-        for base in held_out:
+        unseen: dict[str, dict[str, float]] = {}
+        shipped = {label: 0 for label in LABELS}
+        for person in PEOPLE:
+            fold = MaskAttribute(
+                Settings().replace(analysis={"mask_model": str(MODELS / FOLDS_DIR / f"{person}.onnx")})
+            )
+            fold.load()
+            assert fold.report["held_out_people"] == [person], fold.report
+            assert person not in fold.report["training_people"]
+            own = [b for b in every if b.person == person]
+            right = {label: 0 for label in LABELS}
             for k, label in enumerate(LABELS):
-                for _ in range(PER_CLASS // len(held_out)):
-                    reading = mask.read([_sample(synthesise(base, k, rng, embedder))], None)
-                    right[label] += reading.value == label
-        seen = PER_CLASS // len(held_out) * len(held_out)
-        measured = {label: right[label] / seen for label in LABELS}
+                for i in range(PER_CLASS):
+                    sample = [_sample(synthesise(own[i % len(own)], k, rng, embedder))]
+                    right[label] += fold.read(sample, None).value == label
+                    shipped[label] += mask.read(sample, None).value == label
+            unseen[person] = {label: right[label] / PER_CLASS for label in LABELS}
         reported = report["held_out_accuracy"]
+        measured = {label: float(np.mean([unseen[p][label] for p in PEOPLE])) for label in LABELS}
         for label in LABELS:
-            assert measured[label] >= reported[label] - 0.15, (label, measured, reported)
-        overall = sum(right.values()) / (seen * len(LABELS))
-        assert overall >= reported["overall"] - 0.08, (measured, reported)
+            assert measured[label] >= reported[label] - 0.1, (label, measured, reported, unseen)
+        overall = float(np.mean(list(measured.values())))
+        assert overall >= reported["overall"] - 0.06, (overall, reported, unseen)
+        assert sum(shipped.values()) / (PER_CLASS * len(PEOPLE) * len(LABELS)) >= reported["overall"] - 0.06
 
     def test_a_tracklet_reading_is_the_mean_over_its_crops_and_no_crop_is_no_reading(
         self, mask: MaskAttribute
@@ -79,7 +91,7 @@ class TestMaskBaseline:
         """Several crops: one label with its mean probability; none (or a wrong-sized chip): no reading."""
         embedder = FaceEmbedder()
         rng = np.random.default_rng(7)
-        base = next(b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT)
+        base = next(b for b in bases(FACE_PHOTOS, embedder) if b.person == "biden")
         chips = [synthesise(base, 1, rng, embedder) for _ in range(3)]
         probabilities = mask.probabilities(chips).mean(axis=0)
         reading = mask.read([_sample(c) for c in chips], None)
