@@ -200,6 +200,33 @@ class TestTracksAndEvents:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**found[0], "type": "flag"}, events.EVENT_SCHEMA)
 
+    def test_no_mask_alerts_once_after_n_bare_gops_only_where_masks_are_required(self) -> None:
+        """require_mask = "door", 3 GOPs: a bare track alerts once, at its third bare analysed GOP
+        (a GOP without a reading neither counts nor resets; a restart keeps the count), never
+        again; a masked track on door, and the same bare face on hall, never."""
+        cfg = AnalysisSettings(unknown_alert_after_gops=10, require_mask="door", no_mask_after_gops=3)
+        bare, masked = (AttributeReading("mask", "none", 0.9),), (AttributeReading("mask", "worn", 0.9),)
+
+        def alerts(camera: str, readings: list[tuple[AttributeReading, ...]]) -> list[tuple[int, str]]:
+            tracker, found = CameraTracker(camera, cfg), []
+            for gop, reading in enumerate(readings):
+                if gop == 2:  # the sink restarts from its saved state
+                    tracker = CameraTracker(camera, cfg, json.loads(json.dumps(tracker.state())))
+                for event in tracker.update(gop, [_face(0, reading, gop * 10)])[1]:
+                    jsonschema.validate(event, events.EVENT_SCHEMA)
+                    if event["type"].startswith("alert."):
+                        assert event["attributes"]["mask"]["value"] == "none"
+                        found.append((gop, event["type"]))
+            return found
+
+        assert alerts("door", [bare, (), bare, bare, bare, bare]) == [(3, "alert.no_mask")]
+        assert alerts("door", [bare, masked, masked, masked, bare, bare]) == []
+        assert alerts("door", [masked] * 6) == []
+        assert alerts("hall", [bare] * 6) == []
+        assert AnalysisSettings(require_mask="*").requires_mask("hall")
+        with pytest.raises(ConfigError, match="no_mask_after_gops"):
+            AnalysisSettings(no_mask_after_gops=0)
+
     def test_mask_vote_does_not_flip_on_one_odd_gop(self) -> None:
         """worn, worn, none (one GOP), worn: the track stays worn throughout."""
         tracker = CameraTracker("door", AnalysisSettings())
