@@ -4,14 +4,16 @@ No pretrained mask classifier ships in any package, so this trains one from what
 packages do ship: real portraits (the face_recognition sdist's test photos, MIT, US
 government portraits: Obama ×3, Biden; scikit-image's astronaut, NASA, public domain;
 matplotlib's Grace Hopper, US Navy, public domain), with masks drawn on them by
-:mod:`.mask_synth` (surgical, cloth, patterned; over the nose or under it), under
-random flips, rotations, scales, crops, box offsets, brightness, colour and blur.
+:mod:`.mask_synth` (surgical, cloth, patterned; over the nose or under it), bare faces
+often given a beard, scarf or hand that is not a mask, all under lighting and camera
+changes (:mod:`.mask_augment`) and random flips, rotations, scales, crops, box offsets.
 
-The split is by PERSON: the held-out people's photos are never used for training, and
-the accuracy per class on their synthesised faces is written into the model's metadata
-and printed (docs/attributes.md quotes it). The accuracy is that of synthetic masks on
-unseen faces; real masks differ, which is why it is labelled a baseline and why the
-model is replaceable (``analysis.mask_model``, contract in :mod:`.mask`).
+The accuracy is measured by PERSON, leave-one-person-out: for each person, a model
+trained on the others scores that person's synthesised faces; the mean over people per
+class is the headline, written into the model's metadata and printed (docs/attributes.md
+quotes it). The shipped model is then trained on everyone. The accuracy is that of
+synthetic masks on unseen faces; real masks differ, which is why it is labelled a
+baseline and why the model is replaceable (``analysis.mask_model``, contract in :mod:`.mask`).
 
 Run: ``python -m framepipe.stages.analysis.attributes.mask_baseline --models-dir .cache/models``.
 """
