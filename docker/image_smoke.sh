@@ -55,6 +55,8 @@ echo "$got"
 [ "$got" = "framepipe $version" ] || { echo "error: expected framepipe $version (pyproject.toml)" >&2; exit 1; }
 echo "== framepipe models check"
 in_image framepipe models check
+echo "== the mask baseline is baked in and loads (the analysis stage's default model)"
+in_image python -c "from framepipe.core.settings import Settings; from framepipe.stages.analysis.attributes.mask import MaskAttribute; m = MaskAttribute(Settings()); m.load(); print(m.path, m.report['held_out_accuracy'])"
 echo "== the console's hls.js is in the package"
 in_image python -c "from framepipe.web.server import HLS_JS; assert HLS_JS.stat().st_size > 100_000, HLS_JS; print(HLS_JS)"
 echo "== no compiler on the PATH, root filesystem not writable"

@@ -141,6 +141,7 @@ class CameraTracker:
                 self._followers[name] = attribute_class(name)(self.settings)
             except ConfigError:
                 self._followers[name] = _KeptReading(self.settings)
+            self._followers[name].camera = self.camera
         return self._followers[name]
 
     def _current(self, track: Track) -> dict[str, dict[str, Any]]:

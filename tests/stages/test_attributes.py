@@ -22,14 +22,14 @@ from framepipe.media.annotate import draw_detections
 from framepipe.stages.analysis import attributes as registry
 from framepipe.stages.analysis.attributes.base import NO_READING, FaceAttribute, FaceSample, Followed, Reading
 from framepipe.stages.analysis.attributes.mask import MaskAttribute
-from framepipe.stages.analysis.attributes.mask_baseline import HELD_OUT, LABELS, bases, synthesise
+from framepipe.stages.analysis.attributes.mask_baseline import FOLDS_DIR, LABELS, PEOPLE, bases, synthesise
 from framepipe.stages.analysis.embedder import FaceEmbedder
 from framepipe.stages.analysis.reading import AttributeSet
 from framepipe.stages.analysis.stage import Analysis
 from framepipe.stages.tracking import CameraTracker
 from tests.helpers import FACE_PHOTOS, MODELS
 
-#: held-out faces per class, drawn with a seed the build never used.
+#: fresh faces per class and person, drawn with a seed the build never used.
 PER_CLASS = 20
 
 
@@ -49,29 +49,43 @@ def _sample(chip: np.ndarray[Any, np.dtype[np.uint8]]) -> FaceSample:
 class TestMaskBaseline:
     """Masked and bare faces of people the baseline never saw: the accuracy it reports."""
 
-    def test_held_out_person_gets_the_right_mask_at_the_reported_accuracy(self, mask: MaskAttribute) -> None:
-        """Fresh synthesised faces of the held-out people (never in training): per class within
-        0.15 of the accuracy in the model's metadata, overall within 0.08."""
+    def test_people_never_seen_get_the_right_mask_at_the_reported_accuracy(self, mask: MaskAttribute) -> None:
+        """Each leave-one-person-out fold's model (built without that person) on fresh faces of that
+        person: the mean over people per class within 0.1 of the figure the shipped model reports,
+        overall within 0.06; the shipped model (trained on everyone) no worse on the same faces."""
         report = mask.report
         assert report["baseline"] is True
-        assert set(report["held_out_people"]) == set(HELD_OUT)
-        assert not set(report["held_out_people"]) & set(report["training_people"])
+        assert str(report.get("held_out", "")).startswith("leave-one-person-out"), (
+            "an older mask baseline without its leave-one-person-out folds: run `make models`"
+        )
+        assert set(report["leave_one_person_out"]) == set(PEOPLE) == set(report["training_people"])
         embedder = FaceEmbedder()
+        every = bases(FACE_PHOTOS, embedder)
         rng = np.random.default_rng(20261202)
-        held_out = [b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT]
-        right = {label: 0 for label in LABELS}
-        for base in held_out:
+        unseen: dict[str, dict[str, float]] = {}
+        shipped = {label: 0 for label in LABELS}
+        for person in PEOPLE:
+            fold = MaskAttribute(
+                Settings().replace(analysis={"mask_model": str(MODELS / FOLDS_DIR / f"{person}.onnx")})
+            )
+            fold.load()
+            assert fold.report["held_out_people"] == [person], fold.report
+            assert person not in fold.report["training_people"]
+            own = [b for b in every if b.person == person]
+            right = {label: 0 for label in LABELS}
             for k, label in enumerate(LABELS):
-                for _ in range(PER_CLASS // len(held_out)):
-                    reading = mask.read([_sample(synthesise(base, k, rng, embedder))], None)
-                    right[label] += reading.value == label
-        seen = PER_CLASS // len(held_out) * len(held_out)
-        measured = {label: right[label] / seen for label in LABELS}
+                for i in range(PER_CLASS):
+                    sample = [_sample(synthesise(own[i % len(own)], k, rng, embedder))]
+                    right[label] += fold.read(sample, None).value == label
+                    shipped[label] += mask.read(sample, None).value == label
+            unseen[person] = {label: right[label] / PER_CLASS for label in LABELS}
         reported = report["held_out_accuracy"]
+        measured = {label: float(np.mean([unseen[p][label] for p in PEOPLE])) for label in LABELS}
         for label in LABELS:
-            assert measured[label] >= reported[label] - 0.15, (label, measured, reported)
-        overall = sum(right.values()) / (seen * len(LABELS))
-        assert overall >= reported["overall"] - 0.08, (measured, reported)
+            assert measured[label] >= reported[label] - 0.1, (label, measured, reported, unseen)
+        overall = float(np.mean(list(measured.values())))
+        assert overall >= reported["overall"] - 0.06, (overall, reported, unseen)
+        assert sum(shipped.values()) / (PER_CLASS * len(PEOPLE) * len(LABELS)) >= reported["overall"] - 0.06
 
     def test_a_tracklet_reading_is_the_mean_over_its_crops_and_no_crop_is_no_reading(
         self, mask: MaskAttribute
@@ -79,7 +93,7 @@ class TestMaskBaseline:
         """Several crops: one label with its mean probability; none (or a wrong-sized chip): no reading."""
         embedder = FaceEmbedder()
         rng = np.random.default_rng(7)
-        base = next(b for b in bases(FACE_PHOTOS, embedder) if b.person in HELD_OUT)
+        base = next(b for b in bases(FACE_PHOTOS, embedder) if b.person == "biden")
         chips = [synthesise(base, 1, rng, embedder) for _ in range(3)]
         probabilities = mask.probabilities(chips).mean(axis=0)
         reading = mask.read([_sample(c) for c in chips], None)
@@ -187,6 +201,33 @@ class TestTracksAndEvents:
             events.check_event(event)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**found[0], "type": "flag"}, events.EVENT_SCHEMA)
+
+    def test_no_mask_alerts_once_after_n_bare_gops_only_where_masks_are_required(self) -> None:
+        """require_mask = "door", 3 GOPs: a bare track alerts once, at its third bare analysed GOP
+        (a GOP without a reading neither counts nor resets; a restart keeps the count), never
+        again; a masked track on door, and the same bare face on hall, never."""
+        cfg = AnalysisSettings(unknown_alert_after_gops=10, require_mask="door", no_mask_after_gops=3)
+        bare, masked = (AttributeReading("mask", "none", 0.9),), (AttributeReading("mask", "worn", 0.9),)
+
+        def alerts(camera: str, readings: list[tuple[AttributeReading, ...]]) -> list[tuple[int, str]]:
+            tracker, found = CameraTracker(camera, cfg), []
+            for gop, reading in enumerate(readings):
+                if gop == 2:  # the sink restarts from its saved state
+                    tracker = CameraTracker(camera, cfg, json.loads(json.dumps(tracker.state())))
+                for event in tracker.update(gop, [_face(0, reading, gop * 10)])[1]:
+                    jsonschema.validate(event, events.EVENT_SCHEMA)
+                    if event["type"].startswith("alert."):
+                        assert event["attributes"]["mask"]["value"] == "none"
+                        found.append((gop, event["type"]))
+            return found
+
+        assert alerts("door", [bare, (), bare, bare, bare, bare]) == [(3, "alert.no_mask")]
+        assert alerts("door", [bare, masked, masked, masked, bare, bare]) == []
+        assert alerts("door", [masked] * 6) == []
+        assert alerts("hall", [bare] * 6) == []
+        assert AnalysisSettings(require_mask="*").requires_mask("hall")
+        with pytest.raises(ConfigError, match="no_mask_after_gops"):
+            AnalysisSettings(no_mask_after_gops=0)
 
     def test_mask_vote_does_not_flip_on_one_odd_gop(self) -> None:
         """worn, worn, none (one GOP), worn: the track stays worn throughout."""

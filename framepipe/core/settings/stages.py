@@ -273,6 +273,10 @@ class AnalysisSettings(ConsumerSettings):
     camera_attributes: str = ""
     #: the mask classifier (ONNX, docs/attributes.md); empty: the baseline in inference.models_dir.
     mask_model: str = ""
+    #: cameras where a bare face raises one alert.no_mask per track (comma-separated; "*":
+    #: every camera that reads mask; empty: none), after no_mask_after_gops unmasked GOPs.
+    require_mask: str = ""
+    no_mask_after_gops: int = 3
 
     def __post_init__(self) -> None:
         self._check("analysis")
@@ -286,6 +290,7 @@ class AnalysisSettings(ConsumerSettings):
             crops_per_track=self.crops_per_track,
             track_reid_distance=self.track_reid_distance,
             unknown_alert_after_gops=self.unknown_alert_after_gops,
+            no_mask_after_gops=self.no_mask_after_gops,
         )
         if self.track_max_gap_gops < 0:
             raise ConfigError(f"analysis.track_max_gap_gops must be >= 0, got {self.track_max_gap_gops}")
@@ -298,6 +303,11 @@ class AnalysisSettings(ConsumerSettings):
         if camera in overrides:
             return overrides[camera]
         return attribute_list("analysis.attributes", self.attributes)
+
+    def requires_mask(self, camera: str) -> bool:
+        """Whether ``camera``'s bare faces raise ``alert.no_mask`` (``require_mask``)."""
+        cameras = {c.strip() for c in self.require_mask.split(",") if c.strip()}
+        return "*" in cameras or camera in cameras
 
     def all_attributes(self) -> tuple[str, ...]:
         """Every attribute some camera uses (what an analysis replica loads)."""

@@ -84,6 +84,9 @@ class FaceAttribute(ABC, Generic[SideInput]):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: the camera whose tracks this instance follows (the sink keeps one per camera and
+        #: sets it, for per-camera alerts); empty in the analysis stage.
+        self.camera = ""
 
     def load(self) -> None:
         """Load models (runs once, in a worker thread, before the first GOP). Default: none."""

@@ -45,6 +45,8 @@ MODEL_FILE = "mask_baseline.onnx"
 CHIP = 150
 #: how much of a track's earlier votes one more tracklet keeps.
 VOTE_DECAY = 0.7
+#: the EVENTS type a bare face raises on a camera that requires masks.
+NO_MASK_ALERT = "alert.no_mask"
 
 
 def model_path(settings: Settings) -> Path:
@@ -134,11 +136,22 @@ class MaskAttribute(FaceAttribute[None]):
         return Reading(LABELS[best], float(mean[best]))
 
     def follow(self, state: TrackState, reading: Reading) -> Followed:
-        """A decaying vote: each tracklet adds its confidence to its label."""
+        """A decaying vote: each tracklet adds its confidence to its label. On a camera in
+        ``analysis.require_mask``, a track whose vote has been ``none`` for
+        ``analysis.no_mask_after_gops`` analysed GOPs in a row raises ``alert.no_mask`` (the
+        sink raises each alert once per track); a GOP without a reading neither counts nor resets."""
         if not reading.present or reading.value not in LABELS:
             return Followed(state)
         votes = {label: VOTE_DECAY * float(state.get(label, 0.0)) for label in LABELS}
         votes[str(reading.value)] += reading.confidence
         winner = max(LABELS, key=lambda label: votes[label])
         total = sum(votes.values()) or 1.0
-        return Followed({**votes, "value": winner, "confidence": round(votes[winner] / total, 4)})
+        unmasked = int(state.get("unmasked_gops", 0)) + 1 if winner == "none" else 0
+        followed: TrackState = {**votes, "value": winner, "confidence": round(votes[winner] / total, 4)}
+        cfg = self.settings.analysis
+        alert = (
+            NO_MASK_ALERT
+            if unmasked >= cfg.no_mask_after_gops and self.camera and cfg.requires_mask(self.camera)
+            else None
+        )
+        return Followed({**followed, "unmasked_gops": unmasked}, alert)

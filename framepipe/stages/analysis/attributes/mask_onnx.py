@@ -4,7 +4,8 @@ It takes the contract's input (:mod:`.mask`: ``chip``, float32 ``[N, 3, 150, 150
 RGB in 0..1) and gives the contract's output (``probabilities``, ``[N, 3]`` in the
 order none, worn, below_nose). Inside: the chip normalised by its own mean and spread
 (lighting), its lower part (rows 50..134, columns 25..124: nose, mouth, chin)
-average-pooled 5×5, standardised, then the MLP (1020 → 48 → 3) and a softmax. The numbers the training
+average-pooled 5×5 (colour, 1020 values) and the absolute Sobel gradients of its grey
+pooled alike (edges, 608), standardised, then the MLP (1628 → 48 → 3) and a softmax. The numbers the training
 measured go into the model's metadata (``framepipe.mask``, JSON).
 """
 
@@ -23,6 +24,8 @@ LABELS = ("none", "worn", "below_nose")
 ROWS = (50, 135)
 COLUMNS = (25, 125)
 POOL = 5
+#: Sobel x and y as a Conv weight [2, 1, 3, 3] (cross-correlation, as ONNX's Conv computes).
+SOBEL = [[[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]], [[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]]]
 OPSET = 17
 INPUT, OUTPUT = "chip", "probabilities"
 METADATA_KEY = "framepipe.mask"
@@ -47,6 +50,7 @@ def export(model: Any, path: Path, report: dict[str, Any]) -> None:
         numpy_helper.from_array(np.array([ROWS[0], COLUMNS[0]], np.int64), "slice_start"),
         numpy_helper.from_array(np.array([ROWS[1], COLUMNS[1]], np.int64), "slice_end"),
         numpy_helper.from_array(np.array([2, 3], np.int64), "slice_axes"),
+        const("sobel", SOBEL),
     ]
     nodes = [
         helper.make_node("ReduceMean", [INPUT], ["mu"], axes=[1, 2, 3], keepdims=1),
@@ -60,7 +64,17 @@ def export(model: Any, path: Path, report: dict[str, Any]) -> None:
         helper.make_node(
             "AveragePool", ["lower"], ["pooled"], kernel_shape=[POOL, POOL], strides=[POOL, POOL]
         ),
-        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Flatten", ["pooled"], ["flat_colour"], axis=1),
+        # edges: |Sobel x|, |Sobel y| of the region's grey, pooled alike (a valid conv; the pool
+        # drops the rows and columns that do not fill a window, as features() does)
+        helper.make_node("ReduceMean", ["lower"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("Conv", ["grey", "sobel"], ["gradients"], kernel_shape=[3, 3]),
+        helper.make_node("Abs", ["gradients"], ["edges"]),
+        helper.make_node(
+            "AveragePool", ["edges"], ["pooled_edges"], kernel_shape=[POOL, POOL], strides=[POOL, POOL]
+        ),
+        helper.make_node("Flatten", ["pooled_edges"], ["flat_edges"], axis=1),
+        helper.make_node("Concat", ["flat_colour", "flat_edges"], ["flat"], axis=1),
         helper.make_node("Sub", ["flat", "feature_mean"], ["shifted"]),
         helper.make_node("Div", ["shifted", "feature_std"], ["standard"]),
         helper.make_node("Gemm", ["standard", "w1", "b1"], ["hidden_pre"]),
@@ -80,7 +94,8 @@ def export(model: Any, path: Path, report: dict[str, Any]) -> None:
     onnx_model.producer_name = "framepipe mask_baseline"
     onnx_model.doc_string = (
         "BASELINE mask classifier trained on synthesised masks (docs/attributes.md); "
-        f"held-out accuracy {json.dumps(report['held_out_accuracy'])}"
+        f"held-out accuracy ({report.get('held_out', 'held-out people')}) "
+        f"{json.dumps(report['held_out_accuracy'])}"
     )
     helper.set_model_props(
         onnx_model, {METADATA_KEY: json.dumps(report), "labels": ",".join(report["labels"])}
