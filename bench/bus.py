@@ -236,8 +236,9 @@ def measure(storage: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
         log_file=workdir / f"nats-{storage}.log"
     )
     try:
-        # VIDEO's default 8 GiB cap exceeds the server's 1 GB memory store; the bench stores far less.
-        streams = {"storage": storage, "video_max_bytes": 512 * 1024**2}
+        # VIDEO's default 8 GiB cap (and THERMAL's 1 GiB) exceed the server's 1 GB memory store,
+        # which JetStream reserves up front; the bench stores far less.
+        streams = {"storage": storage, "video_max_bytes": 512 * 1024**2, "thermal_max_bytes": 128 * 1024**2}
         settings = bench_settings(nats={"url": server.url}, streams=streams)
         idle_count = args.idle_count if storage == "file" else 0
         asyncio.run(setup_topology(settings))
