@@ -7,11 +7,10 @@ envelope around them is :mod:`framepipe.core.envelope`.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from framepipe.core.envelope import check_field_type
+from framepipe.core.envelope import typed_fields
 from framepipe.core.errors import SchemaError
 
 
@@ -166,15 +165,7 @@ class FaceTracklet:
 
     @classmethod
     def from_wire(cls, raw: Any) -> FaceTracklet:
-        if not isinstance(raw, dict):
-            raise SchemaError("face tracklet must be a map")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name in raw:
-                kwargs[f.name] = check_field_type("tracklet", f.name, hints[f.name], raw[f.name])
-            elif f.default is dataclasses.MISSING:
-                raise SchemaError(f"face tracklet lacks field {f.name!r}")
+        kwargs = typed_fields(cls, raw, "tracklet", "face tracklet must be a map", "face tracklet")
         if isinstance(kwargs.get("embedding"), memoryview):
             kwargs["embedding"] = bytes(kwargs["embedding"])
         return cls(**kwargs)

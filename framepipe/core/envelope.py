@@ -87,17 +87,24 @@ class Message:
 
     @classmethod
     def from_wire(cls: type[M], raw: Any) -> M:
-        if not isinstance(raw, dict):
-            raise SchemaError(f"{cls.KIND} body must be a map")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in raw:
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                    continue
-                raise SchemaError(f"{cls.KIND} message lacks field {f.name!r}")
-            kwargs[f.name] = check_field_type(cls.KIND, f.name, hints[f.name], raw[f.name])
-        return cls(**kwargs)
+        return cls(
+            **typed_fields(cls, raw, cls.KIND, f"{cls.KIND} body must be a map", f"{cls.KIND} message")
+        )
+
+
+def typed_fields(cls: type[Any], raw: Any, kind: str, not_a_map: str, what: str) -> dict[str, Any]:
+    """The dataclass ``cls``'s fields out of the map ``raw``, each type-checked; only fields with a
+    default may be absent. ``not_a_map`` and ``what`` ("gop message") word the SchemaErrors."""
+    if not isinstance(raw, dict):
+        raise SchemaError(not_a_map)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = check_field_type(kind, f.name, hints[f.name], raw[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{what} lacks field {f.name!r}")
+    return kwargs
 
 
 def check_field_type(kind: str, name: str, hint: Any, value: Any) -> Any:
