@@ -61,7 +61,7 @@ def _settings(server: NatsServer, tmp_path: Path) -> Settings:
         nats={"url": server.url},
         local={"state_dir": str(tmp_path / "state")},
         # JetStream reserves max_bytes at creation: the bounded streams must fit the store.
-        streams={"video_max_bytes": 4 * 1024**2, "dlq_max_bytes": 1024**2},
+        streams={"video_max_bytes": 4 * 1024**2, "dlq_max_bytes": 1024**2, "thermal_max_bytes": 1024**2},
     )
 
 
