@@ -116,6 +116,16 @@ def write_result(result: dict[str, Any], out: Path, command: str) -> dict[str, A
     return result
 
 
+def finish(
+    result: dict[str, Any], out: Path, command: str, plot: Callable[[dict[str, Any], Path], bool]
+) -> dict[str, Any]:
+    """:func:`write_result`, then the bench's plot next to the JSON (when matplotlib is there)."""
+    write_result(result, out, command)
+    if plot(result, out.with_suffix(".png")):
+        print(f"wrote {out.with_suffix('.png')}")
+    return result
+
+
 def pyplot() -> Any | None:
     """matplotlib's pyplot on the Agg backend, or None when matplotlib is missing."""
     try:

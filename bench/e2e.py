@@ -32,12 +32,12 @@ from bench.common import (
     RESULTS,
     bench_settings,
     clip,
+    finish,
     gop_done_events,
     load_gops,
     pyplot,
     ratio,
     save_figure,
-    write_result,
 )
 from bench.latency import RealtimePipeline
 from framepipe.media.sample import ClipSpec
@@ -150,10 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     command = "python -m bench.e2e" + (" --quick" if args.quick else "")
-    write_result(result, args.out, command)
-    if plot(result, args.out.with_suffix(".png")):
-        print(f"wrote {args.out.with_suffix('.png')}")
-    return result
+    return finish(result, args.out, command, plot)
 
 
 if __name__ == "__main__":

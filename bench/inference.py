@@ -26,12 +26,7 @@ Writes ``bench/results/inference.json`` and ``inference.png`` (matplotlib).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,20 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import interleaved, machine, save_figure
-from framepipe.core import bus, messages, topology
-from framepipe.core.bus import setup_topology
+from bench.common import RESULTS, bench_settings, interleaved, machine, pyplot, save_figure
+from bench.inference_stage import stage
+from bench.inference_sweep import gpu, sweep
+from framepipe.core import messages
 from framepipe.core.messages import Detection, DetectionsMessage, FrameBatch, FrameDetections
 from framepipe.core.settings import Settings
-from framepipe.core.topology import Names
-from framepipe.local.natsserver import NatsServer
 from framepipe.media.letterbox import Letterbox
-from framepipe.stages.inference.backends import OnnxRuntimeBackend, available_cpus, ort_threads
+from framepipe.stages.inference.backends import available_cpus, ort_threads
 from framepipe.stages.inference.detectors import build_detector
 from framepipe.stages.inference.detectors.blazeface import FaceDetector, preprocess
-
-REPO = Path(__file__).resolve().parents[1]
-SWEEP = (1, 4, 8, 16, 32)
 
 
 def make_frames(count: int, size: int, seed: int = 0) -> np.ndarray:
@@ -93,12 +84,6 @@ def make_messages(frames: np.ndarray, per_message: int, cameras: int) -> list[Fr
             )
         )
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def detector(settings: Settings) -> FaceDetector:
@@ -177,169 +162,11 @@ def breakdown(settings: Settings, msgs: list[FrameBatch], repeats: int) -> dict[
     return {step: round(1000 * spent[step] / count, 3) for step in steps}
 
 
-def _round_robin(
-    backend: Any, frames: np.ndarray, batches: tuple[int, ...], repeats: int
-) -> dict[int, list[float]]:
-    """Images/s per batch size; repeats interleave the sizes so drifting load hits them alike."""
-    # Short passes (one per batch size, in turn) and many of them: the median then
-    # shrugs off the seconds when other work on the machine takes a core.
-    width = max(batches)
-    passes = max(1, len(frames) // width)
-    chunks: dict[int, list[list[Any]]] = {}
-    for batch in batches:
-        chunks[batch] = [
-            [preprocess(frames[p * width + i : p * width + i + batch]) for i in range(0, width, batch)]
-            for p in range(passes)
-        ]
-        backend.run(chunks[batch][0][0])  # warm-up: ORT sizes its arena per shape
-    samples: dict[int, list[float]] = {batch: [] for batch in batches}
-    for _ in range(repeats):
-        for p in range(passes):
-            for batch in batches:
-                started = time.perf_counter()
-                for chunk in chunks[batch][p]:
-                    backend.run(chunk)
-                samples[batch].append(width / (time.perf_counter() - started))
-    return samples
-
-
-def _images_per_second(backend: Any, frames: np.ndarray, batch: int, repeats: int) -> list[float]:
-    return _round_robin(backend, frames, (batch,), repeats)[batch]
-
-
-def sweep(settings: Settings, frames: np.ndarray, repeats: int, threads: int | None = None) -> dict[str, Any]:
-    """Model call only (pre-processing + ORT run) at each batch size, images/s."""
-    cfg = settings.inference
-    count = ort_threads(cfg.intra_op_threads, cfg.replicas) if threads is None else threads
-    backend = OnnxRuntimeBackend(cfg.model_path, count, use_cuda=False)
-    samples = _round_robin(backend, frames, SWEEP, repeats)
-    backend.close()
-    return {str(b): {"fps_samples": v, "fps": float(np.median(v))} for b, v in samples.items()}
-
-
-def gpu(settings: Settings, frames: np.ndarray, repeats: int, workdir: Path) -> dict[str, Any]:
-    """TensorRT FP16 vs ONNX Runtime CUDA at each batch size; skipped without a GPU."""
-    from framepipe.stages.inference.tensorrt import TensorRTBackend, tensorrt_unavailable_reason
-
-    reason = tensorrt_unavailable_reason()
-    if reason is not None:
-        return {"skipped": reason}
-    cfg = settings.inference
-    backends: dict[str, Any] = {
-        "tensorrt_fp16": TensorRTBackend(cfg.model_path, workdir / "engines", max_batch=max(SWEEP)),
-        "onnxruntime_cuda": OnnxRuntimeBackend(cfg.model_path, cfg.intra_op_threads, use_cuda=True),
-    }
-    out: dict[str, Any] = {}
-    for name, backend in backends.items():
-        out[name] = {}
-        for batch in SWEEP:
-            samples = _images_per_second(backend, frames, batch, repeats)
-            out[name][str(batch)] = float(np.median(samples))
-        backend.close()
-    return out
-
-
-async def _publish_and_collect(
-    settings: Settings,
-    msgs: list[FrameBatch],
-    proc: subprocess.Popen[bytes],
-    server_pid: int,
-    timeout_s: float,
-) -> dict[str, Any]:
-    nc = await bus.connect(settings, "bench-inference")
-    js = nc.jetstream(timeout=10.0)
-    received: list[tuple[float, int]] = []
-    cpu: list[tuple[float, float]] = []  # (stage, nats-server) CPU seconds at first and last
-    done = asyncio.Event()
-    want = len(msgs)
-
-    async def on_detections(msg: Any) -> None:
-        body = messages.decode(msg.headers or {}, msg.data, messages.DetectionsMessage)
-        assert isinstance(body, messages.DetectionsMessage)
-        received.append((time.perf_counter(), len(body.frames)))
-        if len(received) in (1, want):
-            cpu.append((cpu_seconds(proc.pid), cpu_seconds(server_pid)))
-        if len(received) >= want:
-            done.set()
-
-    sub = await nc.subscribe(Names.wildcard(Names.DETECTIONS), cb=on_detections)
-    # Publish once the stage pulls, so its start-up does not overlap the publishing.
-    spec = topology.consumer_spec(Names.INFERENCE)
-    deadline = time.monotonic() + 120
-    while (await js.consumer_info(spec.stream, spec.durable)).num_waiting < 1:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the inference stage did not start (exit {proc.poll()})")
-        await asyncio.sleep(0.1)
-    for m in msgs:
-        headers, body = messages.encode(m)
-        await bus.publish(
-            js, Names.subject(Names.FRAMES, m.camera), body, headers, f"bench:{m.camera}:{m.gop}"
-        )
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout_s)
-    await sub.unsubscribe()
-    await nc.close()
-    if len(received) < 2:
-        raise RuntimeError(f"stage produced {len(received)} of {want} detections (exit {proc.poll()})")
-    received.sort()
-    frames_after_first = sum(n for _, n in received[1:])
-    elapsed = received[-1][0] - received[0][0]
-    result: dict[str, Any] = {
-        "messages": len(received),
-        "complete": len(received) == want,
-        "frames": sum(n for _, n in received),
-        "seconds_first_to_last": elapsed,
-        "fps": frames_after_first / elapsed,
-    }
-    if len(cpu) == 2:
-        result["cpu_ms_per_frame"] = {
-            "stage": 1000 * (cpu[1][0] - cpu[0][0]) / frames_after_first,
-            "nats_server": 1000 * (cpu[1][1] - cpu[0][1]) / frames_after_first,
-        }
-    return result
-
-
-def stage(settings: Settings, msgs: list[FrameBatch], workdir: Path, max_batch: int) -> dict[str, Any]:
-    """One stage run on its own nats-server and store under ``workdir``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    server = NatsServer(store_dir=workdir / f"js-{max_batch}").start(log_file=workdir / "nats.log")
-    try:
-        settings = settings.replace(nats={"url": server.url})
-        asyncio.run(setup_topology(settings))
-        env = dict(os.environ)
-        env.update(
-            {
-                "FRAMEPIPE_NATS__URL": server.url,
-                "FRAMEPIPE_INFERENCE__MODELS_DIR": settings.inference.models_dir,
-                "FRAMEPIPE_INFERENCE__MAX_BATCH": str(max_batch),
-                "FRAMEPIPE_INFERENCE__INTRA_OP_THREADS": str(settings.inference.intra_op_threads),
-                "FRAMEPIPE_INFERENCE__METRICS_PORT": "-1",
-            }
-        )
-        log = (workdir / f"stage-{max_batch}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "framepipe", "stage", "inference"], env=env, stdout=log, stderr=log
-        )
-        try:
-            assert server.process is not None
-            return asyncio.run(_publish_and_collect(settings, msgs, proc, server.process.pid, timeout_s=120))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
-    finally:
-        server.stop()
-
-
 def plot(result: dict[str, Any], path: Path) -> bool:
     """Three panels: bare vs stage (the ratio), the batch sweep per thread count, and the
     stage's time per message split into the steps ``breakdown`` measured."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.5))
     s = result["summary"]
@@ -409,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the setting)"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "inference.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "inference.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.repeats = 512, 2
@@ -417,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.stage_runs = args.repeats
     if args.stage_runs < 1:
         parser.error("--stage-runs must be at least 1")
-    settings = Settings().replace(inference={"models_dir": str(REPO / ".cache" / "models")})
+    settings = bench_settings()
     if args.threads is not None:
         settings = settings.replace(inference={"intra_op_threads": args.threads})
     threads = ort_threads(settings.inference.intra_op_threads, settings.inference.replicas)

@@ -33,13 +33,13 @@ from bench.common import (
     RESULTS,
     bench_settings,
     clip,
+    finish,
     gop_done_events,
     load_gops,
     pyplot,
     ratio,
     save_figure,
     stats,
-    write_result,
 )
 from framepipe.core import bus, messages, topology
 from framepipe.core.settings import Settings
@@ -273,10 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     command = "python -m bench.latency" + (" --quick" if args.quick else "")
-    write_result(result, args.out, command)
-    if plot(result, args.out.with_suffix(".png")):
-        print(f"wrote {args.out.with_suffix('.png')}")
-    return result
+    return finish(result, args.out, command, plot)
 
 
 if __name__ == "__main__":

@@ -31,18 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import frame_batches
-from bench.codec import decoder_parts, detections, gop_inputs, outgoing
+from bench.codec_stages import decoder_parts, detections, gop_inputs, outgoing
 from bench.common import (
     RESULTS,
     Outgoing,
     StageHarness,
     bench_settings,
     clip,
+    finish,
     load_gops,
     pyplot,
     ratio,
     save_figure,
-    write_result,
 )
 from framepipe.core.messages import EncodeItem, GopMessage
 from framepipe.core.settings import Settings
@@ -174,10 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     command = "python -m bench.scaling" + (" --quick" if args.quick else "")
-    write_result(result, args.out, command)
-    if plot(result, args.out.with_suffix(".png")):
-        print(f"wrote {args.out.with_suffix('.png')}")
-    return result
+    return finish(result, args.out, command, plot)
 
 
 if __name__ == "__main__":

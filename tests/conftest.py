@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -144,6 +145,14 @@ def _child_logs_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("FRAMEPIPE_") and "__" in key:
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def fresh_bus_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus module's logger, cached on first use under an earlier ``logs.configure``, can
+    keep a processor list that ``capture_logs`` no longer sees (seen in a full suite run):
+    give the module a fresh one (``pytestmark = pytest.mark.usefixtures("fresh_bus_logger")``)."""
+    monkeypatch.setattr(bus, "log", structlog.get_logger("framepipe.bus"))
 
 
 def _uses_server_fixture(item: pytest.Item) -> bool:

@@ -12,12 +12,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from nats.js import JetStreamContext
 
 from framepipe.core import bus
 from framepipe.core.messages import Headers
+from framepipe.core.runner import Runner
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.media.sample import ClipSpec, make_clip
+from framepipe.stages.decoder import Decoder
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / ".cache" / "test-media"
@@ -93,6 +96,22 @@ def portrait_clip(name: str, spec: ClipSpec) -> Path:
 def read_jsonl(path: Path) -> list[dict[str, object]]:
     """Every line of a JSON-lines file (the sink's detections.jsonl), parsed."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def decode_until_drained(js: JetStreamContext, settings: Settings, timeout_s: float) -> None:
+    """Run a real decoder (its runner, in this process) until VIDEO's decoder consumer has
+    nothing pending or unacknowledged, then stop it."""
+    runner = Runner(Decoder(settings), settings)
+    task = asyncio.create_task(runner.run(serve_health=False))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        info = await js.consumer_info(Names.VIDEO, Names.DECODER)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the decoder did not get through"
+        await asyncio.sleep(0.2)
+    runner.request_stop()
+    await asyncio.wait_for(task, 15.0)
 
 
 def output_gops(settings: Settings, camera: str) -> Counter[int]:

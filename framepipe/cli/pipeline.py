@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
 from framepipe.cli.common import DEFAULT_SAMPLE, ConfigOption, console, out
+from framepipe.cli.progress import progress_bar
 from framepipe.cli.run_cameras import RunCamera, apply_modes, run_cameras
 from framepipe.core import logs
 from framepipe.core.errors import ConfigError
@@ -166,14 +167,7 @@ def _run_system(
                 console.print("stopping: draining stages...")
             return 0
         results: list[CameraResult] = []
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with progress_bar(console) as progress:
             for name, gateway in gateways:  # they run at once; waiting for each in turn is enough
                 task = progress.add_task(f"{name}: GOPs written", total=None)
 

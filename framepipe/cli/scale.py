@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from framepipe.cli.errors import Typer
+from framepipe.cli.progress import progress_bar
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_cluster_config, load_settings
@@ -263,14 +263,7 @@ def tune_command(
     load = load_curve(curve)
     existing = config if config is not None and config.is_file() else None  # --write may create it
     models = stage_models(load, throughput, rate, startup, _stage_settings(existing))
-    with Progress(
-        TextColumn("[bold]simulating candidate settings"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar(console, "[bold]simulating candidate settings") as progress:
         # A day's curve takes a minute or more: each candidate's line as it is known.
         task = progress.add_task("tune", total=None)
         shown: list[str] = []

@@ -254,36 +254,31 @@ def setup_job(settings: Settings, cluster: ClusterConfig, config_hash: str) -> O
     }
 
 
-def hls_claim(cluster: ClusterConfig) -> Obj:
-    spec: Obj = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": f"{cluster.k8s.sink_storage_gib}Gi"}},
-    }
-    if cluster.k8s.sink_storage_class:
-        spec["storageClassName"] = cluster.k8s.sink_storage_class
+def _claim(name: str, component: str, access_mode: str, gib: int, storage_class: str) -> Obj:
+    """A PersistentVolumeClaim of ``gib``; the cluster's default storage class unless one is named."""
+    spec: Obj = {"accessModes": [access_mode], "resources": {"requests": {"storage": f"{gib}Gi"}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": meta(HLS_CLAIM, "sink"),
+        "metadata": meta(name, component),
         "spec": spec,
     }
+
+
+def hls_claim(cluster: ClusterConfig) -> Obj:
+    k8s = cluster.k8s
+    return _claim(HLS_CLAIM, "sink", "ReadWriteOnce", k8s.sink_storage_gib, k8s.sink_storage_class)
 
 
 def engine_cache_claim(cluster: ClusterConfig) -> Obj:
     """The GPU overlay's TensorRT engine cache, shared by every inference pod (ReadWriteMany):
     an engine is built once per GPU model, not once per pod. Writes are atomic (EngineCache)."""
-    spec: Obj = {
-        "accessModes": ["ReadWriteMany"],
-        "resources": {"requests": {"storage": f"{cluster.k8s.engine_cache_gib}Gi"}},
-    }
-    if cluster.k8s.engine_cache_storage_class:
-        spec["storageClassName"] = cluster.k8s.engine_cache_storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": meta(ENGINE_CLAIM, "inference"),
-        "spec": spec,
-    }
+    k8s = cluster.k8s
+    return _claim(
+        ENGINE_CLAIM, "inference", "ReadWriteMany", k8s.engine_cache_gib, k8s.engine_cache_storage_class
+    )
 
 
 def namespace(cluster: ClusterConfig) -> Obj:

@@ -1,259 +1,38 @@
-"""Versioned message envelopes: headers for routing, msgpack (or JSON) for the body.
+"""The message kinds of the pipeline's streams, one dataclass per step; every public name of the wire.
 
-Every message carries ``Framepipe-Version`` and ``Framepipe-Kind`` headers. The
-body is a msgpack map whose large fields (encoded packets, segments) are raw
-``bin`` values, so nothing is base64'd and nothing is pickled. A kind with one
-dominant bytes field (``TAIL``: the pixel tensor of a frame batch, the segment of
-an output) sends it after the map instead, its offset in the ``Framepipe-Tail``
-header: the writer copies it once and the reader gets a ``memoryview`` of the
-received body, not two msgpack copies of megabytes per message.
-The kinds of the product streams that applications read (``FORMAT = "json"``:
-DETECTIONS) are JSON objects instead, with a ``kind`` member and a
-``Content-Type: application/json`` header, readable with the nats CLI and from any
-language; their JSON Schemas are :mod:`framepipe.core.schemas`.
-Decoding checks the version, the kind and every field's type; any mismatch is a
-:class:`SchemaError`, which the runner routes to the dead-letter stream.
+A stage reads and writes these: the gateway's GOPs (VIDEO), the decoder's frame
+batches (FRAMES), inference's detections (DETECTIONS, with gaps), the analysis and
+encode work items (ANALYZE, ENCODE) and the encoder's segments (OUTPUT). The
+envelope (headers, msgpack/JSON body, raw tails, version and type checks) is
+:mod:`framepipe.core.envelope`; what the stages find (detections, attribute
+readings, face tracklets) is :mod:`framepipe.core.detections`. Both are
+re-exported here, so ``framepipe.core.messages`` stays the one import for the wire.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
-import msgpack
-
-from framepipe.core.errors import SchemaError, UnknownVersionError
-
-M = TypeVar("M", bound="Message")
-
-#: written by this build. 2: a message's large bytes field may follow the msgpack map as a
-#: raw tail (``Framepipe-Tail`` header), so pixel tensors are never copied through msgpack.
-ENVELOPE_VERSION = 2
-#: every envelope version this build decodes (1: messages from older writers still in a stream).
-READABLE_ENVELOPE_VERSIONS = (1, 2)
-
-
-class Headers:
-    """Header names carried by every framepipe message."""
-
-    VERSION = "Framepipe-Version"
-    KIND = "Framepipe-Kind"
-    #: byte offset in the body where the raw tail (the kind's ``TAIL`` field) starts.
-    TAIL = "Framepipe-Tail"
-    CAMERA = "Framepipe-Camera"
-    GOP = "Framepipe-Gop"
-    STAGE = "Framepipe-Stage"
-    ERROR = "Framepipe-Error"
-    ERROR_KIND = "Framepipe-Error-Kind"
-    ORIGINAL_SUBJECT = "Framepipe-Original-Subject"
-    ORIGINAL_STREAM_SEQ = "Framepipe-Original-Seq"
-    DELIVERIES = "Framepipe-Deliveries"
-    MSG_ID = "Nats-Msg-Id"
-    #: ``application/json`` on JSON bodies (product streams); absent on msgpack bodies.
-    CONTENT_TYPE = "Content-Type"
-
-
-JSON_CONTENT_TYPE = "application/json"
-
-
-@dataclass(frozen=True)
-class AttributeReading:
-    """One face attribute's reading (``analysis.attributes``): e.g. mask = "worn" at 0.93.
-
-    ``value`` is a label or a number (a temperature); a face without a reading of an
-    attribute simply has no entry for it ("no reading" is never a made-up value)."""
-
-    name: str
-    value: str | float
-    confidence: float = 0.0
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "confidence": round(self.confidence, 4)}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> AttributeReading:
-        if not isinstance(raw, dict):
-            raise SchemaError("attribute reading must be a map")
-        name, value, confidence = raw.get("name"), raw.get("value"), raw.get("confidence", 0.0)
-        if (
-            not isinstance(name, str)
-            or isinstance(value, bool)
-            or not isinstance(value, str | int | float)
-            or isinstance(confidence, bool)
-            or not isinstance(confidence, int | float)
-        ):
-            raise SchemaError(f"malformed attribute reading {raw!r}"[:200])
-        return cls(name, value if isinstance(value, str) else float(value), float(confidence))
-
-
-def attributes_map(readings: tuple[AttributeReading, ...]) -> dict[str, dict[str, Any]]:
-    """The JSON form applications read: ``{"mask": {"value": "worn", "confidence": 0.93}}``."""
-    return {r.name: {"value": r.value, "confidence": round(r.confidence, 4)} for r in readings}
-
-
-def attributes_from_map(raw: Any) -> tuple[AttributeReading, ...]:
-    if not isinstance(raw, dict):
-        raise SchemaError("attributes must be a map of name to {value, confidence}")
-    return tuple(AttributeReading.from_wire({"name": k, **v}) if isinstance(v, dict)
-                 else AttributeReading.from_wire(v) for k, v in raw.items())  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: tuple[float, float, float, float]
-    score: float
-    label: str = "face"
-    #: set by the analysis stage: the face's tracklet in its GOP (the sink makes it the
-    #: camera's track id in detections.jsonl); -1: not analysed.
-    track: int = -1
-    #: set by the analysis stage: the gallery's name, ``"unknown"``, or "" (not analysed).
-    identity: str = ""
-    #: set by the analysis stage: the readings of the face's tracklet (``analysis.attributes``).
-    attributes: tuple[AttributeReading, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {
-            "box": [round(v, 2) for v in self.box],
-            "score": round(self.score, 4),
-            "label": self.label,
-        }
-        if self.track >= 0:  # only analysed detections carry them: DETECTIONS stays as it was
-            wire["track"] = self.track
-            wire["identity"] = self.identity
-        if self.attributes:
-            wire["attributes"] = attributes_map(self.attributes)
-        return wire
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Detection:
-        if not isinstance(raw, dict):
-            raise SchemaError("detection must be a map")
-        box = raw.get("box")
-        score = raw.get("score")
-        label = raw.get("label", "face")
-        track = raw.get("track", -1)
-        identity = raw.get("identity", "")
-        if (
-            not isinstance(box, list)
-            or len(box) != 4
-            or not all(isinstance(v, int | float) for v in box)
-            or not isinstance(score, int | float)
-            or not isinstance(label, str)
-            or not isinstance(track, int)
-            or not isinstance(identity, str)
-        ):
-            raise SchemaError(f"malformed detection {raw!r}"[:200])
-        box4 = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-        attributes = attributes_from_map(raw["attributes"]) if "attributes" in raw else ()
-        return cls(box4, float(score), label, track, identity, attributes)
-
-
-@dataclass(frozen=True)
-class FrameDetections:
-    """Detections of one source frame; ``frame`` is its index in the source."""
-
-    frame: int
-    pts: int
-    detections: tuple[Detection, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"frame": self.frame, "pts": self.pts, "detections": [d.to_wire() for d in self.detections]}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> FrameDetections:
-        if not isinstance(raw, dict):
-            raise SchemaError("frame detections must be a map")
-        frame, pts, dets = raw.get("frame"), raw.get("pts"), raw.get("detections")
-        if not isinstance(frame, int) or not isinstance(pts, int) or not isinstance(dets, list):
-            raise SchemaError("frame detections need int frame, int pts, list detections")
-        return cls(frame, pts, tuple(Detection.from_wire(d) for d in dets))
-
-
-@dataclass(frozen=True)
-class Message:
-    """Base of all envelopes; subclasses set ``KIND`` and declare typed fields."""
-
-    KIND: ClassVar[str] = ""
-    #: a bytes field sent as the body's raw tail rather than inside the msgpack map.
-    TAIL: ClassVar[str | None] = None
-    #: "msgpack" (internal streams) or "json" (product streams applications read).
-    FORMAT: ClassVar[str] = "msgpack"
-
-    camera: str
-    gop: int
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple) and value and hasattr(value[0], "to_wire"):
-                value = [v.to_wire() for v in value]
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
-
-    @classmethod
-    def from_wire(cls: type[M], raw: Any) -> M:
-        if not isinstance(raw, dict):
-            raise SchemaError(f"{cls.KIND} body must be a map")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in raw:
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                    continue
-                raise SchemaError(f"{cls.KIND} message lacks field {f.name!r}")
-            kwargs[f.name] = _check_type(cls.KIND, f.name, hints[f.name], raw[f.name])
-        return cls(**kwargs)
-
-
-def _check_type(kind: str, name: str, hint: Any, value: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    bad = SchemaError(f"{kind}.{name} has the wrong type ({type(value).__name__})")
-    if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise bad
-        return value
-    if hint is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if hint is bytes:
-        # memoryview: a raw tail, a zero-copy view of the received body.
-        if not isinstance(value, bytes | memoryview):
-            raise bad
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(kind, name, inner[0], value)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise bad
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = args[0]
-            if hasattr(item, "from_wire"):
-                return tuple(item.from_wire(v) for v in value)
-            return tuple(_check_type(kind, name, item, v) for v in value)
-        if len(args) != len(value):
-            raise bad
-        return tuple(_check_type(kind, name, a, v) for a, v in zip(args, value, strict=True))
-    raise bad
+from framepipe.core.detections import (
+    AttributeReading,
+    Detection,
+    FaceTracklet,
+    FrameDetections,
+    attributes_from_map,
+    attributes_map,
+)
+from framepipe.core.envelope import (
+    ENVELOPE_VERSION,
+    JSON_CONTENT_TYPE,
+    READABLE_ENVELOPE_VERSIONS,
+    Headers,
+    Message,
+    decode,
+    encode,
+)
+from framepipe.core.errors import SchemaError
 
 
 @dataclass(frozen=True)
@@ -361,58 +140,6 @@ class DetectionsMessage(Message):
 
 
 @dataclass(frozen=True)
-class FaceTracklet:
-    """One face followed through one GOP by the analysis stage (``local`` is its id there).
-
-    The sink links tracklets of consecutive GOPs into a camera's tracks (IoU of
-    ``last_box`` with the next GOP's ``first_box``, else descriptor distance).
-    ``embedding`` is the mean dlib descriptor of the embedded crops (128 float32,
-    little-endian; empty when no crop was large enough); ``identity`` the gallery's
-    vote over those crops ("" = unknown) at ``distance``.
-    """
-
-    local: int
-    first_frame: int
-    last_frame: int
-    first_box: tuple[float, float, float, float]
-    last_box: tuple[float, float, float, float]
-    first_seen: float
-    last_seen: float
-    identity: str = ""
-    distance: float = -1.0
-    crops: int = 0
-    embedding: bytes = b""
-    #: the best crop: frame index and box in it (the snapshot reference); JPEG bytes when
-    #: ``analysis.keep_snapshots`` is on.
-    best_frame: int = -1
-    best_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    snapshot: bytes = b""
-    #: the tracklet's readings of the camera's switched-on attributes (none: no reading).
-    attributes: tuple[AttributeReading, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}  # fmt: skip
-        wire["attributes"] = [a.to_wire() for a in self.attributes]
-        return wire
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> FaceTracklet:
-        if not isinstance(raw, dict):
-            raise SchemaError("face tracklet must be a map")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name in raw:
-                kwargs[f.name] = _check_type("tracklet", f.name, hints[f.name], raw[f.name])
-            elif f.default is dataclasses.MISSING:
-                raise SchemaError(f"face tracklet lacks field {f.name!r}")
-        if isinstance(kwargs.get("embedding"), memoryview):
-            kwargs["embedding"] = bytes(kwargs["embedding"])
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
 class EncodeItem(Message):
     """ANALYZE and ENCODE: every part of a GOP has detections; name the faces, draw, encode."""
 
@@ -470,92 +197,12 @@ KINDS: dict[str, type[Message]] = {
 }
 
 
-def encode(message: Message) -> tuple[dict[str, str], bytes]:
-    """Serialise ``message`` into (headers, body)."""
-    headers = {
-        Headers.VERSION: str(ENVELOPE_VERSION),
-        Headers.KIND: message.KIND,
-        Headers.CAMERA: message.camera,
-        Headers.GOP: str(message.gop),
-    }
-    wire = message.to_wire()
-    if message.FORMAT == "json":
-        headers[Headers.CONTENT_TYPE] = JSON_CONTENT_TYPE
-        return headers, json.dumps({"kind": message.KIND, **wire}, separators=(",", ":")).encode()
-    if message.TAIL is None:
-        return headers, msgpack.packb(wire, use_bin_type=True)
-    tail = wire.pop(message.TAIL)
-    head: bytes = msgpack.packb(wire, use_bin_type=True)
-    headers[Headers.TAIL] = str(len(head))
-    return headers, head + tail
-
-
-def _unpack(kind: str, body: bytes | memoryview) -> Any:
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
-        raise SchemaError(f"{kind} body is not valid msgpack: {type(exc).__name__}") from None
-
-
-def _parse_json(kind: str, body: bytes) -> Any:
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{kind} body is not valid JSON: {type(exc).__name__}") from None
-    if not isinstance(raw, dict) or raw.pop("kind", None) != kind:
-        raise SchemaError(f'{kind} JSON body must be an object with "kind": {kind!r}')
-    return raw
-
-
-def _split_tail(kind: str, tail_field: str | None, offset_header: str, body: bytes) -> Any:
-    """The msgpack map of a tailed body, with the tail put back as ``tail_field``."""
-    if tail_field is None:
-        raise SchemaError(f"{kind} messages carry no raw tail, got {Headers.TAIL}: {offset_header!r}"[:200])
-    # isascii: str.isdigit() also accepts "²", which int() refuses; the length bound keeps
-    # int() away from its 4300-digit limit.
-    digits = offset_header.isascii() and offset_header.isdigit() and len(offset_header) <= 20
-    if not digits or int(offset_header) > len(body):
-        where = f"{kind} {Headers.TAIL} {offset_header!r}"[:100]
-        raise SchemaError(f"{where} is outside the {len(body)}-byte body")
-    view = memoryview(body)
-    raw = _unpack(kind, view[: int(offset_header)])
-    if not isinstance(raw, dict) or tail_field in raw:
-        raise SchemaError(f"{kind} body before the tail must be a map without {tail_field!r}")
-    raw[tail_field] = view[int(offset_header) :]
-    return raw
-
-
-def decode(headers: typing.Mapping[str, str] | None, body: bytes, expect: type[M]) -> M:
-    """Parse a body sent by :func:`encode`; raise a :class:`SchemaError` subclass."""
-    headers = headers or {}
-    version = headers.get(Headers.VERSION)
-    if version not in {str(v) for v in READABLE_ENVELOPE_VERSIONS}:
-        readable = ", ".join(str(v) for v in READABLE_ENVELOPE_VERSIONS)
-        raise UnknownVersionError(
-            f"envelope version {version!r} is not supported (this build reads {readable})"
-        )
-    kind = headers.get(Headers.KIND)
-    if kind != expect.KIND:
-        raise SchemaError(f"expected a {expect.KIND!r} message, got {kind!r}")
-    offset_header = headers.get(Headers.TAIL)
-    if headers.get(Headers.CONTENT_TYPE) == JSON_CONTENT_TYPE:
-        # msgpack bodies of the same kind (older writers, still in the stream) read below.
-        raw = _parse_json(kind, body)
-    elif offset_header is None:
-        raw = _unpack(kind, body)
-    else:
-        raw = _split_tail(kind, expect.TAIL, offset_header, body)
-    try:
-        return expect.from_wire(raw)
-    except SchemaError:
-        raise
-    except (TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise SchemaError(f"{kind} body is malformed: {exc}") from None
-
-
 __all__ = [
+    "ENVELOPE_VERSION",
     "JSON_CONTENT_TYPE",
     "KINDS",
+    "READABLE_ENVELOPE_VERSIONS",
+    "AttributeReading",
     "Detection",
     "DetectionsMessage",
     "EncodeItem",
@@ -564,9 +211,12 @@ __all__ = [
     "FrameDetections",
     "GapMessage",
     "GopMessage",
+    "Headers",
     "Message",
     "Packet",
     "SegmentMessage",
+    "attributes_from_map",
+    "attributes_map",
     "decode",
     "encode",
 ]

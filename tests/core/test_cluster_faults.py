@@ -47,12 +47,8 @@ class RelayStage(Stage[messages.GapMessage]):
         return Done(frames=1)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_bus_logger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bus module's logger, cached on first use under an earlier ``logs.configure``, can
-    keep a processor list that ``capture_logs`` no longer sees (seen in a full suite run):
-    give the module a fresh one for this test."""
-    monkeypatch.setattr(bus, "log", structlog.get_logger("framepipe.bus"))
+#: the bus module's logger, fresh for each test, so ``capture_logs`` sees its events.
+pytestmark = pytest.mark.usefixtures("fresh_bus_logger")
 
 
 @pytest.fixture

