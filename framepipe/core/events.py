@@ -82,7 +82,11 @@ EVENT_SCHEMA: dict[str, Any] = {
                 "required": ["value", "confidence"],
                 "additionalProperties": False,
                 "properties": {
-                    "value": {"type": ["string", "number"], "description": "e.g. worn, or 37.9 (°C)"},
+                    "value": {
+                        # anyOf, not a type list: strict validators (Ajv strictTypes) refuse unions.
+                        "anyOf": [{"type": "string"}, {"type": "number"}],
+                        "description": "e.g. worn, or 37.9 (°C)",
+                    },
                     "confidence": {"type": "number", "minimum": 0, "maximum": 1},
                 },
             },

@@ -103,7 +103,11 @@ DETECTION: Schema = {
                 "type": "object",
                 "required": ["value", "confidence"],
                 "properties": {
-                    "value": {"type": ["string", "number"], "description": "e.g. worn, or 37.9 (°C)"},
+                    "value": {
+                        # anyOf, not a type list: strict validators (Ajv strictTypes) refuse unions.
+                        "anyOf": [{"type": "string"}, {"type": "number"}],
+                        "description": "e.g. worn, or 37.9 (°C)",
+                    },
                     "confidence": {"type": "number", "minimum": 0, "maximum": 1},
                 },
             },

@@ -60,6 +60,8 @@ from framepipe.web.presence import ViewerPresence
 from framepipe.web.whep import WhepHub
 from framepipe.web.whep_feed import CameraFeed
 
+#: how long shutdown waits for the NATS side to close before cancelling what is left.
+SHUTDOWN_STEP_S = 6.0
 log = structlog.get_logger("framepipe.web")
 STATIC = Path(__file__).with_name("static")
 HLS_JS = STATIC / "vendor" / "hls.min.js"
@@ -204,20 +206,32 @@ class WebServer:
             self._http.shutdown()
             self._http.server_close()
         with contextlib.suppress(Exception):
-            self._call(self._shutdown(), 5.0)
+            self._call(self._shutdown(), 10.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
         for thread in self._threads:
             thread.join(5.0)
 
     async def _shutdown(self) -> None:
-        if self._presence_task is not None:
-            self._presence_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._presence_task
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        try:
+            await asyncio.wait_for(self._close_clients(), SHUTDOWN_STEP_S)
+        except Exception as exc:  # noqa: BLE001 - a timeout too: shutting down anyway
+            log.debug("web.shutdown_incomplete", error=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            # The client's own tasks (subscription readers, heartbeats) end here, on this loop,
+            # not as "Task was destroyed but it is pending!" when the loop stops, even when a
+            # step above failed or a dead server made it time out.
+            left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left, timeout=2.0)
+
+    async def _close_clients(self) -> None:
+        for task in (self._presence_task, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.whep is not None:
             await self.whep.close()
         for subscription in self._subscriptions:
@@ -225,13 +239,6 @@ class WebServer:
                 await subscription.unsubscribe()
         if self._nc is not None:
             await self._nc.close()
-        # The client's own tasks (subscription readers, heartbeats) end here, on this loop,
-        # not as "Task was destroyed but it is pending!" when the loop stops.
-        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.wait(left, timeout=2.0)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)

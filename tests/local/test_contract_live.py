@@ -182,7 +182,8 @@ class TestLiveContract:
             assert prometheus.query('up{framepipe_stage="sink"} == 1')
             groups = _get_json(f"{prometheus.url}/api/v1/rules")["data"]["groups"]
             loaded = [rule for group in groups for rule in group["rules"]]
-            assert len(loaded) == 17
+            written = yaml.safe_load(monitoring.RULES.read_text())["groups"]
+            assert len(loaded) == sum(len(group["rules"]) for group in written) > 0
             assert all(rule["health"] == "ok" for rule in loaded), loaded
             dashboard = json.loads(monitoring.DASHBOARD.read_text())
             for panel in dashboard["panels"]:
