@@ -32,8 +32,7 @@ def _exit_before_work(signum: int, frame: object, event: str = "stage.stopped_be
     # write to the same buffered stderr, and re-entering it raises instead of exiting cleanly.
     os.write(
         2,
-        json.dumps({"event": event, "signal": signum, "level": "info"}).encode()
-        + b"\n",
+        json.dumps({"event": event, "signal": signum, "level": "info"}).encode() + b"\n",
     )
     raise SystemExit(0)
 

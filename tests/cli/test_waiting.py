@@ -100,7 +100,8 @@ class TestStopWhileWaiting:
 
         clip = make_clip(tmp_path / "clip.mp4", ClipSpec(width=160, height=96, seconds=1.0))
         url = f"nats://127.0.0.1:{_unused_port()}"
-        env = {**os.environ, "FRAMEPIPE_NATS__URL": url, "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state")}
+        state = str(tmp_path / "state")
+        env = {**os.environ, "FRAMEPIPE_NATS__URL": url, "FRAMEPIPE_LOCAL__STATE_DIR": state}
         argv = ["gateway", "--camera", "door", "--source", str(clip)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "framepipe", *argv], env=env, stdout=subprocess.DEVNULL,
@@ -129,4 +130,5 @@ class TestStopWhileWaiting:
         assert "Traceback" not in rest
         lines = [line for line in rest.splitlines() if line.strip()]
         assert len(lines) == 1, rest
-        assert "gateway.stopped_before_start" in lines[0] and '"camera": "door"' in lines[0]
+        assert "gateway.stopped_before_start" in lines[0]
+        assert '"camera": "door"' in lines[0]
