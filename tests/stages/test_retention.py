@@ -8,14 +8,17 @@ OutputWriter; ``TestRetentionInARun`` runs a real ``framepipe run --once``."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -25,9 +28,25 @@ from framepipe.local.natsserver import free_port
 from framepipe.stages.retention import RetentionPolicy
 from framepipe.stages.sink import CameraOutput, OutputWriter
 from tests.helpers import MODELS, faces_clip
-from tests.web.test_export_file import ts_segment
 
 FRAMES = 10  # per segment, at 25 fps
+
+
+def ts_segment(start: int, width: int = 160, height: int = 96) -> bytes:
+    """A real H.264 MPEG-TS segment of ``FRAMES`` frames from frame ``start`` (PyAV, libx264,
+    no B-frames: consecutive segments make one timeline, as the encoder's do)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25, options={"bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        for index in range(FRAMES):
+            image = np.full((height, width, 3), ((start + index) * 20) % 255, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = start + index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
 
 
 def add_segments(output: CameraOutput, count: int, discontinuity_at: int = 2) -> None:
@@ -35,7 +54,7 @@ def add_segments(output: CameraOutput, count: int, discontinuity_at: int = 2) ->
     each with its sidecar, and a face snapshot for GOP 1, as the sink writes them; the source
     then ended (the playlist has its ENDLIST, so a player reads it as a whole)."""
     for gop in range(count):
-        data = ts_segment(160, 96, frames=FRAMES, start=gop * FRAMES)
+        data = ts_segment(gop * FRAMES)
         frames = tuple(FrameDetections(gop * FRAMES + i, gop * FRAMES + i) for i in range(FRAMES))
         segment = SegmentMessage(
             camera=output.camera, gop=gop, container="mpegts", duration_s=FRAMES / 25, frames=frames,
