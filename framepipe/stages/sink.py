@@ -258,7 +258,11 @@ class OutputWriter:
     async def apply_retention(self, output: CameraOutput) -> None:
         """One pruning pass over the camera's recording; one log line when it removed any."""
         if self.retention.enabled:
-            pruned = await asyncio.to_thread(output.prune)
+            try:
+                pruned = await asyncio.to_thread(output.prune)
+            except OSError as exc:  # the segment that was just appended is not at fault
+                log.warning("recording.prune_failed", camera=output.camera, error=str(exc))
+                return
             if pruned is not None:
                 log.info("recording.pruned", camera=output.camera, **pruned.log_fields())
 
