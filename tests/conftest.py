@@ -80,6 +80,9 @@ SLOW = frozenset(
         "tests/local/test_recording_resume.py::TestRecordingSurvivesRestart::test_second_run_appends_after_a_discontinuity_and_fresh_starts_clean",
         "tests/local/test_declared_run.py::TestRunDeclaredCameras::test_run_once_processes_every_declared_camera_with_its_mode",
         "tests/web/test_system_gone.py::test_web_says_once_that_the_system_is_gone_and_exits",
+        # issue 21d: a real `framepipe run --once` each (retention; export after the run)
+        "tests/stages/test_retention.py::TestRetentionInARun::test_a_run_with_a_size_limit_prunes_and_the_playlist_plays",
+        "tests/web/test_export_disk.py::TestExportAfterARun::test_export_after_run_once_has_every_frame_of_the_clip",
     }
 )
 

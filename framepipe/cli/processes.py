@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -26,13 +27,12 @@ def setup(config: ConfigOption = None) -> None:
     console.print(f"topology ready on {settings.nats.url}")
 
 
-def _exit_before_work(signum: int, frame: object) -> None:
+def _exit_before_work(signum: int, frame: object, event: str = "stage.stopped_before_start") -> None:
     # One raw write, not a logger call: the handler can interrupt the main thread inside a
     # write to the same buffered stderr, and re-entering it raises instead of exiting cleanly.
     os.write(
         2,
-        json.dumps({"event": "stage.stopped_before_start", "signal": signum, "level": "info"}).encode()
-        + b"\n",
+        json.dumps({"event": event, "signal": signum, "level": "info"}).encode() + b"\n",
     )
     raise SystemExit(0)
 
@@ -76,6 +76,8 @@ def gateway(
     config: ConfigOption = None,
 ) -> None:
     """Publish a camera/file as GOPs to the VIDEO stream (a thermal camera: to THERMAL)."""
+    # Stopped while it loads (before the loop's handlers): exit cleanly, as a stage does.
+    signal.signal(signal.SIGTERM, functools.partial(_exit_before_work, event="gateway.stopped_before_start"))
     from framepipe.stages.gateway import Gateway
 
     gw = Gateway(load_settings(config), camera, source, pacing, once=once, thermal_of=thermal_of)

@@ -76,17 +76,28 @@ def export(
     burn_in: Annotated[
         bool, typer.Option("--burn-in", help="Draw the boxes into the video (re-encodes; for overlay mode).")
     ] = False,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="The recordings' folder (default: the running system's, else sink.output_dir)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Cut a recording of one camera from the OUTPUT stream into an MP4 (no re-encode unless --burn-in)."""
+    """Cut a recording of one camera into an MP4 (no re-encode unless --burn-in): from the OUTPUT
+    stream while a system runs, else from the recording on disk."""
     from framepipe.web.export import export as do_export
     from framepipe.web.export import parse_when
 
-    settings, _ = attached_settings(config)
-    result = do_export(settings, camera, parse_when(since), parse_when(until), path, burn_in=burn_in)
+    settings, runtime = attached_settings(config)
+    running = runtime is not None or nats_reachable(settings)
+    if output_dir is None and runtime is not None and runtime.output_dir:
+        output_dir = Path(runtime.output_dir)
+    result = do_export(
+        settings, camera, parse_when(since), parse_when(until), path, burn_in=burn_in,
+        stream=running, output_dir=output_dir,
+    )  # fmt: skip
     out.print(
         f"{result.segments} segments (GOPs {result.first_gop}..{result.last_gop}, "
-        f"{result.duration_s:.1f}s) → {result.path}"
+        f"{result.duration_s:.1f}s) from {result.source} → {result.path}"
     )
 
 

@@ -26,11 +26,11 @@ from framepipe.core import bus, gallery, topology
 from framepipe.core.auth import user_for_process
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.errors import SetupError
-from framepipe.core.loader import load_cluster_config
 from framepipe.core.logs import RUN_ID_ENV
-from framepipe.core.settings import ENV_PREFIX, Settings
-from framepipe.core.sources import is_live, redact
-from framepipe.core.topology import SCALED_STAGES, consumer_stages, process_kind, validate_camera_name
+from framepipe.core.settings import Settings
+from framepipe.core.topology import consumer_stages, process_kind, validate_camera_name
+from framepipe.local.autoscaling import build_autoscaler
+from framepipe.local.camera_sync import stop_camera, sync_cameras
 from framepipe.local.cameras import CameraSpec, CameraWatch
 from framepipe.local.natscluster import CLUSTER_DIR, NatsNodes
 from framepipe.local.natsserver import free_port
@@ -39,10 +39,7 @@ from framepipe.local.progress import CameraResult, ProgressWatch, read_progress
 from framepipe.local.resume import ResumePoint, seed_source_state
 from framepipe.local.runtime import ProcessEntry, Runtime, remove_runtime, runtime_path, write_runtime
 from framepipe.local.statelock import StateLock
-from framepipe.scaling.autoscale import Autoscaler, cap_scaling
-from framepipe.scaling.demand import CameraProfiles, configured_rates, expected_replicas, read_gop_rates
-from framepipe.scaling.jsz import JszReader
-from framepipe.scaling.output_modes import for_output_mode
+from framepipe.scaling.autoscale import Autoscaler
 
 log = structlog.get_logger("framepipe.supervisor")
 #: the stages that run as replicas of a consumer, from the topology table.
@@ -259,56 +256,7 @@ class LocalSystem:
         (what ``framepipe k8s render`` puts in the ScaledObjects); on one machine
         ``local.max_replicas`` caps each stage further.
         """
-        if self.monitor_url is None:
-            raise SetupError("autoscaling needs the NATS monitoring endpoint (start the system first)")
-        if scaling is None:
-            scaling = load_cluster_config(os.environ.get(f"{ENV_PREFIX}CONFIG") or None).scaling
-        cap = self.settings.local.max_replicas or os.cpu_count() or 1
-        scaling = for_output_mode(cap_scaling(scaling, cap), self.settings.output.mode)
-        # Every node's endpoint: a consumer's counts are current on its leader only, and
-        # node 0 may be the one that is down.
-        reader = JszReader(self.monitor_url, nodes=tuple(self.server.monitor_urls) if self.server else ())
-
-        def read_lags() -> dict[str, int | None]:
-            return {stage: None if lag is None else lag.lag for stage, lag in reader.read().items()}
-
-        # Feed-forward: the cameras this supervisor runs a gateway for, at the measured rates.
-        rates = configured_rates(scaling, Path("bench/results/scaling.json"))
-
-        demand_stages = tuple(s for s in rates if getattr(scaling, s).feed_forward)
-        profiles = CameraProfiles()
-
-        def read_demand() -> dict[str, float]:
-            # Each running gateway's camera at the GOP rate it measured (FP_SOURCES).
-            cameras = [
-                m.name.removeprefix("gateway-")
-                for m in self.processes
-                if m.name.startswith("gateway-") and m.alive
-            ]
-            try:
-                measured = asyncio.run(read_gop_rates(self.settings)) if cameras else {}
-            except Exception as exc:  # noqa: BLE001 - NATS down: the lag trigger says so; assume 1 GOP/s
-                log.warning("autoscale.camera_rates_unavailable", error=str(exc) or type(exc).__name__)
-                measured = {}
-            return expected_replicas(profiles.loads(cameras, measured), rates, scaling)
-
-        self.autoscaler = Autoscaler(
-            scaling,
-            read_lags,
-            lambda stage: len(self.replicas(stage)),
-            self.scale,
-            # No demand reads (a NATS connection a poll) where no stage has the demand trigger.
-            read_demand=read_demand if demand_stages else None,
-            demand_stages=demand_stages,
-        )
-        log.info(
-            "autoscale.enabled",
-            **{
-                stage: f"{getattr(scaling, stage).min_replicas}..{getattr(scaling, stage).max_replicas}"
-                f" lag/replica {getattr(scaling, stage).lag_threshold}"
-                for stage in SCALED_STAGES
-            },
-        )
+        self.autoscaler = build_autoscaler(self, scaling)
         return self.autoscaler
 
     def stop(self) -> None:
@@ -365,51 +313,10 @@ class LocalSystem:
 
     def sync_cameras(self) -> None:
         """Spawn a gateway for each added camera, stop the removed ones (no restart)."""
-        watch = self.camera_watch
-        if watch is None or self.stopping:
-            return
-        for kind, value in watch.changes():
-            if kind == "snapshot":
-                for name in set(self.kv_cameras) - set(value):
-                    self._stop_camera(name)
-                specs = list(value.values())
-            elif kind == "delete":
-                self._stop_camera(value)
-                specs = []
-            else:
-                specs = [value]
-            for spec in specs:
-                assert isinstance(spec, CameraSpec)
-                current = self.kv_cameras.get(spec.name)
-                if current is not None and current[0] == spec:
-                    continue
-                if current is None and any(m.name == f"gateway-{spec.name}" for m in self.processes):
-                    log.warning("camera.ignored", camera=spec.name, why="a gateway of that name already runs")
-                    continue
-                self._stop_camera(spec.name)
-                managed = self.add_camera(spec.name, spec.source, spec.pacing, thermal_of=spec.thermal_of)
-                managed.restart = is_live(spec.source)  # a live camera is restarted if it crashes
-                self.kv_cameras[spec.name] = (spec, managed)
-                pid = managed.process.pid if managed.process else None
-                log.info("camera.added", camera=spec.name, source=redact(spec.source), pid=pid)
+        sync_cameras(self)
 
     def _stop_camera(self, name: str) -> None:
-        entry = self.kv_cameras.pop(name, None)
-        if entry is None:
-            return
-        managed = entry[1]
-        managed.restart = False
-        if managed.process is not None and managed.alive:
-            managed.process.send_signal(signal.SIGTERM)
-            try:
-                managed.process.wait(self.settings.local.shutdown_grace_s)
-            except subprocess.TimeoutExpired:
-                managed.process.kill()
-                managed.process.wait()
-        if managed in self.processes:
-            self.processes.remove(managed)
-        self._write_runtime()
-        log.info("camera.removed", camera=name)
+        stop_camera(self, name)
 
     # -- waiting -----------------------------------------------------------
     def camera_progress(self, camera: str) -> dict[str, object] | None:

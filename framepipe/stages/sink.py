@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ from framepipe.core.topology import (
     validate_camera_name,
 )
 from framepipe.media.overlay import segment_metadata, sidecar_name
+from framepipe.stages import retention
 from framepipe.stages.camera_metrics import export_source_states
 from framepipe.stages.tracking import EVENTS_FILE, CameraTracker, face_record, publish_events
 
@@ -78,6 +79,11 @@ class CameraProgress:
     tracks: dict[str, Any] = field(default_factory=dict)
     events_bytes: int = 0
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    #: retention (stages/retention.py): the first entry's media sequence number, the
+    #: discontinuity sequence, and how many segments were pruned so far.
+    media_sequence: int | None = None
+    discontinuity_sequence: int = 0
+    pruned_segments: int = 0
 
 
 class CameraOutput:
@@ -89,12 +95,15 @@ class CameraOutput:
         window: int,
         analysis: AnalysisSettings | None = None,
         settings: Settings | None = None,
+        policy: retention.RetentionPolicy = retention.KEEP_ALL,
     ) -> None:
         self.dir = root / camera
         self.state_dir = self.dir / STATE_DIR
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.camera = camera
         self.window = window
+        self.policy = policy
+        self._swept = False  # files a pruning pass killed mid-way left (once per load)
         progress_file = self.state_dir / "progress.json"
         if progress_file.is_file():
             self.progress = CameraProgress(**json.loads(progress_file.read_text()))
@@ -142,6 +151,7 @@ class CameraOutput:
                         "uri": segment_name(p.next_gop),
                         "duration": meta["duration"],
                         "discontinuity": bool(meta["discontinuity"] or p.discontinuity_pending),
+                        **retention.recorded(self.dir, p.next_gop),
                     }
                 )
                 p.discontinuity_pending = False
@@ -193,26 +203,15 @@ class CameraOutput:
         _write_atomic(self.state_dir / "progress.json", json.dumps(self.progress.__dict__).encode())
 
     def _write_playlist(self) -> None:
-        p = self.progress
-        entries = p.entries[-self.window :] if self.window else p.entries
-        target = max((math.ceil(e["duration"]) for e in entries), default=1)
-        first = entries[0]["gop"] if entries else p.next_gop
-        lines = [
-            "#EXTM3U",
-            "#EXT-X-VERSION:3",
-            f"#EXT-X-TARGETDURATION:{max(1, target)}",
-            f"#EXT-X-MEDIA-SEQUENCE:{first}",
-        ]
-        if not self.window:
-            lines.append("#EXT-X-PLAYLIST-TYPE:EVENT")
-        for entry in entries:
-            if entry["discontinuity"]:
-                lines.append("#EXT-X-DISCONTINUITY")
-            lines.append(f"#EXTINF:{entry['duration']:.6f},")
-            lines.append(entry["uri"])
-        if p.ended:
-            lines.append("#EXT-X-ENDLIST")
-        _write_atomic(self.dir / PLAYLIST, ("\n".join(lines) + "\n").encode())
+        text = retention.playlist_text(self.progress, self.window, self.policy.enabled)
+        _write_atomic(self.dir / PLAYLIST, text.encode())
+
+    def prune(self, now: float | None = None) -> retention.Pruned | None:
+        """Apply retention: the progress and playlist first, then the files."""
+        now = time.time() if now is None else now
+        pruned = retention.prune(self.dir, self.progress, self.policy, now, self._save, sweep=not self._swept)
+        self._swept = True
+        return pruned
 
 
 class OutputWriter:
@@ -223,6 +222,7 @@ class OutputWriter:
         self.analysis = settings.analysis
         self.root = Path(settings.sink.output_dir)
         self.window = settings.sink.playlist_window
+        self.retention = retention.RetentionPolicy.from_settings(settings.sink)
         self.cameras: dict[str, CameraOutput] = {}
         self.js: JetStreamContext | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -236,7 +236,8 @@ class OutputWriter:
             # if no segment of that camera ever comes again.
             for progress in sorted(self.root.glob(f"*/{STATE_DIR}/progress.json")):
                 with contextlib.suppress(ValueError, OSError):
-                    if json.loads(progress.read_text()).get("outbox"):
+                    # Retention also prunes the recordings of cameras not running now.
+                    if self.retention.enabled or json.loads(progress.read_text()).get("outbox"):
                         await self.camera(progress.parent.parent.name)
             self._watch = asyncio.create_task(self._watch_sources())
 
@@ -252,9 +253,20 @@ class OutputWriter:
             state = await read_source_state(self.js, name) if self.js else None
             first = state.first_gop if state else 0
             self.cameras[name] = CameraOutput(
-                self.root, name, first, self.window, self.analysis, self.settings
+                self.root, name, first, self.window, self.analysis, self.settings, self.retention
             )
         return self.cameras[name]
+
+    async def apply_retention(self, output: CameraOutput) -> None:
+        """One pruning pass over the camera's recording; one log line when it removed any."""
+        if self.retention.enabled:
+            try:
+                pruned = await asyncio.to_thread(output.prune)
+            except OSError as exc:  # the segment that was just appended is not at fault
+                log.warning("recording.prune_failed", camera=output.camera, error=str(exc))
+                return
+            if pruned is not None:
+                log.info("recording.pruned", camera=output.camera, **pruned.log_fields())
 
     async def flush_events(self, output: CameraOutput) -> None:
         """Publish the outbox (de-duplicated by event id), then forget it."""
@@ -291,6 +303,8 @@ class OutputWriter:
                 with contextlib.suppress(Exception):
                     async with self.lock:
                         await self.check_complete(output)
+                        if ticks % 10 == 1:  # age retention of cameras that get no segment
+                            await self.apply_retention(output)
 
 
 class Sink(Stage[SegmentMessage]):
@@ -320,6 +334,7 @@ class Sink(Stage[SegmentMessage]):
             if message.gop >= output.progress.next_gop:
                 await asyncio.to_thread(output.add_segment, message)
             appended = await asyncio.to_thread(output.advance)
+            await self.writer.apply_retention(output)
             await self.writer.check_complete(output)
         return Done(frames=len(message.frames), fields={"appended": appended})
 

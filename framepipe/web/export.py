@@ -1,9 +1,12 @@
-"""``framepipe export``: cut a recording of one camera from the OUTPUT stream into an MP4.
+"""``framepipe export``: cut a recording of one camera into an MP4, from the OUTPUT stream
+while a system runs, else (or when the stream no longer has that time) from the
+recording the sink kept on disk (:mod:`framepipe.web.recording`).
 
 Segments are selected by the time JetStream stored them (when the encoder
-published them), ordered by GOP sequence, de-duplicated, and remuxed without
-re-encoding (they share one timeline: the encoder keeps the source pts), or with
-``--burn-in`` re-encoded with the boxes drawn in (overlay-mode recordings).
+published them; on disk: when the sink appended them), ordered by GOP sequence,
+de-duplicated, and remuxed without re-encoding (they share one timeline: the encoder
+keeps the source pts), or with ``--burn-in`` re-encoded with the boxes drawn in
+(overlay-mode recordings).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from framepipe.core.errors import ConfigError, FramepipeError
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, validate_camera_name
 from framepipe.web.burn_in import burn_in as burn_in_segments
+from framepipe.web.recording import segments_on_disk
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -58,6 +62,8 @@ class Exported:
     first_gop: int
     last_gop: int
     duration_s: float
+    #: where the segments came from: the OUTPUT stream or the recording's folder.
+    source: str = ""
 
 
 async def collect_segments(
@@ -171,16 +177,32 @@ def _remux_to(segments: list[bytes], out: Path) -> float:
 
 
 def export(
-    settings: Settings, camera: str, since: float, until: float, out: Path, burn_in: bool = False
+    settings: Settings,
+    camera: str,
+    since: float,
+    until: float,
+    out: Path,
+    burn_in: bool = False,
+    *,
+    stream: bool = True,
+    output_dir: Path | None = None,
 ) -> Exported:
     """The recording as an MP4: a stream copy, or with ``burn_in`` an annotated re-encode
-    (boxes drawn into overlay segments; see :mod:`framepipe.web.burn_in`)."""
+    (boxes drawn into overlay segments; see :mod:`framepipe.web.burn_in`).
+
+    ``stream``: a system runs, so read its OUTPUT stream first; the recording on disk
+    (``output_dir``, default ``sink.output_dir``) is read when it has nothing in the range."""
     validate_camera_name(camera)
     if until < since:
         raise ConfigError("--until is before --since")
-    found = asyncio.run(collect_segments(settings, camera, since, until))
+    found: dict[int, messages.SegmentMessage] = {}
+    source = f"the OUTPUT stream at {settings.nats.url}"
+    if stream:
+        found = asyncio.run(collect_segments(settings, camera, since, until))
     if not found:
-        raise ConfigError(f"no segments of {camera} stored between the given times")
+        camera_dir = Path(output_dir or settings.sink.output_dir) / camera
+        found = segments_on_disk(camera_dir, camera, since, until, settings.nats.url if stream else "")
+        source = f"the recording in {camera_dir}"
     gops = sorted(found)
     segments = [found[g] for g in gops]
     check_one_format(gops, [bytes(segment.data) for segment in segments])
@@ -188,4 +210,4 @@ def export(
         duration = burn_in_segments(segments, out, settings.encoder)
     else:
         duration = remux([bytes(segment.data) for segment in segments], out)
-    return Exported(out, len(gops), gops[0], gops[-1], duration)
+    return Exported(out, len(gops), gops[0], gops[-1], duration, source)

@@ -93,3 +93,42 @@ class TestStopWhileWaiting:
         lines = [line for line in rest.splitlines() if line.strip()]
         assert len(lines) == 1, rest
         assert "stage.stopped_before_start" in lines[0]
+
+    def test_sigterm_while_the_gateway_waits_for_nats_exits_at_once(self, tmp_path: Path) -> None:
+        """`framepipe gateway` stopped during its first connect: exit 0 within seconds, one line."""
+        from framepipe.media.sample import ClipSpec, make_clip
+
+        clip = make_clip(tmp_path / "clip.mp4", ClipSpec(width=160, height=96, seconds=1.0))
+        url = f"nats://127.0.0.1:{_unused_port()}"
+        state = str(tmp_path / "state")
+        env = {**os.environ, "FRAMEPIPE_NATS__URL": url, "FRAMEPIPE_LOCAL__STATE_DIR": state}
+        argv = ["gateway", "--camera", "door", "--source", str(clip)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "framepipe", *argv], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        seen = ""
+        try:
+            deadline = time.monotonic() + 25
+            while "nats.waiting" not in seen and time.monotonic() < deadline and proc.poll() is None:
+                ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+                if ready:
+                    seen += proc.stderr.readline()
+            assert "nats.waiting" in seen, seen
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)  # before the fix: it waited out the 30 s connect deadline
+            waited = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        rest = proc.stderr.read()
+        assert code == 0, seen + rest
+        assert waited < 10, waited
+        assert "Traceback" not in rest
+        lines = [line for line in rest.splitlines() if line.strip()]
+        assert len(lines) == 1, rest
+        assert "gateway.stopped_before_start" in lines[0]
+        assert '"camera": "door"' in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -326,8 +327,17 @@ class SinkSettings(ConsumerSettings):
     in_flight: int = 1
     output_dir: str = "output"
     playlist_window: int = 0
+    #: recording retention per camera (stages/retention.py): the oldest segments go once they
+    #: are older than this many hours, or once the camera's recording exceeds this many GB.
+    #: 0 keeps all.
+    retain_hours: float = 0.0
+    retain_max_gb: float = 0.0
 
     def __post_init__(self) -> None:
         self._check("sink")
         if self.playlist_window < 0:
             raise ConfigError(f"sink.playlist_window must be >= 0, got {self.playlist_window}")
+        for key in ("retain_hours", "retain_max_gb"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"sink.{key} must be >= 0 (0: keep all), got {value}")

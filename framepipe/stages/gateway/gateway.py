@@ -11,6 +11,7 @@ source reconnects, a :class:`~framepipe.core.messages.GapMessage` goes to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -94,8 +96,28 @@ class Gateway:
         finally:
             self.health.close()
 
+    async def _connect_unless_stopped(self) -> Client | None:
+        """The first connect, given up at once on SIGTERM (it may wait up to 30 s for NATS)."""
+        connect = asyncio.create_task(bus.connect(self.settings, f"framepipe-gateway-{self.camera}"))
+        while not connect.done() and not self.stopping.is_set():
+            # ``stopping`` is a threading.Event (the reader thread reads it): poll it.
+            await asyncio.wait({connect}, timeout=0.1)
+        if connect.done():
+            return connect.result()
+        connect.cancel()
+        with contextlib.suppress(BaseException):
+            await connect
+        log.info(
+            "gateway.stopped_before_start",
+            camera=self.camera,
+            why="stopped while waiting for NATS; nothing was published",
+        )
+        return None
+
     async def _publish_source(self) -> SourceState:
-        nc = await bus.connect(self.settings, f"framepipe-gateway-{self.camera}")
+        nc = await self._connect_unless_stopped()
+        if nc is None:
+            return SourceState(self.camera, redact(self.source), state="stopped")
         self.health.add_check("nats", lambda: nc.is_connected)
         self.health.ready = True
         js = nc.jetstream(timeout=10.0)
