@@ -1,6 +1,9 @@
-"""Encoder stage: re-read the GOP from VIDEO, then per the camera's output mode draw
-detections and encode a segment (burn-in), or remux the camera's own packets (overlay).
-On-demand cameras reach it only while watched (``EncodeItem.live``, stages/output_routing.py)."""
+"""Encoder stage: re-read the GOP from VIDEO, draw the detections and encode a segment.
+
+Only burn-in work reaches it: overlay and on-demand cameras' GOPs are remuxed by the analysis
+stage (stages/output_routing.py), and on-demand cameras reach the encoder only while watched
+(``EncodeItem.live``). An item routed as burn-in before its camera switched to overlay is
+remuxed here, so a switch leaves no hole."""
 
 from __future__ import annotations
 
