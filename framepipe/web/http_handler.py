@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import contextlib
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from framepipe.web import events_api, routes
 from framepipe.web.auth import TOKEN_COOKIE, UNAUTHORIZED, presented_token, tokenize_playlist
 
-if TYPE_CHECKING:
-    from framepipe.web.server import WebServer
+
+class WebServer(routes.WebServer, Protocol):
+    """What the handler uses of the server, beyond the routes' reads."""
+
+    token: str | None
+
+    def authorized(self, token: str) -> bool: ...
+    def enrol(self, body: bytes) -> events_api.Reply: ...
+    def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None: ...
+
 
 log = structlog.get_logger("framepipe.web")
 

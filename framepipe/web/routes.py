@@ -10,13 +10,29 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from framepipe.core import asyncapi
+from framepipe.core.settings import Settings
 from framepipe.web import events_api
+from framepipe.web.index import LiveIndex, OutputIndex
+from framepipe.web.presence import ViewerPresence
 
-if TYPE_CHECKING:
-    from framepipe.web.server import WebServer
+
+class WebServer(Protocol):
+    """What the routes read of the server (:class:`framepipe.web.server.WebServer`)."""
+
+    settings: Settings
+    index: OutputIndex
+    live: LiveIndex
+    presence: ViewerPresence
+    registered: set[str]
+
+    def segment(self, camera: str, gop: int, live: bool = False) -> bytes | None: ...
+    def sidecar(self, camera: str, gop: int) -> bytes | None: ...
+    def cameras(self) -> list[dict[str, Any]]: ...
+    def pipeline(self) -> dict[str, Any]: ...
+
 
 Reply = tuple[int, str, bytes]
 STATIC = Path(__file__).with_name("static")
@@ -81,7 +97,7 @@ def hls_route(server: WebServer, path: str) -> Reply | None:
     if match := LIVE_PLAYLIST_PATH.match(path):
         watched = match.group(1)
         live = server.live.playlist(watched)
-        if live is None and watched not in server.index.cameras():
+        if live is None and watched not in server.registered and watched not in server.index.cameras():
             return NO_CAMERA
         server.presence.touch(watched)
         return 200, "application/vnd.apple.mpegurl", (live or server.live.empty_playlist()).encode()

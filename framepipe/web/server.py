@@ -52,6 +52,7 @@ from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
 from framepipe.web.auth import is_loopback, presented_token, resolve_token
+from framepipe.web.cameras import output_mode, registered_cameras, registered_only
 from framepipe.web.http_handler import make_handler
 from framepipe.web.index import LiveIndex, OutputIndex, Segment
 from framepipe.web.instant import InstantFeed
@@ -103,6 +104,9 @@ class WebServer:
         self.whep: WhepHub | None = None
         self.presence = ViewerPresence(settings.streams.viewer_ttl_s, self._loop)
         self._presence_task: asyncio.Future[None] | None = None
+        #: cameras whose gateway registered (FP_SOURCES), listed before their first segment.
+        self.registered: set[str] = set()
+        self.output_modes: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -285,6 +289,14 @@ class WebServer:
 
     async def _watch_sources(self) -> None:
         while True:
+            with contextlib.suppress(Exception):  # no bucket or no key yet: nothing registered
+                assert self._js is not None
+                self.registered = set(await registered_cameras(self._js))
+            default = self.settings.output.mode
+            for camera in sorted(self.registered | set(self.index.cameras())):
+                with contextlib.suppress(Exception):
+                    assert self._js is not None
+                    self.output_modes[camera] = await output_mode(self._js, camera, default)
             for camera in self.index.cameras():
                 with contextlib.suppress(Exception):
                     assert self._js is not None
@@ -347,11 +359,17 @@ class WebServer:
         return None if seg is None else self._call(self._segment_sidecar(seg.seq))
 
     def cameras(self) -> list[dict[str, Any]]:
-        """``/api/cameras``: each camera's index summary and its WebRTC viewers."""
-        cameras = self.index.summary()
+        """``/api/cameras``: each camera's index summary (or an empty one for a camera that has
+        registered but has no segment yet: its instant view plays already), output mode and
+        WebRTC viewers."""
+        cameras: list[dict[str, Any]] = list(self.index.summary())
+        listed = {str(c["camera"]) for c in cameras}
+        cameras += [registered_only(name) for name in sorted(self.registered - listed)]
         live = self.whep.stats() if self.whep is not None else {}
         for camera in cameras:
-            camera["webrtc"] = live.get(str(camera["camera"]))
+            name = str(camera["camera"])
+            camera["webrtc"] = live.get(name)
+            camera["output_mode"] = self.output_modes.get(name, self.settings.output.mode)
         return cameras
 
     def pipeline(self) -> dict[str, Any]:

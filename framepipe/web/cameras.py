@@ -1,0 +1,49 @@
+"""Cameras the console lists before they have output: every camera whose gateway registered in
+``FP_SOURCES``. Its instant view plays from the gateway's first packet, long before its first
+annotated segment (a GOP plus the pipeline) exists. Also each camera's output mode, so the
+console offers the burn-in live rendition (``live.m3u8``) where there is one (on-demand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from framepipe.core.settings import OUTPUT_MODES
+from framepipe.core.topology import CAMERA_NAME, Names
+
+
+async def registered_cameras(js: JetStreamContext) -> list[str]:
+    kv = await js.key_value(Names.SOURCES_BUCKET)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    return [key for key in keys if CAMERA_NAME.match(key)]
+
+
+async def output_mode(js: JetStreamContext, camera: str, default: str) -> str:
+    """The camera's own mode from ``FP_OUTPUT_MODES``, else ``default`` (as the stages read it)."""
+    kv = await js.key_value(Names.OUTPUT_MODES_BUCKET)
+    try:
+        entry = await kv.get(camera)
+    except KeyNotFoundError:
+        return default
+    value = (entry.value or b"").decode(errors="replace")
+    return value if value in OUTPUT_MODES else default
+
+
+def registered_only(camera: str) -> dict[str, Any]:
+    """``/api/cameras``'s entry for a camera with no segment yet (the index's keys, all empty)."""
+    return {
+        "camera": camera,
+        "segments": 0,
+        "last_gop": None,
+        "gaps": [],
+        "ended": False,
+        "frames_with_faces": 0,
+        "frames": 0,
+        "detections_total": 0,
+        "last_segment_at": None,
+    }
