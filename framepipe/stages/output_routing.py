@@ -86,6 +86,7 @@ class OutputRouter:
             # overlay's segment is its only rendition, and the annotated WebRTC view's too
             # (boxes over its data channel); on-demand's recording is not what WebRTC shows.
             rendition="recording" if mode == ON_DEMAND else "",
+            video_seq=item.video_seq,
         )
         await ctx.publish(Names.subject(Names.OUTPUT, item.camera), recording, msg_id)
         return {"mode": mode, "watched": int(watched), "segment_bytes": len(data)}

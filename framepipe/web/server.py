@@ -254,6 +254,8 @@ class WebServer:
             seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
         except SchemaError:
             return
+        if seg.rendition == "clip":
+            return  # an event clip's GOP: the sink's file under clips/, neither playlist's
         meta = msg.metadata
         live = seg.rendition == "live"
         stored_at = meta.timestamp.timestamp()
