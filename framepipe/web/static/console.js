@@ -88,9 +88,12 @@ function playHls(cam, video, canvas, playlist) {
     const hls = new Hls({ liveSyncDurationCount: 2 });
     hls.loadSource(src);
     hls.attachMedia(video);
-    hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+    let parsed = false;
+    hls.on(Hls.Events.MANIFEST_PARSED, () => { parsed = true; video.play().catch(() => {}); });
     hls.on(Hls.Events.ERROR, (_e, data) => {
-      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
+      // A camera listed at its registration has no playlist until its first segment: ask again.
+      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR && !parsed) setTimeout(() => hls.loadSource(src), 1000);
+      else if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
     if (window.attachOverlay && canvas) attachOverlay(cam, video, hls, canvas);  // overlay.js
