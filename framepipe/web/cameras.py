@@ -8,19 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 
 from framepipe.core.settings import OUTPUT_MODES
 from framepipe.core.topology import CAMERA_NAME, Names
 
 
 async def registered_cameras(js: JetStreamContext) -> list[str]:
-    kv = await js.key_value(Names.SOURCES_BUCKET)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    return [key for key in keys if CAMERA_NAME.match(key)]
+    """The bucket's keys, from its stream's subjects: one request, no watcher subscription
+    (``kv.keys()`` opens one, which a NATS outage mid-call would leave behind)."""
+    prefix = f"$KV.{Names.SOURCES_BUCKET}."
+    info = await js.stream_info(f"KV_{Names.SOURCES_BUCKET}", subjects_filter=f"{prefix}>")
+    keys = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
+    return sorted(key for key in keys if CAMERA_NAME.match(key))
 
 
 async def output_mode(js: JetStreamContext, camera: str, default: str) -> str:
