@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from framepipe.core.settings import OUTPUT_MODES
+from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 
 
@@ -20,7 +21,8 @@ async def registered_cameras(js: JetStreamContext) -> list[str]:
     prefix = f"$KV.{Names.SOURCES_BUCKET}."
     info = await js.stream_info(f"KV_{Names.SOURCES_BUCKET}", subjects_filter=f"{prefix}>")
     keys = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
-    return sorted(key for key in keys if CAMERA_NAME.match(key))
+    # A deleted key's subject holds its delete marker: only cameras with a state are registered.
+    return sorted([k for k in keys if CAMERA_NAME.match(k) and await read_source_state(js, k) is not None])
 
 
 async def output_mode(js: JetStreamContext, camera: str, default: str) -> str:
