@@ -62,6 +62,8 @@ SLOW = frozenset(
         "tests/web/test_instant.py::test_console_plays_instant_view_with_boxes_in_headless_chromium",
         "tests/stages/test_on_demand.py::test_on_demand_burns_in_only_while_watched_and_the_encoder_sleeps_at_zero",
         "tests/web/test_whep_on_demand.py::test_a_whep_viewer_of_an_on_demand_camera_gets_the_burn_in_live_rendition",
+        "tests/web/test_console_live.py::test_console_tile_lists_warns_toggles_burn_in_and_falls_back_to_hls_in_headless_chromium",
+        "tests/stages/test_event_clips.py::test_alert_of_an_on_demand_camera_becomes_a_burnt_in_clip_of_the_gops_around_it",
         # a real `framepipe run` each (issue 21; 20-60 s on the loaded machine)
         "tests/local/test_lifecycle.py::test_sigterm_and_sighup_stop_the_run_in_order",
         "tests/local/test_lifecycle.py::test_sigkill_of_the_run_takes_its_children_along",

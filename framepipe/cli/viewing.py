@@ -49,7 +49,7 @@ def web(
     config: ConfigOption = None,
 ) -> None:
     """Serve HLS (/<camera>/index.m3u8) from the OUTPUT stream and the web console."""
-    from framepipe.web.server import serve
+    from framepipe.web.serve import serve
 
     settings, runtime = attached_settings(config)
     path = runtime_file or runtime_path(settings.local.state_dir)

@@ -152,6 +152,8 @@ class EncodeItem(Message):
     #: an on-demand camera's GOP to burn in for its annotated live view only (its recording,
     #: the overlay segment, is already in OUTPUT): the encoder marks the segment ``rendition="live"``.
     live: bool = False
+    #: an event clip's GOP (the event id; stages/event_clips.py): burnt in as ``rendition="clip"``.
+    clip: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,12 @@ class SegmentMessage(Message):
     faces: tuple[FaceTracklet, ...] = ()
     #: "": the camera's one segment of this GOP (recorded and shown live); on-demand cameras
     #: have "recording" (the overlay segment the sink records) and, while watched, "live" (burn-in,
-    #: served as the annotated live playlist and WebRTC view, never recorded).
+    #: served as the annotated live playlist and WebRTC view, never recorded), and "clip": an
+    #: event clip's GOP, burnt in on demand (``clip`` names the event), written under clips/.
     rendition: str = ""
+    clip: str = ""
+    #: the GOP's VIDEO sequence (0: unknown), so the sink can ask the encoder for it again later.
+    video_seq: int = 0
 
 
 @dataclass(frozen=True)

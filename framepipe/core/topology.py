@@ -301,8 +301,9 @@ STAGES: tuple[StageSpec, ...] = (
             _reads(Names.OUTPUT, Names.SINK),
             _reads(Names.DLQ, Names.SINK, Names.SINK_GAPS),
         ),
-        # events.<camera>: the sink follows each camera's tracks in GOP order (stages/tracking.py).
-        publishes=(Names.wildcard(Names.EVENTS),),
+        # events.<camera>: the sink follows each camera's tracks in GOP order (stages/tracking.py);
+        # encode.<camera>: an on-demand camera's event clips (stages/event_clips.py).
+        publishes=(Names.wildcard(Names.EVENTS), Names.wildcard(Names.ENCODE)),
         resources=("100m", "500m", "128Mi", "512Mi"),
     ),
 )

@@ -1,6 +1,9 @@
-"""Encoder stage: re-read the GOP from VIDEO, then per the camera's output mode draw
-detections and encode a segment (burn-in), or remux the camera's own packets (overlay).
-On-demand cameras reach it only while watched (``EncodeItem.live``, stages/output_routing.py)."""
+"""Encoder stage: re-read the GOP from VIDEO, draw the detections and encode a segment.
+
+Only burn-in work reaches it: overlay and on-demand cameras' GOPs are remuxed by the analysis
+stage (stages/output_routing.py), and on-demand cameras reach the encoder only while watched
+(``EncodeItem.live``). An item routed as burn-in before its camera switched to overlay is
+remuxed here, so a switch leaves no hole."""
 
 from __future__ import annotations
 
@@ -103,7 +106,8 @@ class Encoder(Stage[EncodeItem]):
         # A live item is an on-demand camera's watched GOP: burn it in whatever the mode says
         # now. An on-demand camera's other items were routed before a switch to on-demand:
         # burn them in as its recording, so the switch leaves no hole.
-        mode = "burn-in" if message.live else await self.modes.mode(message.camera)
+        on_demand = message.live or bool(message.clip)  # burnt in for a viewer or an event clip
+        mode = "burn-in" if on_demand else await self.modes.mode(message.camera)
         if mode == "overlay":
             data, duration = await self.offload(remux_gop, gop)
             count = len(gop.packets)
@@ -121,13 +125,17 @@ class Encoder(Stage[EncodeItem]):
             time_base=gop.time_base,
             # the analysis stage's tracklets, for the sink's tracks and events (a live segment is
             # never recorded: the recording segment of the same GOP carries them).
-            faces=() if message.live else message.faces,
-            rendition="live" if message.live else "",
+            faces=() if on_demand else message.faces,
+            rendition="live" if message.live else "clip" if message.clip else "",
+            clip=message.clip,
+            video_seq=message.video_seq,
         )
+        # A clip's GOP is the same GOP as the live or recorded one: its own message id.
+        stage = f"{self.name}-clip-{message.clip}" if message.clip else self.name
         await ctx.publish(
             Names.subject(Names.OUTPUT, message.camera),
             segment,
-            Names.msg_id(message.camera, message.gop, self.name),
+            Names.msg_id(message.camera, message.gop, stage),
         )
         return Done(
             frames=count, fields={"segment_bytes": len(data), "mode": mode, "live": int(message.live)}

@@ -1,9 +1,11 @@
 """Where a finished GOP goes, per its camera's output mode (the analysis stage's last step).
 
-* ``burn-in`` and ``overlay``: to ENCODE, as always; the encoder draws and encodes, or remuxes.
-* ``on-demand``: the camera's own GOP is remuxed here (no decode, no encode, a few ms) and
-  published to OUTPUT as the recording (``rendition="recording"``), so the encoder gets no work
-  for it and can sleep at zero replicas. Only while someone watches the camera's annotated
+* ``burn-in``: to ENCODE; the encoder draws the boxes and re-encodes.
+* ``overlay``: the camera's own GOP is remuxed here (no decode, no encode, a few ms) and
+  published to OUTPUT as the camera's segment, so the encoder gets no work for it and can sleep
+  at zero replicas.
+* ``on-demand``: remuxed here as overlay is, and published to OUTPUT as the recording
+  (``rendition="recording"``). Only while someone watches the camera's annotated
   live view (a key in ``FP_VIEWERS``, :mod:`framepipe.core.viewers`) does the GOP also go to
   ENCODE with ``live=True``; the encoder burns it in as ``rendition="live"``, which the web
   server serves as ``/<camera>/live.m3u8`` and over WebRTC and the sink never records.
@@ -28,6 +30,7 @@ from framepipe.media.remux import remux_gop
 from framepipe.stages.output_modes import OutputModes
 
 ON_DEMAND = "on-demand"
+OVERLAY = "overlay"
 #: reads the GOP's packets from VIDEO (the analysis stage's read, with its checks).
 GopReader = Callable[[JetStreamContext, EncodeItem], Awaitable[GopMessage]]
 
@@ -56,10 +59,10 @@ class OutputRouter:
         mode = await self.modes.mode(item.camera)
         encode_subject = Names.subject(Names.ENCODE, item.camera)
         msg_id = Names.msg_id(item.camera, item.gop, stage.name)
-        if mode != ON_DEMAND:
+        if mode not in (ON_DEMAND, OVERLAY):
             await ctx.publish(encode_subject, item, msg_id)
             return {"mode": mode}
-        watched = await self.watched(item.camera)
+        watched = mode == ON_DEMAND and await self.watched(item.camera)
         if watched:
             # First, so the encoder (perhaps starting from zero replicas) hears of it soonest.
             await ctx.publish(
@@ -80,7 +83,10 @@ class OutputRouter:
             mode="overlay",
             time_base=gop.time_base,
             faces=item.faces,
-            rendition="recording",
+            # overlay's segment is its only rendition, and the annotated WebRTC view's too
+            # (boxes over its data channel); on-demand's recording is not what WebRTC shows.
+            rendition="recording" if mode == ON_DEMAND else "",
+            video_seq=item.video_seq,
         )
         await ctx.publish(Names.subject(Names.OUTPUT, item.camera), recording, msg_id)
         return {"mode": mode, "watched": int(watched), "segment_bytes": len(data)}

@@ -45,6 +45,7 @@ from framepipe.core.topology import (
 from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages import retention
 from framepipe.stages.camera_metrics import export_source_states
+from framepipe.stages.event_clips import EventClips
 from framepipe.stages.tracking import EVENTS_FILE, CameraTracker, face_record, publish_events
 
 log = structlog.get_logger("framepipe.sink")
@@ -125,6 +126,7 @@ class CameraOutput:
             "discontinuity": segment.discontinuity,
             "frames": [f.to_wire() for f in segment.frames],
             "faces": [face_record(self.dir, segment.gop, f) for f in segment.faces],
+            "video_seq": segment.video_seq,  # an event clip asks the encoder for the GOP again
         }
         _write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
 
@@ -317,9 +319,11 @@ class Sink(Stage[SegmentMessage]):
     def __init__(self, settings: Settings, writer: OutputWriter) -> None:
         super().__init__(settings)
         self.writer = writer
+        self.clips = EventClips(settings)
 
     async def setup(self, js: JetStreamContext) -> None:
         await self.writer.start(js)
+        await self.clips.setup(js)
 
     async def close(self) -> None:
         await self.writer.stop()
@@ -330,11 +334,16 @@ class Sink(Stage[SegmentMessage]):
             # An on-demand camera's burn-in for its viewers: the recording is its overlay segment.
             return Done(frames=0, fields={"appended": 0, "skipped": "live rendition"})
         async with self.writer.lock:
+            if message.rendition == "clip":
+                await asyncio.to_thread(self.clips.add_segment, message)
+                return Done(frames=len(message.frames), fields={"clip": message.clip})
             output = await self.writer.camera(message.camera)
             if message.gop >= output.progress.next_gop:
                 await asyncio.to_thread(output.add_segment, message)
             appended = await asyncio.to_thread(output.advance)
             await self.writer.apply_retention(output)
+            p = output.progress
+            await self.clips.follow(output.camera, p.outbox, p.next_gop, output.state_dir)
             await self.writer.check_complete(output)
         return Done(frames=len(message.frames), fields={"appended": appended})
 

@@ -90,7 +90,8 @@ async def collect_segments(
                 stored = msg.metadata.timestamp.timestamp()
                 if since <= stored <= until:
                     seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
-                    if seg.rendition != "live":  # an on-demand camera's burn-in for viewers only
+                    # an on-demand camera's burn-in for viewers, or an event clip's: not the recording
+                    if seg.rendition not in ("live", "clip"):
                         found.setdefault(seg.gop, seg)
                 if msg.metadata.num_pending == 0 or stored > until:
                     break

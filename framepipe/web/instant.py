@@ -33,6 +33,7 @@ from framepipe.core.errors import CorruptMediaError, SchemaError
 from framepipe.core.topology import Names
 from framepipe.media.live_packets import LivePacket, annex_b, avcc_parameter_sets
 from framepipe.media.passthrough import AccessUnit
+from framepipe.media.reorder import BFRAMES_ADVICE, ReorderDetector
 from framepipe.web.packet_track import RTP_CLOCK, PacketTrack
 
 log = structlog.get_logger("framepipe.web.instant")
@@ -63,6 +64,8 @@ class InstantFeed:
         self.lost = 0  # packets the gateway forwarded that never came (seq gaps)
         self.boxes = 0
         self.delays: deque[float] = deque(maxlen=100)
+        #: B-frames in the camera's stream (the console tile says what to change on the camera).
+        self.reorder = ReorderDetector()
 
     async def start(self, nc: Client) -> None:
         self._subscriptions.append(await nc.subscribe(Names.live_subject(self.camera), cb=self._on_packet))
@@ -112,6 +115,8 @@ class InstantFeed:
             self._warn_once("instant.bad_h264", error=str(exc), detail="the camera's packets are dropped")
             return
         self._time_base = packet.time_base
+        if self.reorder.see(packet.pts, packet.keyframe):
+            self._warn_once("instant.camera_sends_bframes", detail=BFRAMES_ADVICE)
         ticks = self._ticks(packet.pts_s)
         self._ticks_by_pts[packet.pts] = ticks
         while len(self._ticks_by_pts) > RECENT_FRAMES:
@@ -148,6 +153,10 @@ class InstantFeed:
             return known or 0
         shown = self._anchor[0] + float(pts * self._time_base) - self._anchor[1]
         return round((shown - self._epoch) * RTP_CLOCK)
+
+    def warning(self) -> str | None:
+        """What the viewer should know about this camera's stream (None: nothing)."""
+        return BFRAMES_ADVICE if self.reorder.reordered else None
 
     def delay_s(self) -> float | None:
         """Median read-to-send delay of the recent packets (gateway read → this server sent)."""

@@ -1,4 +1,6 @@
-"""HTTP server: HLS from the OUTPUT stream, the web console and its JSON API.
+"""HTTP server: HLS from the OUTPUT stream, the web console and its JSON API (this module:
+the server's NATS side and lifecycle; routes in :mod:`.routes`, the handler in :mod:`.http_handler`,
+token rules in :mod:`.auth`).
 
 ``/<camera>/index.m3u8``, ``/<camera>/seg_<gop>.ts`` and its detections per frame
 ``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video), and an on-demand
@@ -26,19 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
-import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
 
 import structlog
 from nats.aio.client import Client
@@ -46,74 +42,30 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from framepipe.core import asyncapi, bus, gallery, messages, topology
-from framepipe.core.errors import FramepipeError, SchemaError, UnreachableError
+from framepipe.core import bus, gallery, messages, topology
+from framepipe.core.errors import FramepipeError, SchemaError
 from framepipe.core.messages import Headers
-from framepipe.core.settings import Settings, WebSettings
+from framepipe.core.settings import Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
+from framepipe.web.auth import is_loopback, presented_token, resolve_token
+from framepipe.web.cameras import output_mode, registered_cameras, registered_only
+from framepipe.web.http_handler import make_handler
 from framepipe.web.index import LiveIndex, OutputIndex, Segment
 from framepipe.web.instant import InstantFeed
 from framepipe.web.presence import ViewerPresence
+from framepipe.web.routes import HLS_JS
 from framepipe.web.whep import WhepHub
 from framepipe.web.whep_feed import CameraFeed
 
 #: how long shutdown waits for the NATS side to close before cancelling what is left.
 SHUTDOWN_STEP_S = 6.0
+
+__all__ = ["HLS_JS", "WebServer", "is_loopback", "presented_token", "resolve_token"]
 log = structlog.get_logger("framepipe.web")
-STATIC = Path(__file__).with_name("static")
-HLS_JS = STATIC / "vendor" / "hls.min.js"
-#: docs/asyncapi.json and docs/schemas/*, rendered by this build (the same bytes as the docs).
-CONTRACT_FILES: dict[str, bytes] = {rel: text.encode() for rel, text in asyncapi.rendered_files().items()}
-SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.ts$")
-SIDECAR_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/seg_(\d{1,12})\.json$")
-PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/index\.m3u8$")
-#: an on-demand camera's annotated live view (burn-in while watched; requests keep it watched).
-LIVE_PLAYLIST_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/live\.m3u8$")
-LIVE_SEGMENT_PATH = re.compile(r"^/([A-Za-z0-9_-]{1,64})/live_(\d{1,12})\.ts$")
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css"}
 T = TypeVar("T")
-TOKEN_COOKIE = "framepipe_token"
-UNAUTHORIZED = (
-    b"401: this server needs its token: open the URL `framepipe web` printed (.../?token=...), "
-    b"or send `Authorization: Bearer <token>`\n"
-)
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; any other name or address is exposed."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_token(web: WebSettings, host: str) -> str | None:
-    """The token requests must carry, or None when none is needed (loopback, ``auto``)."""
-    if web.require_token == "auto" and is_loopback(host):
-        return None
-    return web.token or secrets.token_urlsafe(24)
-
-
-def presented_token(path: str, headers: Any) -> tuple[str, bool]:
-    """The token a request carries, and whether it came in the query string."""
-    query = parse_qs(path.partition("?")[2]).get("token")
-    if query:
-        return query[0], True
-    scheme, _, value = str(headers.get("Authorization", "")).partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip(), False
-    cookie = SimpleCookie()
-    with contextlib.suppress(CookieError):
-        cookie.load(str(headers.get("Cookie", "")))
-    morsel = cookie.get(TOKEN_COOKIE)
-    return (morsel.value if morsel else ""), False
-
-
 #: live replicas per stage, from whatever runs the stages (the local supervisor's runtime
 #: file, a cluster's API); the server itself knows no runtime.
 ReplicaCount = Callable[[], dict[str, int]]
@@ -154,6 +106,9 @@ class WebServer:
         self.whep: WhepHub | None = None
         self.presence = ViewerPresence(settings.streams.viewer_ttl_s, self._loop)
         self._presence_task: asyncio.Future[None] | None = None
+        #: cameras whose gateway registered (FP_SOURCES), listed before their first segment.
+        self.registered: set[str] = set()
+        self.output_modes: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -192,7 +147,7 @@ class WebServer:
         ready.wait()
         if errors:
             raise errors[0]
-        self._http = ThreadingHTTPServer((self.host, self.port), self._handler())
+        self._http = ThreadingHTTPServer((self.host, self.port), make_handler(self))
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         http_thread = threading.Thread(target=self._http.serve_forever, daemon=True, name="web-http")
@@ -306,6 +261,8 @@ class WebServer:
             seg = messages.decode(msg.headers, msg.data, messages.SegmentMessage)
         except SchemaError:
             return
+        if seg.rendition == "clip":
+            return  # an event clip's GOP: the sink's file under clips/, neither playlist's
         meta = msg.metadata
         live = seg.rendition == "live"
         stored_at = meta.timestamp.timestamp()
@@ -341,6 +298,14 @@ class WebServer:
 
     async def _watch_sources(self) -> None:
         while True:
+            with contextlib.suppress(Exception):  # no bucket or no key yet: nothing registered
+                assert self._js is not None
+                self.registered = set(await registered_cameras(self._js))
+            default = self.settings.output.mode
+            for camera in sorted(self.registered | set(self.index.cameras())):
+                with contextlib.suppress(Exception):
+                    assert self._js is not None
+                    self.output_modes[camera] = await output_mode(self._js, camera, default)
             for camera in self.index.cameras():
                 with contextlib.suppress(Exception):
                     assert self._js is not None
@@ -397,138 +362,28 @@ class WebServer:
                 self._cache.popitem(last=False)
         return data
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+    def sidecar(self, camera: str, gop: int) -> bytes | None:
+        """A segment's detections per frame (``seg_<gop>.json``), or None when not indexed."""
+        seg = self.index.segment(camera, gop)
+        return None if seg is None else self._call(self._segment_sidecar(seg.seq))
 
-        class Handler(BaseHTTPRequestHandler):
-            def refuse_unauthorized(self, path: str) -> bool:
-                token, _ = presented_token(self.path, self.headers)
-                if path == "/healthz" or server.authorized(token):
-                    return False
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="framepipe"')
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(UNAUTHORIZED)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(UNAUTHORIZED)
-                return True
+    def cameras(self) -> list[dict[str, Any]]:
+        """``/api/cameras``: each camera's index summary (or an empty one for a camera that has
+        registered but has no segment yet: its instant view plays already), output mode and
+        WebRTC viewers."""
+        cameras: list[dict[str, Any]] = list(self.index.summary())
+        listed = {str(c["camera"]) for c in cameras}
+        cameras += [registered_only(name) for name in sorted(self.registered - listed)]
+        live = self.whep.stats() if self.whep is not None else {}
+        for camera in cameras:
+            name = str(camera["camera"])
+            camera["webrtc"] = live.get(name)
+            camera["output_mode"] = self.output_modes.get(name, self.settings.output.mode)
+        return cameras
 
-            def do_POST(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if not self.refuse_unauthorized(path):
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = self.rfile.read(min(length, 256 * 1024))
-                    if path == events_api.ENROLL_PATH:
-                        self.reply(server.enrol(body))
-                    else:
-                        server.whep_request(self, "POST", path, body)
-
-            def reply(self, reply: events_api.Reply) -> None:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(reply.body)
-
-            def do_DELETE(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if not self.refuse_unauthorized(path):
-                    server.whep_request(self, "DELETE", path, b"")
-
-            def do_PATCH(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if not self.refuse_unauthorized(path):
-                    server.whep_request(self, "PATCH", path, b"")
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                _, in_query = presented_token(self.path, self.headers)
-                if self.refuse_unauthorized(path):
-                    return
-                try:
-                    status, ctype, body = server.route(path)
-                except Exception as exc:  # noqa: BLE001 - a failed request must not kill the server
-                    log.warning("web.error", path=path, error=f"{type(exc).__name__}: {exc}"[:300])
-                    status, ctype, body = 503, "text/plain", b"unavailable"
-                if server.token and in_query and status == 200 and path.endswith(".m3u8"):
-                    # Players that know no cookies (ffplay, VLC) fetch segments with the token too.
-                    body = _tokenize_playlist(body, server.token)
-                self.send_response(status)
-                if server.token and in_query:
-                    # The console's and hls.js's relative requests then carry it without the query.
-                    self.send_header(
-                        "Set-Cookie", f"{TOKEN_COOKIE}={server.token}; Path=/; HttpOnly; SameSite=Strict"
-                    )
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-cache" if not path.endswith(".ts") else "max-age=3600")
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        return Handler
-
-    def route(self, path: str) -> tuple[int, str, bytes]:
-        if path in ("/", "/index.html"):
-            return 200, CONTENT_TYPES[".html"], (STATIC / "index.html").read_bytes()
-        if path in ("/console.js", "/whep.js", "/live_boxes.js", "/overlay.js", "/events.js"):
-            return 200, CONTENT_TYPES[".js"], (STATIC / path[1:]).read_bytes()
-        if path == "/vendor/hls.min.js":
-            if not HLS_JS.is_file():
-                return 404, "text/plain", b"hls.js is not vendored: run `make web-assets`"
-            return 200, CONTENT_TYPES[".js"], HLS_JS.read_bytes()
-        if path == "/healthz":
-            return 200, "text/plain", b"ok"
-        if (contract := CONTRACT_FILES.get(path.lstrip("/"))) is not None:
-            return 200, "application/json", contract
-        if path == "/api/cameras":
-            cameras = self.index.summary()
-            live = self.whep.stats() if self.whep is not None else {}
-            for camera in cameras:
-                camera["webrtc"] = live.get(str(camera["camera"]))
-            return 200, "application/json", json.dumps(cameras).encode()
-        if match := events_api.EVENTS_PATH.match(path):
-            reply = events_api.timeline(self.settings, match.group(1))
-            return reply.status, reply.content_type, reply.body
-        if match := events_api.SNAPSHOT_PATH.match(path):
-            reply = events_api.snapshot(self.settings, match.group(1), match.group(2))
-            return reply.status, reply.content_type, reply.body
-        if path == "/api/pipeline":
-            return 200, "application/json", json.dumps(self._call(self._pipeline())).encode()
-        if match := PLAYLIST_PATH.match(path):
-            playlist = self.index.playlist(match.group(1))
-            if playlist is None:
-                return 404, "text/plain", b"no such camera (yet)"
-            return 200, "application/vnd.apple.mpegurl", playlist.encode()
-        if match := LIVE_PLAYLIST_PATH.match(path):
-            watched = match.group(1)
-            playlist = self.live.playlist(watched)
-            if playlist is None and watched not in self.index.cameras():
-                return 404, "text/plain", b"no such camera (yet)"
-            self.presence.touch(watched)
-            return 200, "application/vnd.apple.mpegurl", (playlist or self.live.empty_playlist()).encode()
-        if match := LIVE_SEGMENT_PATH.match(path):
-            self.presence.touch(match.group(1))
-            data = self.segment(match.group(1), int(match.group(2)), live=True)
-            if data is None:
-                return 404, "text/plain", b"no such segment"
-            return 200, "video/mp2t", data
-        if match := SIDECAR_PATH.match(path):
-            seg = self.index.segment(match.group(1), int(match.group(2)))
-            if seg is None:
-                return 404, "text/plain", b"no such segment"
-            return 200, "application/json", self._call(self._segment_sidecar(seg.seq))
-        if match := SEGMENT_PATH.match(path):
-            data = self.segment(match.group(1), int(match.group(2)))
-            if data is None:
-                return 404, "text/plain", b"no such segment"
-            return 200, "video/mp2t", data
-        return 404, "text/plain", b"not found"
+    def pipeline(self) -> dict[str, Any]:
+        """``/api/pipeline``: each stage's backlog and replicas."""
+        return self._call(self._pipeline())
 
     def enrol(self, body: bytes) -> events_api.Reply:
         """``POST /api/faces/enroll``: file gallery, then ``FP_FACES`` (every replica sees it)."""
@@ -549,72 +404,3 @@ class WebServer:
 
     def whep_request(self, handler: BaseHTTPRequestHandler, method: str, path: str, body: bytes) -> None:
         whep_http.respond(handler, self.whep, self._call, method, path, body)
-
-
-def _tokenize_playlist(body: bytes, token: str) -> bytes:
-    lines = body.decode().split("\n")
-    tagged = (f"{line}?token={token}" if line and not line.startswith("#") else line for line in lines)
-    return "\n".join(tagged).encode()
-
-
-#: a local system whose NATS has been unreachable this long is gone (a crashed nats-server
-#: is restarted by the supervisor within a few seconds).
-SYSTEM_GONE_S = 15.0
-
-
-def system_gone(server: WebServer, runtime_file: Path, gone_since: float | None) -> tuple[str, float | None]:
-    """Why the local system this server shows is gone ("" while it is not), and since when
-    NATS has been unreachable (None while connected)."""
-    if server.nats_connected:
-        return "", None
-    gone_since = gone_since if gone_since is not None else time.monotonic()
-    if not runtime_file.is_file():
-        return "it was stopped", gone_since
-    if time.monotonic() - gone_since >= SYSTEM_GONE_S:
-        return f"its NATS has not answered for {SYSTEM_GONE_S:.0f} s", gone_since
-    return "", gone_since
-
-
-def serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    window: int,
-    replicas: ReplicaCount = _no_replicas,
-    describe: events_api.Describe | None = None,
-    runtime_file: Path | None = None,
-) -> None:
-    """Run the server until SIGTERM/SIGINT (the ``framepipe web`` process).
-
-    Serving a local system (``runtime_file`` exists, now or later), it ends once that system
-    is gone: the console shows live segments from the system's NATS, so without it there is
-    nothing to serve (the recordings stay on disk). UnreachableError says so in one line
-    (exit 3). In a cluster (no runtime file) it rides out NATS outages instead.
-    """
-    import signal
-
-    server = WebServer(
-        settings, host=host, port=port, window=window, replicas=replicas, describe=describe
-    ).start()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    # Printed once, to the terminal only: the token is never logged.
-    print(f"console: {server.open_url}", flush=True)
-    attached, gone_since, why = False, None, ""
-    while not stop.wait(1.0):
-        if runtime_file is None:
-            continue
-        attached = attached or runtime_file.is_file()
-        if attached:
-            why, gone_since = system_gone(server, runtime_file, gone_since)
-            if why:
-                break
-    server.stop()
-    if why:
-        log.info("web.system_gone", why=why)
-        raise UnreachableError(
-            f"the framepipe system at {settings.nats.url} is gone ({why}): the console has nothing "
-            f"left to serve; start `framepipe run` again, then `framepipe web` (recordings stay in "
-            f"{settings.sink.output_dir})"
-        )

@@ -312,5 +312,6 @@ class WhepHub:
                 "lost": instant.lost,
                 "boxes": instant.boxes,
                 "delay_s": instant.delay_s(),
+                "warning": instant.warning(),
             }
         return out

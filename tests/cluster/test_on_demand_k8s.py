@@ -11,11 +11,12 @@ from tests.manifests import keda_schema
 
 
 class TestOnDemandScaledObject:
-    def test_encoder_sleeps_at_zero_on_its_lag_trigger_and_validates(self) -> None:
-        """[output] mode = on-demand: encoder minReplicaCount 0, only the lag trigger (even with a
-        measured rate), valid against the KEDA CRD; other stages keep their floor and demand."""
+    @pytest.mark.parametrize("mode", ["on-demand", "overlay"])
+    def test_encoder_sleeps_at_zero_on_its_lag_trigger_and_validates(self, mode: str) -> None:
+        """[output] mode = on-demand or overlay: encoder minReplicaCount 0, only the lag trigger
+        (even with a measured rate), valid against the KEDA CRD; other stages keep theirs."""
         jsonschema = pytest.importorskip("jsonschema")
-        settings = load_settings(None, env={"FRAMEPIPE_OUTPUT__MODE": "on-demand"})
+        settings = load_settings(None, env={"FRAMEPIPE_OUTPUT__MODE": mode})
         rates = {stage: {"gops_per_replica": 1.6} for stage in ("encoder", "decoder")}
         cluster = cluster_config_from_tables(None, rates)
         encoder = scaled_object(settings, cluster, "encoder")

@@ -63,12 +63,12 @@ def _fast() -> ScalingSettings:
 
 
 class TestOnDemandScaling:
-    def test_on_demand_lets_only_the_encoder_sleep_at_zero_without_feed_forward(self) -> None:
-        """on-demand: encoder min 0 and no camera-count demand; other stages and modes untouched."""
+    @pytest.mark.parametrize("mode", ["on-demand", "overlay"])
+    def test_on_demand_lets_only_the_encoder_sleep_at_zero_without_feed_forward(self, mode: str) -> None:
+        """on-demand and overlay: encoder min 0, no camera-count demand; other stages untouched."""
         scaling = StageScaling()
         assert for_output_mode(scaling, "burn-in") == scaling
-        assert for_output_mode(scaling, "overlay") == scaling
-        changed = for_output_mode(scaling, "on-demand")
+        changed = for_output_mode(scaling, mode)
         assert (changed.encoder.min_replicas, changed.encoder.feed_forward) == (0, False)
         assert changed.decoder == scaling.decoder
         assert changed.analysis == scaling.analysis

@@ -97,11 +97,15 @@ def test_mode_change_takes_effect_at_the_next_gop_of_a_running_system(
 
         asyncio.run(flip())
         assert system.wait_for_camera("flip", gateway, stall_timeout=90).complete
+        encode_items = asyncio.run(_encode_items(settings))
     sidecars = [json.loads((out / f"seg_{g:06d}.json").read_text()) for g in range(12)]
     modes = [s["mode"] for s in sidecars]
     switched = modes.index("overlay")
     assert 1 <= switched < 12, modes
     assert modes == ["burn-in"] * switched + ["overlay"] * (12 - switched), modes
+    # The encoder got only what was routed as burn-in (items still queued at the switch are
+    # remuxed by it); the analysis stage remuxed the rest itself.
+    assert switched <= encode_items < 12, (switched, encode_items)
     for gop in gops[switched:]:
         with av.open(io.BytesIO((out / f"seg_{gop.gop:06d}.ts").read_bytes()), format="mpegts") as ts:
             packets = [bytes(p) for p in ts.demux(ts.streams.video[0]) if p.size]
@@ -125,6 +129,15 @@ def test_mode_change_takes_effect_at_the_next_gop_of_a_running_system(
         assert _iou(box, face_box(CAMERA, index)) >= 0.5, (index, box)
         assert _outline_share(tmp_path / "plain.mp4", index, box) < 0.2, index
         assert _outline_share(tmp_path / "burnt.mp4", index, box) > 0.8, index
+
+
+async def _encode_items(settings: Settings) -> int:
+    """ENCODE items ever published (the stream's last sequence; only this test's camera)."""
+    nc = await bus.connect(settings, "test-encode-items")
+    try:
+        return int((await nc.jetstream(timeout=10.0).stream_info(Names.ENCODE)).state.last_seq)
+    finally:
+        await nc.close()
 
 
 def _iou(a: list[float], b: tuple[float, float, float, float]) -> float:

@@ -240,10 +240,17 @@ class OutputSettings:
     """
 
     mode: Literal["burn-in", "overlay", "on-demand"] = "burn-in"
+    #: an on-demand camera's alert (EVENTS ``alert.*``) gets an event clip, burnt in by the
+    #: encoder: this many GOPs before the alert's GOP (still in VIDEO) and after it.
+    clip_gops_before: int = 2
+    clip_gops_after: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in OUTPUT_MODES:
             raise ConfigError(f"output.mode must be one of {', '.join(OUTPUT_MODES)}, got {self.mode!r}")
+        for key in ("clip_gops_before", "clip_gops_after"):
+            if not 0 <= getattr(self, key) <= 60:
+                raise ConfigError(f"output.{key} must be 0..60 GOPs, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)

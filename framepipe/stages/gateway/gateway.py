@@ -66,6 +66,7 @@ class Gateway:
         #: with/without CPU comparison turns it off; a thermal camera's 16-bit video is not
         #: something a browser can play).
         self.live_packets = live_packets and self.thermal_of is None
+        self.live: LiveForwarder | None = None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
         self.camera = validate_camera_name(camera)
@@ -137,6 +138,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
         forwarder = LiveForwarder(nc, self.camera) if self.live_packets else None
+        self.live = forwarder  # what it saw (B-frames, drops), for the tests and the bench
         on_packet = None
         if forwarder is not None and pacing == "live":
             on_packet = functools.partial(forwarder.forward_threadsafe, loop)

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from framepipe.core.topology import Names
 from framepipe.media.gop import DemuxedPacket, Gop
 from framepipe.media.live_packets import MAX_PACKET_BYTES, LivePacket
+from framepipe.media.reorder import BFRAMES_ADVICE, ReorderDetector
 from framepipe.stages.gateway.reader import StreamParams
 
 log = structlog.get_logger("framepipe.gateway")
@@ -42,12 +43,15 @@ class LiveForwarder:
         self.forwarded = 0
         self.dropped = 0
         self._warned_size = False
+        self.reorder = ReorderDetector()  # B-frames: said once, the packets are sent anyway
         self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget, but referenced until done
 
     async def forward(
         self, packet: DemuxedPacket, params: StreamParams, read_at: float | None = None
     ) -> None:
         """Publish ``packet`` now (on the event loop); drop it when the bus cannot take it at once."""
+        if self.reorder.see(packet.pts, packet.keyframe):
+            log.warning("gateway.camera_sends_bframes", camera=self.camera, detail=BFRAMES_ADVICE)
         if len(packet.data) > MAX_PACKET_BYTES:
             self.dropped += 1
             if not self._warned_size:

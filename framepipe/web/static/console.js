@@ -1,7 +1,9 @@
 // framepipe console: live cameras (WebRTC, whep.js; hls.js as the fallback), detections, live
 // latency, backlog and replicas per stage. `?live=hls` forces HLS. `?view=annotated` plays the
 // pipeline's output over WebRTC; the default, `?view=instant`, the camera's own stream at once with
-// the boxes drawn over it as they arrive (the header's toggle switches).
+// the boxes drawn over it as they arrive (the header's toggle switches). A camera is listed as soon
+// as its gateway registers. An on-demand camera's tile has a "burn-in live" button: the annotated
+// live rendition live.m3u8 (burnt in only while someone watches), over HLS.
 "use strict";
 const players = {};
 const history = {};
@@ -19,19 +21,50 @@ function addCamera(cam) {
   const video = el("video", { muted: "", autoplay: "", playsinline: "", controls: "" });
   video.muted = true;
   const meta = el("div", { class: "meta" });
-  meta.append(el("strong", {}, cam), el("span", { class: "dets" }, ""));
+  const burnIn = el("button", { class: "burn-in", hidden: "", title: "the annotated live rendition (live.m3u8): boxes burnt in while you watch" }, "burn-in live");
+  meta.append(el("strong", {}, cam), burnIn, el("span", { class: "dets" }, ""));
   const stage = el("div", { class: "stage" });
   const canvas = el("canvas", { class: "overlay" });
   stage.append(video, canvas);
-  box.append(stage, meta);
+  const warning = el("div", { class: "warning", hidden: "" });
+  box.append(stage, meta, warning);
   document.getElementById("grid").append(box);
+  burnIn.addEventListener("click", () => toggleBurnIn(cam, video, canvas, burnIn));
+  playDefault(cam, video, canvas);
+}
+
+function playDefault(cam, video, canvas) {
   const forceHls = new URLSearchParams(location.search).get("live") === "hls";
   if (window.playLive && !forceHls) {
-    const live = playLive(cam, video, () => playHls(cam, video, canvas), liveView(), canvas);
+    const fallback = (note) => { playHls(cam, video, canvas); players[cam].note = note || ""; };
+    const live = playLive(cam, video, fallback, liveView(), canvas);
     if (live.mode === "webrtc") players[cam] = live;  // else the fallback registered itself
   } else {
     playHls(cam, video, canvas);
   }
+}
+
+function stopPlayer(cam, video, canvas) {
+  const p = players[cam];
+  if (p && p.stop) p.stop();
+  if (p && p.hls) p.hls.destroy();
+  video.srcObject = null;
+  video.removeAttribute("src");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete players[cam];
+}
+
+// The on-demand camera's burn-in live rendition instead of the tile's default view, and back.
+function toggleBurnIn(cam, video, canvas, button) {
+  const on = !(players[cam] && players[cam].rendition === "live");
+  stopPlayer(cam, video, canvas);
+  if (on) {
+    playHls(cam, video, null, "live.m3u8");  // boxes are in the pixels: no canvas drawing
+    players[cam].rendition = "live";
+  } else {
+    playDefault(cam, video, canvas);
+  }
+  button.classList.toggle("on", on);
 }
 
 function liveView() {
@@ -49,15 +82,18 @@ function setUpViewToggle() {
   });
 }
 
-function playHls(cam, video, canvas) {
-  const src = "/" + encodeURIComponent(cam) + "/index.m3u8";
+function playHls(cam, video, canvas, playlist) {
+  const src = "/" + encodeURIComponent(cam) + "/" + (playlist || "index.m3u8");
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({ liveSyncDurationCount: 2 });
     hls.loadSource(src);
     hls.attachMedia(video);
-    hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
+    let parsed = false;
+    hls.on(Hls.Events.MANIFEST_PARSED, () => { parsed = true; video.play().catch(() => {}); });
     hls.on(Hls.Events.ERROR, (_e, data) => {
-      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
+      // A camera listed at its registration has no playlist until its first segment: ask again.
+      if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR && !parsed) setTimeout(() => hls.loadSource(src), 1000);
+      else if (data.fatal && data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.startLoad(), 1000);
       else if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
     if (window.attachOverlay && canvas) attachOverlay(cam, video, hls, canvas);  // overlay.js
@@ -74,24 +110,35 @@ function playHls(cam, video, canvas) {
 function latencyText(cam, c) {
   const p = players[cam];
   if (!p) return "";
+  if (p.mode === "webrtc" && p.note) return " · " + p.note;
   if (p.mode === "webrtc" && p.view === "instant" && c.webrtc && c.webrtc.instant && c.webrtc.instant.delay_s !== null) {
     return ` · instant ${(c.webrtc.instant.delay_s + (p.bufferS || 0)).toFixed(2)} s behind`;
   }
   if (p.mode === "webrtc" && c.webrtc && c.webrtc.delay_s !== null && c.webrtc.delay_s !== undefined) {
     return ` · WebRTC ${(c.webrtc.delay_s + (p.bufferS || 0)).toFixed(2)} s behind`;
   }
-  if (p.mode === "hls" && p.hls && p.hls.latency) return ` · HLS ${p.hls.latency.toFixed(1)} s behind live edge`;
-  return " · " + p.mode;
+  const note = p.note ? ` · ${p.note}` : "";
+  if (p.mode === "hls" && p.hls && p.hls.latency) return ` · HLS ${p.hls.latency.toFixed(1)} s behind live edge` + note;
+  return " · " + p.mode + note;
 }
 
 async function refreshCameras() {
   const cams = await (await fetch("/api/cameras")).json();
   let faces = 0;
   for (const c of cams) {
-    if (!players[c.camera]) addCamera(c.camera);
+    if (!document.getElementById("cam-" + c.camera)) addCamera(c.camera);
     const box = document.getElementById("cam-" + c.camera);
-    box.dataset.mode = players[c.camera].mode;
-    box.dataset.view = players[c.camera].mode === "webrtc" ? players[c.camera].view : "";
+    const p = players[c.camera] || { mode: "" };
+    box.dataset.mode = p.mode;
+    box.dataset.view = p.mode === "webrtc" ? p.view : "";
+    box.dataset.rendition = p.rendition || "";
+    box.dataset.note = p.note || "";
+    box.querySelector(".burn-in").hidden = c.output_mode !== "on-demand";
+    // What the operator should change (B-frames the instant view cannot show), from the server.
+    const warning = box.querySelector(".warning");
+    const text = (c.webrtc && c.webrtc.instant && c.webrtc.instant.warning) || "";
+    warning.hidden = !text;
+    warning.textContent = text ? "⚠ " + text : "";
     box.querySelector(".dets").textContent =
       `${c.frames_with_faces}/${c.frames} recent frames with faces · ${c.segments} segments` +
       (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "") + latencyText(c.camera, c);

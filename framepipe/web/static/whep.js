@@ -1,7 +1,10 @@
 // framepipe console: live view over WebRTC (WHEP, POST /whep/<camera>?view=instant|annotated); the
 // console falls back to HLS when this fails. A session that drops (server restart, network) is
-// re-offered after a pause. Boxes come on the session's "boxes" data channel (live_boxes.js).
+// re-offered after a pause; after REOFFERS failed re-offers in a row the tile falls back to HLS
+// and says why (player.note). Boxes come on the session's "boxes" data channel (live_boxes.js).
 "use strict";
+const REOFFERS = 3;  // failed re-offers after a drop before the tile gives up on WebRTC
+const DISCONNECTED_MS = 3000;  // "disconnected" this long counts as a drop (failed takes ~30 s)
 
 function iceGathered(pc, timeoutMs) {
   // The server does not take trickled candidates: the offer carries them all.
@@ -64,16 +67,30 @@ async function playoutDelay(pc) {
 
 // Plays `cam` in `video` over WebRTC, the `view` ("instant": the camera's own stream at once;
 // "annotated": the pipeline's output), boxes on `canvas`; calls `fallback()` once if WebRTC is
-// unavailable at the start.
+// unavailable at the start, or with a reason (`fallback(note)`) when a session that played
+// dropped and REOFFERS re-offers in a row failed.
 function playLive(cam, video, fallback, view, canvas) {
   const player = { video, canvas, view: view || "instant", mode: "webrtc", pc: null, bufferS: null,
-                   session: null, failures: 0 };
+                   session: null, failures: 0, note: "", stopped: false };
+  const dropped = (pc) => {
+    if (player.stopped || pc !== player.pc) return;  // an old session, or one already handled
+    player.pc = null;
+    pc.close();
+    player.note = "WebRTC dropped: re-offering";
+    setTimeout(start, 1000);
+  };
   const start = async () => {
+    if (player.stopped) return;
     try {
-      player.pc = await whepConnect(cam, video, player);
+      const pc = await whepConnect(cam, video, player);
+      player.pc = pc;
       player.failures = 0;
-      player.pc.addEventListener("connectionstatechange", () => {
-        if (["failed", "closed"].includes(player.pc.connectionState)) setTimeout(start, 1000);
+      player.note = "";
+      let quiet = null;
+      pc.addEventListener("connectionstatechange", () => {
+        clearTimeout(quiet);
+        if (["failed", "closed"].includes(pc.connectionState)) dropped(pc);
+        else if (pc.connectionState === "disconnected") quiet = setTimeout(() => dropped(pc), DISCONNECTED_MS);
       });
     } catch (error) {
       console.warn("WebRTC for " + cam + ": " + error.message);
@@ -81,12 +98,22 @@ function playLive(cam, video, fallback, view, canvas) {
       if (player.failures === 1 && !player.everConnected) {
         player.mode = "hls";
         fallback();
+      } else if (player.everConnected && player.failures >= REOFFERS) {
+        player.mode = "hls";
+        player.stopped = true;
+        fallback(`WebRTC lost: ${player.failures} re-offers failed (${error.message}); playing HLS`);
       } else {
+        player.note = `WebRTC dropped: re-offer ${player.failures} failed`;
         setTimeout(start, 2000);
       }
       return;
     }
     player.everConnected = true;
+  };
+  player.stop = () => {
+    player.stopped = true;
+    if (player.pc) player.pc.close();
+    player.pc = null;
   };
   if (!window.RTCPeerConnection) {
     player.mode = "hls";
@@ -94,8 +121,9 @@ function playLive(cam, video, fallback, view, canvas) {
   } else {
     start();
   }
-  setInterval(async () => {
-    if (player.mode === "webrtc" && player.pc) player.bufferS = await playoutDelay(player.pc);
+  const timer = setInterval(async () => {
+    if (player.stopped) clearInterval(timer);
+    else if (player.mode === "webrtc" && player.pc) player.bufferS = await playoutDelay(player.pc);
   }, 1000);
   return player;
 }

@@ -1,0 +1,51 @@
+"""Cameras the console lists before they have output: every camera whose gateway registered in
+``FP_SOURCES``. Its instant view plays from the gateway's first packet, long before its first
+annotated segment (a GOP plus the pipeline) exists. Also each camera's output mode, so the
+console offers the burn-in live rendition (``live.m3u8``) where there is one (on-demand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+
+from framepipe.core.settings import OUTPUT_MODES
+from framepipe.core.sources import read_source_state
+from framepipe.core.topology import CAMERA_NAME, Names
+
+
+async def registered_cameras(js: JetStreamContext) -> list[str]:
+    """The bucket's keys, from its stream's subjects: one request, no watcher subscription
+    (``kv.keys()`` opens one, which a NATS outage mid-call would leave behind)."""
+    prefix = f"$KV.{Names.SOURCES_BUCKET}."
+    info = await js.stream_info(f"KV_{Names.SOURCES_BUCKET}", subjects_filter=f"{prefix}>")
+    keys = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
+    # A deleted key's subject holds its delete marker: only cameras with a state are registered.
+    return sorted([k for k in keys if CAMERA_NAME.match(k) and await read_source_state(js, k) is not None])
+
+
+async def output_mode(js: JetStreamContext, camera: str, default: str) -> str:
+    """The camera's own mode from ``FP_OUTPUT_MODES``, else ``default`` (as the stages read it)."""
+    kv = await js.key_value(Names.OUTPUT_MODES_BUCKET)
+    try:
+        entry = await kv.get(camera)
+    except KeyNotFoundError:
+        return default
+    value = (entry.value or b"").decode(errors="replace")
+    return value if value in OUTPUT_MODES else default
+
+
+def registered_only(camera: str) -> dict[str, Any]:
+    """``/api/cameras``'s entry for a camera with no segment yet (the index's keys, all empty)."""
+    return {
+        "camera": camera,
+        "segments": 0,
+        "last_gop": None,
+        "gaps": [],
+        "ended": False,
+        "frames_with_faces": 0,
+        "frames": 0,
+        "detections_total": 0,
+        "last_segment_at": None,
+    }
