@@ -50,7 +50,9 @@ _TAIL = "Framepipe-Tail"
 _JSON = {"Content-Type": "application/json"}
 
 #: (message, extra headers beyond version/kind/camera/gop, sha256 of the body, body length),
-#: measured on the envelope as it was before core/messages.py was split into modules.
+#: measured on the envelope as it was before core/messages.py was split into modules; encode
+#: and segment re-pinned when event clips added EncodeItem.clip and SegmentMessage.clip/video_seq
+#: (new fields with defaults, appended: older readers ignore them).
 PINNED: list[tuple[messages.Message, dict[str, str], str, int]] = [
     (_GOP, {}, "0641582c66037d64541fe800b8700d31ac8fa9eaa31015fdc4754f12fa7cb534", 206),
     (_BATCH, {_TAIL: "173"}, "fbfbb90122173ee3300231ed4e36f5f746d5564a3114a6c0707602e755521e77", 185),
@@ -63,10 +65,10 @@ PINNED: list[tuple[messages.Message, dict[str, str], str, int]] = [
     (
         EncodeItem("cam1", 3, 12, _FRAMES, (_TRACKLET,), True),
         {},
-        "4c7d3be27aba5b2bd61d19dc36e67c5f121e7846ecbe8faae88e9517829ff9f5",
-        752,
+        "f05c9ee98948a9fdf7ab1507f11d95924f2853cae3b2ee188f649918e7755f2e",
+        758,
     ),
-    (_SEGMENT, {_TAIL: "837"}, "861142362f43590125b219934d6c42c86e8571574f98fa16251ddcb562e12904", 841),
+    (_SEGMENT, {_TAIL: "854"}, "19da668d1a780eed712319a122f161214b1443e9fd0f7c2cc11bfeb2a6e33956", 858),
     (
         GapMessage("cam1", 4, 100.25, 3.5, "eof"),
         _JSON,
