@@ -56,9 +56,18 @@ class InputCheck:
         self.said.update(d.problem for d in new)
         return new
 
-    def stream(self, width: int, height: int) -> list[Degraded]:
+    def stream(self, width: int, height: int, audio_tracks: int = 0) -> list[Degraded]:
         e = self.expect
         found: list[Degraded] = []
+        if audio_tracks:
+            found.append(
+                Degraded(
+                    "audio_dropped",
+                    f"{audio_tracks} audio track{'s' if audio_tracks > 1 else ''}",
+                    "framepipe records and analyses the video stream only, so the camera's sound is "
+                    "not kept: switch the camera's audio off to save bandwidth, or record it elsewhere",
+                )
+            )
         if width * height > e.max_pixels:
             found.append(
                 Degraded(

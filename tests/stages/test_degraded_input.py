@@ -41,6 +41,29 @@ def variable_rate_clip(path: Path) -> Path:
     return path
 
 
+def clip_with_audio(path: Path) -> Path:
+    """2 s of H.264 (320x240, 30 fps, 0.5 s GOPs) with an AAC track beside it, as many IP
+    cameras send."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.options = {"preset": "ultrafast", "x264-params": "keyint=15:min-keyint=15:scenecut=0:bframes=0"}
+        audio = container.add_stream("aac", rate=48000)
+        assert isinstance(audio, av.AudioStream)
+        for index in range(60):
+            image = np.full((240, 320, 3), (index * 4) % 255, dtype=np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        for index in range(94):  # 2 s of 1024-sample frames
+            samples = np.zeros((1, 1024), dtype=np.float32)
+            sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = 48000, index * 1024
+            container.mux(audio.encode(sound))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    return path
+
+
 async def degraded(settings: Settings, camera: str, source: Path) -> list[dict[str, object]]:
     """The `gateway.input_degraded` events of one whole run of the real gateway."""
     with capture_logs() as logs:
@@ -84,6 +107,15 @@ class TestDegradedInputWarnings:
             assert event["camera"] == "odd"
             assert event["seen"]
             assert "camera" in str(event["what_to_do"]) or "stream" in str(event["what_to_do"])
+
+    async def test_an_audio_track_is_said_to_be_dropped_once(
+        self, js: JetStreamContext, nats_settings: Settings, tmp_path: Path
+    ) -> None:
+        """A camera that sends sound: one `audio_dropped` line saying only video is recorded."""
+        events = await degraded(nats_settings, "mic", clip_with_audio(tmp_path / "sound.mp4"))
+        assert [e["problem"] for e in events] == ["audio_dropped"]
+        assert events[0]["seen"] == "1 audio track"
+        assert "video stream only" in str(events[0]["what_to_do"])
 
     async def test_variable_frame_rate(
         self, js: JetStreamContext, nats_settings: Settings, tmp_path: Path

@@ -197,7 +197,7 @@ class Gateway:
                         pacing=pacing,
                         thermal_of=self.thermal_of,
                     )
-                    self._say_degraded(check.stream(params.width, params.height))
+                    self._say_degraded(check.stream(params.width, params.height, params.audio_tracks))
                     continue
                 if params is None or not isinstance(item, Gop):
                     raise SourceError(f"reader sent {type(item).__name__} before stream parameters")

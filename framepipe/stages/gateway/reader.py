@@ -84,6 +84,8 @@ class StreamParams:
     time_base: Fraction
     extradata: bytes | None
     pixel_format: str = ""
+    #: audio streams beside the video: framepipe records video only (said once, InputCheck).
+    audio_tracks: int = 0
 
 
 def open_input(
@@ -113,6 +115,7 @@ def stream_params(stream: Any) -> StreamParams:
         time_base=Fraction(stream.time_base),
         extradata=bytes(ctx.extradata) if ctx.extradata else None,
         pixel_format=ctx.format.name if ctx.format is not None else "",
+        audio_tracks=len(stream.container.streams.audio) if stream.container is not None else 0,
     )
 
 
