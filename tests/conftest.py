@@ -49,6 +49,7 @@ SLOW = frozenset(
     {
         "tests/local/test_autoscale_local.py::test_burst_scales_every_stage_up_and_back_down_losing_nothing",
         "tests/local/test_faults.py::test_kill_9_of_every_stage_mid_run_loses_and_duplicates_nothing",
+        "tests/local/test_faces_pipeline.py::test_recognition_off_tracks_boxes_without_names_or_unknown_alerts",
         "tests/local/test_faces_pipeline.py::test_enrolled_person_identified_other_unknown_one_track_across_every_gop",
         "tests/local/test_faces_pipeline.py::test_kill_9_of_analysis_mid_run_loses_and_duplicates_no_event",
         "tests/local/test_faults.py::test_nats_server_restart_mid_run_resumes",

@@ -188,3 +188,27 @@ def test_gallery_in_the_bucket_matches_the_file_store(settings: Settings) -> Non
     assert after_enrol == ["biden", "obama"]
     assert after_remove == ["biden"]
     assert [p.name for p in files.people()] == ["biden"]
+
+
+def test_recognition_off_tracks_boxes_without_names_or_unknown_alerts(settings: Settings) -> None:
+    """``analysis.recognise_faces = false``: the face is still one track with appeared/left
+    events, but nothing is embedded, nobody is named and no unknown-person alert is raised
+    (everyone would be "unknown")."""
+    system = _system(settings.replace(analysis={"recognise_faces": False}))
+    with system:
+        system.start()
+        system.wait_ready()
+        gateway = system.add_camera("hall", str(portrait_clip("biden.jpg", CLIP)), "fast")
+        result = system.wait_for_camera("hall", gateway, stall_timeout=180)
+        assert result.complete, result.reason
+    out = Path(settings.sink.output_dir) / "hall"
+    faces = _face_lines(out)
+    assert len(faces) >= 0.9 * CLIP.frames, f"faces on {len(faces)}/{CLIP.frames} frames"
+    assert {f["track"] for f in faces} == {1}
+    assert not any(f.get("identity") for f in faces)
+    kinds = Counter(check_event(e)["type"] for e in read_jsonl(out / "events.jsonl"))
+    assert kinds == Counter({APPEARED: 1, LEFT: 1}), kinds
+    log = (Path(settings.local.state_dir) / "logs" / "analysis-0.log").read_text().splitlines()
+    done = [json.loads(line) for line in log if '"event": "gop.done"' in line]
+    assert len(done) == GOPS, done[:2]
+    assert all(d["embedded"] == 0 for d in done), done[:2]

@@ -257,6 +257,10 @@ class OutputSettings:
 class AnalysisSettings(ConsumerSettings):
     """Face recognition (the analysis stage) and the per-camera tracks the sink follows."""
 
+    #: name the faces (dlib on full-resolution crops) and read their attributes; off: faces are
+    #: still tracked by their boxes (appeared/left events), dlib is not loaded and nothing is
+    #: decoded, the detection-only cost Frigate-style density figures compare (bench.density).
+    recognise_faces: bool = True
     #: dlib's descriptor distance under which a face is the gallery's person (dlib: 0.6).
     match_threshold: float = 0.6
     #: faces narrower than this (source pixels) are not embedded, nor enrolled.

@@ -127,9 +127,10 @@ class Analysis(Stage[EncodeItem]):
         return self._embedder
 
     async def setup(self, js: JetStreamContext) -> None:
-        self._embedder = await asyncio.to_thread(FaceEmbedder)
-        await asyncio.to_thread(self.attributes.load)
-        health.set_backend(self.name, "dlib-cpu")
+        if self.settings.analysis.recognise_faces:
+            self._embedder = await asyncio.to_thread(FaceEmbedder)
+            await asyncio.to_thread(self.attributes.load)
+        health.set_backend(self.name, "dlib-cpu" if self.settings.analysis.recognise_faces else "boxes-only")
         await self.gallery.start(js)
         await self.router.setup(js)
 
@@ -206,7 +207,9 @@ class Analysis(Stage[EncodeItem]):
         cfg = self.settings.analysis
         tracks = link(message.frames, cfg.track_iou)
         wanted = {
-            t.local: crops for t in tracks if (crops := choose_crops(t, cfg.crops_per_track, cfg.min_face_px))
+            t.local: crops
+            for t in tracks
+            if cfg.recognise_faces and (crops := choose_crops(t, cfg.crops_per_track, cfg.min_face_px))
         }
         gop: GopMessage | None = None
         embedded: dict[int, Embedded] = {}
@@ -222,13 +225,14 @@ class Analysis(Stage[EncodeItem]):
             readings = await self.offload(
                 self.attributes.read, message.camera, message.gop, gathered, samples
             )
+        unnamed = UNKNOWN if cfg.recognise_faces else ""  # off: not "an unknown person"
         faces = tuple(
             self.summarise(t, embedded.get(t.local), gop, readings.get(t.local, ())) for t in tracks
         )
         named: dict[tuple[int, int], tuple[int, str, tuple[AttributeReading, ...]]] = {}
         for track, face in zip(tracks, faces, strict=True):
             for s in track.sightings:
-                named[(s.frame, s.index)] = (track.local, face.identity or UNKNOWN, face.attributes)
+                named[(s.frame, s.index)] = (track.local, face.identity or unnamed, face.attributes)
         frames = tuple(
             FrameDetections(
                 f.frame,
