@@ -109,6 +109,8 @@ class WebServer:
         #: cameras whose gateway registered (FP_SOURCES), listed before their first segment.
         self.registered: set[str] = set()
         self.output_modes: dict[str, str] = {}
+        #: each camera's gateway state (FP_SOURCES): running, reconnecting, failed, ended, stopped.
+        self.source_states: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -306,11 +308,13 @@ class WebServer:
                 with contextlib.suppress(Exception):
                     assert self._js is not None
                     self.output_modes[camera] = await output_mode(self._js, camera, default)
-            for camera in self.index.cameras():
+            for camera in sorted(self.registered | set(self.index.cameras())):
                 with contextlib.suppress(Exception):
                     assert self._js is not None
                     state = await read_source_state(self._js, camera)
                     if state is not None:
+                        # running / reconnecting / failed / ended / stopped: the tile's badge.
+                        self.source_states[camera] = state.state
                         ended = state.next_gop if state.state == "ended" else None
                         self.index.set_source(camera, state.first_gop, ended)
             await asyncio.sleep(1.0)
@@ -330,19 +334,19 @@ class WebServer:
         assert self._js is not None
         stages: dict[str, dict[str, int]] = {}
         replicas = self.replicas()
+        # Per stage, not per consumer: the sink's second consumer (its gap notices) is part of
+        # the sink, not a stage of its own on the console.
         for spec in topology.consumer_specs():
             try:
                 info = await self._js.consumer_info(spec.stream, spec.durable)
             except Exception:  # noqa: BLE001 - a missing consumer shows as absent
                 continue
-            lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
-            stages[spec.durable] = {
-                "lag": lag,
-                "pending": info.num_pending or 0,
-                "ack_pending": info.num_ack_pending or 0,
-                "waiting": info.num_waiting or 0,
-                "replicas": replicas.get(spec.stage, 0),
-            }
+            empty = {"lag": 0, "pending": 0, "ack_pending": 0, "waiting": 0}
+            row = stages.setdefault(spec.stage, {**empty, "replicas": replicas.get(spec.stage, 0)})
+            row["pending"] += info.num_pending or 0
+            row["ack_pending"] += info.num_ack_pending or 0
+            row["lag"] = row["pending"] + row["ack_pending"]
+            row["waiting"] += info.num_waiting or 0
         return {"time": time.time(), "stages": stages}
 
     # -- HTTP side (handler threads) ---------------------------------------
@@ -379,6 +383,7 @@ class WebServer:
             name = str(camera["camera"])
             camera["webrtc"] = live.get(name)
             camera["output_mode"] = self.output_modes.get(name, self.settings.output.mode)
+            camera["source_state"] = self.source_states.get(name, "")
         return cameras
 
     def pipeline(self) -> dict[str, Any]:

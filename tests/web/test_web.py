@@ -142,8 +142,14 @@ def test_hls_served_from_output_stream_and_export(settings: Settings, tmp_path: 
             cameras = json.loads(_get(server.url + "api/cameras"))
             assert cameras[0]["camera"] == "hall"
             assert cameras[0]["detections_total"] > 0
+            deadline = time.monotonic() + 10.0  # the server reads FP_SOURCES once a second
+            while not cameras[0]["source_state"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                cameras = json.loads(_get(server.url + "api/cameras"))
+            assert cameras[0]["source_state"] in ("running", "ended")  # the tile's badge
             pipeline = json.loads(_get(server.url + "api/pipeline"))
-            assert set(pipeline["stages"]) >= {"decoder", "inference", "encoder"}
+            assert set(pipeline["stages"]) >= {"decoder", "inference", "encoder", "sink"}
+            assert "sink-gaps" not in pipeline["stages"]  # a consumer of the sink, not a stage
         finally:
             server.stop()
         result = export(settings, "hall", time.time() - 600, time.time(), tmp_path / "hall.mp4")
@@ -164,7 +170,7 @@ def test_hls_served_from_output_stream_and_export(settings: Settings, tmp_path: 
                  "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "none")},
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert (cli.returncode, "no segments of hall" in cli.stderr) == (2, True), cli.stderr[-2000:]
+        assert (cli.returncode, "no recording of hall" in cli.stderr) == (2, True), cli.stderr[-2000:]
     assert (result.segments, result.first_gop, result.last_gop) == (gops, 0, gops - 1)
     with av.open(str(tmp_path / "hall.mp4")) as container:
         assert container.format.name.startswith("mov")

@@ -122,6 +122,13 @@ function latencyText(cam, c) {
   return " · " + p.mode + note;
 }
 
+// The camera's gateway state, as its tile says it (FP_SOURCES; "" before the first report).
+const SOURCE_BADGES = {
+  running: "● online · ", reconnecting: "◌ reconnecting… · ", failed: "✕ failed · ",
+  ended: "■ ended · ", stopped: "■ stopped · ",
+};
+function sourceBadge(state) { return SOURCE_BADGES[state] || ""; }
+
 async function refreshCameras() {
   const cams = await (await fetch("/api/cameras")).json();
   let faces = 0;
@@ -139,7 +146,8 @@ async function refreshCameras() {
     const text = (c.webrtc && c.webrtc.instant && c.webrtc.instant.warning) || "";
     warning.hidden = !text;
     warning.textContent = text ? "⚠ " + text : "";
-    box.querySelector(".dets").textContent =
+    box.dataset.source = c.source_state || "";
+    box.querySelector(".dets").textContent = sourceBadge(c.source_state) +
       `${c.frames_with_faces}/${c.frames} recent frames with faces · ${c.segments} segments` +
       (c.gaps.length ? ` · ${c.gaps.length} gaps` : "") + (c.ended ? " · ended" : "") + latencyText(c.camera, c);
     faces += c.detections_total;
@@ -155,6 +163,20 @@ function draw(stage) {
   const w = (canvas.width = canvas.clientWidth), h = (canvas.height = canvas.clientHeight);
   ctx.clearRect(0, 0, w, h);
   const max = Math.max(1, ...rows.map((r) => Math.max(r.lag, r.replicas)));
+  // Axes: the y scale (messages waiting, or replicas) and the time window, one sample a second.
+  ctx.fillStyle = "#999";
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillText(`${max}`, 2, 11);
+  ctx.fillText("0", 2, h - 6);
+  ctx.fillText(`−${HISTORY} s`, 16, h - 6);
+  const now = "now";
+  ctx.fillText(now, w - ctx.measureText(now).width - 2, h - 6);
+  ctx.strokeStyle = "#333";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(0, h - 4);
+  ctx.lineTo(w, h - 4);
+  ctx.stroke();
   for (const [key, colour] of [["lag", "#f0a030"], ["replicas", "#40c0f0"]]) {
     ctx.strokeStyle = colour;
     ctx.lineWidth = 2;
@@ -181,8 +203,8 @@ async function refreshPipeline() {
     }
     history[stage].push(s);
     if (history[stage].length > HISTORY) history[stage].shift();
-    document.getElementById("lag-" + stage).textContent = "backlog " + s.lag;
-    document.getElementById("rep-" + stage).textContent = "replicas " + s.replicas;
+    document.getElementById("lag-" + stage).textContent = `backlog ${s.lag} msgs (orange) `;
+    document.getElementById("rep-" + stage).textContent = `replicas ${s.replicas} (blue)`;
     draw(stage);
   }
 }
