@@ -35,10 +35,14 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from framepipe.core import bus
+from framepipe.core import bus, logs
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import NatsServer
 from tests.helpers import FACE_MODEL, MODELS
+
+# In-process CLI runs configure logging again and again: no logger may keep the processors of
+# an earlier configuration, or capture_logs misses its events (see logs.CACHE_LOGGERS).
+logs.CACHE_LOGGERS = False
 
 #: fixtures that start a nats-server (directly or through the one they depend on).
 SERVER_FIXTURES = frozenset({"nats_server", "nats_settings", "settings", "nc", "js"})

@@ -62,6 +62,12 @@ def add_run_id(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
+#: a process caches each module's logger on first use (speed). The test suite turns this off:
+#: it configures logging many times in one process, and a logger cached under an earlier
+#: configuration keeps processors that ``structlog.testing.capture_logs`` cannot see.
+CACHE_LOGGERS = True
+
+
 def configure(level: str | None = None, *, json: bool | None = None, file: Path | None = None) -> None:
     """Log to stderr (JSON unless it is a terminal), or with ``file`` as JSON lines to that file."""
     level_name = (level or os.environ.get("FRAMEPIPE_LOG_LEVEL", "info")).upper()
@@ -86,5 +92,5 @@ def configure(level: str | None = None, *, json: bool | None = None, file: Path 
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_stderr_logger if file is None else lambda *args: FileLineLogger(file),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=CACHE_LOGGERS,
     )

@@ -37,10 +37,10 @@ def one_error(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def encoder_modes(tmp_path: Path) -> dict[str, set[str]]:
-    """camera → the output modes its encoder `gop.done` lines name."""
+def stage_modes(tmp_path: Path, stage: str) -> dict[str, set[str]]:
+    """camera → the output modes the stage's `gop.done` lines name."""
     modes: dict[str, set[str]] = {}
-    for log in (tmp_path / "state" / "logs").glob("encoder*.log"):
+    for log in (tmp_path / "state" / "logs").glob(f"{stage}*.log"):
         for line in log.read_text().splitlines():
             if line.startswith("{") and '"gop.done"' in line:
                 event = json.loads(line)
@@ -51,7 +51,8 @@ def encoder_modes(tmp_path: Path) -> dict[str, set[str]]:
 class TestRunDeclaredCameras:
     def test_run_once_processes_every_declared_camera_with_its_mode(self, tmp_path: Path) -> None:
         """Two file cameras from the config, no --source: both playlists complete; the one
-        declared `overlay` is encoded in that mode, the other in the default (burn-in)."""
+        declared `overlay` is routed in that mode (the analysis stage remuxes it; the encoder
+        never sees it), the other in the default (burn-in, by the encoder)."""
         clip = faces_clip()
         (tmp_path / "cams.toml").write_text(
             f'[[cameras]]\nname = "front"\nsource = "{clip}"\n\n'
@@ -64,7 +65,8 @@ class TestRunDeclaredCameras:
             playlist = (tmp_path / "output" / camera / "index.m3u8").read_text().splitlines()
             assert playlist[-1] == "#EXT-X-ENDLIST"
             assert any(line.startswith("seg_") for line in playlist)
-        assert encoder_modes(tmp_path) == {"front": {"burn-in"}, "back": {"overlay"}}
+        assert stage_modes(tmp_path, "analysis") == {"front": {"burn-in"}, "back": {"overlay"}}
+        assert stage_modes(tmp_path, "encoder") == {"front": {"burn-in"}}
         # The logs a newcomer reads: one gop.done per GOP per stage, no per-part lines.
         for log in (tmp_path / "state" / "logs").glob("*-0.log"):
             events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
