@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from framepipe.core.messages import Headers
 from framepipe.core.runner import Runner
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
+from framepipe.local.natsserver import free_port
 from framepipe.media.sample import ClipSpec, make_clip
 from framepipe.stages.decoder import Decoder
 
@@ -152,3 +156,17 @@ def masked_portrait_clip(name: str, spec: ClipSpec) -> Path:
         square = Image.fromarray(masked).crop(PORTRAIT_CROPS[name]).resize((512, 512))
         make_clip(path, spec, np.asarray(square))
     return path
+
+
+def run_framepipe(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``framepipe ARGS`` in ``tmp_path`` with its own state folder and no NATS around."""
+    env = {
+        **os.environ,
+        "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
+        "FRAMEPIPE_INFERENCE__MODELS_DIR": str(MODELS),
+        "FRAMEPIPE_NATS__URL": f"nats://127.0.0.1:{free_port()}",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "framepipe", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip

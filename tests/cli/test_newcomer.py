@@ -7,32 +7,20 @@ saying what to do, no traceback, and nothing already written lost.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from framepipe.local.natsserver import free_port
-from tests.helpers import MODELS, faces_clip
+from tests.helpers import faces_clip, run_framepipe
 from tests.stages.test_damaged_input import damaged_ts
 
 pytestmark = pytest.mark.integration
 
 
 def framepipe(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``framepipe ARGS`` in ``tmp_path`` with its own state folder and no NATS around."""
-    env = {
-        **os.environ,
-        "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
-        "FRAMEPIPE_INFERENCE__MODELS_DIR": str(MODELS),
-        "FRAMEPIPE_NATS__URL": f"nats://127.0.0.1:{free_port()}",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "framepipe", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return run_framepipe(tmp_path, *args, timeout=timeout)
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -59,35 +59,42 @@ class TestSaysWhatItWaitsFor:
         assert "framepipe run" in seen
 
 
+def _sigterm_while_waiting(argv: list[str], tmp_path: Path) -> tuple[int, float, str, str]:
+    """Start ``framepipe ARGV`` against a NATS URL nobody serves, SIGTERM it once it logs
+    ``nats.waiting``: (exit code, seconds it took to exit, stderr before, stderr after)."""
+    env = {
+        **os.environ,
+        "FRAMEPIPE_NATS__URL": f"nats://127.0.0.1:{_unused_port()}",
+        "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framepipe", *argv], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = ""
+    try:
+        deadline = time.monotonic() + 25
+        while "nats.waiting" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+            if ready:
+                seen += proc.stderr.readline()
+        assert "nats.waiting" in seen, seen
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)  # before the fix: it waited out the 30 s connect deadline
+        waited = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return code, waited, seen, proc.stderr.read()
+
+
 class TestStopWhileWaiting:
     def test_sigterm_while_a_stage_waits_for_nats_exits_at_once(self, tmp_path: Path) -> None:
         """SIGTERM during the first connect (which waits up to 30 s): exit 0 within seconds, one line."""
-        url = f"nats://127.0.0.1:{_unused_port()}"
-        env = {
-            **os.environ,
-            "FRAMEPIPE_NATS__URL": url,
-            "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "framepipe", "stage", "decoder"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        )  # fmt: skip
-        assert proc.stderr is not None
-        seen = ""
-        try:
-            deadline = time.monotonic() + 25
-            while "nats.waiting" not in seen and time.monotonic() < deadline and proc.poll() is None:
-                ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-                if ready:
-                    seen += proc.stderr.readline()
-            assert "nats.waiting" in seen, seen
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(15)  # before the fix: it waited out the 30 s connect deadline
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        rest = proc.stderr.read()
+        code, _, seen, rest = _sigterm_while_waiting(["stage", "decoder"], tmp_path)
         assert code == 0, seen + rest
         assert "Traceback" not in rest
         lines = [line for line in rest.splitlines() if line.strip()]
@@ -99,32 +106,8 @@ class TestStopWhileWaiting:
         from framepipe.media.sample import ClipSpec, make_clip
 
         clip = make_clip(tmp_path / "clip.mp4", ClipSpec(width=160, height=96, seconds=1.0))
-        url = f"nats://127.0.0.1:{_unused_port()}"
-        state = str(tmp_path / "state")
-        env = {**os.environ, "FRAMEPIPE_NATS__URL": url, "FRAMEPIPE_LOCAL__STATE_DIR": state}
         argv = ["gateway", "--camera", "door", "--source", str(clip)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "framepipe", *argv], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        )  # fmt: skip
-        assert proc.stderr is not None
-        seen = ""
-        try:
-            deadline = time.monotonic() + 25
-            while "nats.waiting" not in seen and time.monotonic() < deadline and proc.poll() is None:
-                ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-                if ready:
-                    seen += proc.stderr.readline()
-            assert "nats.waiting" in seen, seen
-            started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(15)  # before the fix: it waited out the 30 s connect deadline
-            waited = time.monotonic() - started
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        rest = proc.stderr.read()
+        code, waited, seen, rest = _sigterm_while_waiting(argv, tmp_path)
         assert code == 0, seen + rest
         assert waited < 10, waited
         assert "Traceback" not in rest

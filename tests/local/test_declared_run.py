@@ -4,30 +4,18 @@ and refuses a bad declaration or an empty run in one line (real processes, real 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from framepipe.local.natsserver import free_port
-from tests.helpers import MODELS, faces_clip
+from tests.helpers import faces_clip, run_framepipe
 
 pytestmark = pytest.mark.integration
 
 
 def framepipe(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "FRAMEPIPE_LOCAL__STATE_DIR": str(tmp_path / "state"),
-        "FRAMEPIPE_INFERENCE__MODELS_DIR": str(MODELS),
-        "FRAMEPIPE_NATS__URL": f"nats://127.0.0.1:{free_port()}",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "framepipe", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    return run_framepipe(tmp_path, *args, timeout=timeout)
 
 
 def one_error(result: subprocess.CompletedProcess[str]) -> str:
