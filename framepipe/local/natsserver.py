@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -37,7 +38,37 @@ class _ExitedEarlyError(Exception):
     """nats-server quit before it was healthy (e.g. a picked port was taken meanwhile)."""
 
 
+#: Where :func:`free_port` looks first: below the kernel's ephemeral range, so that no
+#: outgoing connection (this process's own NATS clients included) is handed the port
+#: between the pick and the server's bind. A cluster node's ports are fixed by its routes,
+#: so it cannot simply retry on new ones; a taken port failed a CI run's cluster start.
+_PICK_FROM = 20000
+#: Ports already handed out by this process: several picks come before any bind (a
+#: cluster's nine), and must not repeat one another.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # the Linux default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, preferably one the kernel never hands out by itself."""
+    low = _ephemeral_low()
+    candidates = random.sample(range(_PICK_FROM, low), k=min(32, max(0, low - _PICK_FROM)))
+    for port in candidates:
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

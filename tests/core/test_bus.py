@@ -116,3 +116,14 @@ class TestNatsServer:
             fixed = NatsServer(store_dir=tmp_path / "b" / "js", port=taken)
             with pytest.raises(SetupError, match="nats-server exited"):
                 fixed.start(log_file=tmp_path / "b.log")
+
+    def test_free_ports_are_distinct_and_outside_the_ephemeral_range(self) -> None:
+        """Picked ports never repeat within a process and lie below the kernel's ephemeral
+        range, where no outgoing connection can take one before the server binds it."""
+        picks = [natsserver.free_port() for _ in range(30)]
+        assert len(set(picks)) == len(picks)
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        assert all(port < low for port in picks), picks
+        for port in picks[:3]:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port))  # nothing holds it

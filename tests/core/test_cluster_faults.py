@@ -86,22 +86,34 @@ async def cluster_js(cluster_settings: Settings) -> AsyncIterator[JetStreamConte
         await nc.close()
 
 
+#: How long one producer publish waits for its ack before it counts as waiting on the bus.
+#: Shorter than every fault, so a publish stalled by a fault always times out and says so:
+#: with the default 10 s a stalled publish to a quorum-less leader was simply acked once
+#: the 8 s outage ended, and nothing said it had waited (seen twice in CI).
+PUBLISH_TIMEOUT_S = 2.0
+
+#: A fault: it receives the event that lets the producer go on, and sets it once the fault
+#: is in place (the runner sets it afterwards too, for a fault that never does).
+Fault = Callable[[asyncio.Event], Awaitable[None]]
+
+
 async def produce(
     js: JetStreamContext, count: int, *, hold_at: int, go_on: asyncio.Event, pace_s: float = 0.1
 ) -> None:
     """What the gateway does per GOP: a msg-id publish that waits until it is stored.
 
-    The producer holds before GOP ``hold_at`` until ``go_on`` is set (when the fault is
-    injected), so that publishes always overlap the fault: on a loaded machine an unheld
-    producer could finish all its GOPs before the relay reached the fault point (seen in
-    CI), and then nothing would wait on the broken bus."""
+    The producer holds before GOP ``hold_at`` until ``go_on`` is set (once the fault is in
+    place), so that publishes always overlap the fault: on a loaded machine an unheld
+    producer could finish all its GOPs before the fault began (seen in CI), and then
+    nothing would wait on the broken bus."""
     for gop in range(count):
         if gop == hold_at:
             await go_on.wait()
         message = messages.GapMessage(camera=CAMERA, gop=gop, since=0.0, down_s=0.0)
         headers, body = messages.encode(message)
         subject = Names.subject(Names.VIDEO, CAMERA)
-        await bus.publish(js, subject, body, headers, Names.msg_id(CAMERA, gop, "gateway"))
+        msg_id = Names.msg_id(CAMERA, gop, "gateway")
+        await bus.publish(js, subject, body, headers, msg_id, timeout=PUBLISH_TIMEOUT_S)
         await asyncio.sleep(pace_s)
 
 
@@ -128,7 +140,7 @@ async def leader_of(js: JetStreamContext, stream: str) -> str:
 async def run_with_fault(
     js: JetStreamContext,
     settings: Settings,
-    fault: Callable[[], Awaitable[None]],
+    fault: Fault,
     *,
     fault_after: int = 10,
     timeout: float = 150.0,
@@ -142,11 +154,11 @@ async def run_with_fault(
         producing = asyncio.create_task(produce(js, GOPS, hold_at=fault_after + 2, go_on=fault_injected))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while len(await stored_gops(js, Names.FRAMES)) < fault_after:
+        while len(await _retrying(lambda: stored_gops(js, Names.FRAMES))) < fault_after:
             assert loop.time() < deadline, "no progress before the fault"
             await asyncio.sleep(0.2)
-        fault_injected.set()  # the producer's remaining GOPs start as the fault does
-        await fault()
+        await fault(fault_injected)  # it lets the producer go on once it is in place
+        fault_injected.set()
         await asyncio.wait_for(producing, max(1.0, deadline - loop.time()))
         while len(await _retrying(lambda: stored_gops(js, Names.FRAMES))) < GOPS:
             assert loop.time() < deadline, "not every GOP reached FRAMES in time"
@@ -161,8 +173,8 @@ async def run_with_fault(
         runner.request_stop()
         await asyncio.wait_for(running, 30)
     everything = Counter({gop: 1 for gop in range(GOPS)})
-    assert await stored_gops(js, Names.VIDEO) == everything
-    assert await stored_gops(js, Names.FRAMES) == everything
+    assert await _retrying(lambda: stored_gops(js, Names.VIDEO)) == everything
+    assert await _retrying(lambda: stored_gops(js, Names.FRAMES)) == everything
     return list(events)
 
 
@@ -186,10 +198,11 @@ class TestClusterFaults:
         takes over, the restarted node catches up, every GOP is relayed exactly once."""
         killed: list[str] = []
 
-        async def fault() -> None:
+        async def fault(in_place: asyncio.Event) -> None:
             leader = await leader_of(cluster_js, Names.VIDEO)
             killed.append(leader)
             cluster.kill(cluster.index_of(leader))
+            in_place.set()
             await asyncio.sleep(3.0)
             assert await asyncio.to_thread(cluster.restart_crashed) == [leader]
 
@@ -204,10 +217,11 @@ class TestClusterFaults:
         heartbeat), then SIGCONT: work goes on meanwhile and nothing is lost or doubled."""
         stopped: list[str] = []
 
-        async def fault() -> None:
+        async def fault(in_place: asyncio.Event) -> None:
             leader = await leader_of(cluster_js, Names.FRAMES)
             stopped.append(leader)
             cluster.signal(cluster.index_of(leader), signal.SIGSTOP)
+            in_place.set()
             await asyncio.sleep(12.0)
             cluster.signal(cluster.index_of(leader), signal.SIGCONT)
 
@@ -223,12 +237,13 @@ class TestClusterFaults:
         nodes come back."""
         progress: list[int] = []
 
-        async def fault() -> None:
+        async def fault(in_place: asyncio.Event) -> None:
             survivor = await leader_of(cluster_js, Names.ENCODE)  # any node will do
             victims = [i for i in range(3) if i != cluster.index_of(survivor)]
             progress.append(len(await stored_gops(cluster_js, Names.FRAMES)))
             for index in victims:
                 cluster.kill(index)
+            in_place.set()  # the producer's next publish meets a stream without quorum
             await asyncio.sleep(8.0)  # nothing may be read meanwhile: there is no quorum
             restarted = await asyncio.to_thread(cluster.restart_crashed)
             assert sorted(restarted) == sorted(node_name(cluster.nodes[i]) for i in victims)
@@ -236,9 +251,9 @@ class TestClusterFaults:
         events = await run_with_fault(cluster_js, cluster_settings, fault)
         waiting, resumed = _publishes(events, "bus.waiting"), _publishes(events, "bus.resumed")
         assert waiting, "nothing said it was waiting for the bus"
-        # One line per call that waited: the producer's and each in-flight relay publish.
-        assert len(waiting) <= 1 + 2 * cluster_settings.decoder.in_flight, waiting
-        assert len(resumed) >= 1
+        # One line when a call starts waiting and one when it resumes: a line per retry
+        # (every <= 3 s through the outage) would outnumber the resumes.
+        assert len(waiting) == len(resumed), (waiting, resumed)
         assert all("quorum" in e["reason"] or "reconnecting" in e["reason"] for e in waiting)
         assert progress
 
@@ -248,7 +263,8 @@ class TestClusterFaults:
         """Restart the nodes one by one, each back healthy before the next, as a StatefulSet
         upgrade does: the run never stops and nothing is lost or doubled."""
 
-        async def fault() -> None:
+        async def fault(in_place: asyncio.Event) -> None:
+            in_place.set()  # the restarts happen while the producer runs
             for index in range(3):
                 await asyncio.to_thread(cluster.nodes[index].stop)
                 await asyncio.to_thread(cluster.restart_crashed)
