@@ -1,12 +1,10 @@
-"""Upstream KEDA and Kubernetes HPA test cases, ported to framepipe's autoscaler.
+"""Upstream KEDA test cases, ported to framepipe's autoscaler (the HPA's are in
+``test_upstream_hpa.py``).
 
 Each test is named after the upstream test it ports; parametrised cases carry
 the upstream case name as their id where upstream names its cases:
-
-* kedacore/keda ``pkg/scalers/nats_jetstream_scaler_test.go``, ``pkg/fallback/fallback_test.go``,
-  ``pkg/scaling/executor/scale_scaledobjects_test.go``;
-* kubernetes/kubernetes ``pkg/controller/podautoscaler/horizontal_test.go`` and
-  ``replica_calculator_test.go``.
+kedacore/keda ``pkg/scalers/nats_jetstream_scaler_test.go``,
+``pkg/fallback/fallback_test.go``, ``pkg/scaling/executor/scale_scaledobjects_test.go``.
 
 Upstream fakes the NATS monitoring endpoint with canned JSON; the parsing cases
 below do the same with the same payload shapes, and the clustered cases run
@@ -17,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,16 +27,10 @@ from framepipe.core import bus
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.settings import Settings
 from framepipe.core.topology import SCALED_STAGES, STREAMS, Names, consumer_specs, stage_spec
-from framepipe.local.natsserver import find_binary, free_port
+from framepipe.local.natscluster import NatsNodes, node_name
 from framepipe.scaling.autoscale import (
     Autoscaler,
-    Policy,
-    ScaleEvent,
     StageScaler,
-    Tolerances,
-    hpa_desired,
-    scale_down_limit,
-    scale_up_limit,
 )
 from framepipe.scaling.jsz import JszReader, jsz_url, node_monitor_urls, parse_jsz
 
@@ -166,61 +156,21 @@ class TestNatsJetStreamScaler:
 
 
 # -- a real three-node cluster --------------------------------------------------
-@dataclasses.dataclass
-class Node:
-    name: str
-    port: int
-    monitor_port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
-
-
-def _healthy(node: Node) -> bool:
-    try:
-        with urllib.request.urlopen(f"{node.monitor_url}/healthz?js-enabled-only=true", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[list[Node]]:
-    """Three routed nats-servers with JetStream on free loopback ports."""
-    cluster_ports = [free_port() for _ in range(3)]
-    routes = ", ".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
-    nodes: list[Node] = []
+def nats_cluster(tmp_path: Path) -> Iterator[NatsNodes]:
+    """Three routed nats-servers with JetStream on free loopback ports (no auth)."""
+    base = Settings().replace(local={"state_dir": str(tmp_path / "state"), "nats_auth": False})
+    nodes = NatsNodes.local(base, tmp_path / "state", count=3)
+    nodes.start(timeout=90.0)  # generous: CI machines may be loaded
     try:
-        for i in range(3):
-            port, monitor = free_port(), free_port()
-            config = tmp_path / f"n{i}.conf"
-            config.write_text(
-                f"server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n"
-                f'jetstream {{ store_dir: "{tmp_path / f"js{i}"}" }}\n'
-                f'cluster {{ name: "fp", listen: 127.0.0.1:{cluster_ports[i]}, routes: [{routes}] }}\n'
-            )
-            log = (tmp_path / f"n{i}.log").open("wb")
-            process = subprocess.Popen(
-                [find_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-            )
-            nodes.append(Node(f"n{i}", port, monitor, process))
-        deadline = time.monotonic() + 30
-        while not all(_healthy(n) for n in nodes):
-            assert time.monotonic() < deadline, "the 3-node NATS cluster did not become healthy"
-            time.sleep(0.2)
         yield nodes
     finally:
-        for node in nodes:
-            node.process.terminate()
-        for node in nodes:
-            node.process.wait(timeout=10)
+        nodes.stop()
 
 
-async def _replicated_topology(nodes: list[Node]) -> Any:
+async def _replicated_topology(cluster: NatsNodes) -> Any:
     settings = Settings()
-    nc = await nats.connect([f"nats://127.0.0.1:{n.port}" for n in nodes])
+    nc = await nats.connect(cluster.url.split(","))
     js = nc.jetstream(timeout=10)
     deadline = time.monotonic() + 30
     while True:  # the meta leader is elected a moment after the servers are healthy
@@ -238,7 +188,7 @@ async def _replicated_topology(nodes: list[Node]) -> Any:
 
 
 @pytest.fixture
-async def clustered_js(nats_cluster: list[Node]) -> AsyncIterator[Any]:
+async def clustered_js(nats_cluster: NatsNodes) -> AsyncIterator[Any]:
     nc, js = await _replicated_topology(nats_cluster)
     try:
         yield js
@@ -249,7 +199,7 @@ async def clustered_js(nats_cluster: list[Node]) -> AsyncIterator[Any]:
 class TestNatsJetStreamClustered:
     """kedacore/keda nats_jetstream_scaler_test.go, clustered cases, on a real 3-node cluster."""
 
-    async def test_messages_waiting_clustered(self, nats_cluster: list[Node], clustered_js: Any) -> None:
+    async def test_messages_waiting_clustered(self, nats_cluster: NatsNodes, clustered_js: Any) -> None:
         """ "All Good - messages waiting (clustered)": whichever node the endpoint reaches, the lag
         is read from the consumer's leader (5 = 3 pending + 2 unacked)."""
         for gop in range(5):
@@ -257,26 +207,25 @@ class TestNatsJetStreamClustered:
         spec = stage_spec("decoder").consumer
         sub = await clustered_js.pull_subscribe_bind(spec.durable, spec.stream)
         assert len(await sub.fetch(2, timeout=5)) == 2
-        nodes = tuple(n.monitor_url for n in nats_cluster)
-        for node in nats_cluster:
+        nodes = tuple(nats_cluster.monitor_urls)
+        for node in nats_cluster.nodes:
             reader = JszReader(node.monitor_url, nodes=nodes)
             lags = await asyncio.to_thread(reader.read, ("decoder",))
             found = lags["decoder"]
             assert found is not None
             assert (found.num_pending, found.num_ack_pending) == (3, 2)
-            assert found.leader in {n.name for n in nats_cluster}
-            assert reader.leaders[f"{spec.stream}/{spec.durable}"].endswith(
-                str(next(n.monitor_port for n in nats_cluster if n.name == found.leader))
-            )
+            assert found.leader in {node_name(n) for n in nats_cluster.nodes}
+            leader = nats_cluster.nodes[nats_cluster.index_of(found.leader)]
+            assert reader.leaders[f"{spec.stream}/{spec.durable}"].endswith(str(leader.monitor_port))
 
-    async def test_consumer_missing_clustered(self, nats_cluster: list[Node], clustered_js: Any) -> None:
+    async def test_consumer_missing_clustered(self, nats_cluster: NatsNodes, clustered_js: Any) -> None:
         """ "Not Active - consumer missing (clustered)" and kedacore/keda #7657: one stage's missing
         consumer is an error for that stage only; the others are read, and the stage is not
         scaled to max, neither before nor after the fallback threshold."""
         inference = stage_spec("inference").consumer
         await clustered_js.delete_consumer(inference.stream, inference.durable)
-        nodes = tuple(n.monitor_url for n in nats_cluster)
-        reader = JszReader(nats_cluster[0].monitor_url, nodes=nodes)
+        nodes = tuple(nats_cluster.monitor_urls)
+        reader = JszReader(nats_cluster.monitor_url, nodes=nodes)
         lags = await asyncio.to_thread(reader.read)
         assert lags["inference"] is None
         assert all(lags[s] is not None for s in SCALED_STAGES if s != "inference")
@@ -364,164 +313,3 @@ class TestScaleExecutor:
         zero, or the HPA could not apply the fallback afterwards."""
         scaler = StageScaler(dataclasses.replace(WIDE, min_replicas=0, cooldown_period_s=0))
         assert scaler.decide(0, 3, None).desired == 3
-
-
-# -- Kubernetes HPA --------------------------------------------------------------
-class TestHorizontal:
-    """kubernetes/kubernetes pkg/controller/podautoscaler/horizontal_test.go."""
-
-    def test_scale_up_rc_immediately(self) -> None:
-        """TestScaleUpRCImmediately: below minReplicas (1 < 2) is corrected at once, even when
-        the metric cannot be read."""
-        scaler = StageScaler(dataclasses.replace(WIDE, min_replicas=2))
-        decision = scaler.decide(0, 1, None)
-        assert (decision.desired, decision.reason) == (2, "below min replicas")
-
-    def test_scale_down_rc_immediately(self) -> None:
-        """TestScaleDownRCImmediately: above maxReplicas (12 > 5) is corrected at once, even when
-        the metric cannot be read."""
-        scaler = StageScaler(dataclasses.replace(WIDE, max_replicas=5, fallback_replicas=2))
-        decision = scaler.decide(0, 12, None)
-        assert (decision.desired, decision.reason) == (5, "above max replicas")
-
-    def test_scale_up_one_metric_invalid(self) -> None:
-        """TestScaleUpOneMetricInvalid: the demand trigger fails, the lag wants 3 → 6: scale up."""
-        scaler = StageScaler(WIDE, feed_forward=True)
-        assert scaler.decide(0, 3, 60, None).desired == 6
-
-    def test_no_scale_down_one_metric_invalid(self) -> None:
-        """TestNoScaleDownOneMetricInvalid: the demand trigger fails and the lag wants fewer: hold."""
-        scaler = StageScaler(WIDE, feed_forward=True)
-        decision = scaler.decide(0, 5, 10, None)
-        assert (decision.desired, decision.reason) == (5, "metric unavailable")
-
-    def test_scale_up_both_metrics_empty(self) -> None:
-        """TestScaleUpBothMetricsEmpty: every metric unreadable: no change."""
-        scaler = StageScaler(WIDE, feed_forward=True)
-        assert scaler.decide(0, 3, None, None).desired == 3
-
-    def test_multiple_metrics_take_the_highest(self) -> None:
-        """TestScaleUpCM (several metrics): the highest proposal wins; here the cameras' demand."""
-        scaler = StageScaler(WIDE, feed_forward=True)
-        decision = scaler.decide(0, 2, 20, 6.2)
-        assert (decision.desired, decision.reason) == (7, "demand")
-
-    def test_recommendation_history_starts_with_the_current_count(self) -> None:
-        """recordInitialRecommendation: the first evaluation (a restarted controller) puts the
-        current count in the scale-down window, so it does not scale down at once."""
-        scaler = StageScaler(dataclasses.replace(WIDE, scale_down_stabilization_s=300))
-        held = scaler.decide(1000, 8, 10)
-        assert (held.desired, held.reason) == (8, "stabilization window")
-        assert scaler.decide(1301, 8, 10).desired == 1
-
-    @pytest.mark.parametrize(
-        ("current", "events", "policies", "select", "expected"),
-        [
-            pytest.param(5, [], (Policy("Pods", 4, 60),), "Max", 9, id="pods policy"),
-            pytest.param(
-                5,
-                [ScaleEvent(-30, 2)],
-                (Policy("Pods", 4, 60),),
-                "Max",
-                7,
-                id="pods policy with a scale-up in the period",
-            ),
-            pytest.param(10, [], (Policy("Percent", 50, 60),), "Max", 15, id="percent policy"),
-            pytest.param(
-                5, [], (Policy("Pods", 4, 60), Policy("Pods", 2, 60)), "Min", 7, id="selectPolicy Min"
-            ),
-            pytest.param(5, [], (Policy("Pods", 4, 60),), "Disabled", 5, id="selectPolicy Disabled"),
-            pytest.param(
-                4,
-                [ScaleEvent(-10, -2)],
-                (Policy("Pods", 1, 60),),
-                "Max",
-                7,
-                id="a scale-down in the period is put back",
-            ),
-        ],
-    )
-    def test_calculate_scale_up_limit_with_scaling_rules(
-        self, current: int, events: list[ScaleEvent], policies: tuple[Policy, ...], select: Any, expected: int
-    ) -> None:
-        """TestCalculateScaleUpLimitWithScalingRules."""
-        assert scale_up_limit(current, events, policies, 0, select) == expected
-
-    @pytest.mark.parametrize(
-        ("current", "events", "policies", "select", "expected"),
-        [
-            pytest.param(10, [], (Policy("Percent", 20, 60),), "Max", 8, id="percent policy"),
-            pytest.param(
-                10,
-                [ScaleEvent(-30, -1)],
-                (Policy("Percent", 20, 60),),
-                "Max",
-                8,
-                id="percent policy with a scale-down in the period",
-            ),
-            pytest.param(
-                100, [], (Policy("Percent", 10, 60), Policy("Pods", 5, 60)), "Max", 90, id="selectPolicy Max"
-            ),
-            pytest.param(
-                100, [], (Policy("Percent", 10, 60), Policy("Pods", 5, 60)), "Min", 95, id="selectPolicy Min"
-            ),
-            pytest.param(10, [], (Policy("Pods", 3, 60),), "Max", 7, id="pods policy"),
-            pytest.param(10, [], (Policy("Percent", 20, 60),), "Disabled", 10, id="selectPolicy Disabled"),
-        ],
-    )
-    def test_calculate_scale_down_limit_with_behaviors(
-        self, current: int, events: list[ScaleEvent], policies: tuple[Policy, ...], select: Any, expected: int
-    ) -> None:
-        """TestCalculateScaleDownLimitWithBehaviors."""
-        assert scale_down_limit(current, events, policies, 0, select) == expected
-
-    def test_scaling_with_rules_scale_down_disabled(self) -> None:
-        """TestScalingWithRules (scale-down selectPolicy Disabled): the lag falls, nothing goes."""
-        scaler = StageScaler(dataclasses.replace(WIDE, scale_down_select_policy="Disabled"))
-        decision = scaler.decide(0, 6, 0)
-        assert (decision.desired, decision.reason) == (6, "scale-down rate limit")
-
-    def test_scaling_with_rules_pods_policy_on_scale_down(self) -> None:
-        """TestScalingWithRules (Pods scale-down policy, selectPolicy Min): 10 → 8 with 2 pods a minute
-        beside 100 %, then 8 is held inside the period."""
-        scaler = StageScaler(
-            dataclasses.replace(
-                WIDE, scale_down_pods=2, scale_down_select_policy="Min", scale_down_period_s=60
-            )
-        )
-        assert scaler.decide(0, 10, 0).desired == 8
-        assert scaler.decide(30, 8, 0).desired == 8
-        assert scaler.decide(61, 8, 0).desired == 6
-
-
-class TestReplicaCalculator:
-    """kubernetes/kubernetes pkg/controller/podautoscaler/replica_calculator_test.go."""
-
-    def test_replica_calc_tolerance_per_pod_cm_external(self) -> None:
-        """TestReplicaCalcTolerancePerPodCMExternal: 3 replicas, total 8600 against 2900 per pod
-        (ratio 0.99): within tolerance, stays 3."""
-        assert hpa_desired(3, 8600, 2900) == 3
-
-    def test_replica_calc_scale_up_per_pod_cm_external(self) -> None:
-        """TestReplicaCalcScaleUpPerPodCMExternal: AverageValue gives ceil(total / target)."""
-        assert hpa_desired(3, 8600, 2150) == 4
-
-    @pytest.mark.parametrize(
-        ("ratio_total", "tolerances", "expected"),
-        [
-            pytest.param(105, Tolerances(scale_up=0.0), 11, id="outside a 0% scale-up tolerance"),
-            pytest.param(105, Tolerances(scale_up=0.05), 10, id="within a 5% scale-up tolerance"),
-            pytest.param(95, Tolerances(scale_down=0.05), 10, id="within a 5% scale-down tolerance"),
-            pytest.param(
-                94, Tolerances(scale_down=0.05), 10, id="outside a 5% scale-down tolerance rounds up to 10"
-            ),
-            pytest.param(85, Tolerances(scale_down=0.1), 9, id="outside the default scale-down tolerance"),
-            pytest.param(300, Tolerances(scale_up=2.0), 10, id="within a 200% scale-up tolerance"),
-        ],
-    )
-    def test_replica_calc_configurable_tolerance(
-        self, ratio_total: int, tolerances: Tolerances, expected: int
-    ) -> None:
-        """Configurable tolerances (Kubernetes >= 1.33): 10 replicas at 10 per pod, separate
-        scale-up and scale-down bands."""
-        assert hpa_desired(10, ratio_total, 10, tolerances) == expected
