@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, bench_settings, clip, ratio, write_result
+from bench.stage_breakdown import breakdown
 from framepipe.core import bus, messages
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
@@ -90,6 +91,9 @@ PROBE_JS = """
 })()
 """
 
+#: the annotated (burn-in) path's stages after the gateway, in order.
+PIPELINE = (Names.DECODER, Names.INFERENCE, Names.ANALYSIS, Names.ENCODER)
+
 
 class Page:
     """One page target over the Chrome DevTools Protocol (request/response only)."""
@@ -126,13 +130,14 @@ def _get(url: str) -> bytes:
         return data
 
 
-async def _glass_times(settings: Settings, camera: str) -> dict[int, float]:
-    """Frame number → wall time its frame was "captured", from the GOPs in VIDEO."""
+async def _glass_times(settings: Settings, camera: str) -> tuple[dict[int, float], dict[int, float]]:
+    """Frame number → wall time its frame was "captured", and GOP → captured_at, from VIDEO."""
     nc = await bus.connect(settings, "bench-video", retry_initial=False)
     try:
         js = nc.jetstream(timeout=10.0)
         info = await js.stream_info(Names.VIDEO)
         out: dict[int, float] = {}
+        captured: dict[int, float] = {}
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             raw = await js.get_msg(Names.VIDEO, seq)
             gop = messages.decode(raw.headers, raw.data or b"", messages.GopMessage)
@@ -140,9 +145,10 @@ async def _glass_times(settings: Settings, camera: str) -> dict[int, float]:
                 continue
             base = gop.time_base[0] / gop.time_base[1]
             pts = sorted(gop.pts)
+            captured[gop.gop] = gop.captured_at
             for k, p in enumerate(pts):
                 out[gop.frame_offset + k] = gop.captured_at - (pts[-1] - p) * base
-        return out
+        return out, captured
     finally:
         await nc.close()
 
@@ -174,6 +180,7 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
     )
     paths = {"instant": "?view=instant", "webrtc": "?view=annotated", "hls": "?live=hls"}
     samples: dict[str, list[list[float]]] = {}
+    stages: dict[str, Any] = {}
     server_delays: list[float] = []
     instant_delays: list[float] = []
     chrome: subprocess.Popen[bytes] | None = None
@@ -222,7 +229,8 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
             for name, page in probes.items():
                 samples[name] = page.evaluate("window.__fpSamples || []")
                 page.close()
-            glass = asyncio.run(_glass_times(settings, "bench"))
+            glass, captured = asyncio.run(_glass_times(settings, "bench"))
+            stages = breakdown(sorted((workdir / "st" / "logs").glob("*.log")), captured, "bench", PIPELINE)
     finally:
         if chrome is not None:
             chrome.terminate()
@@ -236,6 +244,8 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         # The instant view: gateway read → web server sent, per packet (median of the recent ones).
         "instant_read_to_send_s": _percentiles(instant_delays),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        # captured_at → each stage's start (wait) and end (work), per GOP (bench/stage_breakdown.py)
+        "stages": stages,
     }
     for name, rows in samples.items():
         first_shown: dict[int, float] = {}
