@@ -20,7 +20,7 @@ any path that starts from the gateway's GOPs carries up to one GOP of that wait;
 the annotated path also waits for the whole GOP to be processed; the instant path
 waits for neither.
 
-    python -m bench.webrtc_latency [--quick] [--seconds S]
+    python -m bench.webrtc_latency [--quick] [--seconds S] [--catch-up-speed X] [--out FILE]
 
 Writes ``bench/results/webrtc_latency.json``: p50/p95 per path and the ratios to HLS.
 """
@@ -45,6 +45,7 @@ from bench.common import RESULTS, bench_settings, clip, ratio, write_result
 from bench.stage_breakdown import breakdown
 from framepipe.core import bus, messages
 from framepipe.core.settings import Settings
+from framepipe.core.settings.runtime import WebRtcSettings
 from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.supervisor import LocalSystem
@@ -166,7 +167,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
+def run(seconds: float, gop: int, fps: int, workdir: Path, catch_up_speed: float) -> dict[str, Any]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("needs Debian chromium (apt-get install chromium)")
@@ -177,6 +178,7 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         nats={"url": server.url},
         sink={"output_dir": str(workdir / "out")},
         local={"state_dir": str(workdir / "st")},
+        webrtc={"catch_up_speed": catch_up_speed},
     )
     paths = {"instant": "?view=instant", "webrtc": "?view=annotated", "hls": "?live=hls"}
     samples: dict[str, list[list[float]]] = {}
@@ -237,7 +239,7 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
             chrome.wait(10)
         server.stop()
     result: dict[str, Any] = {
-        "params": {"seconds": seconds, "gop": gop, "fps": fps},
+        "params": {"seconds": seconds, "gop": gop, "fps": fps, "catch_up_speed": catch_up_speed},
         "paths": {},
         # The web server's own capture → send delay (median of its recent frames), sampled each second.
         "server_capture_to_send_s": _percentiles(server_delays),
@@ -338,13 +340,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--gop", type=int, default=25, help="frames per GOP")
     parser.add_argument("--fps", type=int, default=25)
+    default_speed = WebRtcSettings().catch_up_speed
+    parser.add_argument(
+        "--catch-up-speed", type=float, default=default_speed, help="webrtc.catch_up_speed (1.0: off)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "webrtc_latency.json")
     args = parser.parse_args()
     seconds = 12.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="fp-webrtc-bench-") as tmp:
-        result = run(seconds, args.gop, args.fps, Path(tmp))
-    write_result(
-        result, RESULTS / "webrtc_latency.json", "python -m bench.webrtc_latency" + " --quick" * args.quick
-    )
+        result = run(seconds, args.gop, args.fps, Path(tmp), args.catch_up_speed)
+    command = "python -m bench.webrtc_latency" + " --quick" * args.quick
+    if args.seconds != parser.get_default("seconds"):
+        command += f" --seconds {args.seconds:g}"
+    if args.catch_up_speed != default_speed:
+        command += f" --catch-up-speed {args.catch_up_speed:g}"
+    write_result(result, args.out, command)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,24 @@ class TestCatchUp:
         assert {s for segment in steps for s in segment} == {STEP}
         assert on.caught_up_s == 0.0
 
+    async def test_a_late_segment_restarts_the_clock_so_timestamps_skip_its_lateness(self) -> None:
+        """A segment 0.3 s late goes out on a clock restarted at now: the RTP step into it is at
+        least its lateness (not one frame, which would put its frames behind their timestamps)."""
+        segments = [_segment(0), _segment(1)]
+        feed = CameraFeed("door", catch_up_speed=1.25)
+        track = PacketTrack()
+        feed.tracks.add(track)
+        try:
+            feed.add_segment(0, segments[0])
+            ticks = [int((await asyncio.wait_for(track.recv(), 5)).pts) for _ in range(FRAMES)]
+            await asyncio.sleep(0.3)
+            feed.add_segment(1, segments[1])
+            ticks += [int((await asyncio.wait_for(track.recv(), 5)).pts) for _ in range(FRAMES)]
+        finally:
+            await feed.close()
+        assert ticks[FRAMES] - ticks[FRAMES - 1] >= 0.3 * RTP_CLOCK
+        assert {b - a for a, b in pairwise(ticks[FRAMES:])} == {STEP}
+
 
 class TestCatchUpSettings:
     def test_out_of_range_values_are_refused_with_their_name(self) -> None:
