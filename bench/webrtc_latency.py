@@ -254,8 +254,11 @@ def run(seconds: float, gop: int, fps: int, workdir: Path, catch_up_speed: float
         for value, shown_ms in rows:
             first_shown.setdefault(int(value), shown_ms / 1000.0)
         latencies = [shown - glass[n] for n, shown in first_shown.items() if n in glass]
+        later = [shown - glass[n] for n, shown in first_shown.items() if n in glass and n >= spec.frames // 2]
         result["paths"][name] = {
             "latency_s": _percentiles(latencies),
+            # the camera's second half only: what a view settles at, start-up left out
+            "second_half_latency_s": _percentiles(later),
             "frames_shown": len(first_shown),
             "frames_total": spec.frames,
         }

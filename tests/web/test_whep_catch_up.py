@@ -52,6 +52,11 @@ async def _play(feed: CameraFeed, gops: int, *, queue_at_once: bool) -> list[int
     return [int(p.pts) for p in received]
 
 
+def _all_about(steps: list[int], value: int) -> bool:
+    """Every step is ``value`` ticks, give or take the tick rounding."""
+    return all(abs(s - value) <= 1 for s in steps)
+
+
 def _steps_within_segments(ticks: list[int]) -> list[list[int]]:
     """Per segment, the RTP steps between its consecutive frames."""
     return [[b - a for a, b in pairwise(ticks[g : g + FRAMES])] for g in range(0, len(ticks), FRAMES)]
@@ -59,28 +64,27 @@ def _steps_within_segments(ticks: list[int]) -> list[list[int]]:
 
 class TestCatchUp:
     async def test_segments_that_waited_play_faster_and_every_frame_still_goes_out(self) -> None:
-        """Segments queued a GOP ahead go out 1.25× faster on the RTP clock (0.032 s a frame),
+        """A segment queued a GOP ahead goes out 1.25× faster on the RTP clock (0.032 s a frame),
         timestamps still rise, and every frame is sent in order; the first one plays in real time."""
         feed = CameraFeed("door", catch_up_speed=1.25, catch_up_above_s=0.25)
-        ticks = await _play(feed, 3, queue_at_once=True)
+        ticks = await _play(feed, 2, queue_at_once=True)
         assert all(b > a for a, b in pairwise(ticks)), "RTP timestamps must rise"
         first, *later = _steps_within_segments(ticks)
-        assert set(first) == {STEP}
-        fast = round(STEP / 1.25)
+        assert _all_about(first, STEP), first
         for steps in later:
-            assert all(abs(s - fast) <= 1 for s in steps), steps
-        assert abs(feed.caught_up_s - 2 * (FRAMES - 1) * 0.04 * (1 - 1 / 1.25)) < 1e-6
+            assert _all_about(steps, round(STEP / 1.25)), steps
+        assert abs(feed.caught_up_s - (FRAMES - 1) * 0.04 * (1 - 1 / 1.25)) < 1e-6
 
     async def test_off_keeps_real_time_and_just_in_time_segments_are_not_hurried(self) -> None:
         """catch_up_speed 1.0 plays queued segments in real time; with catch-up on, segments that
         arrive within catch_up_above_s of their time are played in real time too."""
         off = CameraFeed("door", catch_up_speed=1.0)
         steps = _steps_within_segments(await _play(off, 2, queue_at_once=True))
-        assert {s for segment in steps for s in segment} == {STEP}
+        assert _all_about([s for segment in steps for s in segment], STEP)
         assert off.caught_up_s == 0.0
         on = CameraFeed("door", catch_up_speed=1.25, catch_up_above_s=0.25)
         steps = _steps_within_segments(await _play(on, 2, queue_at_once=False))
-        assert {s for segment in steps for s in segment} == {STEP}
+        assert _all_about([s for segment in steps for s in segment], STEP)
         assert on.caught_up_s == 0.0
 
     async def test_a_late_segment_restarts_the_clock_so_timestamps_skip_its_lateness(self) -> None:
@@ -99,7 +103,31 @@ class TestCatchUp:
         finally:
             await feed.close()
         assert ticks[FRAMES] - ticks[FRAMES - 1] >= 0.3 * RTP_CLOCK
-        assert {b - a for a, b in pairwise(ticks[FRAMES:])} == {STEP}
+        assert _all_about([b - a for a, b in pairwise(ticks[FRAMES:])], STEP)
+
+    async def test_a_gop_is_skipped_when_the_one_after_it_is_here_too(self) -> None:
+        """Two segments queued behind the playing one: the older is skipped (logged), the newer
+        plays from its keyframe with rising timestamps; with catch-up off both play."""
+        segments = [_segment(gop) for gop in range(3)]
+        for speed, expected in ((1.25, [*range(FRAMES), *range(2 * FRAMES, 3 * FRAMES)]), (1.0, None)):
+            feed = CameraFeed("door", catch_up_speed=speed)
+            track = PacketTrack()
+            feed.tracks.add(track)
+            count = 2 * FRAMES if speed > 1.0 else 3 * FRAMES
+            try:
+                feed.add_segment(0, segments[0])
+                received = [await asyncio.wait_for(track.recv(), 5)]
+                feed.add_segment(1, segments[1])
+                feed.add_segment(2, segments[2])
+                received += [await asyncio.wait_for(track.recv(), 5) for _ in range(count - 1)]
+            finally:
+                await feed.close()
+            decoder = av.CodecContext.create("h264", "r")
+            frames = [read_stamp(f.to_ndarray(format="rgb24")) for p in received for f in decoder.decode(p)]
+            assert frames == (expected or list(range(3 * FRAMES)))
+            assert feed.skipped == ([1] if speed > 1.0 else [])
+            ticks = [int(p.pts) for p in received]
+            assert all(b > a for a, b in pairwise(ticks))
 
 
 class TestCatchUpSettings:
