@@ -8,8 +8,9 @@ camera that restarts re-anchors the clock, so RTP timestamps only rise. The cloc
 anchored at the first frame sent and a late segment moves it later, so without more the
 view would keep the worst delay it ever saw; a segment that arrives well before its
 frames' times (it waited more than ``catch_up_above_s`` here) is played ``catch_up_speed``
-times faster until that excess is gone, so the delay follows the pipeline's again; when
-even the GOP after the next one is here, the next one is skipped. In overlay
+times faster until that excess is gone, so the delay follows the pipeline's again. Every
+frame is still sent (a WHEP viewer gets every frame, in order; only a feed over
+:data:`MAX_QUEUED_SEGMENTS` behind drops GOPs). In overlay
 mode (the camera's own video) each frame's boxes go on the viewers' boxes channels
 with that frame's timestamp, as the instant view's do (``web/instant.py``).
 """
@@ -106,13 +107,6 @@ class CameraFeed:
             return None
         first = self._pending[min(self._pending)]
         if self._next_gop is None or first.gop == self._next_gop:
-            if self.catch_up_speed > 1.0 and first.gop + 1 in self._pending:
-                # the GOP after it is here already: over a GOP behind, so go to the newer one
-                # at once, on a clock restarted at now (catching up would take many GOPs)
-                self._skip(first.gop, "catching-up")
-                del self._pending[first.gop]
-                self._anchor = None
-                return self._pending.pop(first.gop + 1)
             return self._pending.pop(first.gop)
         waited = time.monotonic() - first.arrived
         if waited >= REORDER_WAIT_S:

@@ -105,30 +105,6 @@ class TestCatchUp:
         assert ticks[FRAMES] - ticks[FRAMES - 1] >= 0.3 * RTP_CLOCK
         assert _all_about([b - a for a, b in pairwise(ticks[FRAMES:])], STEP)
 
-    async def test_a_gop_is_skipped_when_the_one_after_it_is_here_too(self) -> None:
-        """Two segments queued behind the playing one: the older is skipped (logged), the newer
-        plays from its keyframe with rising timestamps; with catch-up off both play."""
-        segments = [_segment(gop) for gop in range(3)]
-        for speed, expected in ((1.25, [*range(FRAMES), *range(2 * FRAMES, 3 * FRAMES)]), (1.0, None)):
-            feed = CameraFeed("door", catch_up_speed=speed)
-            track = PacketTrack()
-            feed.tracks.add(track)
-            count = 2 * FRAMES if speed > 1.0 else 3 * FRAMES
-            try:
-                feed.add_segment(0, segments[0])
-                received = [await asyncio.wait_for(track.recv(), 5)]
-                feed.add_segment(1, segments[1])
-                feed.add_segment(2, segments[2])
-                received += [await asyncio.wait_for(track.recv(), 5) for _ in range(count - 1)]
-            finally:
-                await feed.close()
-            decoder = av.CodecContext.create("h264", "r")
-            frames = [read_stamp(f.to_ndarray(format="rgb24")) for p in received for f in decoder.decode(p)]
-            assert frames == (expected or list(range(3 * FRAMES)))
-            assert feed.skipped == ([1] if speed > 1.0 else [])
-            ticks = [int(p.pts) for p in received]
-            assert all(b > a for a, b in pairwise(ticks))
-
 
 class TestCatchUpSettings:
     def test_out_of_range_values_are_refused_with_their_name(self) -> None:
