@@ -20,7 +20,7 @@ any path that starts from the gateway's GOPs carries up to one GOP of that wait;
 the annotated path also waits for the whole GOP to be processed; the instant path
 waits for neither.
 
-    python -m bench.webrtc_latency [--quick] [--seconds S]
+    python -m bench.webrtc_latency [--quick] [--seconds S] [--catch-up-speed X] [--out FILE]
 
 Writes ``bench/results/webrtc_latency.json``: p50/p95 per path and the ratios to HLS.
 """
@@ -42,8 +42,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, bench_settings, clip, ratio, write_result
+from bench.stage_breakdown import breakdown
 from framepipe.core import bus, messages
 from framepipe.core.settings import Settings
+from framepipe.core.settings.runtime import WebRtcSettings
 from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.supervisor import LocalSystem
@@ -90,6 +92,9 @@ PROBE_JS = """
 })()
 """
 
+#: the annotated (burn-in) path's stages after the gateway, in order.
+PIPELINE = (Names.DECODER, Names.INFERENCE, Names.ANALYSIS, Names.ENCODER)
+
 
 class Page:
     """One page target over the Chrome DevTools Protocol (request/response only)."""
@@ -126,13 +131,14 @@ def _get(url: str) -> bytes:
         return data
 
 
-async def _glass_times(settings: Settings, camera: str) -> dict[int, float]:
-    """Frame number → wall time its frame was "captured", from the GOPs in VIDEO."""
+async def _glass_times(settings: Settings, camera: str) -> tuple[dict[int, float], dict[int, float]]:
+    """Frame number → wall time its frame was "captured", and GOP → captured_at, from VIDEO."""
     nc = await bus.connect(settings, "bench-video", retry_initial=False)
     try:
         js = nc.jetstream(timeout=10.0)
         info = await js.stream_info(Names.VIDEO)
         out: dict[int, float] = {}
+        captured: dict[int, float] = {}
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             raw = await js.get_msg(Names.VIDEO, seq)
             gop = messages.decode(raw.headers, raw.data or b"", messages.GopMessage)
@@ -140,9 +146,10 @@ async def _glass_times(settings: Settings, camera: str) -> dict[int, float]:
                 continue
             base = gop.time_base[0] / gop.time_base[1]
             pts = sorted(gop.pts)
+            captured[gop.gop] = gop.captured_at
             for k, p in enumerate(pts):
                 out[gop.frame_offset + k] = gop.captured_at - (pts[-1] - p) * base
-        return out
+        return out, captured
     finally:
         await nc.close()
 
@@ -160,7 +167,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
+def run(seconds: float, gop: int, fps: int, workdir: Path, catch_up_speed: float) -> dict[str, Any]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("needs Debian chromium (apt-get install chromium)")
@@ -171,9 +178,11 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
         nats={"url": server.url},
         sink={"output_dir": str(workdir / "out")},
         local={"state_dir": str(workdir / "st")},
+        webrtc={"catch_up_speed": catch_up_speed},
     )
     paths = {"instant": "?view=instant", "webrtc": "?view=annotated", "hls": "?live=hls"}
     samples: dict[str, list[list[float]]] = {}
+    stages: dict[str, Any] = {}
     server_delays: list[float] = []
     instant_delays: list[float] = []
     chrome: subprocess.Popen[bytes] | None = None
@@ -222,28 +231,34 @@ def run(seconds: float, gop: int, fps: int, workdir: Path) -> dict[str, Any]:
             for name, page in probes.items():
                 samples[name] = page.evaluate("window.__fpSamples || []")
                 page.close()
-            glass = asyncio.run(_glass_times(settings, "bench"))
+            glass, captured = asyncio.run(_glass_times(settings, "bench"))
+            stages = breakdown(sorted((workdir / "st" / "logs").glob("*.log")), captured, "bench", PIPELINE)
     finally:
         if chrome is not None:
             chrome.terminate()
             chrome.wait(10)
         server.stop()
     result: dict[str, Any] = {
-        "params": {"seconds": seconds, "gop": gop, "fps": fps},
+        "params": {"seconds": seconds, "gop": gop, "fps": fps, "catch_up_speed": catch_up_speed},
         "paths": {},
         # The web server's own capture → send delay (median of its recent frames), sampled each second.
         "server_capture_to_send_s": _percentiles(server_delays),
         # The instant view: gateway read → web server sent, per packet (median of the recent ones).
         "instant_read_to_send_s": _percentiles(instant_delays),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        # captured_at → each stage's start (wait) and end (work), per GOP (bench/stage_breakdown.py)
+        "stages": stages,
     }
     for name, rows in samples.items():
         first_shown: dict[int, float] = {}
         for value, shown_ms in rows:
             first_shown.setdefault(int(value), shown_ms / 1000.0)
         latencies = [shown - glass[n] for n, shown in first_shown.items() if n in glass]
+        later = [shown - glass[n] for n, shown in first_shown.items() if n in glass and n >= spec.frames // 2]
         result["paths"][name] = {
             "latency_s": _percentiles(latencies),
+            # the camera's second half only: what a view settles at, start-up left out
+            "second_half_latency_s": _percentiles(later),
             "frames_shown": len(first_shown),
             "frames_total": spec.frames,
         }
@@ -328,13 +343,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--gop", type=int, default=25, help="frames per GOP")
     parser.add_argument("--fps", type=int, default=25)
+    default_speed = WebRtcSettings().catch_up_speed
+    parser.add_argument(
+        "--catch-up-speed", type=float, default=default_speed, help="webrtc.catch_up_speed (1.0: off)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "webrtc_latency.json")
     args = parser.parse_args()
     seconds = 12.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="fp-webrtc-bench-") as tmp:
-        result = run(seconds, args.gop, args.fps, Path(tmp))
-    write_result(
-        result, RESULTS / "webrtc_latency.json", "python -m bench.webrtc_latency" + " --quick" * args.quick
-    )
+        result = run(seconds, args.gop, args.fps, Path(tmp), args.catch_up_speed)
+    command = "python -m bench.webrtc_latency" + " --quick" * args.quick
+    if args.seconds != parser.get_default("seconds"):
+        command += f" --seconds {args.seconds:g}"
+    if args.catch_up_speed != default_speed:
+        command += f" --catch-up-speed {args.catch_up_speed:g}"
+    write_result(result, args.out, command)
 
 
 if __name__ == "__main__":

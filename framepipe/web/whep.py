@@ -220,7 +220,9 @@ class WhepHub:
             return session.id, pc.localDescription.sdp
         feed = self.feeds.get(camera)
         if feed is None:
-            feed = self.feeds[camera] = CameraFeed(camera)
+            feed = self.feeds[camera] = CameraFeed(
+                camera, self.settings.catch_up_speed, self.settings.catch_up_above_s
+            )
             if self.follow_captures is not None:
                 self._followers[camera] = await self.follow_captures(feed)
         feed.tracks.add(track)

@@ -4,7 +4,13 @@ Nothing is re-encoded: each segment's access units (demuxed, Annex B) go to the
 viewers' encoded-frame tracks at the segments' own frame times, so latency is one
 GOP (the encoder works per GOP) plus processing. Segments are played in GOP order
 (one that arrives out of order is waited for :data:`REORDER_WAIT_S`); a lost GOP or a
-camera that restarts re-anchors the clock, so RTP timestamps only rise. In overlay
+camera that restarts re-anchors the clock, so RTP timestamps only rise. The clock is
+anchored at the first frame sent and a late segment moves it later, so without more the
+view would keep the worst delay it ever saw; a segment that arrives well before its
+frames' times (it waited more than ``catch_up_above_s`` here) is played ``catch_up_speed``
+times faster until that excess is gone, so the delay follows the pipeline's again. Every
+frame is still sent (a WHEP viewer gets every frame, in order; only a feed over
+:data:`MAX_QUEUED_SEGMENTS` behind drops GOPs). In overlay
 mode (the camera's own video) each frame's boxes go on the viewers' boxes channels
 with that frame's timestamp, as the instant view's do (``web/instant.py``).
 """
@@ -31,8 +37,12 @@ log = structlog.get_logger("framepipe.web.whep")
 REORDER_WAIT_S = 1.0
 #: segments queued beyond this are dropped, oldest first: a live view never falls behind.
 MAX_QUEUED_SEGMENTS = 4
-#: sending fell this far behind the wall clock (a late segment): restart the clock at now.
-RESYNC_AFTER_S = 0.5
+#: sending fell this far behind the wall clock (a late segment): restart the clock at now, so
+#: the RTP timestamps skip as far as the frames were late. (Sending the late frames at once on
+#: the old clock instead makes them arrive in a burst behind their timestamps: the browser's
+#: jitter buffer reads that as network jitter and adds its own delay, ~0.7 s in the bench.)
+#: The catch-up takes the added delay out again once segments are early.
+RESYNC_AFTER_S = 0.1
 
 
 @dataclass
@@ -47,8 +57,13 @@ class _Pending:
 class CameraFeed:
     """One camera's annotated segments, in GOP order and on the wall clock, to its viewers' tracks."""
 
-    def __init__(self, camera: str) -> None:
+    def __init__(self, camera: str, catch_up_speed: float = 1.0, catch_up_above_s: float = 0.25) -> None:
         self.camera = camera
+        #: 1.0: never play faster; see the module's docstring and webrtc.catch_up_speed.
+        self.catch_up_speed = catch_up_speed
+        self.catch_up_above_s = catch_up_above_s
+        #: seconds of delay taken out by playing faster, in all.
+        self.caught_up_s = 0.0
         self.tracks: set[PacketTrack] = set()
         self._pending: dict[int, _Pending] = {}
         self._next_gop: int | None = None
@@ -114,17 +129,22 @@ class CameraFeed:
             except CorruptMediaError as exc:
                 log.warning("whep.bad_segment", camera=self.camera, gop=ready.gop, error=str(exc))
                 continue
-            await self._send(ready.gop, units, ready.frames)
+            await self._send(ready.gop, units, ready.frames, ready.arrived)
 
     async def _send(
-        self, gop: int, units: list[AccessUnit], frames: list[dict[str, Any]] | None = None
+        self,
+        gop: int,
+        units: list[AccessUnit],
+        frames: list[dict[str, Any]] | None = None,
+        arrived: float | None = None,
     ) -> None:
         if not units:
             return
+        excess = 0.0  # seconds of this segment's wait here still to take out by playing faster
         last_pts = max(u.pts_s for u in units)
         # Overlay mode: the k-th picture in presentation order is the k-th frame with boxes.
         boxes = dict(zip(sorted(u.pts_s for u in units), frames or [], strict=False))
-        for unit in units:
+        for index, unit in enumerate(units):
             now = time.time()
             if self._anchor is None:
                 self._anchor = (now, unit.dts_s)
@@ -132,6 +152,9 @@ class CameraFeed:
             if due < now - RESYNC_AFTER_S or due > now + 5.0:
                 self._anchor = (now, unit.dts_s)  # a late segment or a timestamp jump
                 due = now
+            if index == 0 and arrived is not None and self.catch_up_speed > 1.0:
+                held = due - now + time.monotonic() - arrived  # this segment's whole wait here
+                excess = max(0.0, held - self.catch_up_above_s)
             if due > now:
                 await asyncio.sleep(due - now)
             shown = self._anchor[0] + unit.pts_s - self._anchor[1]
@@ -141,6 +164,13 @@ class CameraFeed:
                 if unit.pts_s in boxes:
                     track.send_boxes([boxes[unit.pts_s]], [ticks])
             self.sent += 1
+            if excess > 0.0 and index + 1 < len(units):
+                # the next frame comes sooner by this much: the clock's anchor moves earlier
+                step = max(0.0, units[index + 1].dts_s - unit.dts_s)
+                shift = min(excess, step * (1.0 - 1.0 / self.catch_up_speed))
+                self._anchor = (self._anchor[0] - shift, self._anchor[1])
+                excess -= shift
+                self.caught_up_s += shift
             if gop in self.captured:
                 self.delays.append(time.time() - (self.captured[gop] - (last_pts - unit.pts_s)))
 

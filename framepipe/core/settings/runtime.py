@@ -80,9 +80,18 @@ class WebRtcSettings:
     max_viewers: int = 32
     #: a session whose ICE/DTLS has not connected this long after its answer is closed.
     connect_timeout_s: float = 15.0
+    #: the annotated view plays a segment this many times faster while it arrived more than
+    #: catch_up_above_s before its frames were due (its clock is anchored at the worst delay
+    #: seen so far otherwise); 1.0: never faster. The slack absorbs the pipeline's jitter.
+    catch_up_speed: float = 1.25
+    catch_up_above_s: float = 0.25
 
     def __post_init__(self) -> None:
         positive("webrtc", max_viewers_per_camera=self.max_viewers_per_camera, max_viewers=self.max_viewers)
+        if not 1.0 <= self.catch_up_speed <= 2.0:
+            raise ConfigError(f"webrtc.catch_up_speed must be 1.0 (off)..2.0, got {self.catch_up_speed}")
+        if self.catch_up_above_s < 0:
+            raise ConfigError(f"webrtc.catch_up_above_s must be >= 0, got {self.catch_up_above_s}")
         if self.connect_timeout_s <= 0:
             raise ConfigError(f"webrtc.connect_timeout_s must be > 0, got {self.connect_timeout_s}")
         for url in self.ice_urls:
