@@ -111,7 +111,8 @@ class TestDemandEndpoint:
 
             assert await asyncio.to_thread(_get, f"{base}/healthz") == (200, {"status": "ok"})
             status, body = await asyncio.to_thread(_get, f"{base}/metrics")
-            assert status == 404 and "/demand" in body["error"]
+            assert status == 404
+            assert "/demand" in body["error"]
         finally:
             await server.close()
 
