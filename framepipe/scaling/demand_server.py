@@ -77,7 +77,8 @@ class DemandServer:
         if path != DEMAND_PATH:
             return 404, {"error": f"no {path}: the demand is at {DEMAND_PATH}"}
         try:
-            return 200, await self.document()
+            # The connect too: a NATS that accepts and then hangs must not outlast KEDA's timeout.
+            return 200, await asyncio.wait_for(self.document(), 2 * READ_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any failed read is KEDA's failed read
             reason = str(exc) or type(exc).__name__
             log.warning(
