@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from framepipe.cli.common import attached_settings
-from framepipe.core.errors import UnreachableError
+from framepipe.core.errors import FramepipeError, UnreachableError
 from framepipe.core.loader import load_cluster_config
 from framepipe.scaling.demand import STALE_AFTER_S, configured_rates
 from framepipe.scaling.demand_server import DemandServer
@@ -45,6 +45,8 @@ def demand_command(
         return
     try:
         document = asyncio.run(_once(server))
+    except FramepipeError:
+        raise  # already one line saying what to do (NATS unreachable, ...)
     except Exception as exc:  # noqa: BLE001 - one line at the CLI boundary
         raise UnreachableError(
             f"cannot read the cameras' source states at {settings.nats.url} ({exc}): "
