@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from framepipe.cli.demand import demand_command
 from framepipe.cli.errors import Typer
 from framepipe.cli.progress import progress_bar
 from framepipe.core.cluster_settings import StageScaling
@@ -28,6 +29,7 @@ from framepipe.scaling.tuner import NOT_SEARCHED, tune, write_scaling
 app = Typer(help="Scaling simulator and tuner (the same KEDA + HPA rules as the cluster).")
 console = Console(stderr=True)
 out = Console()
+app.command("demand")(demand_command)
 
 DEFAULT_THROUGHPUT = Path("bench/results/scaling.json")
 # analysis loads dlib's two models (~100 MB) before it pulls.

@@ -4,25 +4,24 @@ Two triggers, of which KEDA/HPA take the higher proposal:
 
 * ``lag``: ``nats-jetstream`` on the stage's consumer backlog;
 * ``demand`` (feed-forward, where ``[scaling.<stage>]`` has ``feed_forward`` and a
-  measured ``gops_per_replica``): ``kubernetes-workload`` counting the camera
-  gateway pods, the cluster's camera registry (one Deployment per camera). Its
-  ``value`` is how many cameras one replica carries, so the HPA's
-  ``ceil(cameras / value)`` is :func:`framepipe.scaling.demand.expected_replicas`.
+  measured ``gops_per_replica``): ``metrics-api`` reading ``gops_per_s``, the
+  running cameras' measured GOPs/s, from the demand endpoint (cluster/demand.py).
+  Its ``targetValue`` is what one replica carries
+  (:func:`framepipe.scaling.demand.replica_target`), so the HPA's
+  ``ceil(gops_per_s / target)`` is :func:`framepipe.scaling.demand.expected_replicas`.
 """
 
 from __future__ import annotations
 
+from framepipe.cluster.demand import demand_url
 from framepipe.cluster.nats import Obj, meta, monitoring_endpoint, trigger_account
 from framepipe.cluster.workloads import deployment_name
 from framepipe.core.cluster_settings import ClusterConfig, ScalingSettings
 from framepipe.core.settings import Settings
 from framepipe.core.topology import stage_spec
 from framepipe.scaling.autoscale import HPA_TOLERANCE
-from framepipe.scaling.demand import DEFAULT_GOPS_PER_S
+from framepipe.scaling.demand import replica_target
 from framepipe.scaling.output_modes import for_output_mode
-
-#: the gateway pods, one per camera (cluster/cameras.py labels them).
-GATEWAY_PODS = "app.kubernetes.io/component=gateway,framepipe.io/camera"
 
 
 def _rules(window: int, select: str, policies: list[Obj], tolerance: float) -> Obj:
@@ -60,11 +59,6 @@ def behavior(scaling: ScalingSettings) -> Obj:
     }
 
 
-def cameras_per_replica(scaling: ScalingSettings) -> float:
-    """How many cameras one replica of the stage carries at its planned utilization."""
-    return round(scaling.gops_per_replica * scaling.feed_forward_utilization / DEFAULT_GOPS_PER_S, 3)
-
-
 def triggers(settings: Settings, cluster: ClusterConfig, stage: str) -> list[Obj]:
     scaling: ScalingSettings = getattr(for_output_mode(cluster.scaling, settings.output.mode), stage)
     consumer = stage_spec(stage).consumer
@@ -86,9 +80,18 @@ def triggers(settings: Settings, cluster: ClusterConfig, stage: str) -> list[Obj
     if scaling.feed_forward and scaling.gops_per_replica > 0:
         out.append(
             {
-                "type": "kubernetes-workload",
+                "type": "metrics-api",
                 "name": "demand",
-                "metadata": {"podSelector": GATEWAY_PODS, "value": str(cameras_per_replica(scaling))},
+                # AverageValue: the HPA divides by the replicas, and KEDA's fallback needs it.
+                "metricType": "AverageValue",
+                "metadata": {
+                    "url": demand_url(cluster),
+                    "format": "json",
+                    "valueLocation": "gops_per_s",
+                    "targetValue": str(round(replica_target(scaling, scaling.gops_per_replica), 3)),
+                    # active (wakes a stage at 0 replicas) while any running camera sends GOPs
+                    "activationTargetValue": "0",
+                },
             }
         )
     return out

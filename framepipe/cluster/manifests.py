@@ -10,7 +10,8 @@ Layout written under ``root``::
 
     base/               namespace, NATS, setup Job, stage Deployments,
                         ScaledObjects, NetworkPolicy, config/secret generators,
-                        the web server (console, HLS, WebRTC): Deployment, Service, NetworkPolicy
+                        the web server (console, HLS, WebRTC): Deployment, Service, NetworkPolicy,
+                        the demand endpoint KEDA reads (cluster/demand.py): the same three
     monitoring/         PodMonitor, PrometheusRule, Grafana dashboard (needs the Prometheus operator)
     overlays/cpu/       base as is (ONNX Runtime on CPU)
     overlays/gpu/       inference on a GPU with TensorRT (+ NVDEC/NVENC if enabled)
@@ -33,6 +34,7 @@ import yaml
 
 from framepipe.cluster import monitoring
 from framepipe.cluster.cameras import camera_objects
+from framepipe.cluster.demand import demand_objects
 from framepipe.cluster.keda import scaled_object
 from framepipe.cluster.nats import (
     NATS_AUTH,
@@ -97,6 +99,7 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
         "networkpolicy.yaml",
         "web.yaml",
     ]
+    scaled_objects = [scaled_object(settings, cluster, stage) for stage in SCALED_STAGES]
     base: dict[str, Any] = {
         "namespace": cluster.k8s.namespace,
         "resources": base_resources,
@@ -115,14 +118,16 @@ def render_files(settings: Settings, cluster: ClusterConfig | None = None) -> di
             [stage_deployment(settings, cluster, stage, config_hash) for stage in STAGES]
             + [hls_claim(cluster)]
         ),
-        "base/scaledobjects.yaml": _dump(
-            [scaled_object(settings, cluster, stage) for stage in SCALED_STAGES]
-        ),
+        "base/scaledobjects.yaml": _dump(scaled_objects),
         "base/networkpolicy.yaml": _dump(network_policies(settings, cluster)),
         "base/web.yaml": _dump(web_objects(settings, cluster, config_hash)),
         "base/framepipe.env": env_file,
         "base/nats.conf": conf,
     }
+    if any(t["name"] == "demand" for so in scaled_objects for t in so["spec"]["triggers"]):
+        # Only where a ScaledObject reads it: no stage with a measured rate, no endpoint.
+        base_resources.append("demand.yaml")
+        files["base/demand.yaml"] = _dump(demand_objects(settings, cluster, config_hash))
     if cluster.k8s.nats_auth:
         base["secretGenerator"] = [{"name": NATS_AUTH, "envs": ["nats-auth.env"]}]
         files["base/nats-auth.env"] = auth

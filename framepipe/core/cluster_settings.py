@@ -39,8 +39,9 @@ from framepipe.core.topology import STAGES
 V = TypeVar("V")
 #: the HPA's ``behavior.*.selectPolicy`` values.
 SELECT_POLICIES = ("Max", "Min", "Disabled")
-#: what runs in a cluster: NATS, the setup Job, the web server, then every stage of the table.
-WORKLOADS = ("nats", "setup", "web", *(spec.name for spec in STAGES))
+#: what runs in a cluster: NATS, the setup Job, the web server, the demand endpoint KEDA
+#: reads (cluster/demand.py), then every stage of the table.
+WORKLOADS = ("nats", "setup", "web", "demand", *(spec.name for spec in STAGES))
 
 _CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
 _MEMORY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -261,6 +262,7 @@ class WorkloadResources(_PerName[Resources]):
             "nats": Resources("250m", "2", "512Mi", "2Gi"),
             "setup": Resources("50m", "500m", "128Mi", "256Mi"),
             "web": Resources("100m", "1", "256Mi", "1Gi"),
+            "demand": Resources("20m", "200m", "96Mi", "192Mi"),
             **{spec.name: Resources(*spec.resources) for spec in STAGES},
         }
 

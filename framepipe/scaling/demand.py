@@ -14,17 +14,20 @@ of a replica the plan spends, leaving headroom for what the estimate misses.
 The figure is fractional on purpose: the HPA rounds ``ceil(value / 1)`` itself,
 and a fraction keeps its tolerance band meaningful.
 
-The same rule runs in three places: the ``metrics-api`` trigger of each
-ScaledObject reads :func:`demand_document` over HTTP (``/demand`` of the
-web server's health port, see docs/autoscaling.md), the local supervisor's
-autoscaler calls :func:`expected_replicas` directly, and the simulator
-computes it from the load curve's camera count.
+The same rule runs in three places. In the cluster, ``framepipe scale demand
+--serve`` (scaling/demand_server.py) serves :func:`demand_document` of the
+running cameras over HTTP, and each ScaledObject's ``metrics-api`` trigger reads
+its ``gops_per_s`` against a per-replica target of :func:`replica_target`, so
+the HPA's ``ceil(gops_per_s / target)`` is :func:`expected_replicas`. The local
+supervisor's autoscaler calls :func:`expected_replicas` directly, and the
+simulator computes it from the load curve's camera count.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from framepipe.core import bus
-from framepipe.core.cluster_settings import StageScaling
+from framepipe.core.cluster_settings import ScalingSettings, StageScaling
 from framepipe.core.errors import ConfigError
 from framepipe.core.settings import Settings
 from framepipe.core.sources import SourceState
@@ -45,6 +48,9 @@ log = structlog.get_logger("framepipe.demand")
 
 #: a camera's default GOP rate: 30 fps in 1-second GOPs (the bundled curves' cameras).
 DEFAULT_GOPS_PER_S = 1.0
+#: a running camera whose gateway has not saved its state for this long (it saves one per
+#: GOP) is taken to be gone: its gateway died without saying so (a SIGKILL, a lost node).
+STALE_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,24 +93,42 @@ class CameraProfiles:
         return out
 
 
-async def measured_gop_rates(js: JetStreamContext) -> dict[str, float]:
-    """Camera → measured GOPs/s, from every source state in ``FP_SOURCES`` that has one."""
+async def _source_states(js: JetStreamContext) -> list[SourceState]:
     kv = await js.key_value(Names.SOURCES_BUCKET)
     try:
         keys = await kv.keys()
     except NoKeysError:
-        return {}
-    out: dict[str, float] = {}
+        return []
+    out = []
     for key in keys:
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
             continue  # removed meanwhile
         if entry.value:
-            state = SourceState.from_json(entry.value)
-            if state.gops_per_s > 0:
-                out[key] = state.gops_per_s
+            out.append(SourceState.from_json(entry.value))
     return out
+
+
+async def measured_gop_rates(js: JetStreamContext) -> dict[str, float]:
+    """Camera → measured GOPs/s, from every source state in ``FP_SOURCES`` that has one."""
+    return {state.camera: state.gops_per_s for state in await _source_states(js) if state.gops_per_s > 0}
+
+
+async def running_cameras(
+    js: JetStreamContext, *, now: float | None = None, stale_after_s: float = STALE_AFTER_S
+) -> dict[str, float]:
+    """The cluster's camera registry: camera → measured GOPs/s (0: not measured yet) of every
+    camera whose gateway runs. A gateway stores ``running`` when it opens its source and on
+    every GOP; a removed camera's gateway stores ``stopped`` as it exits, an ended file
+    ``ended``, a given-up source ``failed``, a lost one ``reconnecting`` (it sends nothing
+    then); a ``running`` state older than ``stale_after_s`` belongs to a gateway that died."""
+    now = time.time() if now is None else now
+    return {
+        state.camera: state.gops_per_s
+        for state in await _source_states(js)
+        if state.state == "running" and now - state.updated_at <= stale_after_s
+    }
 
 
 async def read_gop_rates(settings: Settings) -> dict[str, float]:
@@ -114,6 +138,12 @@ async def read_gop_rates(settings: Settings) -> dict[str, float]:
         return await measured_gop_rates(nc.jetstream(timeout=5.0))
     finally:
         await nc.close()
+
+
+def replica_target(settings: ScalingSettings, per_replica_gops_per_s: float) -> float:
+    """GOPs/s one replica is planned to carry: its measured rate × ``feed_forward_utilization``.
+    The HPA target of the cluster's demand trigger, and the divisor of :func:`expected_replicas`."""
+    return per_replica_gops_per_s * settings.feed_forward_utilization
 
 
 def expected_replicas(
@@ -133,12 +163,14 @@ def expected_replicas(
         rate = per_replica_gops_per_s.get(stage, 0.0)
         if not settings.feed_forward or rate <= 0:
             continue
-        out[stage] = round(total / (rate * settings.feed_forward_utilization), 3)
+        out[stage] = round(total / replica_target(settings, rate), 3)
     return out
 
 
 def demand_document(cameras: list[CameraLoad], replicas: Mapping[str, float]) -> dict[str, Any]:
-    """What ``/demand`` serves; KEDA's metrics-api trigger reads ``stages.<stage>.replicas``."""
+    """What ``/demand`` serves. KEDA's metrics-api triggers read ``gops_per_s`` (the same
+    figure for every stage; each ScaledObject has its stage's :func:`replica_target`);
+    ``stages`` holds the expected replicas where the server knows the stages' rates."""
     return {
         "cameras": len(cameras),
         "gops_per_s": round(sum(c.gops_per_s for c in cameras), 3),

@@ -52,7 +52,7 @@ def test_keda_objects_validate_against_crd_schemas(rendered: dict[str, list[Obj]
 
 
 def test_scaling_options_render_and_validate(rendered: dict[str, list[Obj]], settings: Settings) -> None:
-    """Feed-forward (a kubernetes-workload trigger on the camera gateway pods), tolerances,
+    """Feed-forward (a metrics-api trigger on the demand endpoint's GOPs/s), tolerances,
     selectPolicy and a Pods scale-down policy render into a ScaledObject the KEDA CRD accepts."""
     jsonschema = pytest.importorskip("jsonschema")
     cluster = cluster_config_from_tables(
@@ -74,11 +74,15 @@ def test_scaling_options_render_and_validate(rendered: dict[str, list[Obj]], set
     lag, demand = so["spec"]["triggers"]
     assert lag["name"] == "lag"
     assert demand == {
-        "type": "kubernetes-workload",
+        "type": "metrics-api",
         "name": "demand",
+        "metricType": "AverageValue",
         "metadata": {
-            "podSelector": "app.kubernetes.io/component=gateway,framepipe.io/camera",
-            "value": "1.28",
+            "url": "http://framepipe-demand.framepipe.svc.cluster.local:8095/demand",
+            "format": "json",
+            "valueLocation": "gops_per_s",
+            "targetValue": "1.28",  # GOPs/s one replica carries: gops_per_replica × utilization
+            "activationTargetValue": "0",
         },
     }
     b = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
@@ -86,11 +90,6 @@ def test_scaling_options_render_and_validate(rendered: dict[str, list[Obj]], set
     assert "tolerance" not in b["scaleDown"]  # the cluster default stays implicit (pre-1.33 clusters)
     assert b["scaleDown"]["selectPolicy"] == "Min"
     assert {"type": "Pods", "value": 2, "periodSeconds": 60} in b["scaleDown"]["policies"]
-    # The selector is what the camera template's gateway pods carry: one pod per camera.
-    (gateway,) = by_kind(rendered["camera"], "Deployment").values()
-    pod_labels = gateway["spec"]["template"]["metadata"]["labels"]
-    assert pod_labels["app.kubernetes.io/component"] == "gateway"
-    assert "framepipe.io/camera" in pod_labels
     # Without a measured rate there is no demand trigger (no guess).
     assert len(scaled_object(settings, ClusterConfig(), "encoder")["spec"]["triggers"]) == 1
 

@@ -85,7 +85,7 @@ class TestDerivedFromTheTable:
         for name in scaled_stages():
             assert scaling[name].lag_threshold == stage_spec(name).lag_threshold
         resources = WorkloadResources()
-        assert resources.names() == ("nats", "setup", "web", *(s.name for s in STAGES))
+        assert resources.names() == ("nats", "setup", "web", "demand", *(s.name for s in STAGES))
         assert resources.inference.cpu_request == stage_spec(Names.INFERENCE).resources[0]
 
     def test_cluster_tables_reject_unknown_stages_and_stay_frozen(self) -> None:
