@@ -97,14 +97,34 @@ def typed_fields(cls: type[Any], raw: Any, kind: str, not_a_map: str, what: str)
     default may be absent. ``not_a_map`` and ``what`` ("gop message") word the SchemaErrors."""
     if not isinstance(raw, dict):
         raise SchemaError(not_a_map)
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in raw:
-            kwargs[f.name] = check_field_type(kind, f.name, hints[f.name], raw[f.name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SchemaError(f"{what} lacks field {f.name!r}")
+    for name, hint, required in _field_hints(cls):
+        if name in raw:
+            kwargs[name] = check_field_type(kind, name, hint, raw[name])
+        elif required:
+            raise SchemaError(f"{what} lacks field {name!r}")
     return kwargs
+
+
+_FIELD_HINTS: dict[type[Any], tuple[tuple[str, Any, bool], ...]] = {}
+
+
+def _field_hints(cls: type[Any]) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, resolved type, required) of each field, once per class: ``get_type_hints``
+    evaluates the string annotations anew on every call, which cost more than the decode of
+    a detections message (one call per message and per nested frame and detection)."""
+    if (known := _FIELD_HINTS.get(cls)) is not None:
+        return known
+    hints = typing.get_type_hints(cls)
+    _FIELD_HINTS[cls] = fields = tuple(
+        (
+            f.name,
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(cls)
+    )
+    return fields
 
 
 def check_field_type(kind: str, name: str, hint: Any, value: Any) -> Any:
