@@ -47,7 +47,7 @@ from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.local.supervisor import STAGES, LocalSystem
 from framepipe.media.sample import ClipSpec
-from framepipe.stages.sink import segment_name
+from framepipe.stages.camera_output import segment_name
 
 
 async def _lag(settings: Settings) -> dict[str, int]:

@@ -53,11 +53,10 @@ from bench.common import (
     bench_settings,
     clip,
     gop_done_events,
-    pyplot,
-    save_figure,
     write_result,
 )
 from bench.latency import RealtimePipeline
+from bench.scaling_reality_plot import plot
 from framepipe.core import bus, topology
 from framepipe.core.cluster_settings import StageScaling
 from framepipe.core.settings import Settings
@@ -290,40 +289,6 @@ def errors(
     }
 
 
-def plot(run: dict[str, Any], raw: SimResult, tuned: SimResult, path: Path) -> bool:
-    plt = pyplot()
-    if plt is None:
-        return False
-    t = [s["t_s"] for s in run["samples"]]
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
-    colors = ("tab:blue", "tab:orange", "tab:purple", "tab:green")
-    for stage, color in zip(run_stages(run), colors, strict=False):
-        axes[0].step(
-            t,
-            [s["replicas"][stage] for s in run["samples"]],
-            where="post",
-            color=color,
-            label=f"{stage} real",
-        )
-        axes[0].step(
-            tuned.times, tuned.replicas[stage], where="post", color=color, linestyle=":", label=f"{stage} sim"
-        )
-    axes[0].set_ylabel("replicas")
-    axes[0].legend(fontsize=7, ncol=3)
-    axes[1].plot(t, [max(s["age_s"].values()) for s in run["samples"]], color="black", label="real")
-    for sim, style, label in ((raw, "--", "sim, uncalibrated"), (tuned, ":", "sim, calibrated")):
-        axes[1].plot(
-            sim.times,
-            [max(sim.age[s][i] for s in run_stages(run)) for i in range(len(sim.times))],
-            linestyle=style,
-            label=label,
-        )
-    axes[1].set_ylabel("oldest backlog (s)")
-    axes[1].set_xlabel("s")
-    axes[1].legend(fontsize=8)
-    return save_figure(plt, fig, path)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
@@ -389,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "target": TARGET_ERROR,
         },
     }
-    plot(run, raw, tuned, RESULTS / "scaling-reality.png")
+    plot(run, run_stages(run), raw, tuned, RESULTS / "scaling-reality.png")
     out = write_result(
         result,
         RESULTS / "scaling-reality.json",

@@ -27,7 +27,7 @@ from framepipe.core.sources import SourceState, read_source_state
 from framepipe.core.topology import Names
 from framepipe.local.progress import read_progress
 
-#: the sink's state folder inside a camera's output (stages.sink.STATE_DIR; the sink is a
+#: the sink's state folder inside a camera's output (stages.camera_output.STATE_DIR; the sink is a
 #: stage, which the local layer does not import).
 SINK_STATE = ".state"
 

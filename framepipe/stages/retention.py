@@ -33,7 +33,7 @@ SNAPSHOTS = "snapshots"  # tracking.SNAPSHOTS: the sink's face crops, one per tr
 
 
 class Recording(Protocol):
-    """What a pass reads and changes of a camera's progress (stages.sink.CameraProgress)."""
+    """What a pass reads and changes of a camera's progress (stages.camera_output.CameraProgress)."""
 
     next_gop: int
     entries: list[dict[str, Any]]

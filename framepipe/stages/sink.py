@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +30,7 @@ from nats.js import JetStreamContext
 from framepipe.core.dlq import export_dlq_metrics
 from framepipe.core.messages import Headers, Message, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
-from framepipe.core.settings import AnalysisSettings, Settings
+from framepipe.core.settings import Settings
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import (
     CAMERA_NAME,
@@ -42,178 +40,13 @@ from framepipe.core.topology import (
     consumer_spec,
     validate_camera_name,
 )
-from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages import retention
 from framepipe.stages.camera_metrics import export_source_states
+from framepipe.stages.camera_output import PLAYLIST, STATE_DIR, CameraOutput
 from framepipe.stages.event_clips import EventClips
-from framepipe.stages.tracking import EVENTS_FILE, CameraTracker, face_record, publish_events
+from framepipe.stages.tracking import publish_events
 
 log = structlog.get_logger("framepipe.sink")
-PLAYLIST = "index.m3u8"
-DETECTIONS = "detections.jsonl"
-STATE_DIR = ".state"
-
-
-def segment_name(gop: int) -> str:
-    return f"seg_{gop:06d}.ts"
-
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-@dataclass
-class CameraProgress:
-    """What has been appended to the playlist so far (persisted as JSON)."""
-
-    next_gop: int
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    detections_bytes: int = 0
-    ended: bool = False
-    discontinuity_pending: bool = False
-    #: frames the gateway found missing from a damaged input (its source state), once ended.
-    lost_frames: int = 0
-    #: the camera's tracks (CameraTracker.state), events.jsonl's length, events not yet acked.
-    tracks: dict[str, Any] = field(default_factory=dict)
-    events_bytes: int = 0
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-    #: retention (stages/retention.py): the first entry's media sequence number, the
-    #: discontinuity sequence, and how many segments were pruned so far.
-    media_sequence: int | None = None
-    discontinuity_sequence: int = 0
-    pruned_segments: int = 0
-
-
-class CameraOutput:
-    def __init__(
-        self,
-        root: Path,
-        camera: str,
-        first_gop: int,
-        window: int,
-        analysis: AnalysisSettings | None = None,
-        settings: Settings | None = None,
-        policy: retention.RetentionPolicy = retention.KEEP_ALL,
-    ) -> None:
-        self.dir = root / camera
-        self.state_dir = self.dir / STATE_DIR
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.camera = camera
-        self.window = window
-        self.policy = policy
-        self._swept = False  # files a pruning pass killed mid-way left (once per load)
-        progress_file = self.state_dir / "progress.json"
-        if progress_file.is_file():
-            self.progress = CameraProgress(**json.loads(progress_file.read_text()))
-        else:
-            self.progress = CameraProgress(next_gop=first_gop)
-        detections = self.dir / DETECTIONS
-        # Lines appended after the last saved progress are re-appended on replay.
-        with open(detections, "ab") as handle:
-            handle.truncate(self.progress.detections_bytes)
-        with open(self.dir / EVENTS_FILE, "ab") as handle:
-            handle.truncate(self.progress.events_bytes)
-        self.tracker = CameraTracker(camera, analysis or AnalysisSettings(), self.progress.tracks, settings)
-
-    def add_segment(self, segment: SegmentMessage) -> None:
-        _write_atomic(self.dir / segment_name(segment.gop), segment.data)
-        _write_atomic(self.dir / sidecar_name(segment.gop), json.dumps(segment_metadata(segment)).encode())
-        meta = {
-            "duration": segment.duration_s,
-            "discontinuity": segment.discontinuity,
-            "frames": [f.to_wire() for f in segment.frames],
-            "faces": [face_record(self.dir, segment.gop, f) for f in segment.faces],
-            "video_seq": segment.video_seq,  # an event clip asks the encoder for the GOP again
-        }
-        _write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
-
-    def add_gap(self, gop: int, stage: str, reason: str) -> None:
-        if gop < self.progress.next_gop or (self.state_dir / f"{gop:06d}.json").exists():
-            return
-        info = {"gop": gop, "stage": stage, "reason": reason}
-        _write_atomic(self.state_dir / f"{gop:06d}.gap", json.dumps(info).encode())
-
-    def advance(self) -> int:
-        """Append every contiguous GOP; return how many were appended."""
-        p = self.progress
-        appended = 0
-        lines: list[str] = []
-        new_events: list[dict[str, Any]] = []
-        while True:
-            meta_file = self.state_dir / f"{p.next_gop:06d}.json"
-            gap_file = self.state_dir / f"{p.next_gop:06d}.gap"
-            if meta_file.is_file():
-                meta = json.loads(meta_file.read_text())
-                p.entries.append(
-                    {
-                        "gop": p.next_gop,
-                        "uri": segment_name(p.next_gop),
-                        "duration": meta["duration"],
-                        "discontinuity": bool(meta["discontinuity"] or p.discontinuity_pending),
-                        **retention.recorded(self.dir, p.next_gop),
-                    }
-                )
-                p.discontinuity_pending = False
-                faces = meta.get("faces", [])
-                snapshots = {f["local"]: f["snapshot_file"] for f in faces if f.get("snapshot_file")}
-                tracks, found = self.tracker.update(p.next_gop, faces, snapshots)
-                new_events += found
-                for frame in meta["frames"]:
-                    for det in frame["detections"]:
-                        if "track" in det:  # the GOP's tracklet → the camera's track id
-                            det["track"] = tracks.get(det["track"], -1)
-                    lines.append(json.dumps({"camera": self.camera, "gop": p.next_gop, **frame}))
-            elif gap_file.is_file():
-                p.gaps.append(json.loads(gap_file.read_text()))
-                p.discontinuity_pending = True
-                new_events += self.tracker.update(p.next_gop, [])[1]
-            else:
-                break
-            p.next_gop += 1
-            appended += 1
-        if appended and p.ended:  # a kept recording goes on (local.resume): it is open again
-            p.ended, p.lost_frames = False, 0
-        if appended:
-            with open(self.dir / DETECTIONS, "a", encoding="utf-8") as handle:
-                handle.write("".join(line + "\n" for line in lines))
-            p.detections_bytes = (self.dir / DETECTIONS).stat().st_size
-            self._add_events(new_events)
-            self._save()
-        return appended
-
-    def _add_events(self, found: list[dict[str, Any]]) -> None:
-        if found:
-            with open(self.dir / EVENTS_FILE, "a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(e) + "\n" for e in found))
-            self.progress.outbox.extend(found)
-        self.progress.events_bytes = (self.dir / EVENTS_FILE).stat().st_size
-
-    def finish_if_complete(self, source_state: str, source_next_gop: int, lost_frames: int = 0) -> bool:
-        p = self.progress
-        if not p.ended and source_state == "ended" and p.next_gop >= source_next_gop:
-            p.ended, p.lost_frames = True, lost_frames
-            self._add_events(self.tracker.finish(p.next_gop - 1))
-            self._save()
-        return p.ended
-
-    def _save(self) -> None:
-        self.progress.tracks = self.tracker.state()
-        self._write_playlist()
-        _write_atomic(self.state_dir / "progress.json", json.dumps(self.progress.__dict__).encode())
-
-    def _write_playlist(self) -> None:
-        text = retention.playlist_text(self.progress, self.window, self.policy.enabled)
-        _write_atomic(self.dir / PLAYLIST, text.encode())
-
-    def prune(self, now: float | None = None) -> retention.Pruned | None:
-        """Apply retention: the progress and playlist first, then the files."""
-        now = time.time() if now is None else now
-        pruned = retention.prune(self.dir, self.progress, self.policy, now, self._save, sweep=not self._swept)
-        self._swept = True
-        return pruned
 
 
 class OutputWriter:

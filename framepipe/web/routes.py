@@ -1,5 +1,18 @@
 """GET routes: the console's static files and the contract, the JSON API, and HLS.
 
+``/<camera>/index.m3u8``, ``/<camera>/seg_<gop>.ts`` and its detections per frame
+``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video), and an on-demand
+camera's annotated live view ``/<camera>/live.m3u8`` + ``live_<gop>.ts`` (burn-in while it is
+requested: :mod:`framepipe.web.presence`). ``/`` is the console (a static page; hls.js is
+vendored at build time by ``make web-assets``), ``/api/cameras`` and ``/api/pipeline`` feed
+it. ``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract applications
+code against (:mod:`framepipe.core.asyncapi`). Beside these, the handler sends
+``/whep/<camera>`` (``?view=instant``: the camera's own packets, :mod:`framepipe.web.instant`)
+to the WebRTC live view, and ``/api/events/<camera>`` and ``POST /api/faces/enroll`` to
+:mod:`framepipe.web.events_api`; every path but ``/healthz`` follows the token rules of
+:mod:`framepipe.web.auth` (``?token=``, which also sets a cookie, or ``Authorization: Bearer``;
+401 otherwise).
+
 Each ``*_route`` answers ``(status, content type, body)`` for the paths it knows and None for
 the others; :func:`route` tries them in turn. They read the server's indexes and call into its
 event loop for anything NATS holds (segment bytes, consumer state).

@@ -1,26 +1,12 @@
 """HTTP server: HLS from the OUTPUT stream, the web console and its JSON API (this module:
-the server's NATS side and lifecycle; routes in :mod:`.routes`, the handler in :mod:`.http_handler`,
-token rules in :mod:`.auth`).
+the server's NATS side and lifecycle; the paths it serves in :mod:`.routes`, the handler in
+:mod:`.http_handler`, token rules in :mod:`.auth`, the WebRTC live view in :mod:`.whep`).
 
-``/<camera>/index.m3u8``, ``/<camera>/seg_<gop>.ts`` and its detections per frame
-``/<camera>/seg_<gop>.json`` (drawn by the console over overlay-mode video), and an on-demand
-camera's annotated live view ``/<camera>/live.m3u8`` + ``live_<gop>.ts`` (burn-in while it is
-requested: :mod:`framepipe.web.presence`) are served from
-JetStream (an ordered consumer keeps the index, a direct get fetches a
-segment's bytes), so any number of encoder replicas on any machines feed one
-server with no shared filesystem. ``/`` is the console (a static page; hls.js
-is vendored at build time by ``make web-assets``), ``/api/cameras`` and
-``/api/pipeline`` feed it. Binds 127.0.0.1 unless told otherwise; bound to
-any other address (or with ``web.require_token = "always"``) every path but
-``/healthz`` needs a token (``web.token``, else generated and printed once as
-the URL to open): ``?token=`` (which also sets a cookie, so the console's and
-hls.js's own requests carry it), or ``Authorization: Bearer``; 401 otherwise.
-``/asyncapi.json`` and ``/schemas/<stream>.schema.json`` are the contract
-applications code against (:mod:`framepipe.core.asyncapi`).
-``/whep/<camera>`` is the WebRTC live view (``web/whep.py``; ``?view=instant``: the camera's own
-packets as read, ``web/instant.py``), under the same token rules.
-``/api/events/<camera>`` (the events timeline, snapshots) and ``POST /api/faces/enroll``
-(a person from a track's snapshot) are :mod:`framepipe.web.events_api`, same token rules.
+Segments are served from JetStream (an ordered consumer keeps the index, a direct get
+fetches a segment's bytes), so any number of encoder replicas on any machines feed one
+server with no shared filesystem. Binds 127.0.0.1 unless told otherwise; bound to any
+other address (or with ``web.require_token = "always"``) every path but ``/healthz``
+needs a token.
 """
 
 from __future__ import annotations

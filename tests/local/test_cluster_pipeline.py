@@ -28,7 +28,7 @@ import pytest
 
 from framepipe.core.topology import Names
 from framepipe.media.sample import ClipSpec, make_clip
-from framepipe.stages.sink import PLAYLIST, segment_name
+from framepipe.stages.camera_output import PLAYLIST, segment_name
 from tests.helpers import MEDIA, MODELS, read_jsonl
 
 pytestmark = pytest.mark.integration

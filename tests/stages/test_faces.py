@@ -27,7 +27,8 @@ from framepipe.stages.analysis.embedder import EnrolmentError, FaceEmbedder
 from framepipe.stages.analysis.stage import jpeg
 from framepipe.stages.analysis.tracklets import choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
-from framepipe.stages.sink import CameraOutput, OutputWriter
+from framepipe.stages.camera_output import CameraOutput
+from framepipe.stages.sink import OutputWriter
 from framepipe.stages.tracking import CameraTracker, face_record
 from tests.helpers import PORTRAIT_CROPS, face_photo
 

@@ -25,8 +25,9 @@ from structlog.testing import capture_logs
 from framepipe.core.messages import FrameDetections, SegmentMessage
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import free_port
+from framepipe.stages.camera_output import CameraOutput
 from framepipe.stages.retention import RetentionPolicy
-from framepipe.stages.sink import CameraOutput, OutputWriter
+from framepipe.stages.sink import OutputWriter
 from tests.helpers import MODELS, faces_clip
 
 FRAMES = 10  # per segment, at 25 fps

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from framepipe.local.natsserver import free_port
-from framepipe.stages.sink import CameraOutput
+from framepipe.stages.camera_output import CameraOutput
 from tests.helpers import MODELS, faces_clip
 from tests.stages.test_retention import FRAMES, add_segments
 
