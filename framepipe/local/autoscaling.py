@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +58,7 @@ def build_autoscaler(system: ScaledSystem, scaling: StageScaling | None) -> Auto
 
     demand_stages = tuple(s for s in rates if getattr(scaling, s).feed_forward)
     profiles = CameraProfiles()
+    outage: list[float] = []  # when the camera rates became unreadable; empty while readable
 
     def read_demand() -> dict[str, float]:
         # Each running gateway's camera at the GOP rate it measured (FP_SOURCES).
@@ -65,8 +67,17 @@ def build_autoscaler(system: ScaledSystem, scaling: StageScaling | None) -> Auto
         try:
             measured = asyncio.run(read_gop_rates(system.settings)) if cameras else {}
         except Exception as exc:  # noqa: BLE001 - NATS down: the lag trigger says so; assume 1 GOP/s
-            log.warning("autoscale.camera_rates_unavailable", error=str(exc) or type(exc).__name__)
+            if not outage:  # one line per outage, not one per poll
+                outage.append(time.monotonic())
+                log.warning(
+                    "autoscale.camera_rates_unavailable",
+                    error=str(exc) or type(exc).__name__,
+                    assumed="1 GOP/s per camera until NATS answers again",
+                )
             measured = {}
+        else:
+            if outage:
+                log.info("autoscale.camera_rates_back", after_s=round(time.monotonic() - outage.pop(), 1))
         return expected_replicas(profiles.loads(cameras, measured), rates, scaling)
 
     autoscaler = Autoscaler(
