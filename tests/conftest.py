@@ -27,6 +27,7 @@ Markers (registered in pyproject.toml), added in ``pytest_collection_modifyitems
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from nats.js import JetStreamContext
 
 from framepipe.core import bus, logs
 from framepipe.core.settings import Settings
+from framepipe.local.natscluster import NatsNodes
 from framepipe.local.natsserver import NatsServer
 from tests.helpers import FACE_MODEL, MODELS
 
@@ -110,6 +112,20 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsNodes]:
+    """Three nats-servers routed on free loopback ports, one store directory each (no auth)."""
+    base = Settings().replace(local={"state_dir": str(tmp_path / "state"), "nats_auth": False})
+    nodes = NatsNodes.local(base, tmp_path / "state", count=3)
+    nodes.start(timeout=90.0)  # generous: CI machines may be loaded
+    try:
+        yield nodes
+    finally:
+        for index in range(3):  # a test may leave a node stopped (SIGSTOP)
+            nodes.signal(index, signal.SIGCONT)
+        nodes.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,17 +52,9 @@ pytestmark = pytest.mark.usefixtures("fresh_bus_logger")
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsNodes]:
-    """Three nats-servers routed on free loopback ports, one store directory each."""
-    base = Settings().replace(local={"state_dir": str(tmp_path / "state"), "nats_auth": False})
-    nodes = NatsNodes.local(base, tmp_path / "state", count=3)
-    nodes.start(timeout=90.0)  # generous: CI machines may be loaded
-    try:
-        yield nodes
-    finally:
-        for index in range(3):  # a test may leave a node stopped
-            nodes.signal(index, signal.SIGCONT)
-        nodes.stop()
+def cluster(nats_cluster: NatsNodes) -> NatsNodes:
+    """The shared 3-node cluster (tests/conftest.py), under this module's shorter name."""
+    return nats_cluster
 
 
 @pytest.fixture

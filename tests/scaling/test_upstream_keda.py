@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -155,19 +154,7 @@ class TestNatsJetStreamScaler:
         ]
 
 
-# -- a real three-node cluster --------------------------------------------------
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[NatsNodes]:
-    """Three routed nats-servers with JetStream on free loopback ports (no auth)."""
-    base = Settings().replace(local={"state_dir": str(tmp_path / "state"), "nats_auth": False})
-    nodes = NatsNodes.local(base, tmp_path / "state", count=3)
-    nodes.start(timeout=90.0)  # generous: CI machines may be loaded
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
-
-
+# -- a real three-node cluster (the ``nats_cluster`` fixture of tests/conftest.py) ----
 async def _replicated_topology(cluster: NatsNodes) -> Any:
     settings = Settings()
     nc = await nats.connect(cluster.url.split(","))
