@@ -31,3 +31,13 @@ class TestRunId:
             structlog.reset_defaults()
         line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
         assert line["run"] == other.run_id
+
+
+class TestInferenceThreads:
+    def test_local_inference_replicas_run_one_ort_thread_unless_set(self, tmp_path: Path) -> None:
+        """Auto (0) is 1 thread for a local inference replica; a set value and other stages keep theirs."""
+        auto = LocalSystem(Settings(), tmp_path)
+        assert auto.child_env("inference-0")["FRAMEPIPE_INFERENCE__INTRA_OP_THREADS"] == "1"
+        assert auto.child_env("decoder-0").get("FRAMEPIPE_INFERENCE__INTRA_OP_THREADS") in (None, "0")
+        chosen = LocalSystem(Settings().replace(inference={"intra_op_threads": 3}), tmp_path / "set")
+        assert chosen.child_env("inference-1")["FRAMEPIPE_INFERENCE__INTRA_OP_THREADS"] == "3"
