@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["app", "entrypoint"]
+__all__ = ["PROCESS_COMMANDS", "app", "entrypoint"]
+
+#: The commands :mod:`framepipe.cli.process_app` serves: what the supervisor and Deployments start.
+PROCESS_COMMANDS = frozenset({"stage", "gateway", "setup"})
 
 
 def entrypoint() -> None:
     """The ``framepipe`` console script: process commands through the small app, the rest the full one."""
-    from framepipe.cli.process_app import COMMANDS
-
-    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+    if sys.argv[1:2] and sys.argv[1] in PROCESS_COMMANDS:
         from framepipe.cli import process_app
 
         process_app.entrypoint()

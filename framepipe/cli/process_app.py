@@ -18,13 +18,13 @@ import sys
 # aiohttp were not installed.
 sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
-from framepipe.cli import help_format, processes  # noqa: E402
+from framepipe.cli import PROCESS_COMMANDS, help_format, processes  # noqa: E402
 from framepipe.cli.errors import Typer, report  # noqa: E402
 from framepipe.core import logs  # noqa: E402
 from framepipe.core.errors import FramepipeError  # noqa: E402
 
 #: The commands served by this smaller app (the first argument of the command line).
-COMMANDS = frozenset({"stage", "gateway", "setup"})
+COMMANDS = PROCESS_COMMANDS
 
 help_format.install()
 app = Typer(help="framepipe's process commands (the full list: `framepipe --help`).", no_args_is_help=True)

@@ -60,6 +60,12 @@ class TestProcessApp:
         assert "cameras" in run.stdout
         assert " framepipe.cli.app\n" in run.stderr
 
+    def test_only_the_process_commands_block_aiohttp(self) -> None:
+        """`framepipe web --help` (the full app) can still import aiohttp; only the process app blocks it."""
+        loaded = _modules_loaded_by("web", "--help")
+        assert "framepipe.cli.app" in loaded
+        assert "framepipe.cli.process_app" not in loaded
+
     def test_same_commands_and_options_as_the_full_app(self) -> None:
         """Each process command has the same options in both apps (one function, registered twice)."""
         runner = CliRunner()
