@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -22,9 +21,8 @@ from framepipe.cli import (
     thermal,
     viewing,
 )
-from framepipe.cli.errors import Typer, report
+from framepipe.cli.errors import Typer, run_app
 from framepipe.core import logs
-from framepipe.core.errors import FramepipeError
 
 help_format.install()
 app = Typer(
@@ -78,7 +76,4 @@ app.add_typer(thermal.app, name="thermal", help="Register thermal cameras to the
 
 def entrypoint() -> None:
     """The ``framepipe`` console script. Errors outside a command (none expected) end the same way."""
-    try:
-        app()
-    except FramepipeError as exc:
-        sys.exit(report(exc).exit_code)
+    run_app(app)

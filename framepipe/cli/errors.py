@@ -10,6 +10,7 @@ inside :func:`guarded`: a :class:`~framepipe.core.errors.FramepipeError` prints
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -57,3 +58,11 @@ class Typer(typer.Typer):
             return fn
 
         return decorator
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run a console-script app; an error raised outside any command ends the same way."""
+    try:
+        app()
+    except FramepipeError as exc:
+        sys.exit(report(exc).exit_code)

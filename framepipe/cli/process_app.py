@@ -18,13 +18,9 @@ import sys
 # aiohttp were not installed.
 sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
-from framepipe.cli import PROCESS_COMMANDS, help_format, processes  # noqa: E402
-from framepipe.cli.errors import Typer, report  # noqa: E402
+from framepipe.cli import help_format, processes  # noqa: E402
+from framepipe.cli.errors import Typer, run_app  # noqa: E402
 from framepipe.core import logs  # noqa: E402
-from framepipe.core.errors import FramepipeError  # noqa: E402
-
-#: The commands served by this smaller app (the first argument of the command line).
-COMMANDS = PROCESS_COMMANDS
 
 help_format.install()
 app = Typer(help="framepipe's process commands (the full list: `framepipe --help`).", no_args_is_help=True)
@@ -42,7 +38,4 @@ app.command()(processes.gateway)
 
 def entrypoint() -> None:
     """Run one process command, ending a :class:`FramepipeError` as the full app does."""
-    try:
-        app()
-    except FramepipeError as exc:
-        sys.exit(report(exc).exit_code)
+    run_app(app)

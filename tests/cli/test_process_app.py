@@ -7,7 +7,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from framepipe.cli import process_app
+from framepipe.cli import PROCESS_COMMANDS, process_app
 from framepipe.cli.app import app as full_app
 
 
@@ -69,7 +69,7 @@ class TestProcessApp:
     def test_same_commands_and_options_as_the_full_app(self) -> None:
         """Each process command has the same options in both apps (one function, registered twice)."""
         runner = CliRunner()
-        for command in sorted(process_app.COMMANDS):
+        for command in sorted(PROCESS_COMMANDS):
             small = runner.invoke(process_app.app, [command, "--help"])
             full = runner.invoke(full_app, [command, "--help"])
             assert small.exit_code == full.exit_code == 0
