@@ -352,3 +352,18 @@ async def kv_put(kv: KeyValue, key: str, value: bytes, *, attempts: int | None =
         return await kv.put(key, value)
 
     return await retry_transient(once, f"kv put {key}", attempts=attempts)
+
+
+async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """The keys of KV ``bucket``, from its stream's subjects: one request, no watcher.
+
+    nats-py's ``kv.keys()`` opens a watcher and ends it when the consumer reports nothing
+    pending; under load the server has already sent the keys but the client has not yet
+    handled them, so it can answer "no keys" for a full bucket (seen in CI). It also leaves
+    the watcher behind if NATS goes away mid-call. A deleted key's subject holds its delete
+    marker, so a key listed here may be gone: ``kv.get`` of it raises ``KeyNotFoundError``.
+    Raises ``NotFoundError`` when the bucket does not exist, as ``js.key_value`` does.
+    """
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 
 from framepipe.core import bus
 from framepipe.core.errors import ConfigError, SchemaError
@@ -222,13 +222,8 @@ async def kv_remove(js: JetStreamContext, name: str) -> bool:
 
 
 async def kv_people(js: JetStreamContext) -> list[Person]:
-    kv = await js.key_value(Names.FACES_BUCKET)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
     people = []
-    for key in keys:
+    for key in await bus.bucket_keys(js, Names.FACES_BUCKET):
         person = await kv_get(js, key)
         if person is not None:
             people.append(person)

@@ -109,14 +109,14 @@ async def camera_states(js: JetStreamContext, runtime: Runtime | None) -> list[d
     added: dict[str, CameraSpec] = {}
     with contextlib.suppress(Exception):  # no bucket or no keys yet: no added camera
         cameras_kv = await js.key_value(Names.CAMERAS_BUCKET)
-        for key in await cameras_kv.keys():
+        for key in await bus.bucket_keys(js, Names.CAMERAS_BUCKET):
             with contextlib.suppress(Exception):
                 entry = await cameras_kv.get(key)
                 if entry.value:
                     added[key] = CameraSpec.from_json(key, entry.value)
     states: dict[str, SourceState] = {}
     with contextlib.suppress(Exception):
-        for key in await (await js.key_value(Names.SOURCES_BUCKET)).keys():
+        for key in await bus.bucket_keys(js, Names.SOURCES_BUCKET):
             state = await read_source_state(js, key)
             if state is not None:
                 states[key] = state

@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 
 from framepipe.core import bus
 from framepipe.core.cluster_settings import ScalingSettings, StageScaling
@@ -95,12 +95,8 @@ class CameraProfiles:
 
 async def _source_states(js: JetStreamContext) -> list[SourceState]:
     kv = await js.key_value(Names.SOURCES_BUCKET)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
     out = []
-    for key in keys:
+    for key in await bus.bucket_keys(js, Names.SOURCES_BUCKET):
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:

@@ -10,17 +10,15 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from framepipe.core.bus import bucket_keys
 from framepipe.core.settings import OUTPUT_MODES
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
 
 
 async def registered_cameras(js: JetStreamContext) -> list[str]:
-    """The bucket's keys, from its stream's subjects: one request, no watcher subscription
-    (``kv.keys()`` opens one, which a NATS outage mid-call would leave behind)."""
-    prefix = f"$KV.{Names.SOURCES_BUCKET}."
-    info = await js.stream_info(f"KV_{Names.SOURCES_BUCKET}", subjects_filter=f"{prefix}>")
-    keys = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
+    """The bucket's keys (:func:`framepipe.core.bus.bucket_keys`) that hold a camera's state."""
+    keys = await bucket_keys(js, Names.SOURCES_BUCKET)
     # A deleted key's subject holds its delete marker: only cameras with a state are registered.
     return sorted([k for k in keys if CAMERA_NAME.match(k) and await read_source_state(js, k) is not None])
 
