@@ -361,3 +361,18 @@ def interleaved(
         runs.append(stage(index))
         passes.append(bare())
     return passes, runs
+
+
+#: a glibc tunable set to its default value: every framepipe process then leaves glibc's
+#: allocator as it is (framepipe.core.allocator), for a same-run comparison.
+DEFAULT_ALLOCATOR_ENV = {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}
+
+
+def allocator_choice(default: bool) -> bool:
+    """Tune this process's allocator as the stages do, or (``default``) leave every process
+    started from here on glibc's defaults; True when tuned."""
+    from framepipe.core.allocator import tune_allocator
+
+    if default:
+        os.environ.update(DEFAULT_ALLOCATOR_ENV)
+    return tune_allocator().tuned

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, bench_settings, clip, load_gops, write_result
+from bench.common import RESULTS, allocator_choice, bench_settings, clip, load_gops, write_result
 from bench.density import bare_costs
 from bench.latency import RealtimePipeline
 from framepipe.media.sample import ClipSpec
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode", default="overlay")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="inference.intra_op_threads, 0: auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "density_cpu.json")
+    parser.add_argument(
+        "--default-allocator", action="store_true", help="every process on glibc's malloc defaults"
+    )
     args = parser.parse_args(argv)
+    allocator_tuned = allocator_choice(args.default_allocator)
     spec = ClipSpec.named(args.resolution, gop=30, seconds=args.seconds)
     source = clip(spec)
     gops = load_gops(source)
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {
         "benchmark": "density_cpu",
         "params": vars(args) | {"out": str(args.out)},
+        "allocator_tuned": allocator_tuned,
         "bare_costs_s_per_camera_s": costs,
         "cpu_s_per_camera_s": per_camera_s,
         "steady_cpu_s_per_camera_s": steady,

@@ -9,10 +9,12 @@ import os
 import signal
 from typing import Annotated
 
+import structlog
 import typer
 
 from framepipe.cli.common import ConfigOption, console
 from framepipe.core import topology
+from framepipe.core.allocator import tune_allocator
 from framepipe.core.bus import setup_topology
 from framepipe.core.errors import ConfigError
 from framepipe.core.loader import load_settings
@@ -37,6 +39,16 @@ def _exit_before_work(signum: int, frame: object, event: str = "stage.stopped_be
     raise SystemExit(0)
 
 
+log = structlog.get_logger("framepipe.process")
+
+
+def _tune_allocator() -> None:
+    """Before anything is loaded: the heap keeps each GOP's buffers for the next one."""
+    tuning = tune_allocator()
+    if not tuning.tuned:
+        log.info("process.allocator_default", reason=tuning.reason)
+
+
 _STAGE_NAMES = " | ".join(spec.name for spec in topology.consumer_stages())
 
 
@@ -51,6 +63,7 @@ def stage(
     # A replica drained while it is still loading (a scale-down right after a scale-up)
     # holds no messages yet: exit cleanly. The runner replaces this before it fetches.
     signal.signal(signal.SIGTERM, _exit_before_work)
+    _tune_allocator()
     settings = load_settings(config)
     if backend is not None:
         settings = settings.replace(inference={"backend": backend})
@@ -78,6 +91,7 @@ def gateway(
     """Publish a camera/file as GOPs to the VIDEO stream (a thermal camera: to THERMAL)."""
     # Stopped while it loads (before the loop's handlers): exit cleanly, as a stage does.
     signal.signal(signal.SIGTERM, functools.partial(_exit_before_work, event="gateway.stopped_before_start"))
+    _tune_allocator()
     from framepipe.stages.gateway import Gateway
 
     gw = Gateway(load_settings(config), camera, source, pacing, once=once, thermal_of=thermal_of)
