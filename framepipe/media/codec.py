@@ -34,8 +34,11 @@ def _decoder_context(gop: GopMessage, threads: int) -> av.VideoCodecContext:
     return ctx
 
 
-def decode_gop(gop: GopMessage, threads: int = 1) -> Iterator[av.VideoFrame]:
+def decode_gop(gop: GopMessage, threads: int = 1, through_pts: int | None = None) -> Iterator[av.VideoFrame]:
     """Yield the GOP's frames in presentation order.
+
+    With ``through_pts``, stop once the frame shown at that pts is out: the packets after it
+    are not decoded (no frame before it depends on them), so the frames after it are missing.
 
     Raises :class:`CorruptMediaError` when the packets do not decode, or decode
     to no frame at all (garbage, truncation, wrong codec parameters).
@@ -44,26 +47,39 @@ def decode_gop(gop: GopMessage, threads: int = 1) -> Iterator[av.VideoFrame]:
     time_base = Fraction(*gop.time_base)
     frames: list[av.VideoFrame] = []
     errors = 0
+    stopped = False
     for pkt in gop.iter_packets():
         packet = av.Packet(pkt.data)
         packet.pts, packet.dts, packet.time_base = pkt.pts, pkt.dts, time_base
         try:
-            frames.extend(ctx.decode(packet))
+            out = ctx.decode(packet)
         except av.error.FFmpegError:
             errors += 1
-    try:
-        frames.extend(ctx.decode(None))
-    except av.error.FFmpegError:
-        errors += 1
+            continue
+        frames.extend(out)
+        # The decoder hands frames out in presentation order: every earlier one is out too.
+        if through_pts is not None and any(f.pts is not None and f.pts >= through_pts for f in out):
+            stopped = True
+            break
+    if not stopped:
+        try:
+            frames.extend(ctx.decode(None))
+        except av.error.FFmpegError:
+            errors += 1
     if not frames:
         raise CorruptMediaError(
             f"GOP {gop.gop} of {gop.camera}: {len(gop.packets)} {gop.codec} packets decoded to no frame"
             f" ({errors} decode errors)"
         )
-    if errors and len(frames) < len(gop.packets):
+    expected = (
+        sum(1 for p in gop.pts if p <= through_pts)
+        if stopped and through_pts is not None
+        else len(gop.packets)
+    )
+    if errors and len(frames) < expected:
         raise CorruptMediaError(
             f"GOP {gop.gop} of {gop.camera}: {errors} decode errors, {len(frames)} of "
-            f"{len(gop.packets)} frames decoded"
+            f"{expected} frames decoded"
         )
     frames.sort(key=lambda f: f.pts if f.pts is not None else 0)
     yield from frames

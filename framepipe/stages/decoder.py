@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import av
 import numpy as np
 
 from framepipe.core.messages import FrameBatch, GopMessage
@@ -53,17 +54,33 @@ def decode_letterboxed(
 def decode_selected(
     gop: GopMessage, size: int, threads: int, choose: Callable[[list[int]], list[bool]]
 ) -> tuple[np.ndarray, list[int], list[bool], Letterbox]:
-    """Decode every frame (later frames reference earlier ones) but letterbox only those
-    ``choose(pts)`` selects: (tensor of the selected frames, pts of all, selected, letterbox)."""
+    """Decode the GOP as far as the last frame ``choose(pts)`` selects (every frame before it
+    too: later frames reference earlier ones) and letterbox only the selected frames:
+    (tensor of the selected frames, pts of all, selected, letterbox).
+
+    The selection is made from the packets' pts, before decoding, so the frames after the
+    last selected one are never decoded (at ``detect_fps = 5`` of 30, the last 5 of a 1 s
+    GOP). Should the decoder's frames not carry the packets' pts, the whole GOP is decoded
+    and the selection made again from the frames."""
+    shown = sorted(gop.pts)
+    selected = _checked(choose(shown), len(shown)) if len(set(shown)) == len(shown) else []
+    decoded: list[av.VideoFrame] = []
+    if selected:
+        last = max(index for index, chosen in enumerate(selected) if chosen)
+        decoded = [
+            f for f in decode_gop(gop, threads, shown[last]) if f.pts is not None and f.pts <= shown[last]
+        ]
+        pts = shown
+        if [f.pts for f in decoded] != shown[: last + 1]:
+            decoded = []
+    if not decoded:
+        decoded = list(decode_gop(gop, threads))
+        pts = [int(frame.pts if frame.pts is not None else 0) for frame in decoded]
+        selected = _checked(choose(pts), len(decoded))
     letterbox = Letterbox(size, gop.width, gop.height)
-    decoded = list(decode_gop(gop, threads))
-    pts = [int(frame.pts if frame.pts is not None else 0) for frame in decoded]
-    selected = choose(pts)
-    if len(selected) != len(decoded) or not selected[0]:
-        raise ValueError("a frame selection must cover every frame and select the first")
     tensor = np.zeros((sum(selected), size, size, 3), dtype=np.uint8)
     row = 0
-    for frame, chosen in zip(decoded, selected, strict=True):
+    for frame, chosen in zip(decoded, selected, strict=False):
         if not chosen:
             continue
         if (frame.width, frame.height) != (letterbox.source_width, letterbox.source_height):
@@ -71,6 +88,12 @@ def decode_selected(
         letterbox.apply(frame, out=tensor[row])
         row += 1
     return tensor, pts, selected, letterbox
+
+
+def _checked(selected: list[bool], frames: int) -> list[bool]:
+    if len(selected) != frames or not selected[0]:
+        raise ValueError("a frame selection must cover every frame and select the first")
+    return selected
 
 
 def part_ranges(selected: list[bool], per_part: int) -> list[tuple[range, range]]:

@@ -3,6 +3,8 @@ detect_every), while every source frame stays listed for per-frame detections.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,9 @@ from framepipe.core import messages
 from framepipe.core.errors import SchemaError
 from framepipe.core.messages import FrameBatch, GopMessage
 from framepipe.core.settings import Settings
+from framepipe.media.codec import decode_gop
 from framepipe.media.gop import GopCutter
-from framepipe.stages.decoder import Decoder, frame_batches, part_ranges
+from framepipe.stages.decoder import Decoder, decode_letterboxed, frame_batches, part_ranges
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from tests.helpers import clip
 
@@ -91,3 +94,33 @@ class TestDecoderSelection:
         with pytest.raises(SchemaError, match="select the first"):
             FrameBatch(**{**batch.__dict__, "selected": (False, *batch.selected[1:])})
         assert np.frombuffer(back.pixels, dtype=np.uint8).size == n * h * w * c
+
+
+class TestDecodeThroughLastSelected:
+    def test_frames_after_the_last_selected_one_are_not_decoded(self) -> None:
+        """decode_gop(through_pts) stops at that frame; its frames are the full decode's."""
+        gop = _gops()[0]
+        shown = sorted(gop.pts)
+        full = list(decode_gop(gop))
+        through = [f for f in decode_gop(gop, 1, shown[24]) if f.pts is not None and f.pts <= shown[24]]
+        assert [f.pts for f in through] == shown[:25]
+        assert len(list(decode_gop(gop, 1, shown[24]))) < len(full)
+        for a, b in zip(through, full, strict=False):
+            assert np.array_equal(a.to_ndarray(), b.to_ndarray())
+
+    def test_selected_frames_are_the_full_decodes(self, settings: Settings) -> None:
+        """detect_fps = 5: the letterboxed frames and pts equal those of decoding every frame."""
+        gop = _gops()[1]
+        cfg = settings.replace(inference={"detect_fps": 5.0}).inference
+        choose = Decoder(settings.replace(inference={"detect_fps": 5.0}))._decode
+        frames, pts, selected, _ = choose(gop)
+        everything, all_pts, _ = decode_letterboxed(gop, cfg.input_size, 1)
+        assert pts == all_pts
+        assert np.array_equal(frames, everything[np.array(selected)])
+
+    def test_packets_without_distinct_pts_decode_the_whole_gop(self, settings: Settings) -> None:
+        """Repeated packet pts cannot be selected from before decoding: every frame is decoded."""
+        gop = dataclasses.replace(_gops()[0], pts=(0,) * 30)
+        frames, pts, selected, _ = Decoder(settings.replace(inference={"detect_every": 6}))._decode(gop)
+        assert len(pts) == len(selected) == 30
+        assert frames.shape[0] == sum(selected) == 5
