@@ -1,7 +1,7 @@
 """The GOP ledger: which parts of a GOP have detections (JetStream KV).
 
 Each inference replica records its part with a compare-and-set on the GOP's
-entry. Recording a part twice (redelivery) changes nothing, and whichever
+entry (a GOP sent in one part needs none). Recording a part twice (redelivery) changes nothing, and whichever
 replica completes the set gets every part's detections back and publishes the
 ENCODE item — with a de-duplicating msg id, so a crash between "set" and
 "publish" is healed by the redelivered part.
@@ -30,6 +30,10 @@ class GopLedger:
         self, camera: str, gop: int, part: int, parts: int, frames: tuple[FrameDetections, ...]
     ) -> tuple[FrameDetections, ...] | None:
         """Record ``part``; return all frames (in order) once every part is in."""
+        if parts == 1:
+            # The only part is the whole GOP: nothing to gather, so no entry (two requests and
+            # a stored message per GOP saved). A redelivery publishes the same de-duplicated item.
+            return tuple(sorted(frames, key=lambda f: f.frame))
         key = Names.ledger_key(camera, gop)
         wire = [f.to_wire() for f in frames]
         for _ in range(CAS_ATTEMPTS):

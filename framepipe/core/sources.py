@@ -16,6 +16,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from framepipe.core.topology import Names
 
@@ -91,9 +92,24 @@ class SourceState:
 
 
 async def read_source_state(js: JetStreamContext, camera: str) -> SourceState | None:
-    kv = await js.key_value(Names.SOURCES_BUCKET)
-    try:
-        entry = await kv.get(camera)
-    except KeyNotFoundError:
-        return None
-    return SourceState.from_json(entry.value) if entry.value else None
+    """One camera's state, once (a process that reads it often keeps a :class:`SourceStates`)."""
+    return await SourceStates(js).read(camera)
+
+
+class SourceStates:
+    """The sources bucket, opened once. Opening a bucket asks the server for its stream's
+    info; the sink reads every camera's state at each of its GOPs, and opening the bucket
+    for each read doubled the requests."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._kv: KeyValue | None = None
+
+    async def read(self, camera: str) -> SourceState | None:
+        if self._kv is None:
+            self._kv = await self.js.key_value(Names.SOURCES_BUCKET)
+        try:
+            entry = await self._kv.get(camera)
+        except KeyNotFoundError:
+            return None
+        return SourceState.from_json(entry.value) if entry.value else None

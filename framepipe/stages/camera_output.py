@@ -77,6 +77,8 @@ class CameraOutput:
         self.window = window
         self.policy = policy
         self._swept = False  # files a pruning pass killed mid-way left (once per load)
+        #: time.monotonic() of the camera's last segment (the sink's watch skips busy cameras).
+        self.last_segment_at = 0.0
         progress_file = self.state_dir / "progress.json"
         if progress_file.is_file():
             self.progress = CameraProgress(**json.loads(progress_file.read_text()))

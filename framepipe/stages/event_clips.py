@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from framepipe.core import bus, messages
 from framepipe.core.messages import EncodeItem, FrameDetections, Headers, SegmentMessage
 from framepipe.core.settings import Settings
-from framepipe.core.sources import read_source_state
+from framepipe.core.sources import SourceStates
 from framepipe.core.topology import Names
 from framepipe.stages.output_modes import OutputModes
 
@@ -61,9 +61,11 @@ class EventClips:
         self.after = settings.output.clip_gops_after
         self.modes = OutputModes(settings)
         self.js: JetStreamContext | None = None
+        self.sources: SourceStates | None = None
 
     async def setup(self, js: JetStreamContext) -> None:
         self.js = js
+        self.sources = SourceStates(js)
         await self.modes.setup(js)
 
     def _dir(self, camera: str) -> Path:
@@ -86,7 +88,7 @@ class EventClips:
         if not clips.is_dir():
             return
         # GOPs after a camera's end never come: a clip near the end is shorter.
-        state = await read_source_state(self.js, camera) if self.js is not None else None
+        state = await self.sources.read(camera) if self.sources is not None else None
         end = state.next_gop if state is not None and state.state == "ended" else None
         for path in sorted(clips.glob("*.json")):
             clip = json.loads(path.read_text())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from framepipe.core.dlq import export_dlq_metrics
 from framepipe.core.messages import Headers, Message, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import Settings
-from framepipe.core.sources import read_source_state
+from framepipe.core.sources import SourceStates
 from framepipe.core.topology import (
     CAMERA_NAME,
     STAGES,
@@ -48,6 +49,9 @@ from framepipe.stages.tracking import publish_events
 
 log = structlog.get_logger("framepipe.sink")
 
+#: the watch leaves a camera that had a segment this recently to that segment's own check.
+RECENT_SEGMENT_S = 1.0
+
 
 class OutputWriter:
     """Shared by the segment and gap consumers of one sink process."""
@@ -60,6 +64,7 @@ class OutputWriter:
         self.retention = retention.RetentionPolicy.from_settings(settings.sink)
         self.cameras: dict[str, CameraOutput] = {}
         self.js: JetStreamContext | None = None
+        self.sources: SourceStates | None = None
         self._watch: asyncio.Task[None] | None = None
         #: one camera's files and progress change under it only (segments, gaps, the watch).
         self.lock = asyncio.Lock()
@@ -67,6 +72,7 @@ class OutputWriter:
     async def start(self, js: JetStreamContext) -> None:
         if self.js is None:
             self.js = js
+            self.sources = SourceStates(js)
             # Events saved but not yet acked by a sink that died: the watch flushes them even
             # if no segment of that camera ever comes again.
             for progress in sorted(self.root.glob(f"*/{STATE_DIR}/progress.json")):
@@ -85,7 +91,7 @@ class OutputWriter:
     async def camera(self, name: str) -> CameraOutput:
         if name not in self.cameras:
             validate_camera_name(name)
-            state = await read_source_state(self.js, name) if self.js else None
+            state = await self.sources.read(name) if self.sources else None
             first = state.first_gop if state else 0
             self.cameras[name] = CameraOutput(
                 self.root, name, first, self.window, self.analysis, self.settings, self.retention
@@ -112,9 +118,9 @@ class OutputWriter:
 
     async def check_complete(self, output: CameraOutput) -> None:
         await self.flush_events(output)
-        if output.progress.ended or self.js is None:
+        if output.progress.ended or self.sources is None:
             return
-        state = await read_source_state(self.js, output.camera)
+        state = await self.sources.read(output.camera)
         if state is not None and output.finish_if_complete(state.state, state.next_gop, state.lost_frames):
             await self.flush_events(output)
             p = output.progress
@@ -134,10 +140,13 @@ class OutputWriter:
             if ticks % 10 == 1 and self.js is not None:  # every 5 s: the per-camera gauges
                 with contextlib.suppress(Exception):
                     await export_source_states(self.js)
+            now = time.monotonic()
             for output in list(self.cameras.values()):
                 with contextlib.suppress(Exception):
                     async with self.lock:
-                        await self.check_complete(output)
+                        # A camera whose segments keep coming is checked at each of them.
+                        if now - output.last_segment_at >= RECENT_SEGMENT_S:
+                            await self.check_complete(output)
                         if ticks % 10 == 1:  # age retention of cameras that get no segment
                             await self.apply_retention(output)
 
@@ -171,6 +180,7 @@ class Sink(Stage[SegmentMessage]):
                 await asyncio.to_thread(self.clips.add_segment, message)
                 return Done(frames=len(message.frames), fields={"clip": message.clip})
             output = await self.writer.camera(message.camera)
+            output.last_segment_at = time.monotonic()
             if message.gop >= output.progress.next_gop:
                 await asyncio.to_thread(output.add_segment, message)
             appended = await asyncio.to_thread(output.advance)

@@ -87,6 +87,15 @@ class TestGopLedger:
         assert again is not None
         assert [f.frame for f in again] == list(range(8))
 
+    async def test_a_gop_in_one_part_completes_without_an_entry(self, js: JetStreamContext) -> None:
+        """One part is the whole GOP: it is complete at once, and the bucket stays empty."""
+        kv = await js.key_value(Names.LEDGER_BUCKET)
+        frames = tuple(FrameDetections(frame=i, pts=i, detections=()) for i in (2, 0, 1))
+        done = await GopLedger(kv).record("cam1", 7, 0, 1, frames)
+        assert done is not None
+        assert [f.frame for f in done] == [0, 1, 2]
+        assert (await js.stream_info(f"KV_{Names.LEDGER_BUCKET}")).state.messages == 0
+
 
 class TestNatsServer:
     @pytest.mark.integration
