@@ -158,6 +158,10 @@ class JszReader:
             else:
                 if self.unavailable.pop(stage, None) is not None:
                     log.info("autoscale.lag_available", stage=stage)
+        # A down node no consumer needed this poll is asked anyway (one request each), so its
+        # node_back line comes when it is back, not whenever a leader next moves to it.
+        for url in sorted(self.down - cache.keys()):
+            self._jsz(url, cache)
         return out
 
     def _base(self, cache: dict[str, Payload | None]) -> Payload:
