@@ -55,7 +55,8 @@ class Names:
     OUTPUT_MODES_BUCKET = "FP_OUTPUT_MODES"  # camera → output mode overriding [output] mode
     FACES_BUCKET = "FP_FACES"  # the face gallery (person → embeddings); analysis replicas watch it
     #: camera → "someone watches its annotated live view" (keys expire after streams.viewer_ttl_s);
-    #: the web server refreshes them, the analysis stage routes on-demand GOPs to burn-in on them.
+    #: the web server refreshes them, the analysis stage routes on-demand GOPs to burn-in on them,
+    #: and the gateway forwards live packets while ``instant.<camera>`` is there (viewer_key).
     VIEWERS_BUCKET = "FP_VIEWERS"
 
     SUBJECT_PREFIX: ClassVar[dict[str, str]] = {
@@ -91,6 +92,12 @@ class Names:
     @classmethod
     def live_subject(cls, camera: str) -> str:
         return f"{cls.LIVE_PREFIX}.{camera}"
+
+    @classmethod
+    def viewer_key(cls, camera: str, view: str = "annotated") -> str:
+        """``camera``'s key in FP_VIEWERS: ``<camera>`` for the annotated live view (on-demand
+        burn-in), ``instant.<camera>`` for the instant view (the gateway's live packets)."""
+        return camera if view == "annotated" else f"{view}.{camera}"
 
     @classmethod
     def dlq_subject(cls, stage: str) -> str:
@@ -249,6 +256,8 @@ STAGES: tuple[StageSpec, ...] = (
             f"{Names.LIVE_PREFIX}.>",
         ),
         writes_buckets=(Names.SOURCES_BUCKET,),
+        # FP_VIEWERS: live packets only while someone watches the instant view (gateway/live.py).
+        watches_buckets=(Names.VIEWERS_BUCKET,),
         dead_letters=False,
         resources=("100m", "1", "128Mi", "512Mi"),
     ),

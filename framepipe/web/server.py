@@ -208,13 +208,23 @@ class WebServer:
         )
         await self.presence.start(self._js)
         whep = self.whep
-        self._presence_task = asyncio.ensure_future(self.presence.follow(lambda: list(whep.feeds)))
+        self._presence_task = asyncio.ensure_future(self.presence.follow(lambda: self._watched_views(whep)))
+
+    @staticmethod
+    def _watched_views(whep: WhepHub) -> list[tuple[str, str]]:
+        """(camera, view) of every open WHEP feed: annotated ones drive on-demand burn-in,
+        instant ones the gateway's live packets."""
+        annotated = [(camera, "annotated") for camera in list(whep.feeds)]
+        return annotated + [(camera, "instant") for camera in list(whep.instant_feeds)]
 
     async def _instant_feed(self, camera: str) -> InstantFeed:
         """The camera's packets from live.<camera> and boxes from dets.<camera> (core NATS)."""
         assert self._nc is not None
         feed = InstantFeed(camera)
         await feed.start(self._nc)
+        # The gateway forwards packets only while instant.<camera> is in FP_VIEWERS: written
+        # before the answer, so the viewer's first keyframe is the gateway's next one.
+        await self.presence.mark(camera, "webrtc", "instant")
         return feed
 
     async def _known_camera(self, camera: str) -> bool:

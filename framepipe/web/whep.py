@@ -49,6 +49,7 @@ from aiortc import (
 from aiortc.sdp import SessionDescription
 
 from framepipe.core.settings import WebRtcSettings
+from framepipe.core.viewers import VIEWS
 from framepipe.web.instant import InstantFeed
 from framepipe.web.packet_track import PacketTrack
 from framepipe.web.whep_feed import CameraFeed
@@ -115,9 +116,6 @@ class Session:
 
 #: start following one camera's VIDEO timestamps (for the delay shown); returns the stop.
 CaptureFollower = Callable[[CameraFeed], Any]
-#: the live views a session can ask for (``?view=``): the annotated segments, or the camera's own
-#: packets as the gateway reads them (``web/instant.py``).
-VIEWS = ("annotated", "instant")
 
 
 class WhepHub:
@@ -140,6 +138,7 @@ class WhepHub:
         #: started and subscribed by the server (it owns the NATS connection).
         self.instant_feed = instant_feed
         self.instant_feeds: dict[str, InstantFeed] = {}
+        self._instant_starting: dict[str, asyncio.Future[InstantFeed]] = {}
         self._followers: dict[str, Any] = {}
         addresses = [a.strip() for a in settings.host_addresses.split(",") if a.strip()]
         use_host_addresses(addresses or (["127.0.0.1"] if loopback else []))
@@ -232,9 +231,23 @@ class WhepHub:
     async def _watch_instant(self, camera: str, track: PacketTrack) -> None:
         feed = self.instant_feeds.get(camera)
         if feed is None and self.instant_feed is not None:
-            feed = self.instant_feeds[camera] = await self.instant_feed(camera)
+            # One start per camera: viewers who arrive while it starts (subscriptions, the
+            # FP_VIEWERS key: round trips) wait for the same feed instead of making their own.
+            starting = self._instant_starting.get(camera)
+            if starting is None:
+                starting = self._instant_starting[camera] = asyncio.ensure_future(self._start_instant(camera))
+            feed = await asyncio.shield(starting)
         if feed is not None:
             feed.tracks.add(track)
+
+    async def _start_instant(self, camera: str) -> InstantFeed:
+        """Start ``camera``'s feed and register it, in one step as the other viewers see it."""
+        assert self.instant_feed is not None
+        try:
+            feed = self.instant_feeds[camera] = await self.instant_feed(camera)
+            return feed
+        finally:
+            del self._instant_starting[camera]
 
     async def _watch_connect(self, session: Session) -> None:
         await asyncio.sleep(self.settings.connect_timeout_s)
@@ -253,7 +266,7 @@ class WhepHub:
             session.watchdog.cancel()
         session.track.stop()
         instant = self.instant_feeds.get(session.camera)
-        if instant is not None:
+        if instant is not None and session.track in instant.tracks:  # not a feed still starting
             instant.tracks.discard(session.track)
             if not instant.tracks:
                 del self.instant_feeds[session.camera]

@@ -21,12 +21,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from framepipe.core import messages
+from framepipe.core import bus, messages
 from framepipe.core.errors import CorruptMediaError
 from framepipe.core.messages import Detection, DetectionsMessage, FrameDetections
 from framepipe.core.settings import Settings
 from framepipe.core.sources import SourceState
 from framepipe.core.topology import Names
+from framepipe.core.viewers import mark_watched, viewers_bucket
 from framepipe.media.live_packets import LivePacket, annex_b, avcc_parameter_sets
 from framepipe.media.sample import ClipSpec, make_clip
 from framepipe.media.stamp import read_stamp
@@ -201,6 +202,32 @@ class TestInstantView:
         assert all(by_rtp[row["rtp"]] == row["frame"] for row in matched), "a box timed to another frame"
         assert matched[0]["detections"][0]["box"] == list(BOX)
         assert (len(web.whep.sessions), len(web.whep.instant_feeds)) == (0, 0)
+
+    async def test_gateway_forwards_only_while_the_instant_view_is_watched(
+        self, js: JetStreamContext, nc: Client, nats_settings: Settings
+    ) -> None:
+        """No viewer at GOP 0: none of its packets go to live.<camera>; a viewer who comes
+        mid-GOP (instant.<camera> written, as the web server does) gets every packet from
+        the next GOP's keyframe on; every GOP still goes to VIDEO."""
+        await bus.ensure_topology(js, nats_settings)
+        got: list[LivePacket] = []
+
+        async def on_packet(msg: Msg) -> None:
+            got.append(LivePacket.decode(msg.data))
+
+        subscription = await nc.subscribe(Names.live_subject("door"), cb=on_packet)
+        gateway = _gateway(nats_settings, _clip())
+        camera = asyncio.ensure_future(gateway.run())
+        await asyncio.sleep(GOP_S / 2)  # mid-GOP 0: its packets are going out unwatched
+        await mark_watched(await viewers_bucket(js), "door", "test", view="instant")
+        await camera
+        await asyncio.sleep(0.2)  # the last packets' delivery
+        await subscription.unsubscribe()
+        assert gateway.live is not None
+        assert (gateway.published, gateway.live.unwatched, gateway.live.forwarded) == (2, SPEC.gop, SPEC.gop)
+        assert got, "no packet after the viewer came"
+        assert got[0].keyframe
+        assert [round(p.pts_s * SPEC.fps) for p in got] == list(range(SPEC.gop, SPEC.frames))
 
     async def test_unknown_view_is_one_line_400(self, web: WebServer, js: JetStreamContext) -> None:
         """?view= other than annotated/instant: 400 with one line; the instant view still answers."""

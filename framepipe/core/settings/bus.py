@@ -62,8 +62,9 @@ class StreamSettings:
     detections_max_age_s: float = 7 * 24 * 3600.0
     dlq_max_age_s: float = 14 * 24 * 3600.0
     ledger_ttl_s: float = 3600.0
-    #: how long a viewer of an on-demand camera's annotated live view counts as watching after
-    #: the web server last saw it (FP_VIEWERS keys expire after this; the web server refreshes them).
+    #: how long a viewer of a live view (an on-demand camera's annotated one, any camera's
+    #: instant one) counts as watching after the web server last saw it (FP_VIEWERS keys expire
+    #: after this; the web server refreshes them).
     viewer_ttl_s: float = 10.0
     duplicate_window_s: float = 300.0
     #: copies of every stream and KV bucket; 0: one per NATS node up to 3 (1 on a single

@@ -28,8 +28,15 @@ class GatewaySettings:
     #: /healthz, /readyz, /metrics of the gateway: -1 none (a local run), 0 any free port; pods: 8080.
     metrics_port: int = -1
     metrics_host: str = "127.0.0.1"
+    #: each packet to live.<camera> for the instant live view: "watched" while someone watches
+    #: it (FP_VIEWERS), "always", or "off".
+    live_packets: Literal["watched", "always", "off"] = "watched"
 
     def __post_init__(self) -> None:
+        if self.live_packets not in ("watched", "always", "off"):
+            raise ConfigError(
+                f"gateway.live_packets must be 'watched', 'always' or 'off', got {self.live_packets!r}"
+            )
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"gateway.metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
         if self.pacing not in ("realtime", "fast"):

@@ -29,6 +29,7 @@ from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
 from framepipe.core.sources import SourceState, is_live, read_source_state, redact
 from framepipe.core.topology import Names, validate_camera_name
+from framepipe.core.viewers import ViewerWatch
 from framepipe.media.gop import Gop
 from framepipe.media.input_check import Degraded, InputCheck, InputExpectations
 from framepipe.stages.gateway.live import LiveForwarder
@@ -62,10 +63,12 @@ class Gateway:
         #: a radiometric thermal camera paired with this visible one: its GOPs go to
         #: ``thermal.<visible camera>`` (read by the fever attribute), never to the video pipeline.
         self.thermal_of = validate_camera_name(thermal_of) if thermal_of else None
-        #: forward each packet to live.<camera> for the instant view (off: only the bench's
-        #: with/without CPU comparison turns it off; a thermal camera's 16-bit video is not
-        #: something a browser can play).
-        self.live_packets = live_packets and self.thermal_of is None
+        #: forward packets to live.<camera> for the instant view (``gateway.live_packets``; the
+        #: bench's with/without comparison turns it off here; a thermal camera's 16-bit video is
+        #: not something a browser can play).
+        self.live_packets = (
+            live_packets and self.thermal_of is None and settings.gateway.live_packets != "off"
+        )
         self.live: LiveForwarder | None = None
         #: a live source read once: fail instead of reconnecting (see SourceReader.once).
         self.once = once
@@ -139,6 +142,11 @@ class Gateway:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
         forwarder = LiveForwarder(nc, self.camera) if self.live_packets else None
         self.live = forwarder  # what it saw (B-frames, drops), for the tests and the bench
+        viewers: ViewerWatch | None = None
+        if forwarder is not None and self.settings.gateway.live_packets == "watched":
+            viewers = watch = ViewerWatch(self.camera, self.settings.streams.viewer_ttl_s, "instant")
+            await watch.start(js)  # before the first packet: a viewer who came first gets it
+            forwarder.wanted = lambda: watch.watched
         on_packet = None
         if forwarder is not None and pacing == "live":
             on_packet = functools.partial(forwarder.forward_threadsafe, loop)
@@ -242,6 +250,7 @@ class Gateway:
                     camera=self.camera,
                     forwarded=forwarder.forwarded,
                     dropped=forwarder.dropped,
+                    unwatched=forwarder.unwatched,
                 )
             if reader.lost_frames:
                 log.warning("gateway.input_damaged", camera=self.camera, lost_frames=reader.lost_frames)
@@ -250,6 +259,8 @@ class Gateway:
             raise
         finally:
             self.stopping.set()
+            if viewers is not None:
+                await viewers.stop()
             try:
                 await self._save(kv, state)
             except Exception as exc:  # noqa: BLE001 - never mask the error that ended the run

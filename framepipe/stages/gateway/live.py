@@ -1,8 +1,11 @@
 """The instant live view's source: each packet to ``live.<camera>`` as the gateway reads it.
 
-Core NATS, not JetStream: nothing is stored or acknowledged, a message with no
-subscriber is dropped by the server, so with nobody watching the cost is one small
-publish per packet (measured in ``bench/webrtc_latency.py --gateway-cpu``). Lossy
+Core NATS, not JetStream: nothing is stored or acknowledged. With ``gateway.live_packets =
+"watched"`` (the default) packets go out only while someone watches the camera's instant
+view (``instant.<camera>`` in FP_VIEWERS, :class:`~framepipe.core.viewers.ViewerWatch`):
+a viewer starts at a keyframe anyway, and the web server writes the key before it answers
+the viewer, so starting late costs no frame a viewer could show. Unwatched, a packet costs
+nothing but the check (``bench/gateway_live_cpu.py``). Lossy
 by design: when the connection is down or its outgoing buffer holds more than
 :data:`MAX_PENDING_BYTES`, packets are dropped (and counted) rather than delaying the
 GOPs that go to VIDEO. Keyframes carry the stream's extradata, so a viewer can start
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from fractions import Fraction
 
 import structlog
@@ -42,16 +46,35 @@ class LiveForwarder:
         self.subject = Names.live_subject(camera)
         self.forwarded = 0
         self.dropped = 0
+        #: packets not sent because nobody watched the instant view.
+        self.unwatched = 0
+        #: whether anyone watches now (a ViewerWatch's ``watched``; always, by default).
+        self.wanted: Callable[[], bool] = lambda: True
         self._warned_size = False
         self.reorder = ReorderDetector()  # B-frames: said once, the packets are sent anyway
         self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget, but referenced until done
 
+    def _check_order(self, packet: DemuxedPacket) -> None:
+        if self.reorder.see(packet.pts, packet.keyframe):
+            log.warning("gateway.camera_sends_bframes", camera=self.camera, detail=BFRAMES_ADVICE)
+
+    def _admit(self, packet: DemuxedPacket) -> bool:
+        """Whether to send ``packet``: someone watches (B-frames are said once either way)."""
+        self._check_order(packet)
+        if self.wanted():
+            return True
+        self.unwatched += 1
+        return False
+
     async def forward(
         self, packet: DemuxedPacket, params: StreamParams, read_at: float | None = None
     ) -> None:
-        """Publish ``packet`` now (on the event loop); drop it when the bus cannot take it at once."""
-        if self.reorder.see(packet.pts, packet.keyframe):
-            log.warning("gateway.camera_sends_bframes", camera=self.camera, detail=BFRAMES_ADVICE)
+        """Publish ``packet`` now (on the event loop) if someone watches; drop it when the bus
+        cannot take it at once."""
+        if self._admit(packet):
+            await self._publish(packet, params, read_at)
+
+    async def _publish(self, packet: DemuxedPacket, params: StreamParams, read_at: float | None) -> None:
         if len(packet.data) > MAX_PACKET_BYTES:
             self.dropped += 1
             if not self._warned_size:
@@ -89,11 +112,11 @@ class LiveForwarder:
         self, loop: asyncio.AbstractEventLoop, packet: DemuxedPacket, params: StreamParams
     ) -> None:
         """From the demux thread: hand the packet to the loop and return at once (never blocks)."""
-        read_at = time.time()
-        loop.call_soon_threadsafe(self._start, packet, params, read_at)
+        if self._admit(packet):  # unwatched: the loop is not even woken
+            loop.call_soon_threadsafe(self._start, packet, params, time.time())
 
     def _start(self, packet: DemuxedPacket, params: StreamParams, read_at: float) -> None:
-        task = asyncio.ensure_future(self.forward(packet, params, read_at))
+        task = asyncio.ensure_future(self._publish(packet, params, read_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -103,6 +126,12 @@ class LiveForwarder:
         ``wait_s`` is when the GOP's last frame is due (the real-time pacer's delay); the
         call returns then, as the plain sleep it replaces would.
         """
+        if not self.wanted():  # one wake-up per GOP, not one per packet
+            for packet in gop.packets:
+                self._check_order(packet)
+            self.unwatched += len(gop.packets)
+            await asyncio.sleep(wait_s)
+            return
         time_base: Fraction = params.time_base
         last_due = time.monotonic() + wait_s
         last_pts = max(p.pts for p in gop.packets)
