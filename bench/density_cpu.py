@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--default-allocator", action="store_true", help="every process on glibc's malloc defaults"
     )
+    parser.add_argument(
+        "--live-packets",
+        default="watched",
+        choices=("watched", "always", "off"),
+        help="gateway.live_packets (nobody watches in the bench: 'always' is the cost of forwarding anyway)",
+    )
     args = parser.parse_args(argv)
     allocator_tuned = allocator_choice(args.default_allocator)
     spec = ClipSpec.named(args.resolution, gop=30, seconds=args.seconds)
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         inference={"detect_fps": 5.0, "intra_op_threads": args.intra_op_threads},
         output={"mode": args.mode},
         analysis={"recognise_faces": False},
+        gateway={"live_packets": args.live_packets},
     )
     costs = bare_costs(gops[: max(2, len(gops) // 4)], settings)
     with (
