@@ -41,6 +41,7 @@ def test_toml_then_env_precedence(tmp_path: Path) -> None:
         ({"FRAMEPIPE_ENCODER__FPS": "30"}, "encoder.fps"),
         ({"FRAMEPIPE_CAMERAS__X": "1"}, "[cameras]"),
         ({"FRAMEPIPE_SINK__FETCH_BATCH": "100"}, "sink.fetch_batch"),
+        ({"FRAMEPIPE_GATEWAY__LIVE_PACKETS": "sometimes"}, "gateway.live_packets"),
     ],
 )
 def test_bad_settings_name_the_field(env: dict[str, str], field: str) -> None:
