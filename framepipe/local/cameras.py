@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from framepipe.core import bus
 from framepipe.core.errors import ConfigError, SetupError
@@ -85,14 +86,15 @@ async def add_camera(settings: Settings, spec: CameraSpec, running: Collection[s
     """
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
-        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        js = nc.jetstream(timeout=10.0)
+        kv = await js.key_value(Names.CAMERAS_BUCKET)
         try:
             entry = await kv.get(spec.name)
         except KeyNotFoundError:
             entry = None
         if spec.thermal_of:
             started = [CameraSpec(name, "") for name in running]
-            check_thermal_pairing(spec, [*await _all_specs(kv), *started])
+            check_thermal_pairing(spec, [*await _all_specs(js, kv), *started])
         if entry is not None and entry.value:
             current = CameraSpec.from_json(spec.name, entry.value)
             if current.source != spec.source:
@@ -129,14 +131,15 @@ def check_thermal_pairing(spec: CameraSpec, cameras: list[CameraSpec]) -> None:
         )
 
 
-async def _all_specs(kv: Any) -> list[CameraSpec]:
+async def _all_specs(js: JetStreamContext, kv: Any) -> list[CameraSpec]:
+    """Every camera in the bucket, by name (listed from the stream's subjects: ``bus.bucket_keys``)."""
     try:
-        keys = await kv.keys()
-    except (NotFoundError, NoKeysError):
+        keys = await bus.bucket_keys(js, Names.CAMERAS_BUCKET)
+    except NotFoundError:
         return []
     out = []
-    for key in keys:
-        with contextlib.suppress(KeyNotFoundError):
+    for key in sorted(keys):
+        with contextlib.suppress(KeyNotFoundError):  # a deleted key's marker
             entry = await kv.get(key)
             if entry.value:
                 out.append(CameraSpec.from_json(key, entry.value))
@@ -146,12 +149,13 @@ async def _all_specs(kv: Any) -> list[CameraSpec]:
 async def delete_camera(settings: Settings, name: str) -> bool:
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
-        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
+        js = nc.jetstream(timeout=10.0)
+        kv = await js.key_value(Names.CAMERAS_BUCKET)
         try:
             await kv.get(name)
         except KeyNotFoundError:
             return False
-        paired = next((c.name for c in await _all_specs(kv) if c.thermal_of == name), None)
+        paired = next((c.name for c in await _all_specs(js, kv) if c.thermal_of == name), None)
         if paired is not None:
             raise ConfigError(
                 f"camera {name} has thermal camera {paired}: "
@@ -166,18 +170,8 @@ async def delete_camera(settings: Settings, name: str) -> bool:
 async def list_cameras(settings: Settings) -> list[CameraSpec]:
     nc = await bus.connect(settings, "framepipe-cameras", retry_initial=False)
     try:
-        kv = await nc.jetstream(timeout=10.0).key_value(Names.CAMERAS_BUCKET)
-        try:
-            keys = await kv.keys()
-        except (NotFoundError, NoKeysError):  # nats-py: "no keys found" (either, by version)
-            return []
-        out = []
-        for key in sorted(keys):
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await kv.get(key)
-                if entry.value:
-                    out.append(CameraSpec.from_json(key, entry.value))
-        return out
+        js = nc.jetstream(timeout=10.0)
+        return await _all_specs(js, await js.key_value(Names.CAMERAS_BUCKET))
     finally:
         await nc.close()
 
