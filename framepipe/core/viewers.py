@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from framepipe.core.bus import kv_updates
 from framepipe.core.topology import Names, validate_camera_name
 
 log = structlog.get_logger("framepipe.viewers")
@@ -103,13 +104,7 @@ class ViewerWatch:
             self._task = None
 
     async def _follow(self, watcher: object, loaded: asyncio.Event) -> None:
-        while True:
-            try:
-                entry = await watcher.updates(timeout=5.0)  # type: ignore[attr-defined]
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
-                continue
+        async for entry in kv_updates(watcher):
             if entry is None:  # the end of the current value (if any)
                 loaded.set()
                 continue

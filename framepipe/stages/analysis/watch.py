@@ -14,6 +14,7 @@ import contextlib
 import structlog
 from nats.js import JetStreamContext
 
+from framepipe.core.bus import kv_updates
 from framepipe.core.errors import SchemaError
 from framepipe.core.gallery import GalleryIndex, Person
 from framepipe.core.topology import Names
@@ -45,13 +46,7 @@ class GalleryWatch:
 
     async def _follow(self, watcher: object) -> None:
         initial = True
-        while True:
-            try:
-                entry = await watcher.updates(timeout=5.0)  # type: ignore[attr-defined]
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
-                continue
+        async for entry in kv_updates(watcher):
             if entry is None:  # the end of the records that existed at start
                 initial = False
                 self._rebuild()
