@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
@@ -71,6 +72,7 @@ class ViewerWatch:
         self._until = 0.0
         self._always = False
         self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
 
     @property
     def watched(self) -> bool:
@@ -92,16 +94,22 @@ class ViewerWatch:
                 detail="live packets are forwarded whether or not anyone watches; run `framepipe setup`",
             )
             return
+        self._watcher = watcher
         self._task = asyncio.create_task(self._follow(watcher, loaded))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(loaded.wait(), timeout)
 
     async def stop(self) -> None:
+        """End the watch: the task and its ordered consumer."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self._watcher.stop()
+            self._watcher = None
 
     async def _follow(self, watcher: object, loaded: asyncio.Event) -> None:
         async for entry in kv_updates(watcher):

@@ -92,11 +92,13 @@ class TestViewerWatch:
         self, nc: Client, nats_settings: Settings
     ) -> None:
         """No key: not watched; a put is seen within a round trip; a delete ends it at once;
-        a put with no refresh counts for the TTL (an expiry sends no message)."""
+        a put with no refresh counts for the TTL (an expiry sends no message); stop leaves
+        no subscription behind."""
         js = nc.jetstream(timeout=10.0)
         await bus.ensure_topology(js, nats_settings.replace(streams={"viewer_ttl_s": TTL_S}))
         kv = await viewers_bucket(js)
         now = [100.0]
+        subscriptions = len(nc._subs)
         watch = ViewerWatch("gate", TTL_S, clock=lambda: now[0])
         await watch.start(js)
         try:
@@ -117,6 +119,7 @@ class TestViewerWatch:
             assert not watch.watched
         finally:
             await watch.stop()
+        assert len(nc._subs) == subscriptions  # the watch's ordered consumer went with it
 
     async def test_a_key_there_before_the_watch_counts_at_start(
         self, nc: Client, nats_settings: Settings
