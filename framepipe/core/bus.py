@@ -12,7 +12,7 @@ import asyncio
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import nats
@@ -367,14 +367,3 @@ async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     prefix = f"$KV.{bucket}."
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
     return [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
-
-
-async def kv_updates(watcher: Any, poll_s: float = 5.0) -> AsyncIterator[Any]:
-    """A KV watcher's entries as they come, for ever: ``None`` once, at the end of the values
-    that existed when the watch opened. A read that times out (nothing new) is read again."""
-    while True:
-        try:
-            entry = await watcher.updates(timeout=poll_s)
-        except TimeoutError:  # nats' own: nothing new within poll_s
-            continue
-        yield entry

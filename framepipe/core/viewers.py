@@ -18,14 +18,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from framepipe.core.bus import kv_updates
+from framepipe.core.kv_watch import KvFollow, kv_updates
 from framepipe.core.topology import Names, validate_camera_name
 
 log = structlog.get_logger("framepipe.viewers")
@@ -71,8 +70,7 @@ class ViewerWatch:
         self.camera, self.ttl_s, self.clock = camera, ttl_s, clock
         self._until = 0.0
         self._always = False
-        self._task: asyncio.Task[None] | None = None
-        self._watcher: Any = None
+        self._watching = KvFollow()
 
     @property
     def watched(self) -> bool:
@@ -94,22 +92,13 @@ class ViewerWatch:
                 detail="live packets are forwarded whether or not anyone watches; run `framepipe setup`",
             )
             return
-        self._watcher = watcher
-        self._task = asyncio.create_task(self._follow(watcher, loaded))
+        self._watching.start(watcher, lambda w: self._follow(w, loaded))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(loaded.wait(), timeout)
 
     async def stop(self) -> None:
         """End the watch: the task and its ordered consumer."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await self._watcher.stop()
-            self._watcher = None
+        await self._watching.stop()
 
     async def _follow(self, watcher: object, loaded: asyncio.Event) -> None:
         async for entry in kv_updates(watcher):

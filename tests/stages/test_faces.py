@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from PIL import Image
 from typer.testing import CliRunner
@@ -286,3 +287,12 @@ class TestGalleryWatch:
             assert [p.name for p in watch.index.people] == ["late"]
         finally:
             await watch.stop()
+
+    async def test_stop_leaves_no_subscription(self, nc: Client, js: JetStreamContext) -> None:
+        """Stopping the watch ends its ordered consumer too, not only the task reading it."""
+        subscriptions = len(nc._subs)
+        watch = GalleryWatch(0.6)
+        await watch.start(js)
+        assert len(nc._subs) > subscriptions
+        await watch.stop()
+        assert len(nc._subs) == subscriptions

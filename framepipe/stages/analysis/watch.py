@@ -14,9 +14,9 @@ import contextlib
 import structlog
 from nats.js import JetStreamContext
 
-from framepipe.core.bus import kv_updates
 from framepipe.core.errors import SchemaError
 from framepipe.core.gallery import GalleryIndex, Person
+from framepipe.core.kv_watch import KvFollow, kv_updates
 from framepipe.core.topology import Names
 
 log = structlog.get_logger("framepipe.analysis")
@@ -28,21 +28,18 @@ class GalleryWatch:
         self.people: dict[str, Person] = {}
         self.index = GalleryIndex([], threshold)
         self.loaded = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._watching = KvFollow()
 
     async def start(self, js: JetStreamContext, timeout: float = 10.0) -> None:
         kv = await js.key_value(Names.FACES_BUCKET)
         watcher = await kv.watchall()
-        self._task = asyncio.create_task(self._follow(watcher))
+        self._watching.start(watcher, self._follow)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.loaded.wait(), timeout)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """End the watch: the task and its ordered consumer."""
+        await self._watching.stop()
 
     async def _follow(self, watcher: object) -> None:
         initial = True
