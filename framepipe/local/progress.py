@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framepipe.core import recording
 from framepipe.local.processes import Managed
 
 
@@ -23,11 +24,10 @@ class CameraResult:
 
 def read_progress(output_dir: Path, camera: str) -> dict[str, object] | None:
     """The sink's progress file of ``camera`` (None until its first segment)."""
-    path = output_dir / camera / ".state" / "progress.json"
     try:
-        data: dict[str, object] = json.loads(path.read_text())
+        data: dict[str, object] = recording.read_progress(output_dir / camera / ".state")
         return data
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError):
         return None
 
 

@@ -9,13 +9,13 @@ everything is in files, so a restarted sink resumes where it left off.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from framepipe.core.messages import SegmentMessage
+from framepipe.core.recording import PROGRESS_FILE, EntriesJournal, write_atomic
 from framepipe.core.settings import AnalysisSettings, Settings
 from framepipe.media.overlay import segment_metadata, sidecar_name
 from framepipe.stages import retention
@@ -30,18 +30,15 @@ def segment_name(gop: int) -> str:
     return f"seg_{gop:06d}.ts"
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 @dataclass
 class CameraProgress:
-    """What has been appended to the playlist so far (persisted as JSON)."""
+    """What has been appended to the playlist so far (``progress.json``; the entries are
+    journaled beside it, :mod:`framepipe.core.recording`)."""
 
     next_gop: int
     entries: list[dict[str, Any]] = field(default_factory=list)
+    #: how many of the journal's newest entries (below next_gop) are the playlist's.
+    entries_kept: int = 0
     gaps: list[dict[str, Any]] = field(default_factory=list)
     detections_bytes: int = 0
     ended: bool = False
@@ -79,11 +76,16 @@ class CameraOutput:
         self._swept = False  # files a pruning pass killed mid-way left (once per load)
         #: time.monotonic() of the camera's last segment (the sink's watch skips busy cameras).
         self.last_segment_at = 0.0
-        progress_file = self.state_dir / "progress.json"
+        self.journal = EntriesJournal(self.state_dir)
+        progress_file = self.state_dir / PROGRESS_FILE
         if progress_file.is_file():
-            self.progress = CameraProgress(**json.loads(progress_file.read_text()))
+            saved = json.loads(progress_file.read_text())
+            entries = self.journal.load(saved)
+            self.progress = CameraProgress(**saved, entries=entries)
         else:
             self.progress = CameraProgress(next_gop=first_gop)
+        #: the entries' playlist lines as last written (an entry does not change once appended).
+        self._playlist_lines = retention.RenderedEntries()
         detections = self.dir / DETECTIONS
         # Lines appended after the last saved progress are re-appended on replay.
         with open(detections, "ab") as handle:
@@ -93,8 +95,8 @@ class CameraOutput:
         self.tracker = CameraTracker(camera, analysis or AnalysisSettings(), self.progress.tracks, settings)
 
     def add_segment(self, segment: SegmentMessage) -> None:
-        _write_atomic(self.dir / segment_name(segment.gop), segment.data)
-        _write_atomic(self.dir / sidecar_name(segment.gop), json.dumps(segment_metadata(segment)).encode())
+        write_atomic(self.dir / segment_name(segment.gop), segment.data)
+        write_atomic(self.dir / sidecar_name(segment.gop), json.dumps(segment_metadata(segment)).encode())
         meta = {
             "duration": segment.duration_s,
             "discontinuity": segment.discontinuity,
@@ -102,13 +104,13 @@ class CameraOutput:
             "faces": [face_record(self.dir, segment.gop, f) for f in segment.faces],
             "video_seq": segment.video_seq,  # an event clip asks the encoder for the GOP again
         }
-        _write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
+        write_atomic(self.state_dir / f"{segment.gop:06d}.json", json.dumps(meta).encode())
 
     def add_gap(self, gop: int, stage: str, reason: str) -> None:
         if gop < self.progress.next_gop or (self.state_dir / f"{gop:06d}.json").exists():
             return
         info = {"gop": gop, "stage": stage, "reason": reason}
-        _write_atomic(self.state_dir / f"{gop:06d}.gap", json.dumps(info).encode())
+        write_atomic(self.state_dir / f"{gop:06d}.gap", json.dumps(info).encode())
 
     def advance(self) -> int:
         """Append every contiguous GOP; return how many were appended."""
@@ -174,13 +176,18 @@ class CameraOutput:
         return p.ended
 
     def _save(self) -> None:
-        self.progress.tracks = self.tracker.state()
+        p = self.progress
+        p.tracks = self.tracker.state()
         self._write_playlist()
-        _write_atomic(self.state_dir / "progress.json", json.dumps(self.progress.__dict__).encode())
+        self.journal.append(p.entries)
+        p.entries_kept = len(p.entries)
+        saved = {key: value for key, value in p.__dict__.items() if key != "entries"}
+        write_atomic(self.state_dir / PROGRESS_FILE, json.dumps(saved).encode())
+        self.journal.compact(p.entries)
 
     def _write_playlist(self) -> None:
-        text = retention.playlist_text(self.progress, self.window, self.policy.enabled)
-        _write_atomic(self.dir / PLAYLIST, text.encode())
+        text = retention.playlist_text(self.progress, self.window, self.policy.enabled, self._playlist_lines)
+        write_atomic(self.dir / PLAYLIST, text.encode())
 
     def prune(self, now: float | None = None) -> retention.Pruned | None:
         """Apply retention: the progress and playlist first, then the files."""

@@ -1,7 +1,7 @@
 """A camera's recording on disk, as ``framepipe export`` reads it when no system runs.
 
 The sink keeps each camera's recording in ``<sink.output_dir>/<camera>/``: the segments
-its playlist lists (``.state/progress.json``'s entries, in GOP order) and each segment's
+its playlist lists (``.state/``'s entries, in GOP order: :mod:`framepipe.core.recording`) and each segment's
 sidecar (``seg_<gop>.json``: mode, time base and every frame's detections, what
 ``--burn-in`` draws). A segment's time is when the sink appended it (``at``; the segment
 file's modification time for recordings from before that was kept), which is within a
@@ -20,9 +20,8 @@ from typing import Any
 
 from framepipe.core.errors import ConfigError, SchemaError
 from framepipe.core.messages import FrameDetections, SegmentMessage
+from framepipe.core.recording import read_progress
 from framepipe.media.overlay import sidecar_name
-
-PROGRESS = Path(".state") / "progress.json"
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class RecordedSegment:
 def recorded_segments(camera_dir: Path) -> list[RecordedSegment]:
     """Every segment the camera's playlist lists, oldest first ([] without a recording)."""
     try:
-        progress: dict[str, Any] = json.loads((camera_dir / PROGRESS).read_text())
+        progress = read_progress(camera_dir / ".state")
     except (OSError, ValueError):
         return []
     found = []

@@ -25,7 +25,8 @@ from structlog.testing import capture_logs
 from framepipe.core.messages import FrameDetections, SegmentMessage
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import free_port
-from framepipe.stages.camera_output import CameraOutput
+from framepipe.stages import retention
+from framepipe.stages.camera_output import CameraOutput, CameraProgress
 from framepipe.stages.retention import RetentionPolicy
 from framepipe.stages.sink import OutputWriter
 from tests.helpers import MODELS, faces_clip
@@ -188,6 +189,66 @@ class TestPruneAfterACrash:
         assert restarted.prune() is None  # nothing new to prune, but the leftovers go
         assert sorted(p.name for p in tmp_path.glob("door/seg_*.ts")) == ["seg_000003.ts"]
         assert json.loads((output.state_dir / "progress.json").read_text())["pruned_segments"] == 3
+
+
+class TestRecordingState:
+    """The sink's state across a restart (the entries journal, core.recording)."""
+
+    def test_a_reloaded_recording_has_the_same_entries_and_playlist(self, tmp_path: Path) -> None:
+        """A new CameraOutput on the folder reads the journal back; progress.json lists no entries."""
+        output = CameraOutput(tmp_path, "door", 0, 0)
+        add_segments(output, 4)
+        before = playlist(output)
+        assert "entries" not in json.loads((output.state_dir / "progress.json").read_text())
+        restarted = CameraOutput(tmp_path, "door", 0, 0)
+        assert restarted.progress.entries == output.progress.entries
+        restarted._save()
+        assert playlist(restarted) == before
+        assert len(decoded_pts(output.dir / "index.m3u8")) == 4 * FRAMES
+
+    def test_a_pruned_recording_reloads_without_the_pruned_entries(self, tmp_path: Path) -> None:
+        """After a pass, a restart sees only the kept entries and the same media sequence."""
+        policy = RetentionPolicy(max_bytes=1)
+        output = CameraOutput(tmp_path, "door", 0, 0, policy=policy)
+        add_segments(output, 4)
+        assert output.prune() is not None
+        restarted = CameraOutput(tmp_path, "door", 0, 0, policy=policy)
+        assert [e["gop"] for e in restarted.progress.entries] == [3]
+        restarted._save()
+        assert tag(playlist(restarted), "EXT-X-MEDIA-SEQUENCE") == 3
+
+
+class TestRenderedEntries:
+    """The playlist rendered from its cache equals the playlist rendered afresh."""
+
+    def test_growth_pruning_windows_and_a_longer_segment(self) -> None:
+        """Appends, a pruned head, a window, a 3 s segment and its pruning: the same text at every step."""
+        progress = CameraProgress(next_gop=0)
+        cache = retention.RenderedEntries()
+        steps: list[tuple[str, int]] = [("add", 5), ("prune", 2), ("add", 1), ("long", 1), ("add", 3)]
+        steps += [("prune", 4), ("add", 2), ("prune", 3)]
+        for step, count in steps:
+            for _ in range(count):
+                if step == "prune":
+                    del progress.entries[0]
+                    progress.pruned_segments += 1
+                    continue
+                gop = progress.next_gop
+                duration = 3.0 if step == "long" else 0.4
+                entry = {
+                    "gop": gop,
+                    "uri": f"seg_{gop:06d}.ts",
+                    "duration": duration,
+                    "discontinuity": gop == 3,
+                }
+                progress.entries.append(entry)
+                progress.next_gop += 1
+            for window in (0, 4):
+                fresh = retention.playlist_text(progress, window, True)
+                assert retention.playlist_text(progress, window, True, cache) == fresh, (step, window)
+        assert "#EXT-X-TARGETDURATION:1" in retention.playlist_text(
+            progress, 0, True, cache
+        )  # the 3 s one went
 
 
 class TestRetentionSettings:

@@ -23,6 +23,7 @@ import pytest
 from framepipe.core import bus, messages
 from framepipe.core.bus import setup_topology
 from framepipe.core.messages import Headers
+from framepipe.core.recording import read_progress
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.media.sample import ClipSpec
@@ -77,8 +78,8 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def _entries(out: Path, camera: str) -> list[dict[str, object]]:
     try:
-        progress = json.loads((out / camera / ".state" / "progress.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        progress = read_progress(out / camera / ".state")
+    except (FileNotFoundError, ValueError):
         return []
     entries: list[dict[str, object]] = progress["entries"]
     return entries
