@@ -5,7 +5,8 @@ detections.jsonl and events.jsonl, the tracks, the events outbox, retention's se
 numbers). The playlist's entries, one per segment, are kept beside it in
 ``entries.jsonl``, one JSON line each, appended as the sink appends GOPs: a camera that
 records for a day has 86,400 of them, and rewriting them all into ``progress.json`` at
-every GOP cost the sink 15 ms per GOP after an hour and 170 ms after a day.
+every GOP cost the sink 10 CPU ms per GOP after an hour and 215 ms after a day
+(``bench.sink_growth``).
 
 ``progress.json`` stays the commit point. It names how many entries are kept
 (``entries_kept``): the newest that many lines of the journal whose GOP is below its
@@ -36,12 +37,14 @@ def write_atomic(path: Path, data: bytes | memoryview) -> None:
     os.replace(tmp, path)
 
 
-def _journal_lines(path: Path) -> list[dict[str, Any]]:
-    """The journal's entries; a line torn by a crash mid-append, or not an entry, is skipped."""
+def _journal_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The journal's entries, and whether its last line is torn (no newline: a crash
+    mid-append, which the next append would join). A torn line, or one that is not an
+    entry, is skipped."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return [], False
     found = []
     for line in text.splitlines():
         try:
@@ -50,7 +53,7 @@ def _journal_lines(path: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(entry, dict) and isinstance(entry.get("gop"), int):
             found.append(entry)
-    return found
+    return found, bool(text) and not text.endswith("\n")
 
 
 def kept_entries(progress: dict[str, Any], journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,7 +75,7 @@ def read_progress(state_dir: Path) -> dict[str, Any]:
     if not isinstance(progress, dict):
         raise ValueError(f"{state_dir / PROGRESS_FILE} is not a JSON object")
     if not isinstance(progress.get("entries"), list):  # a journal, not an inline list
-        progress["entries"] = kept_entries(progress, _journal_lines(state_dir / ENTRIES_FILE))
+        progress["entries"] = kept_entries(progress, _journal_lines(state_dir / ENTRIES_FILE)[0])
     return progress
 
 
@@ -87,9 +90,9 @@ class EntriesJournal:
     def load(self, progress: dict[str, Any]) -> list[dict[str, Any]]:
         """The committed entries; the journal is rewritten to hold just them if it held more."""
         inline = progress.pop("entries", None)
-        journal = _journal_lines(self.path)
+        journal, torn = _journal_lines(self.path)
         entries = inline if isinstance(inline, list) else kept_entries(progress, journal)
-        if isinstance(inline, list) or len(journal) != len(entries) or self._torn():
+        if isinstance(inline, list) or len(journal) != len(entries) or torn:
             self.rewrite(entries)
         else:
             self._lines = len(journal)
@@ -119,14 +122,3 @@ class EntriesJournal:
         write_atomic(self.path, "".join(json.dumps(e) + "\n" for e in entries).encode())
         self._lines = len(entries)
         self._last_gop = entries[-1]["gop"] if entries else -1
-
-    def _torn(self) -> bool:
-        """A last line without its newline: the next append would join it."""
-        try:
-            with open(self.path, "rb") as handle:
-                if handle.seek(0, os.SEEK_END) == 0:
-                    return False
-                handle.seek(-1, os.SEEK_END)
-                return handle.read(1) != b"\n"
-        except FileNotFoundError:
-            return False
