@@ -36,7 +36,10 @@ def _exit_before_work(signum: int, frame: object, event: str = "stage.stopped_be
         2,
         json.dumps({"event": event, "signal": signum, "level": "info"}).encode() + b"\n",
     )
-    raise SystemExit(0)
+    # os._exit, not SystemExit: nothing is held yet, and an exception raised wherever the
+    # signal lands can be caught or rewrapped there (an import's __set_name__ turns it into
+    # RuntimeError, exit 1). Log lines are flushed as written (core.logs), so none is lost.
+    os._exit(0)
 
 
 log = structlog.get_logger("framepipe.process")

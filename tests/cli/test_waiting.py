@@ -115,3 +115,28 @@ class TestStopWhileWaiting:
         assert len(lines) == 1, rest
         assert "gateway.stopped_before_start" in lines[0]
         assert '"camera": "door"' in lines[0]
+
+
+class TestStopWhileStarting:
+    def test_sigterm_inside_an_import_s_set_name_still_exits_0(self) -> None:
+        """SIGTERM landing in a class body's __set_name__ (numpy's finfo, in CI) exits 0, one line."""
+        # Python 3.11 rewraps an exception raised in __set_name__ as RuntimeError, so a handler
+        # that raised SystemExit there ended the process with exit code 1 (CI, stop 28).
+        program = (
+            "import os, signal\n"
+            "from framepipe.cli.processes import _exit_before_work\n"
+            "signal.signal(signal.SIGTERM, _exit_before_work)\n"
+            "class Named:\n"
+            "    def __set_name__(self, owner, name):\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        sum(range(1000))  # the handler runs between bytecodes, here\n"
+            "class Owner:\n"
+            "    field = Named()\n"
+            "print('not stopped')\n"
+        )
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "not stopped" not in done.stdout
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, done.stderr
+        assert "stage.stopped_before_start" in lines[0]
