@@ -110,6 +110,18 @@ def test_selection_tiny_writes_results(tmp_path: Path) -> None:
     assert summary["bus_bytes_factor"] == pytest.approx(6.0, rel=0.01)
 
 
+def test_envelope_cost_tiny_writes_every_kind_against_its_floor(tmp_path: Path) -> None:
+    """`bench.envelope_cost` times the five messages of a GOP and the bare library beside each."""
+    from bench import envelope_cost
+
+    out = tmp_path / "envelope_cost.json"
+    envelope_cost.main(["--loops", "3", "--repeats", "1", "--out", str(out)])
+    result = _read(out)
+    assert [row["decoded_per_gop"] for row in result["rows"]] == [2, 1, 1, 1, 1]
+    assert all(row["decode_us"] > 0 and row["floor_decode_us"] > 0 for row in result["rows"])
+    assert result["summary"]["ratio_to_floor"] > 0
+
+
 def test_encoder_presets_tiny_writes_results(tmp_path: Path) -> None:
     """`bench.encoder_presets` times every preset/tune/threads configuration against the default."""
     from bench import encoder_presets

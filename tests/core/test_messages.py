@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framepipe.core import messages
+from framepipe.core.envelope import check_field_type, field_check
 from framepipe.core.errors import SchemaError, UnknownVersionError
 from framepipe.core.messages import (
     Detection,
@@ -178,3 +179,59 @@ def test_mutated_bodies_never_crash(data: st.DataObject) -> None:
     mutated = msgpack.packb(raw)
     with contextlib.suppress(SchemaError):
         messages.decode(headers | {Headers.TAIL: str(len(mutated))}, mutated + tail, FrameBatch)
+
+
+def _decode_frames_with(**fields: object) -> FrameBatch:
+    """A frames message whose msgpack map has ``fields`` replaced (the tail kept)."""
+    headers, body = messages.encode(_frames())
+    head, tail = _split(headers, body)
+    raw = msgpack.unpackb(head) | fields
+    packed = msgpack.packb(raw)
+    return messages.decode(headers | {Headers.TAIL: str(len(packed))}, packed + tail, FrameBatch)
+
+
+class TestFieldChecks:
+    def test_an_element_of_the_wrong_type_names_the_field_and_the_element_s_type(self) -> None:
+        """pts [0, "x"] is rejected as frames.pts holding a str."""
+        with pytest.raises(SchemaError, match=r"^frames\.pts has the wrong type \(str\)$"):
+            _decode_frames_with(pts=[0, "x"])
+
+    def test_a_bool_is_not_an_int(self) -> None:
+        """msgpack's true is no frame index."""
+        with pytest.raises(SchemaError, match=r"frames\.frame_indices has the wrong type \(bool\)"):
+            _decode_frames_with(frame_indices=[True, 91])
+
+    def test_an_int_is_read_as_a_float(self) -> None:
+        """scale 1 (an int on the wire) decodes as the float 1.0."""
+        decoded = _decode_frames_with(scale=1)
+        assert decoded.scale == 1.0
+        assert type(decoded.scale) is float
+
+    def test_a_fixed_tuple_needs_its_length(self) -> None:
+        """source_size [640] (one of two) is rejected."""
+        with pytest.raises(SchemaError, match=r"frames\.source_size has the wrong type \(list\)"):
+            _decode_frames_with(source_size=[640])
+
+    def test_a_scalar_where_a_tuple_is_expected_is_rejected(self) -> None:
+        """shape 4 (not a list) is rejected."""
+        with pytest.raises(SchemaError, match=r"frames\.shape has the wrong type \(int\)"):
+            _decode_frames_with(shape=4)
+
+    def test_an_optional_field_takes_none_and_its_type_only(self) -> None:
+        """GopMessage.extradata: None or bytes; a str is rejected."""
+        headers, body = messages.encode(_gop())
+        raw = msgpack.unpackb(body)
+        assert (
+            messages.decode(headers, msgpack.packb(raw | {"extradata": None}), GopMessage).extradata is None
+        )
+        with pytest.raises(SchemaError, match=r"gop\.extradata has the wrong type \(str\)"):
+            messages.decode(headers, msgpack.packb(raw | {"extradata": "x"}), GopMessage)
+
+    def test_a_type_the_envelope_does_not_know_rejects_every_value(self) -> None:
+        """dict[str, int] has no check: a field of that type can never decode by accident."""
+        with pytest.raises(SchemaError, match=r"k\.f has the wrong type \(dict\)"):
+            check_field_type("k", "f", dict[str, int], {"a": 1})
+
+    def test_each_type_s_check_is_built_once(self) -> None:
+        """The same hint gives the same check (built at its first value, not at every one)."""
+        assert field_check(tuple[int, ...]) is field_check(tuple[int, ...])
