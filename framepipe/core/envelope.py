@@ -140,8 +140,8 @@ def check_field_type(kind: str, name: str, hint: Any, value: Any) -> Any:
 
 def field_check(hint: Any) -> FieldCheck:
     """The check of ``hint``, built once per type: resolving a hint's origin and arguments at
-    every value (every pts of a GOP, every element of a shape) cost about 1 ms per frames
-    message, as much as the rest of its decode (``bench.envelope_cost``)."""
+    every value (every pts of a GOP, every element of a shape) was three quarters of a GOP or
+    frames message's decode: 182 -> 40 µs for a 720p GOP (``bench.envelope_cost``)."""
     if (known := _FIELD_CHECKS.get(hint)) is None:
         known = _FIELD_CHECKS[hint] = _build_check(hint)
     return known
