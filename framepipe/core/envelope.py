@@ -172,16 +172,18 @@ def _instance_check(accepted: type[Any] | types.UnionType) -> FieldCheck:
     return check
 
 
+_SCALAR_CHECKS: dict[Any, FieldCheck] = {
+    int: _check_int,
+    float: _check_float,
+    str: _instance_check(str),
+    bytes: _instance_check(bytes | memoryview),  # memoryview: a raw tail, zero-copy
+    bool: _instance_check(bool),
+}
+
+
 def _build_check(hint: Any) -> FieldCheck:
-    scalar: dict[Any, FieldCheck] = {
-        int: _check_int,
-        float: _check_float,
-        str: _instance_check(str),
-        bytes: _instance_check(bytes | memoryview),  # memoryview: a raw tail, zero-copy
-        bool: _instance_check(bool),
-    }
-    if hint in scalar:
-        return scalar[hint]
+    if hint in _SCALAR_CHECKS:
+        return _SCALAR_CHECKS[hint]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return _optional_check(args)
@@ -210,14 +212,13 @@ def _optional_check(args: tuple[Any, ...]) -> FieldCheck:
 
 def _sequence_check(item: Any) -> FieldCheck:
     """``tuple[item, ...]``: a list of items (nested messages decode themselves)."""
-    parse: typing.Callable[[Any], Any] | None = getattr(item, "from_wire", None)
-    if parse is not None:
-        nested = parse
+    if hasattr(item, "from_wire"):
+        parse: typing.Callable[[Any], Any] = item.from_wire
 
         def check_nested(kind: str, name: str, value: Any) -> Any:
             if not isinstance(value, list | tuple):
                 raise _wrong(kind, name, value)
-            return tuple(nested(v) for v in value)
+            return tuple(parse(v) for v in value)
 
         return check_nested
     each = field_check(item)
