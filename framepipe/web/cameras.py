@@ -1,10 +1,13 @@
 """Cameras the console lists before they have output: every camera whose gateway registered in
 ``FP_SOURCES``. Its instant view plays from the gateway's first packet, long before its first
 annotated segment (a GOP plus the pipeline) exists. Also each camera's output mode, so the
-console offers the burn-in live rendition (``live.m3u8``) where there is one (on-demand)."""
+console offers the burn-in live rendition (``live.m3u8``) where there is one (on-demand).
+:class:`CameraStates` keeps all three for the server, refreshed from the buckets each second."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -14,6 +17,36 @@ from framepipe.core.bus import bucket_keys
 from framepipe.core.settings import OUTPUT_MODES
 from framepipe.core.sources import read_source_state
 from framepipe.core.topology import CAMERA_NAME, Names
+from framepipe.web.index import OutputIndex
+
+
+@dataclass
+class CameraStates:
+    """The console's view of the buckets: who registered, each camera's mode and gateway state."""
+
+    default_mode: str
+    #: cameras whose gateway registered (FP_SOURCES), listed before their first segment.
+    registered: set[str] = field(default_factory=set)
+    output_modes: dict[str, str] = field(default_factory=dict)
+    #: each camera's gateway state (FP_SOURCES): running, reconnecting, failed, ended, stopped.
+    source_states: dict[str, str] = field(default_factory=dict)
+
+    async def refresh(self, js: JetStreamContext, index: OutputIndex) -> None:
+        """Read every known camera's mode and state once; a camera whose read fails keeps its last."""
+        with contextlib.suppress(Exception):  # no bucket or no key yet: nothing registered
+            self.registered = set(await registered_cameras(js))
+        cameras = sorted(self.registered | set(index.cameras()))
+        for camera in cameras:
+            with contextlib.suppress(Exception):
+                self.output_modes[camera] = await output_mode(js, camera, self.default_mode)
+        for camera in cameras:
+            with contextlib.suppress(Exception):
+                state = await read_source_state(js, camera)
+                if state is not None:
+                    # running / reconnecting / failed / ended / stopped: the tile's badge.
+                    self.source_states[camera] = state.state
+                    ended = state.next_gop if state.state == "ended" else None
+                    index.set_source(camera, state.first_gop, ended)
 
 
 async def registered_cameras(js: JetStreamContext) -> list[str]:

@@ -39,7 +39,9 @@ class WebServer(Protocol):
     index: OutputIndex
     live: LiveIndex
     presence: ViewerPresence
-    registered: set[str]
+
+    @property
+    def registered(self) -> set[str]: ...
 
     def segment(self, camera: str, gop: int, live: bool = False) -> bytes | None: ...
     def sidecar(self, camera: str, gop: int) -> bytes | None: ...

@@ -12,7 +12,8 @@ import structlog
 from framepipe.core.errors import UnreachableError
 from framepipe.core.settings import Settings
 from framepipe.web import events_api
-from framepipe.web.server import ReplicaCount, WebServer, _no_replicas
+from framepipe.web.pipeline_status import ReplicaCount, no_replicas
+from framepipe.web.server import WebServer
 
 log = structlog.get_logger("framepipe.web")
 
@@ -40,7 +41,7 @@ def serve(
     host: str,
     port: int,
     window: int,
-    replicas: ReplicaCount = _no_replicas,
+    replicas: ReplicaCount = no_replicas,
     describe: events_api.Describe | None = None,
     runtime_file: Path | None = None,
 ) -> None:

@@ -1,6 +1,7 @@
 """HTTP server: HLS from the OUTPUT stream, the web console and its JSON API (this module:
 the server's NATS side and lifecycle; the paths it serves in :mod:`.routes`, the handler in
-:mod:`.http_handler`, token rules in :mod:`.auth`, the WebRTC live view in :mod:`.whep`).
+:mod:`.http_handler`, token rules in :mod:`.auth`, the WebRTC live view in :mod:`.whep`, the
+buckets' view of each camera in :mod:`.cameras`, the stages' backlog in :mod:`.pipeline_status`).
 
 Segments are served from JetStream (an ordered consumer keeps the index, a direct get
 fetches a segment's bytes), so any number of encoder replicas on any machines feed one
@@ -18,7 +19,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from framepipe.core import bus, gallery, messages, topology
+from framepipe.core import bus, gallery, messages
 from framepipe.core.errors import FramepipeError, SchemaError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
@@ -37,10 +38,11 @@ from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.media.overlay import segment_metadata
 from framepipe.web import events_api, whep_http
 from framepipe.web.auth import is_loopback, presented_token, resolve_token
-from framepipe.web.cameras import output_mode, registered_cameras, registered_only
+from framepipe.web.cameras import CameraStates, registered_only
 from framepipe.web.http_handler import make_handler
 from framepipe.web.index import LiveIndex, OutputIndex, Segment
 from framepipe.web.instant import InstantFeed
+from framepipe.web.pipeline_status import ReplicaCount, no_replicas, pipeline_status
 from framepipe.web.presence import ViewerPresence
 from framepipe.web.routes import HLS_JS
 from framepipe.web.whep import WhepHub
@@ -52,13 +54,6 @@ SHUTDOWN_STEP_S = 6.0
 __all__ = ["HLS_JS", "WebServer", "is_loopback", "presented_token", "resolve_token"]
 log = structlog.get_logger("framepipe.web")
 T = TypeVar("T")
-#: live replicas per stage, from whatever runs the stages (the local supervisor's runtime
-#: file, a cluster's API); the server itself knows no runtime.
-ReplicaCount = Callable[[], dict[str, int]]
-
-
-def _no_replicas() -> dict[str, int]:
-    return {}
 
 
 class WebServer:
@@ -69,7 +64,7 @@ class WebServer:
         host: str = "127.0.0.1",
         port: int = 8090,
         window: int = 6,
-        replicas: ReplicaCount = _no_replicas,
+        replicas: ReplicaCount = no_replicas,
         describe: events_api.Describe | None = None,
     ) -> None:
         self.settings = settings
@@ -92,11 +87,7 @@ class WebServer:
         self.whep: WhepHub | None = None
         self.presence = ViewerPresence(settings.streams.viewer_ttl_s, self._loop)
         self._presence_task: asyncio.Future[None] | None = None
-        #: cameras whose gateway registered (FP_SOURCES), listed before their first segment.
-        self.registered: set[str] = set()
-        self.output_modes: dict[str, str] = {}
-        #: each camera's gateway state (FP_SOURCES): running, reconnecting, failed, ended, stopped.
-        self.source_states: dict[str, str] = {}
+        self.camera_states = CameraStates(settings.output.mode)
 
     @property
     def url(self) -> str:
@@ -105,6 +96,11 @@ class WebServer:
     @property
     def nats_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def registered(self) -> set[str]:
+        """Cameras whose gateway registered (FP_SOURCES), listed before their first segment."""
+        return self.camera_states.registered
 
     @property
     def open_url(self) -> str:
@@ -294,56 +290,22 @@ class WebServer:
         if camera and CAMERA_NAME.match(camera) and gop.isdigit():
             self.index.add_gap(camera, int(gop))
 
-    async def _watch_sources(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):  # no bucket or no key yet: nothing registered
-                assert self._js is not None
-                self.registered = set(await registered_cameras(self._js))
-            default = self.settings.output.mode
-            for camera in sorted(self.registered | set(self.index.cameras())):
-                with contextlib.suppress(Exception):
-                    assert self._js is not None
-                    self.output_modes[camera] = await output_mode(self._js, camera, default)
-            for camera in sorted(self.registered | set(self.index.cameras())):
-                with contextlib.suppress(Exception):
-                    assert self._js is not None
-                    state = await read_source_state(self._js, camera)
-                    if state is not None:
-                        # running / reconnecting / failed / ended / stopped: the tile's badge.
-                        self.source_states[camera] = state.state
-                        ended = state.next_gop if state.state == "ended" else None
-                        self.index.set_source(camera, state.first_gop, ended)
-            await asyncio.sleep(1.0)
-
     async def _segment_bytes(self, seq: int) -> bytes:
         assert self._js is not None
         raw = await self._js.get_msg(Names.OUTPUT, seq)
         return bytes(messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data)
+
+    async def _watch_sources(self) -> None:
+        assert self._js is not None
+        while True:
+            await self.camera_states.refresh(self._js, self.index)
+            await asyncio.sleep(1.0)
 
     async def _segment_sidecar(self, seq: int) -> bytes:
         assert self._js is not None
         raw = await self._js.get_msg(Names.OUTPUT, seq)
         segment = messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage)
         return json.dumps(segment_metadata(segment)).encode()
-
-    async def _pipeline(self) -> dict[str, Any]:
-        assert self._js is not None
-        stages: dict[str, dict[str, int]] = {}
-        replicas = self.replicas()
-        # Per stage, not per consumer: the sink's second consumer (its gap notices) is part of
-        # the sink, not a stage of its own on the console.
-        for spec in topology.consumer_specs():
-            try:
-                info = await self._js.consumer_info(spec.stream, spec.durable)
-            except Exception:  # noqa: BLE001 - a missing consumer shows as absent
-                continue
-            empty = {"lag": 0, "pending": 0, "ack_pending": 0, "waiting": 0}
-            row = stages.setdefault(spec.stage, {**empty, "replicas": replicas.get(spec.stage, 0)})
-            row["pending"] += info.num_pending or 0
-            row["ack_pending"] += info.num_ack_pending or 0
-            row["lag"] = row["pending"] + row["ack_pending"]
-            row["waiting"] += info.num_waiting or 0
-        return {"time": time.time(), "stages": stages}
 
     # -- HTTP side (handler threads) ---------------------------------------
     def segment(self, camera: str, gop: int, live: bool = False) -> bytes | None:
@@ -378,13 +340,14 @@ class WebServer:
         for camera in cameras:
             name = str(camera["camera"])
             camera["webrtc"] = live.get(name)
-            camera["output_mode"] = self.output_modes.get(name, self.settings.output.mode)
-            camera["source_state"] = self.source_states.get(name, "")
+            camera["output_mode"] = self.camera_states.output_modes.get(name, self.settings.output.mode)
+            camera["source_state"] = self.camera_states.source_states.get(name, "")
         return cameras
 
     def pipeline(self) -> dict[str, Any]:
         """``/api/pipeline``: each stage's backlog and replicas."""
-        return self._call(self._pipeline())
+        assert self._js is not None
+        return self._call(pipeline_status(self._js, self.replicas))
 
     def enrol(self, body: bytes) -> events_api.Reply:
         """``POST /api/faces/enroll``: file gallery, then ``FP_FACES`` (every replica sees it)."""
