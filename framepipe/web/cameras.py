@@ -12,10 +12,11 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from framepipe.core.bus import bucket_keys
 from framepipe.core.settings import OUTPUT_MODES
-from framepipe.core.sources import read_source_state
+from framepipe.core.sources import SourceStates
 from framepipe.core.topology import CAMERA_NAME, Names
 from framepipe.web.index import OutputIndex
 
@@ -32,16 +33,20 @@ class CameraStates:
     source_states: dict[str, str] = field(default_factory=dict)
 
     async def refresh(self, js: JetStreamContext, index: OutputIndex) -> None:
-        """Read every known camera's mode and state once; a camera whose read fails keeps its last."""
+        """Read every known camera's mode and state once; a camera whose read fails keeps its last.
+        Each bucket is opened once per refresh (opening one asks the server for its stream)."""
+        sources = SourceStates(js)
         with contextlib.suppress(Exception):  # no bucket or no key yet: nothing registered
-            self.registered = set(await registered_cameras(js))
+            self.registered = set(await registered_cameras(js, sources))
         cameras = sorted(self.registered | set(index.cameras()))
+        with contextlib.suppress(Exception):  # no bucket yet: every mode stays as it was
+            modes = await js.key_value(Names.OUTPUT_MODES_BUCKET)
+            for camera in cameras:
+                with contextlib.suppress(Exception):
+                    self.output_modes[camera] = await output_mode(modes, camera, self.default_mode)
         for camera in cameras:
             with contextlib.suppress(Exception):
-                self.output_modes[camera] = await output_mode(js, camera, self.default_mode)
-        for camera in cameras:
-            with contextlib.suppress(Exception):
-                state = await read_source_state(js, camera)
+                state = await sources.read(camera)
                 if state is not None:
                     # running / reconnecting / failed / ended / stopped: the tile's badge.
                     self.source_states[camera] = state.state
@@ -49,18 +54,18 @@ class CameraStates:
                     index.set_source(camera, state.first_gop, ended)
 
 
-async def registered_cameras(js: JetStreamContext) -> list[str]:
+async def registered_cameras(js: JetStreamContext, sources: SourceStates) -> list[str]:
     """The bucket's keys (:func:`framepipe.core.bus.bucket_keys`) that hold a camera's state."""
     keys = await bucket_keys(js, Names.SOURCES_BUCKET)
     # A deleted key's subject holds its delete marker: only cameras with a state are registered.
-    return sorted([k for k in keys if CAMERA_NAME.match(k) and await read_source_state(js, k) is not None])
+    return sorted([k for k in keys if CAMERA_NAME.match(k) and await sources.read(k) is not None])
 
 
-async def output_mode(js: JetStreamContext, camera: str, default: str) -> str:
-    """The camera's own mode from ``FP_OUTPUT_MODES``, else ``default`` (as the stages read it)."""
-    kv = await js.key_value(Names.OUTPUT_MODES_BUCKET)
+async def output_mode(modes: KeyValue, camera: str, default: str) -> str:
+    """The camera's own mode from ``FP_OUTPUT_MODES`` (``modes``), else ``default`` (as the
+    stages read it)."""
     try:
-        entry = await kv.get(camera)
+        entry = await modes.get(camera)
     except KeyNotFoundError:
         return default
     value = (entry.value or b"").decode(errors="replace")
