@@ -19,6 +19,8 @@ from tests.helpers import MEDIA, clip
 
 #: an Annex B source, as an RTSP camera sends it (H.264 in MPEG-TS).
 ANNEXB = ClipSpec(width=320, height=240, fps=30, seconds=2.0, gop=15, bframes=2)
+#: an HEVC camera (hvcC extradata in MP4): its segments need no HEVC encoder either.
+HEVC = ClipSpec(width=320, height=240, fps=30, seconds=1.0, gop=15, bframes=2, codec="libx265")
 
 
 def _gops(path: Path) -> list[GopMessage]:
@@ -29,11 +31,15 @@ def _gops(path: Path) -> list[GopMessage]:
         return [gop_message("cam", g, params) for g in cutter.cut(iter_packets(container, stream))]
 
 
-def _annexb_clip() -> Path:
-    path = MEDIA / "remux_annexb.ts"
+def _made(name: str, spec: ClipSpec) -> Path:
+    path = MEDIA / name
     if not path.is_file():
-        make_clip(path, ANNEXB)
+        make_clip(path, spec)
     return path
+
+
+def _annexb_clip() -> Path:
+    return _made("remux_annexb.ts", ANNEXB)
 
 
 def _demux(data: bytes) -> list[av.Packet]:
@@ -84,3 +90,21 @@ class TestRemux:
         broken = GopMessage(**{**gop.__dict__, "extradata": b"\x01\x64\x00"})
         with pytest.raises(CorruptMediaError, match="extradata"):
             remux_gop(broken)
+
+    def test_hevc_source_remuxes_without_opening_an_encoder(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """An HEVC camera's segments decode to every frame, and the remux opens no HEVC
+        encoder (libx265 reports each open and close on stderr; none is reported)."""
+        gops = _gops(_made("remux_hevc.mp4", HEVC))
+        capfd.readouterr()
+        for gop in gops:
+            data, _ = remux_gop(gop)
+            assert len(_demux(data)) == len(gop.packets)
+            assert len(_decoded_pts_s(data)) == len(gop.packets)
+        assert "x265" not in capfd.readouterr().err
+
+    def test_unknown_codec_is_a_corrupt_media_error(self) -> None:
+        """A codec FFmpeg does not know dead-letters at once as CorruptMediaError, instead of
+        being retried as an unexpected error."""
+        (gop, *_) = _gops(_annexb_clip())
+        with pytest.raises(CorruptMediaError, match="nonsense"):
+            remux_gop(GopMessage(**{**gop.__dict__, "codec": "nonsense"}))
