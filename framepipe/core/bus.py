@@ -367,3 +367,15 @@ async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     prefix = f"$KV.{bucket}."
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
     return [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
+
+
+async def stored_msg(js: JetStreamContext, stream: str, seq: int) -> js_api.RawStreamMsg:
+    """Message ``seq`` of ``stream``, read the cheap way: a direct get (raw bytes; any replica
+    answers) rather than the stream API's JSON with the body in base64. For a 60 kB GOP that
+    is 0.5 of 0.8 CPU ms per read, client and server together. A replica that has not yet
+    stored ``seq`` answers "not found", so that answer is checked with the stream's leader.
+    Raises ``NotFoundError`` when the stream no longer holds ``seq``."""
+    try:
+        return await js.get_msg(stream, seq, direct=True)
+    except NotFoundError:
+        return await js.get_msg(stream, seq)

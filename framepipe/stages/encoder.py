@@ -16,7 +16,7 @@ import av
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from framepipe.core import health, messages
+from framepipe.core import bus, health, messages
 from framepipe.core.errors import MissingInputError
 from framepipe.core.messages import EncodeItem, GopMessage, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
@@ -91,7 +91,7 @@ class Encoder(Stage[EncodeItem]):
 
     async def process(self, message: EncodeItem, ctx: WorkContext) -> Done:
         try:
-            raw = await ctx.js.get_msg(Names.VIDEO, message.video_seq)
+            raw = await bus.stored_msg(ctx.js, Names.VIDEO, message.video_seq)
         except NotFoundError:
             raise MissingInputError(
                 f"GOP {message.gop} of {message.camera} (VIDEO seq {message.video_seq}) is no longer "

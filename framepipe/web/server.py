@@ -292,7 +292,7 @@ class WebServer:
 
     async def _segment_bytes(self, seq: int) -> bytes:
         assert self._js is not None
-        raw = await self._js.get_msg(Names.OUTPUT, seq)
+        raw = await bus.stored_msg(self._js, Names.OUTPUT, seq)
         return bytes(messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage).data)
 
     async def _watch_sources(self) -> None:
@@ -303,7 +303,7 @@ class WebServer:
 
     async def _segment_sidecar(self, seq: int) -> bytes:
         assert self._js is not None
-        raw = await self._js.get_msg(Names.OUTPUT, seq)
+        raw = await bus.stored_msg(self._js, Names.OUTPUT, seq)
         segment = messages.decode(raw.headers, raw.data or b"", messages.SegmentMessage)
         return json.dumps(segment_metadata(segment)).encode()
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-from framepipe.core import bus, topology
+from framepipe.core import bus, messages, topology
 from framepipe.core.errors import SetupError
 from framepipe.core.ledger import GopLedger
-from framepipe.core.messages import Detection, FrameDetections
+from framepipe.core.messages import Detection, FrameDetections, GopMessage
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.local import natsserver
@@ -65,6 +66,40 @@ class TestPublish:
         assert again.duplicate
         assert again.seq == ack.seq
         assert (await js.stream_info(Names.VIDEO)).state.messages == 1
+
+
+class TestStoredMsg:
+    async def test_a_stored_gop_reads_back_as_it_was_published(self, js: JetStreamContext) -> None:
+        """A GOP read back by sequence (direct get) decodes to the message published, its
+        binary body byte for byte, whatever headers the server adds to a direct reply."""
+        gop = GopMessage(
+            camera="cam1",
+            gop=4,
+            codec="h264",
+            width=64,
+            height=48,
+            time_base=(1, 90000),
+            frame_offset=0,
+            packets=(bytes(range(256)) * 40, b"\x00\x01"),
+            pts=(0, 3000),
+            dts=(0, 3000),
+            keyframes=(True, False),
+        )
+        headers, body = messages.encode(gop)
+        ack = await bus.publish(js, "video.cam1", body, headers, Names.msg_id("cam1", 4, "gateway"))
+        raw = await bus.stored_msg(js, Names.VIDEO, ack.seq)
+        assert raw.seq == ack.seq
+        assert raw.data == body
+        assert messages.decode(raw.headers, raw.data or b"", GopMessage) == gop
+
+    async def test_a_sequence_no_longer_stored_is_not_found(self, js: JetStreamContext) -> None:
+        """A deleted (or never written) sequence raises NotFoundError, the error the stages
+        turn into "raise streams.video_max_age_s"."""
+        ack = await bus.publish(js, "video.cam1", b"gop", {}, Names.msg_id("cam1", 0, "gateway"))
+        await js.delete_msg(Names.VIDEO, ack.seq)
+        for seq in (ack.seq, ack.seq + 100):
+            with pytest.raises(NotFoundError):
+                await bus.stored_msg(js, Names.VIDEO, seq)
 
 
 class TestGopLedger:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from framepipe.core import health, messages
+from framepipe.core import bus, health, messages
 from framepipe.core.errors import MissingInputError
 from framepipe.core.gallery import UNKNOWN, GalleryIndex
 from framepipe.core.messages import (
@@ -72,7 +72,7 @@ class Embedded:
 
 async def read_gop(js: JetStreamContext, item: EncodeItem) -> GopMessage:
     try:
-        raw = await js.get_msg(Names.VIDEO, item.video_seq)
+        raw = await bus.stored_msg(js, Names.VIDEO, item.video_seq)
     except NotFoundError:
         raise MissingInputError(
             f"GOP {item.gop} of {item.camera} (VIDEO seq {item.video_seq}) is no longer "
