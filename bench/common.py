@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from framepipe.core.bus import setup_topology
 from framepipe.core.messages import GopMessage
 from framepipe.core.settings import Settings
 from framepipe.local.natsserver import NatsServer
-from framepipe.media.gop import GopCutter
+from framepipe.media.gop import DemuxedPacket, GopCutter, TimestampNormalizer
 from framepipe.media.sample import ClipSpec, cached_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,14 +59,24 @@ def clip(spec: ClipSpec) -> Path:
 
 
 def load_gops(path: Path, camera: str = "bench") -> list[GopMessage]:
-    """Cut a file into GOP messages exactly as the gateway does."""
-    from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
+    """Cut a file into GOP messages exactly as the gateway does, timestamps normalised as
+    it normalises them (Matroska's first B-frames come with decode timestamps that go back,
+    which the gateway repairs and a muxer refuses)."""
+    from framepipe.stages.gateway import gop_message, open_input, stream_params
+    from framepipe.stages.gateway.reader import iter_raw_packets
 
     container, stream = open_input(str(path))
     with container:
         params = stream_params(stream)
         cutter = GopCutter(params.codec, params.extradata, params.time_base)
-        return [gop_message(camera, g, params) for g in cutter.cut(iter_packets(container, stream))]
+        normalise = TimestampNormalizer(params.time_base)
+
+        def packets() -> Iterator[DemuxedPacket]:
+            for raw_pts, raw_dts, keyframe, data in iter_raw_packets(container, stream):
+                pts, dts, _ = normalise(raw_pts, raw_dts)
+                yield DemuxedPacket(pts, dts, keyframe, data)
+
+        return [gop_message(camera, g, params) for g in cutter.cut(packets())]
 
 
 def cpu_seconds(pid: int) -> float:
