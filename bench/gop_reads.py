@@ -41,7 +41,7 @@ from framepipe.core.messages import GopMessage
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
-from framepipe.media.remux import remux_gop, to_annexb
+from framepipe.media.remux import mux_packets, remux_gop
 from framepipe.media.sample import ClipSpec
 
 
@@ -53,12 +53,7 @@ def remux_with_an_encoder_context(gop: GopMessage) -> bytes:
         stream = container.add_stream(gop.codec)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.time_base = gop.width, gop.height, time_base
-        for data, pkt in zip(to_annexb(gop), gop.iter_packets(), strict=True):
-            packet = av.Packet(data)
-            packet.pts, packet.dts, packet.time_base = pkt.pts, pkt.dts, time_base
-            packet.is_keyframe = pkt.keyframe
-            packet.stream = stream
-            container.mux(packet)
+        mux_packets(container, stream, gop)
     return buffer.getvalue()
 
 

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import av
 import av.error
+from av.container import OutputContainer
 
 from framepipe.core.errors import CorruptMediaError
 from framepipe.core.messages import GopMessage
@@ -82,6 +83,17 @@ def to_annexb(gop: GopMessage) -> list[bytes]:
     return out
 
 
+def mux_packets(container: OutputContainer, stream: av.VideoStream, gop: GopMessage) -> None:
+    """The GOP's packets into ``stream`` as they came (Annex B), with the source's timestamps."""
+    time_base = Fraction(*gop.time_base)
+    for data, pkt in zip(to_annexb(gop), gop.iter_packets(), strict=True):
+        packet = av.Packet(data)
+        packet.pts, packet.dts, packet.time_base = pkt.pts, pkt.dts, time_base
+        packet.is_keyframe = pkt.keyframe
+        packet.stream = stream
+        container.mux(packet)
+
+
 def remux_gop(gop: GopMessage) -> tuple[bytes, float]:
     """One GOP → one MPEG-TS segment with the same packets; (bytes, duration in seconds)."""
     time_base = Fraction(*gop.time_base)
@@ -95,12 +107,7 @@ def remux_gop(gop: GopMessage) -> tuple[bytes, float]:
             if not isinstance(stream, av.VideoStream):
                 raise CorruptMediaError(f"codec {gop.codec!r} is not a video codec")
             stream.time_base = time_base
-            for data, pkt in zip(to_annexb(gop), gop.iter_packets(), strict=True):
-                packet = av.Packet(data)
-                packet.pts, packet.dts, packet.time_base = pkt.pts, pkt.dts, time_base
-                packet.is_keyframe = pkt.keyframe
-                packet.stream = stream
-                container.mux(packet)
+            mux_packets(container, stream, gop)
     except (av.error.FFmpegError, ValueError) as exc:  # ValueError: a codec FFmpeg or MPEG-TS does not know
         raise CorruptMediaError(f"GOP {gop.gop} of {gop.camera} does not remux to MPEG-TS: {exc}") from None
     pts = list(gop.pts)
