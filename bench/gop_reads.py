@@ -11,6 +11,9 @@ run, on GOPs cut from real 720p30 clips (1 s GOPs):
 - **read** of the GOP from VIDEO by its sequence (``core.bus.stored_msg``): a direct get,
   raw bytes, against the stream API's ``STREAM.MSG.GET``, whose JSON reply carries the body
   in base64. On a real nats-server; CPU ms per read of this process and of the server.
+- **KV reads** of the two buckets read at every GOP (the output mode by the analysis stage,
+  the source state by the sink): a bucket made as before answers a get through the stream
+  API; one made by today's setup (``BucketSpec.direct_reads``) with a direct get.
 
 Best of ``--repeats`` passes for each. Not part of CI. Writes ``bench/results/gop_reads.json``.
 
@@ -26,19 +29,22 @@ import io
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-from nats.js.api import RawStreamMsg
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
 
 from bench.common import RESULTS, clip, cpu_seconds, load_gops, ratio, write_result
 from framepipe.core import bus, messages
 from framepipe.core.bus import setup_topology
 from framepipe.core.messages import GopMessage
 from framepipe.core.settings import Settings
+from framepipe.core.sources import SourceState
 from framepipe.core.topology import Names
 from framepipe.local.natsserver import NatsServer
 from framepipe.media.remux import mux_packets, remux_gop
@@ -87,50 +93,86 @@ def remux_costs(repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-async def _read_costs(
-    settings: Settings, server: NatsServer, gop: GopMessage, repeats: int
-) -> dict[str, float]:
-    nc = await bus.connect(settings, "bench-gop-reads")
-    js = nc.jetstream(timeout=10.0)
+Read = Callable[[int], Awaitable[bytes]]
+
+
+async def cpu_per_read(pid: int, passes: Mapping[str, Read], expect: bytes, repeats: int) -> dict[str, float]:
+    """CPU ms per read of this process and of the server (pid), best of ``repeats``, alternated."""
+    reads, best = 400, dict[str, float]()
+    for _ in range(repeats):
+        for name, read in passes.items():
+            client, served = time.process_time(), cpu_seconds(pid)
+            for i in range(reads):
+                if await read(i) != expect:
+                    raise RuntimeError(f"{name} read back other bytes than were stored")
+            for key, spent in (
+                (f"{name}_client", time.process_time() - client),
+                (f"{name}_server", cpu_seconds(pid) - served),
+            ):
+                ms = spent * 1000 / reads
+                best[key] = round(min(ms, best.get(key, ms)), 4)
+    for name in passes:
+        best[f"{name}_total"] = round(best[f"{name}_client"] + best[f"{name}_server"], 4)
+    before, after = (f"{name}_total" for name in passes)
+    best["ratio_after_to_before"] = ratio(best[after], best[before])
+    return best
+
+
+async def _gop_read_costs(js: JetStreamContext, pid: int, gop: GopMessage, repeats: int) -> dict[str, float]:
     headers, body = messages.encode(gop)
     seqs = [
         (await bus.publish(js, Names.subject(Names.VIDEO, "bench"), body, headers, f"bench:{i}:gateway")).seq
         for i in range(50)
     ]
 
-    async def stream_api(seq: int) -> RawStreamMsg:
-        return await js.get_msg(Names.VIDEO, seq)
+    async def stream_api(i: int) -> bytes:
+        return (await js.get_msg(Names.VIDEO, seqs[i % len(seqs)])).data or b""
 
-    async def direct_get(seq: int) -> RawStreamMsg:
-        return await bus.stored_msg(js, Names.VIDEO, seq)
+    async def direct_get(i: int) -> bytes:
+        return (await bus.stored_msg(js, Names.VIDEO, seqs[i % len(seqs)])).data or b""
 
+    passes = {"before_stream_api": stream_api, "after_direct_get": direct_get}
+    return await cpu_per_read(pid, passes, body, repeats) | {"gop_bytes": len(body)}
+
+
+async def _kv_read_costs(js: JetStreamContext, pid: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Each bucket read at every GOP: made as before (its gets are API requests) and as setup makes it now."""
+    state = SourceState("cam-0001", "rtsp://10.0.0.7/stream1", next_gop=86_400, next_frame=2_592_000)
+    state.updated_at, state.gops_per_s, state.fps = time.time(), 1.0, 30.0
+    values = {Names.OUTPUT_MODES_BUCKET: b"overlay", Names.SOURCES_BUCKET: state.to_json()}
+    out: dict[str, dict[str, float]] = {}
+    for bucket, value in values.items():
+        old = await js.create_key_value(KeyValueConfig(bucket=f"BENCH_BEFORE_{bucket}", history=1))
+        now = await js.key_value(bucket)
+        for kv in (old, now):
+            await kv.put("cam-0001", value)
+
+        async def api_get(i: int, kv: KeyValue = old) -> bytes:
+            return (await kv.get("cam-0001")).value or b""
+
+        async def direct_get(i: int, kv: KeyValue = now) -> bytes:
+            return (await kv.get("cam-0001")).value or b""
+
+        passes = {"before_stream_api": api_get, "after_direct_get": direct_get}
+        out[bucket] = await cpu_per_read(pid, passes, value, repeats) | {"value_bytes": len(value)}
+    return out
+
+
+async def _read_costs(
+    settings: Settings, server: NatsServer, gop: GopMessage, repeats: int
+) -> dict[str, Any]:
+    nc = await bus.connect(settings, "bench-gop-reads")
+    js = nc.jetstream(timeout=10.0)
     assert server.process is not None
-    pid, reads = server.process.pid, 400
-    best: dict[str, float] = {}
     try:
-        for _ in range(repeats):
-            for name, read in (("before_stream_api", stream_api), ("after_direct_get", direct_get)):
-                client, served = time.process_time(), cpu_seconds(pid)
-                for i in range(reads):
-                    raw = await read(seqs[i % len(seqs)])
-                    if raw.data != body:
-                        raise RuntimeError(f"{name} read back other bytes than were stored")
-                for key, spent in (
-                    (f"{name}_client", time.process_time() - client),
-                    (f"{name}_server", cpu_seconds(pid) - served),
-                ):
-                    ms = spent * 1000 / reads
-                    best[key] = round(min(ms, best.get(key, ms)), 4)
+        costs: dict[str, Any] = await _gop_read_costs(js, server.process.pid, gop, repeats)
+        costs["kv_reads"] = await _kv_read_costs(js, server.process.pid, repeats)
+        return costs
     finally:
         await nc.close()
-    for name in ("before_stream_api", "after_direct_get"):
-        best[f"{name}_total"] = round(best[f"{name}_client"] + best[f"{name}_server"], 4)
-    best["ratio_after_to_before"] = ratio(best["after_direct_get_total"], best["before_stream_api_total"])
-    best["gop_bytes"] = len(body)
-    return best
 
 
-def read_costs(repeats: int) -> dict[str, float]:
+def read_costs(repeats: int) -> dict[str, Any]:
     gop = load_gops(clip(ClipSpec.named("720p", gop=30, seconds=2.0)))[0]
     with tempfile.TemporaryDirectory(prefix="fp-gop-reads-") as tmp:
         server = NatsServer(store_dir=Path(tmp) / "jetstream").start(log_file=Path(tmp) / "nats.log")
@@ -159,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 codec: [c["before_add_stream"], c["after_add_mux_stream"]] for codec, c in remux.items()
             },
             "read_ms_before_after": [read["before_stream_api_total"], read["after_direct_get_total"]],
+            "kv_read_ms_before_after": {
+                bucket: [c["before_stream_api_total"], c["after_direct_get_total"]]
+                for bucket, c in read["kv_reads"].items()
+            },
         },
     }
     return write_result(result, args.out, "python -m bench.gop_reads " + " ".join(argv or sys.argv[1:]))

@@ -9,6 +9,7 @@ the configured settings.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import ssl
 import time
@@ -21,14 +22,14 @@ from nats.aio.client import Client
 from nats.errors import NoServersError, TimeoutError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from framepipe.core.auth import client_credentials
 from framepipe.core.errors import BusError, UnreachableError
 from framepipe.core.messages import Headers
 from framepipe.core.settings import Settings
-from framepipe.core.topology import BUCKETS, STREAMS, ConsumerSpec, StreamSpec, consumer_specs
+from framepipe.core.topology import BUCKETS, STREAMS, BucketSpec, ConsumerSpec, StreamSpec, consumer_specs
 
 log = structlog.get_logger("framepipe.bus")
 T = TypeVar("T")
@@ -223,19 +224,28 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     for consumer in consumer_specs():
         await js.add_consumer(consumer.stream, consumer_config(consumer, settings))
     for bucket in BUCKETS:
-        ttl = float(_limit(settings, bucket.ttl_setting) or 0.0)
-        try:
-            await js.key_value(bucket.name)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(
-                js_api.KeyValueConfig(
-                    bucket=bucket.name,
-                    history=1,
-                    ttl=ttl,
-                    storage=_storage(settings),
-                    replicas=settings.streams.replicas or 1,
-                )
+        await _ensure_bucket(js, bucket, settings)
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: BucketSpec, settings: Settings) -> None:
+    """Create the bucket, or switch an existing one's direct reads to what its spec says
+    (buckets made by builds before ``direct_reads`` answered every get through the API)."""
+    try:
+        info = await js.stream_info(f"KV_{bucket.name}")
+    except NotFoundError:
+        await js.create_key_value(
+            js_api.KeyValueConfig(
+                bucket=bucket.name,
+                history=1,
+                ttl=float(_limit(settings, bucket.ttl_setting) or 0.0),
+                storage=_storage(settings),
+                replicas=settings.streams.replicas or 1,
+                direct=bucket.direct_reads,
             )
+        )
+        return
+    if bool(info.config.allow_direct) != bucket.direct_reads:
+        await js.update_stream(dataclasses.replace(info.config, allow_direct=bucket.direct_reads))
 
 
 async def setup_topology(settings: Settings) -> None:

@@ -165,17 +165,25 @@ STREAMS: tuple[StreamSpec, ...] = (
 
 @dataclass(frozen=True)
 class BucketSpec:
-    """A KV bucket; ``ttl_setting`` names its ``[streams]`` field (None: no expiry)."""
+    """A KV bucket; ``ttl_setting`` names its ``[streams]`` field (None: no expiry).
+
+    ``direct_reads``: a get is a direct get, answered by any replica in raw bytes, instead
+    of a stream API request (JSON with the value in base64, answered by the leader). On for
+    the two buckets read at every GOP (the output mode, the source state), whose readers
+    can take a value a few milliseconds old; off where a read right after a write must see
+    it (the ledger's compare-and-set, a camera just declared, a face just enrolled).
+    """
 
     name: str
     ttl_setting: str | None
+    direct_reads: bool = False
 
 
 BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.LEDGER_BUCKET, "ledger_ttl_s"),
-    BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s"),
+    BucketSpec(Names.SOURCES_BUCKET, "output_max_age_s", direct_reads=True),
     BucketSpec(Names.CAMERAS_BUCKET, None),
-    BucketSpec(Names.OUTPUT_MODES_BUCKET, None),
+    BucketSpec(Names.OUTPUT_MODES_BUCKET, None, direct_reads=True),
     BucketSpec(Names.FACES_BUCKET, None),
     BucketSpec(Names.VIEWERS_BUCKET, "viewer_ttl_s"),
 )

@@ -7,7 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.errors import NotFoundError
 
 from framepipe.core import bus, messages, topology
@@ -33,6 +36,44 @@ class TestTopology:
             info = await js.consumer_info(spec.stream, spec.durable)
             assert str(getattr(info.config.ack_policy, "value", info.config.ack_policy)) == "explicit"
             assert info.config.max_deliver == -1
+
+    async def test_buckets_are_read_directly_as_their_spec_says(
+        self, nc: Client, js: JetStreamContext
+    ) -> None:
+        """A per-GOP bucket's get is a direct get; the ledger's goes to its stream's leader."""
+        asked: list[str] = []
+
+        async def note(msg: Msg) -> None:
+            asked.append(msg.subject)
+
+        api = await nc.subscribe("$JS.API.>", cb=note)
+        for bucket in topology.BUCKETS:
+            info = await js.stream_info(f"KV_{bucket.name}")
+            assert bool(info.config.allow_direct) is bucket.direct_reads, bucket.name
+            kv = await js.key_value(bucket.name)
+            await kv.put("probe", b"1")
+            asked.clear()
+            assert (await kv.get("probe")).value == b"1"
+            await nc.flush()
+            read = "DIRECT.GET" if bucket.direct_reads else "STREAM.MSG.GET"
+            assert [s for s in asked if "GET" in s] == [
+                f"$JS.API.{read}.KV_{bucket.name}"
+                + (f".$KV.{bucket.name}.probe" if bucket.direct_reads else "")
+            ], bucket.name
+        await api.unsubscribe()
+
+    async def test_a_bucket_made_before_direct_reads_is_switched_in_place(
+        self, js: JetStreamContext, nats_settings: Settings
+    ) -> None:
+        """Setup turns on direct reads of an older build's bucket and keeps its values."""
+        bucket = Names.OUTPUT_MODES_BUCKET
+        await js.delete_key_value(bucket)
+        old = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+        assert not (await js.stream_info(f"KV_{bucket}")).config.allow_direct
+        await old.put("cam1", b"overlay")
+        await bus.ensure_topology(js, nats_settings)
+        assert (await js.stream_info(f"KV_{bucket}")).config.allow_direct
+        assert (await (await js.key_value(bucket)).get("cam1")).value == b"overlay"
 
 
 class TestPublish:
