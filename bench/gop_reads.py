@@ -11,9 +11,10 @@ run, on GOPs cut from real 720p30 clips (1 s GOPs):
 - **read** of the GOP from VIDEO by its sequence (``core.bus.stored_msg``): a direct get,
   raw bytes, against the stream API's ``STREAM.MSG.GET``, whose JSON reply carries the body
   in base64. On a real nats-server; CPU ms per read of this process and of the server.
-- **KV reads** of the two buckets read at every GOP (the output mode by the analysis stage,
-  the source state by the sink): a bucket made as before answers a get through the stream
-  API; one made by today's setup (``BucketSpec.direct_reads``) with a direct get.
+- **KV reads** of the buckets read at every GOP (the output mode and, for an on-demand
+  camera, its viewer key by the analysis stage; the source state by the sink): a bucket
+  made as before answers a get through the stream API; one made by today's setup
+  (``BucketSpec.direct_reads``) with a direct get.
 
 Best of ``--repeats`` passes for each. Not part of CI. Writes ``bench/results/gop_reads.json``.
 
@@ -139,7 +140,11 @@ async def _kv_read_costs(js: JetStreamContext, pid: int, repeats: int) -> dict[s
     """Each bucket read at every GOP: made as before (its gets are API requests) and as setup makes it now."""
     state = SourceState("cam-0001", "rtsp://10.0.0.7/stream1", next_gop=86_400, next_frame=2_592_000)
     state.updated_at, state.gops_per_s, state.fps = time.time(), 1.0, 30.0
-    values = {Names.OUTPUT_MODES_BUCKET: b"overlay", Names.SOURCES_BUCKET: state.to_json()}
+    values = {
+        Names.OUTPUT_MODES_BUCKET: b"overlay",
+        Names.SOURCES_BUCKET: state.to_json(),
+        Names.VIEWERS_BUCKET: f"web {time.time():.3f}".encode(),
+    }
     out: dict[str, dict[str, float]] = {}
     for bucket, value in values.items():
         old = await js.create_key_value(KeyValueConfig(bucket=f"BENCH_BEFORE_{bucket}", history=1))

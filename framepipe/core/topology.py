@@ -169,9 +169,10 @@ class BucketSpec:
 
     ``direct_reads``: a get is a direct get, answered by any replica in raw bytes, instead
     of a stream API request (JSON with the value in base64, answered by the leader). On for
-    the two buckets read at every GOP (the output mode, the source state), whose readers
-    can take a value a few milliseconds old; off where a read right after a write must see
-    it (the ledger's compare-and-set, a camera just declared, a face just enrolled).
+    the buckets read at every GOP (the output mode, the source state, an on-demand camera's
+    viewer key), whose readers can take a value a few milliseconds old; off where a read
+    right after a write must see it (the ledger's compare-and-set, a camera just declared,
+    a face just enrolled).
     """
 
     name: str
@@ -185,7 +186,7 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(Names.CAMERAS_BUCKET, None),
     BucketSpec(Names.OUTPUT_MODES_BUCKET, None, direct_reads=True),
     BucketSpec(Names.FACES_BUCKET, None),
-    BucketSpec(Names.VIEWERS_BUCKET, "viewer_ttl_s"),
+    BucketSpec(Names.VIEWERS_BUCKET, "viewer_ttl_s", direct_reads=True),
 )
 
 
