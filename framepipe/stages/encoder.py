@@ -14,10 +14,8 @@ from typing import ClassVar
 
 import av
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from framepipe.core import bus, health, messages
-from framepipe.core.errors import MissingInputError
+from framepipe.core import health
 from framepipe.core.messages import EncodeItem, GopMessage, SegmentMessage
 from framepipe.core.runner import Done, Stage, WorkContext
 from framepipe.core.settings import Settings
@@ -26,6 +24,7 @@ from framepipe.media.annotate import draw_detections_yuv420
 from framepipe.media.codec import decode_gop, encode_segment
 from framepipe.media.remux import remux_gop
 from framepipe.stages.output_modes import OutputModes
+from framepipe.stages.video_reads import read_gop
 
 NVENC = "h264_nvenc"
 SOFTWARE = "libx264"
@@ -90,19 +89,7 @@ class Encoder(Stage[EncodeItem]):
         return data, duration, len(annotated)
 
     async def process(self, message: EncodeItem, ctx: WorkContext) -> Done:
-        try:
-            raw = await bus.stored_msg(ctx.js, Names.VIDEO, message.video_seq)
-        except NotFoundError:
-            raise MissingInputError(
-                f"GOP {message.gop} of {message.camera} (VIDEO seq {message.video_seq}) is no longer "
-                "in the VIDEO stream; raise streams.video_max_age_s"
-            ) from None
-        gop = messages.decode(raw.headers, raw.data or b"", GopMessage)
-        if (gop.camera, gop.gop) != (message.camera, message.gop):
-            raise MissingInputError(
-                f"VIDEO seq {message.video_seq} holds {gop.camera}/{gop.gop}, "
-                f"expected {message.camera}/{message.gop}"
-            )
+        gop = await read_gop(ctx.js, message)
         # A live item is an on-demand camera's watched GOP: burn it in whatever the mode says
         # now. An on-demand camera's other items were routed before a switch to on-demand:
         # burn them in as its recording, so the switch leaves no hole.

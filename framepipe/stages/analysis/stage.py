@@ -23,10 +23,8 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from framepipe.core import bus, health, messages
-from framepipe.core.errors import MissingInputError
+from framepipe.core import health
 from framepipe.core.gallery import UNKNOWN, GalleryIndex
 from framepipe.core.messages import (
     AttributeReading,
@@ -46,6 +44,7 @@ from framepipe.stages.analysis.reading import AttributeSet
 from framepipe.stages.analysis.tracklets import Sighting, Tracklet, choose_crops, link
 from framepipe.stages.analysis.watch import GalleryWatch
 from framepipe.stages.output_routing import OutputRouter
+from framepipe.stages.video_reads import read_gop
 
 
 @dataclass(frozen=True)
@@ -68,22 +67,6 @@ class Embedded:
             )
             for s, c in zip(self.sightings, self.crops, strict=True)
         ]
-
-
-async def read_gop(js: JetStreamContext, item: EncodeItem) -> GopMessage:
-    try:
-        raw = await bus.stored_msg(js, Names.VIDEO, item.video_seq)
-    except NotFoundError:
-        raise MissingInputError(
-            f"GOP {item.gop} of {item.camera} (VIDEO seq {item.video_seq}) is no longer "
-            "in the VIDEO stream; raise streams.video_max_age_s"
-        ) from None
-    gop = messages.decode(raw.headers, raw.data or b"", GopMessage)
-    if (gop.camera, gop.gop) != (item.camera, item.gop):
-        raise MissingInputError(
-            f"VIDEO seq {item.video_seq} holds {gop.camera}/{gop.gop}, expected {item.camera}/{item.gop}"
-        )
-    return gop
 
 
 def vote(index: GalleryIndex, embedded: Embedded) -> tuple[str, float]:
