@@ -8,6 +8,7 @@ costs (``bench.density.bare_costs``), so each stage's CPU reads as a multiple of
 work it does. Not part of CI; short trials on a shared machine, read with the load.
 
     python -m bench.density_cpu [--cameras 8] [--seconds 10] [--mode overlay]
+        [--nats-profile nats.pprof]   # then: go tool pprof -top $(which nats-server) nats.pprof
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, allocator_choice, bench_settings, clip, load_gops, write_result
 from bench.density import bare_costs
 from bench.latency import RealtimePipeline
+from framepipe.local.natsserver import NatsServer
 from framepipe.media.sample import ClipSpec
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -99,6 +102,32 @@ class CpuSampler(threading.Thread):
         return out
 
 
+def steady_window(seconds: float) -> tuple[float, float]:
+    """(start, length) in seconds from the trial's start of its steady state: the middle of
+    the trial, after every gateway started (a process start, ~1 s of imports, happens once
+    per camera and would weigh heavily in a short clip)."""
+    begin = 0.35 * seconds + 3.0
+    return begin, seconds - begin
+
+
+class NatsProfile(threading.Thread):
+    """nats-server's CPU profile of the steady window, from its Go profiler on loopback."""
+
+    def __init__(self, server: NatsServer, out: Path, begin_s: float, length_s: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.out, self.begin_s = server.cpu_profile_url(length_s), out, begin_s
+        self.error = ""
+
+    def run(self) -> None:
+        time.sleep(self.begin_s)
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.begin_s + 120) as response:
+                self.out.parent.mkdir(parents=True, exist_ok=True)
+                self.out.write_bytes(response.read())
+        except OSError as exc:
+            self.error = str(exc)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cameras", type=int, default=8)
@@ -115,6 +144,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="watched",
         choices=("watched", "always", "off"),
         help="gateway.live_packets (nobody watches in the bench: 'always' is the cost of forwarding anyway)",
+    )
+    parser.add_argument(
+        "--nats-profile",
+        type=Path,
+        help="also write nats-server's CPU profile of the steady window here (read: go tool pprof -top)",
     )
     args = parser.parse_args(argv)
     allocator_tuned = allocator_choice(args.default_allocator)
@@ -135,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     costs = bare_costs(gops[: max(2, len(gops) // 4)], settings)
     with (
         tempfile.TemporaryDirectory(prefix="fp-density-cpu-") as tmp,
-        RealtimePipeline(settings, Path(tmp)) as rt,
+        RealtimePipeline(settings, Path(tmp), nats_profiler=args.nats_profile is not None) as rt,
     ):
         rt.trial(source, 1, "warm", spec.gop / spec.fps, stall_s=30.0)
         sampler = CpuSampler()
@@ -143,18 +177,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         before = sampler.totals()
         sampler.start()
         started = time.monotonic()
+        profiler = None
+        if args.nats_profile is not None:
+            profiler = NatsProfile(rt.server, args.nats_profile, *steady_window(args.seconds))
+            profiler.start()
         result = rt.trial(source, args.cameras, "p", spec.gop / spec.fps, stall_s=30.0)
         wall = time.monotonic() - started
+        if profiler is not None:
+            profiler.join(timeout=30.0)
         sampler.stop.set()
         sampler.join()
         sampler.sample()
         after = sampler.totals()
     camera_s = args.cameras * args.seconds
     per_camera_s = {k: round((after[k] - before.get(k, 0.0)) / camera_s, 5) for k in sorted(after)}
-    # Steady state: the middle of the trial, after every gateway started (a process start,
-    # ~1 s of imports, happens once per camera and would weigh heavily in a short clip).
-    t0 = started + 0.35 * args.seconds + 3.0
-    t1 = started + args.seconds
+    begin, length = steady_window(args.seconds)
+    t0, t1 = started + begin, started + begin + length
     window = [(t, v) for t, v in sampler.series if t0 <= t <= t1]
     steady: dict[str, float] = {}
     if len(window) >= 2:
@@ -165,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steady_total = sum(v for k, v in steady.items() if k != "bench")
     out = {
         "benchmark": "density_cpu",
-        "params": vars(args) | {"out": str(args.out)},
+        "params": vars(args) | {"out": str(args.out), "nats_profile": str(args.nats_profile or "")},
         "allocator_tuned": allocator_tuned,
         "bare_costs_s_per_camera_s": costs,
         "cpu_s_per_camera_s": per_camera_s,
@@ -181,6 +219,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "latency_p50_s": result["latency_s"].get("p50"),
         },
     }
+    if profiler is not None:
+        found = args.nats_profile.is_file() and not profiler.error
+        out["nats_profile"] = {"path": str(args.nats_profile), "written": found, "error": profiler.error}
     write_result(out, args.out, " ".join(["python -m bench.density_cpu", *(argv or sys.argv[1:])]))
     return out
 

@@ -157,9 +157,10 @@ def trend_s(latencies: list[float]) -> float:
 class RealtimePipeline:
     """Every stage as a process on a real nats-server; cameras added per trial."""
 
-    def __init__(self, settings: Settings, workdir: Path) -> None:
+    def __init__(self, settings: Settings, workdir: Path, *, nats_profiler: bool = False) -> None:
         self.workdir = workdir
-        self.server = NatsServer(store_dir=workdir / "jetstream").start(log_file=workdir / "nats.log")
+        self.server = NatsServer(store_dir=workdir / "jetstream", profile_port=0 if nats_profiler else None)
+        self.server.start(log_file=workdir / "nats.log")
         self.settings = settings.replace(
             nats={"url": self.server.url},
             sink={"output_dir": str(workdir / "out")},

@@ -160,6 +160,8 @@ class NatsServer:
     tls: TlsFiles | None = None
     #: where the local client profile (URL, CA, passwords) is kept while the server runs.
     auth_dir: Path | None = None
+    #: Go's profiler (``prof_port``, on ``host``): None off; 0 a free port picked at start.
+    profile_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -192,6 +194,12 @@ class NatsServer:
     def monitor_url(self) -> str:
         return f"http://{self.host}:{self.monitor_port}"
 
+    def cpu_profile_url(self, seconds: float) -> str:
+        """Where the profiler hands out a CPU profile of the next ``seconds`` (``go tool pprof``)."""
+        if not self.profile_port:
+            raise SetupError("this nats-server was started without profile_port")
+        return f"http://{self.host}:{self.profile_port}/debug/pprof/profile?seconds={max(1, round(seconds))}"
+
     def config_text(self) -> str:
         sync = "" if self.sync_interval == "default" else f"\n  sync_interval: {self.sync_interval}"
         return (
@@ -199,7 +207,8 @@ class NatsServer:
             f"http: {self.host}:{self.monitor_port}\n"
             f"max_payload: {self.max_payload}\n"
             "max_pending: 67108864\n"
-            "jetstream {\n"
+            + (f"prof_port: {self.profile_port}\n" if self.profile_port else "")
+            + "jetstream {\n"
             f'  store_dir: "{self.store_dir}"\n'
             "  max_memory_store: 1GB\n"
             f"  max_file_store: {self.max_file_store}{sync}\n"
@@ -218,6 +227,8 @@ class NatsServer:
         """
         picked = not self.port and not self.monitor_port
         attempts = 3 if picked else 1
+        if self.profile_port == 0:
+            self.profile_port = free_port(self.host)
         for attempt in range(attempts):
             if picked:
                 self.port, self.monitor_port = free_port(self.host), free_port(self.host)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,16 @@ class TestNatsServer:
         for port in picks[:3]:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("127.0.0.1", port))  # nothing holds it
+
+    def test_a_server_started_with_a_profiler_hands_out_a_cpu_profile(self, tmp_path: Path) -> None:
+        """profile_port=0 picks a loopback port for Go's profiler; a server without one says so."""
+        server = NatsServer(store_dir=tmp_path / "js", profile_port=0).start(log_file=tmp_path / "n.log")
+        try:
+            assert server.profile_port
+            with urllib.request.urlopen(server.cpu_profile_url(1), timeout=30) as response:
+                profile = response.read()
+            assert profile[:2] == b"\x1f\x8b"  # pprof's gzipped protobuf
+        finally:
+            server.stop()
+        with pytest.raises(SetupError, match="without profile_port"):
+            NatsServer(store_dir=tmp_path / "other").cpu_profile_url(1)
