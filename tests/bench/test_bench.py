@@ -132,3 +132,20 @@ def test_encoder_presets_tiny_writes_results(tmp_path: Path) -> None:
     assert set(rows) == {c.label for c in encoder_presets.CONFIGS}
     assert rows["veryfast t1"]["speed_vs_default"] == 1.0
     assert all(r["kbit_s"] > 0 and r["psnr_y_db"] > 25 for r in rows.values())
+
+
+def test_frames_bytes_tiny_writes_every_layout_against_todays(tmp_path: Path) -> None:
+    """`bench.frames_bytes` sends each FRAMES layout through a real work queue and sizes it."""
+    from bench import frames_bytes
+
+    out = tmp_path / "frames_bytes.json"
+    frames_bytes.main(["--batches", "3", "--repeats", "1", "--out", str(out)])
+    rows = _read(out)["cpu_ms_per_batch"]
+    assert set(rows) == set(frames_bytes.LAYOUTS)
+    assert rows["letterboxed-rgb"]["ratio_to_letterboxed"] == 1.0
+    sizes = [
+        rows[name]["body_bytes"] for name in ("letterboxed-rgb", "picture-rgb", "picture-yuv420", "no-pixels")
+    ]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] > 5 * 192 * 192 * 3
+    assert all(row["client_ms"] > 0 for row in rows.values())
