@@ -148,10 +148,16 @@ def bare_costs(gops: list[GopMessage], settings: Settings, repeats: int = BARE_R
     return {k: round(v, 5) for k, v in per_s.items()}
 
 
+def bare_per_camera(costs: dict[str, float], mode: str) -> float:
+    """CPU seconds per camera-second of a mode's bare work: decode, letterbox and model, then
+    the remux (overlay) or the second decode, draw and encode (burn-in)."""
+    per_camera = costs["decode"] + costs["letterbox"] + costs["model"]
+    return per_camera + (costs["remux"] if mode == "overlay" else costs["burn_in"])
+
+
 def limit(costs: dict[str, float], mode: str, cores: int) -> float:
     """Cameras the cores could carry at the bare costs (nothing for the bus or processes)."""
-    per_camera = costs["decode"] + costs["letterbox"] + costs["model"]
-    per_camera += costs["remux"] if mode == "overlay" else costs["burn_in"]
+    per_camera = bare_per_camera(costs, mode)
     return cores / per_camera if per_camera > 0 else 0.0
 
 

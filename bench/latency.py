@@ -102,6 +102,11 @@ async def _captured(settings: Settings, first_seq: int) -> tuple[dict[tuple[str,
         await nc.close()
 
 
+#: the stages a GOP passes, in order; an overlay GOP skips the encoder (the analysis stage
+#: remuxes it), a burn-in GOP passes all of them.
+PIPELINE_ORDER = (Names.DECODER, Names.INFERENCE, Names.ANALYSIS, Names.ENCODER, Names.SINK)
+
+
 def breakdown(
     logs: list[Path], captured: dict[tuple[str, int], float], names: list[str]
 ) -> dict[str, dict[str, float]]:
@@ -110,34 +115,36 @@ def breakdown(
     From the stages' ``gop.done`` events (ISO timestamp at the end, ``duration_ms``):
     a stage's work on a GOP spans its first start to its last end over the GOP's
     parts; its wait is from the previous stage's end (the gateway's publish) to that start.
+    A GOP counts once the decoder and the sink logged it; a stage it skipped (the encoder,
+    in overlay) is left out of its chain, and a stage no GOP passed is left out of the result.
     """
     spans: dict[tuple[str, int], dict[str, list[float]]] = {}
     for event in gop_done_events(logs):
         camera, stage = event.get("camera"), event.get("stage")
-        if camera not in names or stage in (None, "gateway"):
+        if camera not in names or stage not in PIPELINE_ORDER:
             continue
         end = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
         start = end - float(event.get("duration_ms", 0.0)) / 1000
         span = spans.setdefault((str(camera), int(event["gop"])), {}).setdefault(str(stage), [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)
-    order = [Names.DECODER, Names.INFERENCE, Names.ENCODER, Names.SINK]
-    waits: dict[str, list[float]] = {stage: [] for stage in order}
-    works: dict[str, list[float]] = {stage: [] for stage in order}
+    waits: dict[str, list[float]] = {stage: [] for stage in PIPELINE_ORDER}
+    works: dict[str, list[float]] = {stage: [] for stage in PIPELINE_ORDER}
     for key, by_stage in spans.items():
-        if key not in captured or any(stage not in by_stage for stage in order):
+        if key not in captured or Names.DECODER not in by_stage or Names.SINK not in by_stage:
             continue
         previous = captured[key]
-        for stage in order:
+        for stage in (s for s in PIPELINE_ORDER if s in by_stage):
             start, end = by_stage[stage]
             waits[stage].append(start - previous)
             works[stage].append(end - start)
             previous = end
     return {
         stage: {
-            "wait_s": round(float(np.mean(waits[stage])), 3) if waits[stage] else 0.0,
-            "work_s": round(float(np.mean(works[stage])), 3) if works[stage] else 0.0,
+            "wait_s": round(float(np.mean(waits[stage])), 3),
+            "work_s": round(float(np.mean(works[stage])), 3),
         }
-        for stage in order
+        for stage in PIPELINE_ORDER
+        if waits[stage]
     }
 
 

@@ -94,7 +94,7 @@ def test_latency_tiny_writes_results(tmp_path: Path, models_dir: Path) -> None:
     trial = result["realtime"]
     assert trial["complete"] is True
     assert trial["latency_s"]["n"] == 2
-    assert set(trial["breakdown"]) == {"decoder", "inference", "encoder", "sink"}
+    assert set(trial["breakdown"]) == {"decoder", "inference", "analysis", "encoder", "sink"}
     assert all(stage["work_s"] > 0 for stage in trial["breakdown"].values())
     assert result["summary"]["ratio_p50_over_monolith_gop"] > 0
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.density import limit, search
+from bench.density import bare_per_camera, limit, search
 
 
 class TestDensitySearch:
@@ -29,3 +29,9 @@ class TestDensitySearch:
         costs = {"decode": 0.04, "letterbox": 0.01, "model": 0.05, "remux": 0.0, "burn_in": 0.3}
         assert limit(costs, "overlay", 2) == pytest.approx(20.0)
         assert limit(costs, "burn-in", 2) == pytest.approx(5.0)
+
+    def test_bare_work_per_camera_is_the_modes_own(self) -> None:
+        """density_cpu's overhead ratio divides by the mode's bare work: burn-in's includes its encode."""
+        costs = {"decode": 0.04, "letterbox": 0.01, "model": 0.05, "remux": 0.02, "burn_in": 0.3}
+        assert bare_per_camera(costs, "overlay") == pytest.approx(0.12)
+        assert bare_per_camera(costs, "burn-in") == pytest.approx(0.4)
