@@ -11,6 +11,7 @@ re-exported here, so ``framepipe.core.messages`` stays the one import for the wi
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass
 from typing import ClassVar
@@ -105,9 +106,22 @@ class FrameBatch(Message):
     #: per frame of ``frame_indices``: does ``pixels`` hold it (the model runs on it)? The
     #: decoder letterboxes and sends only those; empty: every frame is in ``pixels``.
     selected: tuple[bool, ...] = ()
+    #: (0, 0): ``pixels`` hold ``shape``, the model's square input letterboxed by the decoder
+    #: (every decoder before this field). Otherwise (height, width) of each frame's picture
+    #: alone: ``pixels`` hold n × height × width × 3 (:attr:`pixel_shape`) and inference pads
+    #: them at ``pad`` into the black square ``shape`` asks for; the bars are 44 % of a 16:9
+    #: batch's bytes. A reader older than this field finds the byte count wrong and
+    #: dead-letters the batch (replayable) instead of reading pictures as squares.
+    picture: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        n, h, w, c = self.shape
+        n, h, w, _ = self.shape
+        if self.picture != (0, 0):
+            (pad_x, pad_y), (height, width) = self.pad, self.picture
+            if not (height > 0 and width > 0 and 0 <= pad_x <= w - width and 0 <= pad_y <= h - height):
+                raise SchemaError(
+                    f"frames picture {width}x{height} at pad {self.pad} does not fit the {w}x{h} input"
+                )
         if len(self.frame_indices) != len(self.pts):
             raise SchemaError("frames frame_indices and pts differ in length")
         if self.selected and (len(self.selected) != len(self.frame_indices) or not self.selected[0]):
@@ -116,14 +130,23 @@ class FrameBatch(Message):
             raise SchemaError("frames shape does not match frame_indices/pts/selected")
         if self.time_base != (0, 1) and (self.time_base[0] <= 0 or self.time_base[1] <= 0):
             raise SchemaError(f"frames time_base must be positive, got {self.time_base}")
-        if len(self.pixels) != n * h * w * c:
-            raise SchemaError(f"frames pixels hold {len(self.pixels)} bytes, shape needs {n * h * w * c}")
+        needed = math.prod(self.pixel_shape)
+        if len(self.pixels) != needed:
+            raise SchemaError(f"frames pixels hold {len(self.pixels)} bytes, their shape needs {needed}")
         if not 0 <= self.part < self.parts:
             raise SchemaError(f"frames part {self.part} outside 0..{self.parts - 1}")
 
     @property
     def has_timestamps(self) -> bool:
         return self.time_base != (0, 1)
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int, int]:
+        """What ``pixels`` hold: ``shape``, or n × :attr:`picture` × channels."""
+        if self.picture == (0, 0):
+            return self.shape
+        n, _, _, c = self.shape
+        return (n, *self.picture, c)
 
 
 @dataclass(frozen=True)

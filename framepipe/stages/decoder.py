@@ -1,8 +1,10 @@
 """Decoder stage: GOP → model-sized frames, split into parts under max_payload.
 
-Only the frames the model runs on (``detect_fps`` / ``detect_every``) are letterboxed and
+Only the frames the model runs on (``detect_fps`` / ``detect_every``) are resized and
 published; each part still lists every source frame (``frame_indices``, ``pts``) with
 ``selected`` saying which ones its pixels hold, so detections stay one per source frame.
+By default a part holds each frame's picture with no letterbox bars (``picture``):
+inference pads it into the model's square, and the bus carries 44 % fewer bytes at 16:9.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ def decode_letterboxed(
 
 
 def decode_selected(
-    gop: GopMessage, size: int, threads: int, choose: Callable[[list[int]], list[bool]]
+    gop: GopMessage,
+    size: int,
+    threads: int,
+    choose: Callable[[list[int]], list[bool]],
+    pictures: bool = False,
 ) -> tuple[np.ndarray, list[int], list[bool], Letterbox]:
     """Decode the GOP as far as the last frame ``choose(pts)`` selects (every frame before it
-    too: later frames reference earlier ones) and letterbox only the selected frames:
+    too: later frames reference earlier ones) and letterbox only the selected frames
+    (``pictures``: resize them with no bars, n × inner height × width × 3, when every one
+    has the GOP's size; a GOP whose frames change size is letterboxed as before):
     (tensor of the selected frames, pts of all, selected, letterbox).
 
     The selection is made from the packets' pts, before decoding, so the frames after the
@@ -78,6 +86,13 @@ def decode_selected(
         pts = [int(frame.pts if frame.pts is not None else 0) for frame in decoded]
         selected = _checked(choose(pts), len(decoded))
     letterbox = Letterbox(size, gop.width, gop.height)
+    chosen_frames = [frame for frame, chosen in zip(decoded, selected, strict=False) if chosen]
+    if pictures and all((f.width, f.height) == (gop.width, gop.height) for f in chosen_frames):
+        width, height = letterbox.inner
+        batch = np.zeros((sum(selected), height, width, 3), dtype=np.uint8)
+        for row, frame in enumerate(chosen_frames):
+            letterbox.picture(frame, out=batch[row])
+        return batch, pts, selected, letterbox
     tensor = np.zeros((sum(selected), size, size, 3), dtype=np.uint8)
     row = 0
     for frame, chosen in zip(decoded, selected, strict=False):
@@ -122,6 +137,10 @@ def frame_batches(
     """The decoded GOP as FrameBatch parts, each under ``max_payload``; ``frames`` holds the
     ``selected`` frames only (None: every frame)."""
     selected = selected if selected is not None else [True] * len(pts)
+    # A batch of pictures (no bars) is placed into the model's square by inference.
+    square = (letterbox.size, letterbox.size)
+    picture = (0, 0) if frames.shape[1:3] == square else (int(frames.shape[1]), int(frames.shape[2]))
+    # Parts are cut as for the square frames: the same parts whatever the layout.
     per_part = frames_per_part(letterbox.size, settings.nats.max_payload, settings.decoder.frames_per_part)
     parts = part_ranges(selected, per_part)
     batches = []
@@ -140,7 +159,8 @@ def frame_batches(
                 source_size=(letterbox.source_width, letterbox.source_height),
                 scale=letterbox.scale,
                 pad=letterbox.pad,
-                shape=(chunk.shape[0], chunk.shape[1], chunk.shape[2], chunk.shape[3]),
+                # The model's input either way; ``picture`` says when pixels hold less of it.
+                shape=(chunk.shape[0], letterbox.size, letterbox.size, chunk.shape[3]),
                 # A view of the tensor: the envelope's raw tail copies it once, into the body.
                 pixels=chunk.data.cast("B"),
                 frame_offset=gop.frame_offset,
@@ -150,6 +170,7 @@ def frame_batches(
                 time_base=gop.time_base,
                 # Empty when every frame is there: what older inference replicas expect.
                 selected=() if all(part_selected) else part_selected,
+                picture=picture,
             )
         )
     return batches
@@ -167,7 +188,9 @@ class Decoder(Stage[GopMessage]):
             indices = range(gop.frame_offset, gop.frame_offset + len(pts))
             return model_frames(cfg, indices, pts, gop.time_base)
 
-        return decode_selected(gop, cfg.input_size, self.settings.decoder.threads, choose)
+        decoder = self.settings.decoder
+        pictures = decoder.frames_layout == "picture"
+        return decode_selected(gop, cfg.input_size, decoder.threads, choose, pictures)
 
     async def process(self, message: GopMessage, ctx: WorkContext) -> Done:
         frames, pts, selected, letterbox = await self.offload(self._decode, message)

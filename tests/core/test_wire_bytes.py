@@ -52,10 +52,11 @@ _JSON = {"Content-Type": "application/json"}
 #: (message, extra headers beyond version/kind/camera/gop, sha256 of the body, body length),
 #: measured on the envelope as it was before core/messages.py was split into modules; encode
 #: and segment re-pinned when event clips added EncodeItem.clip and SegmentMessage.clip/video_seq
-#: (new fields with defaults, appended: older readers ignore them).
+#: (new fields with defaults, appended: older readers ignore them); frames re-pinned when
+#: FrameBatch.picture was appended (13 bytes: its key and (0, 0)).
 PINNED: list[tuple[messages.Message, dict[str, str], str, int]] = [
     (_GOP, {}, "0641582c66037d64541fe800b8700d31ac8fa9eaa31015fdc4754f12fa7cb534", 206),
-    (_BATCH, {_TAIL: "173"}, "fbfbb90122173ee3300231ed4e36f5f746d5564a3114a6c0707602e755521e77", 185),
+    (_BATCH, {_TAIL: "186"}, "9c89bc814762162f8af1309b6da00fbc92bb60992d524ae4376406ee36711e7f", 198),
     (
         DetectionsMessage("cam1", 3, 0, 1, _FRAMES, "yolo"),
         _JSON,

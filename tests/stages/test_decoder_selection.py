@@ -11,9 +11,10 @@ import pytest
 from framepipe.core import messages
 from framepipe.core.errors import SchemaError
 from framepipe.core.messages import FrameBatch, GopMessage
-from framepipe.core.settings import Settings
+from framepipe.core.settings import ConfigError, DecoderSettings, Settings
 from framepipe.media.codec import decode_gop
 from framepipe.media.gop import GopCutter
+from framepipe.media.letterbox import place
 from framepipe.stages.decoder import Decoder, decode_letterboxed, frame_batches, part_ranges
 from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
 from tests.helpers import clip
@@ -88,7 +89,7 @@ class TestDecoderSelection:
         back = messages.decode(headers, body, FrameBatch)
         assert back.selected == batch.selected
         assert back.shape == batch.shape
-        n, h, w, c = batch.shape
+        n, h, w, c = batch.pixel_shape
         with pytest.raises(SchemaError, match="shape does not match"):
             FrameBatch(**{**batch.__dict__, "selected": (True,) * len(batch.frame_indices)})
         with pytest.raises(SchemaError, match="select the first"):
@@ -113,10 +114,10 @@ class TestDecodeThroughLastSelected:
         gop = _gops()[1]
         cfg = settings.replace(inference={"detect_fps": 5.0}).inference
         choose = Decoder(settings.replace(inference={"detect_fps": 5.0}))._decode
-        frames, pts, selected, _ = choose(gop)
+        frames, pts, selected, letterbox = choose(gop)
         everything, all_pts, _ = decode_letterboxed(gop, cfg.input_size, 1)
         assert pts == all_pts
-        assert np.array_equal(frames, everything[np.array(selected)])
+        assert np.array_equal(place(frames, cfg.input_size, letterbox.pad), everything[np.array(selected)])
 
     def test_packets_without_distinct_pts_decode_the_whole_gop(self, settings: Settings) -> None:
         """Repeated packet pts cannot be selected from before decoding: every frame is decoded."""
@@ -124,3 +125,81 @@ class TestDecodeThroughLastSelected:
         frames, pts, selected, _ = Decoder(settings.replace(inference={"detect_every": 6}))._decode(gop)
         assert len(pts) == len(selected) == 30
         assert frames.shape[0] == sum(selected) == 5
+
+
+class TestFramesLayout:
+    """A FRAMES batch holds each frame's picture with no bars by default (``picture``)."""
+
+    def test_picture_batches_are_the_letterboxed_ones_without_their_bars(self, settings: Settings) -> None:
+        """Same parts, frames, shape and pad; pixels are the picture area only, and placed into
+        the square they are the letterboxed pixels byte for byte."""
+        gops, rate = _gops(), {"detect_fps": 5.0}
+        pictures = _publish(settings.replace(inference=rate), gops)
+        squares = _publish(settings.replace(inference=rate, decoder={"frames_layout": "letterbox"}), gops)
+        assert len(pictures) == len(squares) >= 2
+        size = settings.inference.input_size
+        for picture, square in zip(pictures, squares, strict=True):
+            n, height, width, _ = picture.pixel_shape
+            assert (height, width) == picture.picture == (size * 9 // 16, size)  # the clip is 16:9
+            assert (square.picture, square.pixel_shape) == ((0, 0), square.shape)
+            assert picture.shape == square.shape == (n, size, size, 3)
+            assert (picture.frame_indices, picture.pts, picture.selected, picture.pad) == (
+                square.frame_indices,
+                square.pts,
+                square.selected,
+                square.pad,
+            )
+            pixels = np.frombuffer(picture.pixels, dtype=np.uint8).reshape(picture.pixel_shape)
+            placed = place(pixels, size, picture.pad)
+            assert placed.tobytes() == bytes(square.pixels)
+            assert len(picture.pixels) / len(square.pixels) == pytest.approx(height / size)
+
+    def test_picture_survives_the_wire_and_older_batches_read_as_squares(self, settings: Settings) -> None:
+        """``picture`` round-trips; a square batch without the field (older decoders) reads as one."""
+        (batch, *_) = _publish(settings.replace(inference={"detect_fps": 5.0}), _gops()[:1])
+        headers, body = messages.encode(batch)
+        back = messages.decode(headers, body, FrameBatch)
+        assert back.picture == batch.picture != (0, 0)
+        assert bytes(back.pixels) == bytes(batch.pixels)
+        (square, *_) = _publish(
+            settings.replace(inference={"detect_fps": 5.0}, decoder={"frames_layout": "letterbox"}),
+            _gops()[:1],
+        )
+        wire = square.to_wire()
+        del wire["picture"]
+        assert FrameBatch.from_wire(wire).picture == (0, 0)
+
+    def test_a_reader_older_than_the_field_refuses_a_picture_batch(self, settings: Settings) -> None:
+        """Without ``picture`` (what an older inference reads) the byte count disagrees with
+        ``shape``: a SchemaError, so the batch is dead-lettered, never read as squares."""
+        (batch, *_) = _publish(settings.replace(inference={"detect_fps": 5.0}), _gops()[:1])
+        wire = batch.to_wire()
+        del wire["picture"]
+        with pytest.raises(SchemaError, match=r"pixels hold \d+ bytes, their shape needs"):
+            FrameBatch.from_wire(wire)
+
+    def test_a_picture_that_does_not_fit_its_input_is_refused(self, settings: Settings) -> None:
+        """A pad or picture that leaves the model's square is a SchemaError (dead letter)."""
+        (batch, *_) = _publish(settings.replace(inference={"detect_fps": 5.0}), _gops()[:1])
+        height, width = batch.picture
+        size = batch.shape[1]
+        with pytest.raises(SchemaError, match="does not fit"):
+            dataclasses.replace(batch, pad=(0, size - height + 1))
+        with pytest.raises(SchemaError, match="does not fit"):
+            dataclasses.replace(batch, picture=(width, height))
+        with pytest.raises(SchemaError, match="does not fit"):
+            dataclasses.replace(batch, picture=(0, width))
+
+    def test_frames_of_another_size_than_the_gop_says_are_letterboxed(self, settings: Settings) -> None:
+        """Pictures of one batch share a size: frames unlike the GOP's stated size go as squares."""
+        gop = dataclasses.replace(_gops()[0], width=320, height=180)
+        frames, _, _, letterbox = Decoder(settings.replace(inference={"detect_fps": 5.0}))._decode(gop)
+        size = settings.inference.input_size
+        assert frames.shape[1:] == (size, size, 3)
+        assert (letterbox.source_width, letterbox.source_height) != (320, 180)
+
+    def test_layout_setting_is_checked(self) -> None:
+        """frames_layout is "picture" or "letterbox"; anything else says which."""
+        assert DecoderSettings().frames_layout == "picture"
+        with pytest.raises(ConfigError, match=r"decoder\.frames_layout must be 'picture' or 'letterbox'"):
+            DecoderSettings(frames_layout="square")  # type: ignore[arg-type]

@@ -144,4 +144,4 @@ def test_decoder_sends_the_time_base_of_real_video(nats_settings: Settings) -> N
         selected = select_by_rate(batch.pts, batch.time_base, 5)
         chosen = [f for f, s in zip(batch.frame_indices, selected, strict=True) if s]
         assert chosen == [f for f in batch.frame_indices if f % 6 == 0], (batch.gop, batch.part)
-    assert np.frombuffer(batches[0].pixels, dtype=np.uint8).size == int(np.prod(batches[0].shape))
+    assert np.frombuffer(batches[0].pixels, dtype=np.uint8).size == int(np.prod(batches[0].pixel_shape))

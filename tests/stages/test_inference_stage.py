@@ -260,3 +260,40 @@ def test_one_gop_done_per_gop_with_an_int_gop(settings: Settings, tmp_path: Path
     assert [e["event"] for e in done if e["event"] == "gop.done"] == ["gop.done"]
     assert [e["event"] for e in done].count("part.done") <= 1
     assert all(e["gop"] == 0 for e in done)
+
+
+def test_picture_batches_find_the_faces_letterboxed_ones_do(settings: Settings) -> None:
+    """The real BlazeFace on a real 16:9 clip: a batch of pictures with no bars (the decoder's
+    default) and the same frames letterboxed by the decoder give the same detections."""
+    import dataclasses
+
+    from framepipe.media.gop import GopCutter
+    from framepipe.stages.decoder import Decoder, frame_batches
+    from framepipe.stages.gateway import gop_message, iter_packets, open_input, stream_params
+    from tests.helpers import faces_clip
+
+    container, stream = open_input(str(faces_clip()))
+    with container:
+        params = stream_params(stream)
+        cutter = GopCutter(params.codec, params.extradata, params.time_base)
+        gop = gop_message("faces", next(iter(cutter.cut(iter_packets(container, stream)))), params)
+    settings = settings.replace(inference={"detect_fps": 5.0})
+    batches = []
+    for camera, layout in (("pictures", "picture"), ("squares", "letterbox")):
+        chosen = settings.replace(decoder={"frames_layout": layout})
+        frames, pts, selected, letterbox = Decoder(chosen)._decode(gop)
+        batches += frame_batches(
+            dataclasses.replace(gop, camera=camera), 1, frames, pts, letterbox, chosen, selected
+        )
+    size = settings.inference.input_size
+    assert {b.picture for b in batches} == {(0, 0), (size * 9 // 16, size)}
+    by_camera = {m.camera: m for m in asyncio.run(run_stage(settings, batches))}
+    pictures, squares = by_camera["pictures"].frames, by_camera["squares"].frames
+    assert [f.frame for f in pictures] == [f.frame for f in squares] == list(range(len(gop.packets)))
+    found = [d for f in pictures for d in f.detections]
+    assert found, "the clip's face was not found at all"
+    for a, b in zip(pictures, squares, strict=True):
+        assert len(a.detections) == len(b.detections)
+        for da, db in zip(a.detections, b.detections, strict=True):
+            assert da.box == pytest.approx(db.box, abs=1e-3)
+            assert da.score == pytest.approx(db.score, abs=1e-5)

@@ -57,10 +57,20 @@ class GatewaySettings:
 class DecoderSettings(ConsumerSettings):
     threads: int = 1
     frames_per_part: int = 32
+    #: what a FRAMES batch holds: "picture", each frame resized with no bars (inference pads
+    #: it into the model's square; 311 kB instead of 553 kB for a 720p GOP at detect_fps 5),
+    #: or "letterbox", the padded square every build before this setting sent. Set
+    #: "letterbox" while inference replicas of such a build still run: they refuse picture
+    #: batches (dead letters, replayable once upgraded) instead of reading them.
+    frames_layout: Literal["picture", "letterbox"] = "picture"
 
     def __post_init__(self) -> None:
         self._check("decoder")
         positive("decoder", threads=self.threads, frames_per_part=self.frames_per_part)
+        if self.frames_layout not in ("picture", "letterbox"):
+            raise ConfigError(
+                f"decoder.frames_layout must be 'picture' or 'letterbox', got {self.frames_layout!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from framepipe.core.messages import (
 from framepipe.core.runner import Done, LogValue, Stage, WorkContext
 from framepipe.core.settings import InferenceSettings, Settings
 from framepipe.core.topology import ConsumerSpec, Names, consumer_spec
-from framepipe.media.letterbox import Letterbox
+from framepipe.media.letterbox import Letterbox, place
 from framepipe.stages.frame_selection import fill_skipped, select_by_rate, select_frames
 from framepipe.stages.inference.backends import backend_info, describe_backend
 from framepipe.stages.inference.batching import MicroBatcher
@@ -110,7 +110,9 @@ class Inference(Stage[FrameBatch]):
 
     async def process(self, message: FrameBatch, ctx: WorkContext) -> Done:
         cfg, loaded = self.settings.inference, self.loaded
-        frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.shape)
+        frames = np.frombuffer(message.pixels, dtype=np.uint8).reshape(message.pixel_shape)
+        if message.picture != (0, 0):  # the pictures alone: pad them into the model's square here
+            frames = place(frames, message.shape[1], message.pad)
         fields: dict[str, LogValue] = {}
         # The decoder sent only the frames the model runs on; older decoders sent every frame.
         selected = None if message.selected else self.select(message)
