@@ -1,24 +1,25 @@
-"""What the FRAMES batch's size costs the bus, and what a smaller layout would save.
+"""What the FRAMES batch's size costs the bus, for each layout of its pixels.
 
-One 720p30 GOP at ``detect_fps = 5`` sends inference one FRAMES batch of five letterboxed
-192² RGB frames (553 kB); at 16:9 the black bars are 44 % of it. This bench sends batches
-of the sizes other layouts would have through the path the decoder and inference really
-take, and times it in CPU: the decoder's publish with its de-duplication id and wait for
-the JetStream ack, inference's ``fetch(1)``, the envelope's decode, and ``ack_sync``, on
-the real FRAMES work queue (file storage) of a real nats-server. CPU ms per batch of this
-process (both clients) and of the server, best of ``--repeats`` passes, the layouts
-alternated. The same batch with no pixels is the floor: what a message costs whatever it
-carries.
+One 720p30 GOP at ``detect_fps = 5`` sends inference one FRAMES batch of five frames for
+the 192² model; at 16:9 a letterboxed square's black bars are 44 % of it. This bench sends
+batches of each layout through the path the decoder and inference really take, and times
+it in CPU: the decoder's publish with its de-duplication id and wait for the JetStream ack,
+inference's ``fetch(1)``, the envelope's decode, the pixels as the model's input (a picture
+batch padded into the square, as the stage does), and ``ack_sync``, on the real FRAMES
+work queue (file storage) of a real nats-server. CPU ms per batch of this process (both
+clients) and of the server, best of ``--repeats`` passes, the layouts alternated. The same
+batch with no pixels is the floor: what a message costs whatever it carries.
 
 Layouts (the envelope's fields as the decoder sets them; 30 frames, 5 selected):
 
-- ``letterboxed-rgb``: today's batch, (5, 192, 192, 3);
-- ``picture-rgb``: the picture without its bars, (5, 108, 192, 3);
+- ``letterboxed-rgb``: ``decoder.frames_layout = "letterbox"``, (5, 192, 192, 3);
+- ``picture-rgb``: the default ``"picture"``, the picture without its bars,
+  ``picture = (108, 192)``;
 - ``picture-yuv420``: the picture in the source's own 4:2:0 layout, 1.5 bytes a pixel
-  (sent here as (5, 162, 192, 1), the same bytes).
+  (sent here as (5, 162, 192, 1), the same bytes, and not converted to RGB at the end).
 
-Only today's layout is what framepipe sends; the other two are measured to size a change
-of FRAMES' wire format (an older inference replica would misread them). Not part of CI.
+The first two are what framepipe sends; the third is measured to size a further change of
+FRAMES' wire format (inference would then convert colour too). Not part of CI.
 Writes ``bench/results/frames_bytes.json``.
 
     python -m bench.frames_bytes [--batches 150] [--repeats 5]
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from nats.js import JetStreamContext
 
 from bench.common import RESULTS, cpu_seconds, ratio, write_result
@@ -43,6 +45,7 @@ from framepipe.core.messages import FrameBatch
 from framepipe.core.settings import Settings
 from framepipe.core.topology import Names, consumer_spec
 from framepipe.local.natsserver import NatsServer
+from framepipe.media.letterbox import place
 
 #: name → the (n, h, w, c) shape of the pixels the batch carries.
 LAYOUTS: dict[str, tuple[int, int, int, int]] = {
@@ -51,12 +54,16 @@ LAYOUTS: dict[str, tuple[int, int, int, int]] = {
     "picture-yuv420": (5, 162, 192, 1),
     "no-pixels": (0, 192, 192, 3),
 }
+#: the layouts the decoder makes as pictures (``FrameBatch.picture``), padded by inference.
+PICTURES = {"picture-rgb"}
+SIZE = 192
 GOP_FRAMES = 30
 
 
-def batch(gop: int, shape: tuple[int, int, int, int]) -> FrameBatch:
+def batch(gop: int, name: str) -> FrameBatch:
     """One GOP's batch as the decoder builds it at detect_fps 5: every 6th of 30 frames."""
-    n, h, w, c = shape
+    n, h, w, c = LAYOUTS[name]
+    picture = (h, w) if name in PICTURES else (0, 0)
     every = GOP_FRAMES // n if n else GOP_FRAMES + 1
     selected = tuple(i % every == 0 for i in range(GOP_FRAMES)) if n else ()
     return FrameBatch(
@@ -70,7 +77,8 @@ def batch(gop: int, shape: tuple[int, int, int, int]) -> FrameBatch:
         source_size=(1280, 720),
         scale=0.15,
         pad=(0, 42),
-        shape=shape,
+        shape=(n, SIZE, SIZE, c) if name in PICTURES else (n, h, w, c),
+        picture=picture,
         pixels=bytes(range(256)) * (n * h * w * c // 256) + bytes(n * h * w * c % 256),
         frame_offset=gop * GOP_FRAMES,
         gop_frames=GOP_FRAMES,
@@ -82,18 +90,21 @@ def batch(gop: int, shape: tuple[int, int, int, int]) -> FrameBatch:
 async def _one_pass(
     js: JetStreamContext,
     sub: JetStreamContext.PullSubscription,
-    shape: tuple[int, int, int, int],
+    name: str,
     first: int,
     count: int,
 ) -> int:
     subject = Names.subject(Names.FRAMES, "bench")
     for gop in range(first, first + count):
-        headers, body = messages.encode(batch(gop, shape))
+        headers, body = messages.encode(batch(gop, name))
         await bus.publish(js, subject, body, headers, Names.msg_id("bench", gop, "decoder"))
         (msg,) = await sub.fetch(1, timeout=10.0)
         received = messages.decode(msg.headers, msg.data, FrameBatch)
         if received.gop != gop:
             raise RuntimeError(f"fetched GOP {received.gop}, published {gop}")
+        frames = np.frombuffer(received.pixels, dtype=np.uint8).reshape(received.pixel_shape)
+        if received.picture != (0, 0):
+            place(frames, SIZE, received.pad)
         await msg.ack_sync(timeout=10.0)
     return count
 
@@ -108,12 +119,12 @@ async def _costs(
     best: dict[str, dict[str, float]] = {name: {} for name in LAYOUTS}
     gop = 0
     try:
-        await _one_pass(js, sub, LAYOUTS["letterboxed-rgb"], gop, 20)  # warm: connection, first blocks
+        await _one_pass(js, sub, "letterboxed-rgb", gop, 20)  # warm: connection, first blocks
         gop += 20
         for _ in range(repeats):
-            for name, shape in LAYOUTS.items():
+            for name in LAYOUTS:
                 client, served = time.process_time(), cpu_seconds(server_pid)
-                done = await _one_pass(js, sub, shape, gop, count)
+                done = await _one_pass(js, sub, name, gop, count)
                 gop += done
                 spent = {
                     "client_ms": (time.process_time() - client) * 1000 / done,
@@ -125,7 +136,7 @@ async def _costs(
         await nc.close()
     for name, row in best.items():
         row["total_ms"] = round(row["client_ms"] + row["server_ms"], 4)
-        row["body_bytes"] = len(messages.encode(batch(0, LAYOUTS[name]))[1])
+        row["body_bytes"] = len(messages.encode(batch(0, name))[1])
     return best
 
 
